@@ -1,0 +1,5 @@
+"""Allow `python -m evalharness`."""
+
+from evalharness.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""Model backends, chosen by the prefix of a model spec (`hf:`, `openai:`, built-in alias)."""
+
+from __future__ import annotations
+
+from evalharness.backends.base import Backend
+from evalharness.modelspec import ModelSpec
+
+
+def load_backend(spec: ModelSpec) -> Backend:
+    """Build the backend for a spec; weights load lazily on the first uncached request."""
+    if spec.backend in ("hf", "builtin"):
+        from evalharness.backends.hf import HFBackend
+
+        return HFBackend(spec)
+    if spec.backend == "openai":
+        from evalharness.backends.openai_api import OpenAIBackend
+
+        return OpenAIBackend(spec)
+    raise AssertionError(f"unhandled backend {spec.backend}")
+
+
+__all__ = ["Backend", "load_backend"]

@@ -1,0 +1,51 @@
+"""What every model backend offers the engine: an identity and two batched calls."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from evalharness.requests import (
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+    canonical_json,
+    sha256_hex,
+)
+
+
+class Backend(ABC):
+    """A model that answers requests in batches.
+
+    `identity` must be computable without loading weights: the engine looks every request up in
+    the store first, and a fully cached run should never load a model.
+    """
+
+    #: How many requests the engine hands over per call (and commits per step).
+    batch_size: int = 8
+
+    @property
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes what the model answers: weights, backend, dtype, template."""
+
+    @property
+    def identity_hash(self) -> str:
+        return sha256_hex(canonical_json(self.identity))
+
+    @property
+    def display_name(self) -> str:
+        return str(self.identity.get("name", "model"))
+
+    @abstractmethod
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        """Answer chat requests; one result per request, in order."""
+
+    @abstractmethod
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-probability of each continuation given its context, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (HTTP clients, model memory)."""

@@ -1,0 +1,340 @@
+"""`hf:` backend: a transformers causal LM, batched, loaded only when a request misses the cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evalharness.backends.base import Backend
+from evalharness.errors import InputError
+from evalharness.hashing import sha256_weights_dir
+from evalharness.modelspec import ModelSpec
+from evalharness.requests import (
+    GenerateRequest,
+    GenerateResult,
+    Message,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+    sha256_hex,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_local_dir(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    """Map a spec to a local checkpoint directory and the facts that identify its weights."""
+    if spec.backend == "builtin":
+        from evalharness.default_model import converted_dir, read_marker
+
+        directory = converted_dir()
+        marker = read_marker(directory) or {}
+        return directory, {"weights_sha256": marker.get("weights_sha256"), "source": spec.name}
+    path = Path(spec.name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"hf:{spec.name} is a file; give the checkpoint directory")
+        return path.resolve(), {"weights_sha256": sha256_weights_dir(path)}
+    return _resolve_hub(spec)
+
+
+def _resolve_hub(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+    try:
+        snapshot = snapshot_download(spec.name, revision=spec.revision, allow_patterns=patterns)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        raise InputError(
+            f"hf:{spec.name}: not a local directory and not available from the hub "
+            f"({type(exc).__name__}); set HF_HUB_OFFLINE=0 to download or give a path"
+        ) from None
+    path = Path(snapshot)
+    # Hub snapshots live in .../snapshots/<commit>: the commit is the weights' identity.
+    return path, {"hub_id": spec.name, "revision": path.name}
+
+
+def read_chat_template(directory: Path) -> str | None:
+    """The chat template as transformers would find it, read without loading the tokenizer."""
+    jinja = directory / "chat_template.jinja"
+    if jinja.exists():
+        return jinja.read_text()
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        file = directory / name
+        if file.exists():
+            template = json.loads(file.read_text()).get("chat_template")
+            if template:
+                return template if isinstance(template, str) else json.dumps(template)
+    return None
+
+
+class HFBackend(Backend):
+    """Batched generation (left padding, chat template) and continuation scoring."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.batch_size = spec.batch_size
+        self.directory, weights = resolve_local_dir(spec)
+        template = read_chat_template(self.directory)
+        self._identity = {
+            "backend": "hf",
+            "name": spec.raw,
+            **weights,
+            "dtype": spec.dtype,
+            "chat_template_sha256": sha256_hex(template) if template else None,
+        }
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self._identity
+
+    # -- loading -------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
+        trust = self.spec.trust_remote_code
+        self._tokenizer = AutoTokenizer.from_pretrained(self.directory, trust_remote_code=trust)
+        self._model = AutoModelForCausalLM.from_pretrained(
+            self.directory, dtype=dtype, trust_remote_code=trust
+        )
+        self._model.eval()
+        if self._tokenizer.pad_token_id is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+
+    @property
+    def model(self) -> Any:
+        self._load()
+        return self._model
+
+    @property
+    def tokenizer(self) -> Any:
+        self._load()
+        return self._tokenizer
+
+    def stop_token_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(configured, int):
+            ids.add(configured)
+        elif configured:
+            ids.update(configured)
+        return sorted(i for i in ids if i is not None)
+
+    # -- prompts -------------------------------------------------------------------------
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        """The chat prompt with a generation prompt; plain `role: text` lines without a template."""
+        as_dicts = [{"role": m.role, "content": m.content} for m in messages]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(
+                as_dicts, tokenize=False, add_generation_prompt=True
+            )
+        lines = [f"{m.role}: {m.content}" for m in messages]
+        return "\n".join(lines) + "\nassistant:"
+
+    def encode(self, text: str, *, templated: bool) -> list[int]:
+        # A chat-rendered prompt already holds its special tokens; raw text gets the tokenizer's.
+        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+
+    # -- generation ----------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        results: list[GenerateResult | None] = [None] * len(requests)
+        groups: dict[SamplingParams, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[request.sampling].append(index)
+        for sampling, indices in groups.items():
+            prompts = [self.render_chat(requests[i].messages) for i in indices]
+            encoded = [self.encode(p, templated=True) for p in prompts]
+            order = sorted(range(len(indices)), key=lambda k: len(encoded[k]))
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                outputs = self.generate_token_ids([encoded[k] for k in chunk], sampling)
+                for k, output in zip(chunk, outputs, strict=True):
+                    results[indices[k]] = output
+        return [r for r in results if r is not None]
+
+    def generate_token_ids(
+        self, prompts: list[list[int]], sampling: SamplingParams
+    ) -> list[GenerateResult]:
+        """One left-padded batch through `model.generate`."""
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention[row, width - len(prompt) :] = 1
+        stop_ids = self.stop_token_ids()
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "pad_token_id": pad_id,
+            "eos_token_id": stop_ids,
+        }
+        if sampling.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            torch.manual_seed(sampling.seed)
+            kwargs.update(
+                do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None
+            )
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        results = []
+        for row, prompt in enumerate(prompts):
+            new_tokens = output[row, width:].tolist()
+            finish = "length"
+            for position, token in enumerate(new_tokens):
+                if token in stop_ids:
+                    new_tokens = new_tokens[:position]
+                    finish = "stop"
+                    break
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            results.append(
+                GenerateResult(
+                    text=text.strip(),
+                    n_prompt_tokens=len(prompt),
+                    n_generated_tokens=len(new_tokens),
+                    finish_reason=finish,
+                )
+            )
+        return results
+
+    # -- scoring -------------------------------------------------------------------------
+    def encode_pair(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
+        """Context and continuation token ids, split as lm-evaluation-harness does."""
+        if request.messages is not None:
+            context = self.render_chat(request.messages) + request.context
+            templated = True
+        else:
+            context, templated = request.context, False
+        # Trailing spaces belong to the continuation so "Answer: " + "Paris" tokenises naturally.
+        stripped = context.rstrip(" ")
+        continuation = context[len(stripped) :] + request.continuation
+        whole = self.encode(stripped + continuation, templated=templated)
+        context_ids = self.encode(stripped, templated=templated)
+        if whole[: len(context_ids)] != context_ids:
+            return context_ids, self.encode(continuation, templated=True)
+        return context_ids, whole[len(context_ids) :]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        pairs = [self.encode_pair(r) for r in requests]
+        for request, (_, continuation) in zip(requests, pairs, strict=True):
+            if not continuation:
+                raise InputError(f"score request has an empty continuation: {request!r}"[:200])
+        by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index, (context, _) in enumerate(pairs):
+            by_context[tuple(context)].append(index)
+        results: list[ScoreResult | None] = [None] * len(requests)
+        singles = [ix[0] for ix in by_context.values() if len(ix) == 1]
+        for start in range(0, len(singles), self.batch_size):
+            chunk = singles[start : start + self.batch_size]
+            for index, result in zip(chunk, self._score_full([pairs[i] for i in chunk]), strict=True):
+                results[index] = result
+        for context, indices in by_context.items():
+            if len(indices) > 1:
+                shared = self._score_shared_context(list(context), [pairs[i][1] for i in indices])
+                for index, result in zip(indices, shared, strict=True):
+                    results[index] = result
+        return [r for r in results if r is not None]
+
+    def _head(self) -> tuple[Any, Any]:
+        head = self.model.get_output_embeddings()
+        return head.weight, getattr(head, "bias", None)
+
+    def _decoder(self) -> Any:
+        return getattr(self.model, self.model.base_model_prefix)
+
+    def _score_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[ScoreResult]:
+        """Right-padded batch of whole sequences; logits only at continuation positions."""
+        import torch
+
+        from evalharness.kernels import token_logprobs_chunked
+
+        sequences = [c + t for c, t in pairs]
+        width = max(len(s) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+        with torch.inference_mode():
+            hidden = self._decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            rows, positions, targets = [], [], []
+            for row, (context, continuation) in enumerate(pairs):
+                for offset, token in enumerate(continuation):
+                    rows.append(row)
+                    positions.append(len(context) + offset - 1)
+                    targets.append(token)
+            weight, bias = self._head()
+            logprobs, greedy = token_logprobs_chunked(
+                hidden[rows, positions], weight, torch.tensor(targets), bias
+            )
+        return self._collect(pairs, logprobs, greedy)
+
+    def _score_shared_context(
+        self, context: list[int], continuations: list[list[int]]
+    ) -> list[ScoreResult]:
+        """One forward pass over a shared context, then each continuation on its KV cache."""
+        import torch
+        from transformers import DynamicCache
+
+        from evalharness.kernels import token_logprobs_chunked
+
+        weight, bias = self._head()
+        results = []
+        with torch.inference_mode():
+            cache = DynamicCache()
+            out = self._decoder()(
+                input_ids=torch.tensor([context]), past_key_values=cache, use_cache=True
+            )
+            last_hidden = out.last_hidden_state[0, -1:]
+            for continuation in continuations:
+                hidden = last_hidden
+                if len(continuation) > 1:
+                    step = self._decoder()(
+                        input_ids=torch.tensor([continuation[:-1]]),
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    hidden = torch.cat([last_hidden, step.last_hidden_state[0]], dim=0)
+                    cache.crop(-(len(continuation) - 1))  # back to the shared context
+                logprobs, greedy = token_logprobs_chunked(
+                    hidden, weight, torch.tensor(continuation), bias
+                )
+                results.append(
+                    ScoreResult(
+                        logprob=float(logprobs.sum()),
+                        n_tokens=len(continuation),
+                        is_greedy=bool(greedy.all()),
+                    )
+                )
+        return results
+
+    @staticmethod
+    def _collect(pairs: list[tuple[list[int], list[int]]], logprobs: Any, greedy: Any) -> list[ScoreResult]:
+        results, cursor = [], 0
+        for _, continuation in pairs:
+            n = len(continuation)
+            results.append(
+                ScoreResult(
+                    logprob=float(logprobs[cursor : cursor + n].sum()),
+                    n_tokens=n,
+                    is_greedy=bool(greedy[cursor : cursor + n].all()),
+                )
+            )
+            cursor += n
+        return results

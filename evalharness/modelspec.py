@@ -1,0 +1,64 @@
+"""Model specs: one string names a model everywhere (`hf:PATH_OR_HUB_ID`, `openai:MODEL`, alias)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from evalharness.errors import InputError
+
+DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
+ALIASES = {
+    DEFAULT_MODEL_ALIAS: "builtin:smollm2-135m-instruct",
+    "smollm2": "builtin:smollm2-135m-instruct",
+    "default": "builtin:smollm2-135m-instruct",
+}
+BACKENDS = ("hf", "openai", "builtin")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec plus the options that change what the model computes.
+
+    `dtype`, `revision` and `base_url` are part of the model's identity; `batch_size`,
+    `concurrency` and `api_key_env` only change how fast it runs.
+    """
+
+    backend: str
+    name: str
+    raw: str
+    revision: str | None = None
+    dtype: str = "float32"
+    batch_size: int = 8
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    max_retries: int = 5
+    timeout_s: float = 600.0
+    trust_remote_code: bool = False
+
+    def with_options(self, **options: object) -> ModelSpec:
+        given = {k: v for k, v in options.items() if v is not None}
+        return replace(self, **given)  # type: ignore[arg-type]
+
+
+def parse_model_spec(spec: str, **options: object) -> ModelSpec:
+    """Parse `hf:PATH[@REV]`, `openai:MODEL` or an alias; raise InputError on anything else."""
+    text = spec.strip()
+    resolved = ALIASES.get(text.lower(), text)
+    backend, sep, name = resolved.partition(":")
+    if not sep or backend not in BACKENDS or not name:
+        raise InputError(
+            f"unknown model spec {spec!r}: use hf:PATH_OR_HUB_ID, openai:MODEL "
+            f"or one of the aliases {', '.join(sorted(ALIASES))}"
+        )
+    revision = None
+    if backend == "hf" and "@" in name:
+        name, _, revision = name.rpartition("@")
+    model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
+    model = model.with_options(**options)
+    if model.dtype not in DTYPES:
+        raise InputError(f"--dtype {model.dtype!r} is not one of {', '.join(DTYPES)}")
+    if model.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    return model

@@ -1,0 +1,115 @@
+"""The two kinds of work a task asks of a model, and what comes back.
+
+Requests are frozen, hashable and serialise to canonical JSON, so the store can key its cache on
+`model identity + request` and a re-run finds every answer it already paid for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings; `temperature == 0` means greedy decoding."""
+
+    temperature: float = 0.0
+    max_new_tokens: int = 512
+    top_p: float = 1.0
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Generate an assistant reply to `messages` through the model's chat template."""
+
+    messages: tuple[Message, ...]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    kind: Literal["generate"] = "generate"
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-probability of `continuation` after a context.
+
+    The context is either raw text (`context`) or chat `messages` rendered with the model's chat
+    template and a generation prompt, followed by `context` as the start of the assistant turn
+    (e.g. "Rating: [[" for a judge read from its own probabilities).
+    """
+
+    continuation: str
+    context: str = ""
+    messages: tuple[Message, ...] | None = None
+    kind: Literal["score"] = "score"
+
+
+Request = GenerateRequest | ScoreRequest
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    text: str
+    n_prompt_tokens: int = 0
+    n_generated_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    logprob: float
+    n_tokens: int
+    is_greedy: bool
+
+
+Result = GenerateResult | ScoreResult
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses (nested) to plain JSON values."""
+    return asdict(obj)
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON used for hashing: sorted keys, no whitespace."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def request_from_json(data: dict[str, Any]) -> Request:
+    if data["kind"] == "generate":
+        return GenerateRequest(
+            messages=tuple(Message(**m) for m in data["messages"]),
+            sampling=SamplingParams(**data["sampling"]),
+        )
+    messages = data.get("messages")
+    return ScoreRequest(
+        continuation=data["continuation"],
+        context=data.get("context", ""),
+        messages=tuple(Message(**m) for m in messages) if messages is not None else None,
+    )
+
+
+def result_from_json(data: dict[str, Any]) -> Result:
+    if "logprob" in data:
+        return ScoreResult(**data)
+    return GenerateResult(**data)

@@ -1,0 +1,282 @@
+"""The run store: one SQLite file (WAL) holding runs, samples, cached responses and verdicts.
+
+Responses and verdicts are content-addressed: the key is a hash of the model's (or judge's)
+identity and the full request, so any run with the same model and request reuses them. Every
+batch is committed as soon as it finishes; a killed run loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    model TEXT NOT NULL,
+    judge TEXT,
+    spec_json TEXT NOT NULL,
+    provenance_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_tasks (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    n_samples INTEGER NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    metrics_json TEXT,
+    info_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, task)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    data_json TEXT NOT NULL,
+    scores_json TEXT,
+    PRIMARY KEY (run_id, task, sample_id)
+);
+CREATE TABLE IF NOT EXISTS responses (
+    cache_key TEXT PRIMARY KEY,
+    model_hash TEXT NOT NULL,
+    request_json TEXT NOT NULL,
+    result_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    cache_key TEXT PRIMARY KEY,
+    judge_hash TEXT NOT NULL,
+    input_json TEXT NOT NULL,
+    verdict_json TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS links (
+    run_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('response', 'verdict')),
+    slot TEXT NOT NULL,
+    cache_key TEXT NOT NULL,
+    PRIMARY KEY (run_id, task, sample_id, kind, slot)
+);
+CREATE TABLE IF NOT EXISTS identities (
+    identity_hash TEXT PRIMARY KEY,
+    identity_json TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Link:
+    task: str
+    sample_id: str
+    kind: str
+    slot: str
+    cache_key: str
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+class RunStore:
+    """Thin, explicit SQL over one file; safe against kill -9 at any point (WAL, per-batch commits)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=30.0)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- runs ----------------------------------------------------------------------------
+    def begin_run(
+        self, run_id: str, model: str, judge: str | None, spec: dict[str, Any], provenance: dict
+    ) -> bool:
+        """Create the run or reopen it; returns True when it already existed (a resume)."""
+        now = time.time()
+        with self.conn:
+            existing = self.conn.execute(
+                "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if existing:
+                self.conn.execute(
+                    "UPDATE runs SET status = 'running', updated_at = ?, provenance_json = ? "
+                    "WHERE run_id = ?",
+                    (now, _dumps(provenance), run_id),
+                )
+                return True
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                (run_id, now, now, model, judge, _dumps(spec), _dumps(provenance)),
+            )
+        return False
+
+    def finish_run(self, run_id: str, status: str = "complete") -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET status = ?, updated_at = ? WHERE run_id = ?",
+                (status, time.time(), run_id),
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT run_id, created_at, updated_at, status, model, judge, spec_json, "
+            "provenance_json FROM runs WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("run_id", "created_at", "updated_at", "status", "model", "judge")
+        run = dict(zip(keys, row[:6], strict=True))
+        run["spec"] = json.loads(row[6])
+        run["provenance"] = json.loads(row[7])
+        return run
+
+    def find_runs(self, prefix: str) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY created_at", (prefix + "%",)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT run_id, created_at, status, model, judge FROM runs ORDER BY created_at"
+        ).fetchall()
+        keys = ("run_id", "created_at", "status", "model", "judge")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # -- tasks and samples ---------------------------------------------------------------
+    def put_task(self, run_id: str, task: str, n_samples: int, info: dict[str, Any]) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO run_tasks (run_id, task, n_samples, info_json) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, task) DO UPDATE SET n_samples = excluded.n_samples, "
+                "info_json = excluded.info_json",
+                (run_id, task, n_samples, _dumps(info)),
+            )
+
+    def put_task_metrics(
+        self, run_id: str, task: str, metrics: dict[str, Any], failures: int
+    ) -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE run_tasks SET metrics_json = ?, failures = ? WHERE run_id = ? AND task = ?",
+                (_dumps(metrics), failures, run_id, task),
+            )
+
+    def get_tasks(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT task, n_samples, failures, metrics_json, info_json FROM run_tasks "
+            "WHERE run_id = ? ORDER BY task",
+            (run_id,),
+        ).fetchall()
+        return [
+            {
+                "task": task,
+                "n": n,
+                "failures": failures,
+                "metrics": json.loads(metrics) if metrics else None,
+                "info": json.loads(info),
+            }
+            for task, n, failures, metrics, info in rows
+        ]
+
+    def put_samples(self, run_id: str, task: str, samples: Sequence[tuple[str, dict]]) -> None:
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO samples (run_id, task, sample_id, position, data_json) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, task, sid, pos, _dumps(data)) for pos, (sid, data) in enumerate(samples)],
+            )
+
+    def put_sample_scores(self, run_id: str, task: str, scores: dict[str, dict]) -> None:
+        with self.conn:
+            self.conn.executemany(
+                "UPDATE samples SET scores_json = ? WHERE run_id = ? AND task = ? AND sample_id = ?",
+                [(_dumps(s), run_id, task, sid) for sid, s in scores.items()],
+            )
+
+    def get_samples(self, run_id: str, task: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT sample_id, data_json, scores_json FROM samples WHERE run_id = ? AND task = ? "
+            "ORDER BY position",
+            (run_id, task),
+        ).fetchall()
+        return [
+            {"sample_id": sid, "data": json.loads(d), "scores": json.loads(s) if s else None}
+            for sid, d, s in rows
+        ]
+
+    # -- cache ---------------------------------------------------------------------------
+    def put_identity(self, identity_hash: str, identity: dict[str, Any]) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO identities VALUES (?, ?)", (identity_hash, _dumps(identity))
+            )
+
+    def get_responses(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self._get_many("responses", "result_json", keys)
+
+    def get_verdicts(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return self._get_many("verdicts", "verdict_json", keys)
+
+    def _get_many(self, table: str, column: str, keys: Iterable[str]) -> dict[str, dict]:
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, dict] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT cache_key, {column} FROM {table} WHERE cache_key IN ({marks})", chunk
+            ).fetchall()
+            found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
+    def put_responses(self, model_hash: str, items: Sequence[tuple[str, dict, dict]]) -> None:
+        """Store (cache_key, request, result) triples in one transaction."""
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?)",
+                [(k, model_hash, _dumps(req), _dumps(res), now) for k, req, res in items],
+            )
+
+    def put_verdicts(self, judge_hash: str, items: Sequence[tuple[str, dict, dict]]) -> None:
+        now = time.time()
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, ?)",
+                [(k, judge_hash, _dumps(inp), _dumps(v), now) for k, inp, v in items],
+            )
+
+    def put_links(self, run_id: str, links: Sequence[Link]) -> None:
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?, ?)",
+                [(run_id, x.task, x.sample_id, x.kind, x.slot, x.cache_key) for x in links],
+            )
+
+    def get_links(self, run_id: str, task: str) -> list[Link]:
+        rows = self.conn.execute(
+            "SELECT task, sample_id, kind, slot, cache_key FROM links WHERE run_id = ? AND task = ?",
+            (run_id, task),
+        ).fetchall()
+        return [Link(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (used by tests and `show` to prove nothing was duplicated)."""
+        tables = ("runs", "run_tasks", "samples", "responses", "verdicts", "links")
+        return {t: self.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
