@@ -88,7 +88,11 @@ def _dumps(value: Any) -> str:
 
 
 class RunStore:
-    """Thin, explicit SQL over one file; safe against kill -9 at any point (WAL, per-batch commits)."""
+    """Thin, explicit SQL over one file; safe against kill -9 at any point.
+
+    WAL journaling plus one transaction per finished batch: a killed process loses only the
+    batch it was computing.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -205,7 +209,8 @@ class RunStore:
     def put_sample_scores(self, run_id: str, task: str, scores: dict[str, dict]) -> None:
         with self.conn:
             self.conn.executemany(
-                "UPDATE samples SET scores_json = ? WHERE run_id = ? AND task = ? AND sample_id = ?",
+                "UPDATE samples SET scores_json = ? "
+                "WHERE run_id = ? AND task = ? AND sample_id = ?",
                 [(_dumps(s), run_id, task, sid) for sid, s in scores.items()],
             )
 
@@ -271,7 +276,8 @@ class RunStore:
 
     def get_links(self, run_id: str, task: str) -> list[Link]:
         rows = self.conn.execute(
-            "SELECT task, sample_id, kind, slot, cache_key FROM links WHERE run_id = ? AND task = ?",
+            "SELECT task, sample_id, kind, slot, cache_key FROM links "
+            "WHERE run_id = ? AND task = ?",
             (run_id, task),
         ).fetchall()
         return [Link(*row) for row in rows]

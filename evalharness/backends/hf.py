@@ -226,6 +226,13 @@ class HFBackend(Backend):
         continuation = context[len(stripped) :] + request.continuation
         whole = self.encode(stripped + continuation, templated=templated)
         context_ids = self.encode(stripped, templated=templated)
+        if not context_ids:
+            # Nothing predicts the first token of an unconditioned continuation; condition on
+            # the BOS (or EOS) token as lm-evaluation-harness does.
+            prefix = self.tokenizer.bos_token_id
+            if prefix is None:
+                prefix = self.tokenizer.eos_token_id
+            return [prefix], self.encode(continuation, templated=True)
         if whole[: len(context_ids)] != context_ids:
             return context_ids, self.encode(continuation, templated=True)
         return context_ids, whole[len(context_ids) :]
@@ -242,7 +249,9 @@ class HFBackend(Backend):
         singles = [ix[0] for ix in by_context.values() if len(ix) == 1]
         for start in range(0, len(singles), self.batch_size):
             chunk = singles[start : start + self.batch_size]
-            for index, result in zip(chunk, self._score_full([pairs[i] for i in chunk]), strict=True):
+            for index, result in zip(
+                chunk, self._score_full([pairs[i] for i in chunk]), strict=True
+            ):
                 results[index] = result
         for context, indices in by_context.items():
             if len(indices) > 1:
@@ -272,7 +281,9 @@ class HFBackend(Backend):
             input_ids[row, : len(seq)] = torch.tensor(seq)
             attention[row, : len(seq)] = 1
         with torch.inference_mode():
-            hidden = self._decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            hidden = self._decoder()(
+                input_ids=input_ids, attention_mask=attention
+            ).last_hidden_state
             rows, positions, targets = [], [], []
             for row, (context, continuation) in enumerate(pairs):
                 for offset, token in enumerate(continuation):
@@ -325,7 +336,9 @@ class HFBackend(Backend):
         return results
 
     @staticmethod
-    def _collect(pairs: list[tuple[list[int], list[int]]], logprobs: Any, greedy: Any) -> list[ScoreResult]:
+    def _collect(
+        pairs: list[tuple[list[int], list[int]]], logprobs: Any, greedy: Any
+    ) -> list[ScoreResult]:
         results, cursor = [], 0
         for _, continuation in pairs:
             n = len(continuation)

@@ -1,0 +1,299 @@
+"""`openai:` backend: any OpenAI-compatible server (OpenAI, vLLM, `evalharness serve`...).
+
+Requests go out concurrently (bounded by `spec.concurrency`) through the official `openai`
+client, whose built-in retries with exponential backoff handle 429s, 5xx, timeouts and dropped
+connections. The engine calls backends synchronously, so each batch runs in its own event loop.
+
+The API key is read from the environment at call time and is never stored on the backend,
+never part of its identity and never part of an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from evalharness.backends.base import Backend
+from evalharness.errors import BackendError, InputError
+from evalharness.modelspec import ModelSpec
+from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: What the client sends when no key is set: local servers accept anything, and the library
+#: refuses to start without one.
+PLACEHOLDER_KEY = "EMPTY"
+MAX_DETAIL = 300
+
+T = TypeVar("T")
+
+
+def run_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code.
+
+    Uses `asyncio.run` (a fresh loop per call, so any thread works); when the caller is itself
+    inside a running loop (a notebook, an async app), the loop runs in a worker thread instead.
+    """
+
+    async def main() -> T:
+        return await make()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(main())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+class OpenAIBackend(Backend):
+    """Chat generation and raw-text continuation scoring against an OpenAI-compatible API."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        # Explicit, so the identity names where requests really go (the library would
+        # otherwise fall back to $OPENAI_BASE_URL behind our back).
+        self.base_url = spec.base_url or DEFAULT_BASE_URL
+        self.batch_size = max(1, spec.concurrency) * 4
+        #: Some servers reject max_tokens=0; the first 400 switches scoring to 1 for good.
+        self._score_max_tokens = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.spec.name!r}, base_url={self.base_url!r})"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "backend": "openai",
+            "name": self.spec.raw,
+            "model": self.spec.name,
+            "base_url": self.base_url,
+        }
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _api_key(self) -> str:
+        return os.environ.get(self.spec.api_key_env) or PLACEHOLDER_KEY
+
+    def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `work(client)` on a client made inside the call's own event loop.
+
+        httpx connections belong to the loop that opened them, so a client never outlives
+        the `asyncio.run` that created it. Library errors become our one-line errors.
+        """
+        from openai import AsyncOpenAI, OpenAIError
+
+        api_key = self._api_key()
+
+        async def main() -> T:
+            client = AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=api_key,
+                max_retries=self.spec.max_retries,
+                timeout=self.spec.timeout_s,
+            )
+            async with client:
+                return await work(client)
+
+        try:
+            return run_sync(main)
+        except OpenAIError as exc:
+            raise self._translate(exc, api_key) from None
+
+    async def _bounded(self, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+        """All calls concurrently, at most `spec.concurrency` in flight, results in order."""
+        semaphore = asyncio.Semaphore(max(1, self.spec.concurrency))
+
+        async def one(call: Callable[[], Awaitable[T]]) -> T:
+            async with semaphore:
+                return await call()
+
+        tasks = [asyncio.ensure_future(one(c)) for c in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # Stop the rest before the client closes under them; the first error wins.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    # -- generation ----------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        if not requests:
+            return []
+
+        async def work(client: Any) -> list[GenerateResult]:
+            calls = [lambda r=r: self._generate_one(client, r) for r in requests]
+            return await self._bounded(calls)
+
+        return self._run(work)
+
+    async def _generate_one(self, client: Any, request: GenerateRequest) -> GenerateResult:
+        sampling = request.sampling
+        response = await client.chat.completions.create(
+            model=self.spec.name,
+            messages=[{"role": m.role, "content": m.content} for m in request.messages],
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+        )
+        if not response.choices:
+            raise BackendError(f"openai endpoint {self.base_url} returned no choices")
+        choice = response.choices[0]
+        used = response.usage
+        return GenerateResult(
+            # Stripped as HFBackend strips, so both backends give the same text to judges.
+            text=(choice.message.content or "").strip(),
+            n_prompt_tokens=used.prompt_tokens if used else 0,
+            n_generated_tokens=used.completion_tokens if used else 0,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    # -- scoring -------------------------------------------------------------------------
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        for request in requests:
+            check_scorable(request)
+        if not requests:
+            return []
+
+        async def work(client: Any) -> list[ScoreResult]:
+            calls = [lambda r=r: self._score_one(client, r) for r in requests]
+            return await self._bounded(calls)
+
+        return self._run(work)
+
+    async def _score_one(self, client: Any, request: ScoreRequest) -> ScoreResult:
+        from openai import BadRequestError
+
+        prompt = request.context + request.continuation
+        max_tokens = self._score_max_tokens
+        try:
+            response = await self._echo(client, prompt, max_tokens)
+        except BadRequestError:
+            if max_tokens:
+                raise
+            self._score_max_tokens = 1
+            response = await self._echo(client, prompt, 1)
+        if not response.choices or response.choices[0].logprobs is None:
+            raise BackendError(f"openai endpoint {self.base_url} returned no prompt logprobs")
+        n_prompt = response.usage.prompt_tokens if response.usage else None
+        boundary = len(request.context.rstrip(" "))
+        result = continuation_score(response.choices[0].logprobs, boundary, len(prompt), n_prompt)
+        if result is None:
+            raise BackendError(
+                f"openai endpoint {self.base_url} returned no logprobs for the continuation "
+                f"{request.continuation[:40]!r}"
+            )
+        return result
+
+    async def _echo(self, client: Any, prompt: str, max_tokens: int) -> Any:
+        return await client.completions.create(
+            model=self.spec.name,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            echo=True,
+            logprobs=1,
+            temperature=0,
+        )
+
+    # -- errors --------------------------------------------------------------------------
+    def _translate(self, exc: Exception, api_key: str) -> Exception:
+        """A one-line InputError (our request is wrong) or BackendError (the server failed)."""
+        from openai import (
+            APIConnectionError,
+            APIStatusError,
+            APITimeoutError,
+            AuthenticationError,
+            PermissionDeniedError,
+        )
+
+        where = f"openai endpoint {self.base_url}"
+        retries = f"after {self.spec.max_retries} retries"
+        if isinstance(exc, APITimeoutError):
+            return BackendError(f"{where} timed out ({self.spec.timeout_s:g} s) {retries}")
+        if isinstance(exc, APIConnectionError):
+            cause = exc.__cause__ or exc
+            detail = scrub(f"{type(cause).__name__}: {cause}", api_key)
+            return BackendError(f"{where} unreachable {retries}: {detail}")
+        if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
+            # The server's message may quote (part of) the key: leave it out entirely.
+            return InputError(
+                f"{where} rejected the API key from ${self.spec.api_key_env} "
+                f"(HTTP {exc.status_code})"
+            )
+        if isinstance(exc, APIStatusError):
+            detail = scrub(error_detail(exc), api_key)
+            status = exc.status_code
+            if status == 404:
+                return InputError(
+                    f"{where}: model {self.spec.name!r} or route not found (HTTP 404): {detail}"
+                )
+            if status == 429 or status >= 500:
+                return BackendError(f"{where} failed {retries} (HTTP {status}): {detail}")
+            return InputError(f"{where} rejected the request (HTTP {status}): {detail}")
+        detail = scrub(f"{type(exc).__name__}: {exc}", api_key)
+        return BackendError(f"{where} failed: {detail}")
+
+
+def check_scorable(request: ScoreRequest) -> None:
+    """Only raw text can be scored: the server applies its own template to chat, never ours."""
+    if request.messages is not None:
+        raise InputError(
+            "the openai backend cannot score chat-templated contexts (ScoreRequest.messages); "
+            "use an hf: model or a raw-text context"
+        )
+    if not request.continuation:
+        raise InputError(f"score request has an empty continuation: {request!r}"[:200])
+
+
+def continuation_score(
+    logprobs: Any, boundary: int, prompt_chars: int, n_prompt_tokens: int | None
+) -> ScoreResult | None:
+    """Sum the echoed prompt logprobs of tokens starting at or after character `boundary`.
+
+    `boundary` is the context length without trailing spaces, as `HFBackend` splits context
+    and continuation. Tokens past the prompt (a generated token when max_tokens had to be 1)
+    are skipped by count and by offset; a token without a logprob (the very first) is skipped.
+    A position is greedy when its token is at least as likely as the top-1 alternative.
+    """
+    tokens = logprobs.tokens or []
+    values = logprobs.token_logprobs or []
+    offsets = logprobs.text_offset or []
+    tops = logprobs.top_logprobs or []
+    n = min(len(tokens), len(values), len(offsets))
+    if n_prompt_tokens is not None:
+        n = min(n, n_prompt_tokens)
+    total, count, greedy = 0.0, 0, True
+    for index in range(n):
+        value = values[index]
+        if offsets[index] < boundary or offsets[index] >= prompt_chars or value is None:
+            continue
+        top = tops[index] if index < len(tops) else None
+        total += value
+        count += 1
+        greedy = greedy and bool(top) and value >= max(top.values())
+    if count == 0:
+        return None
+    return ScoreResult(logprob=total, n_tokens=count, is_greedy=greedy)
+
+
+def error_detail(exc: Any) -> str:
+    """The server's own error message when it sent OpenAI-style JSON, else the library's."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:MAX_DETAIL]
+        if body.get("message"):
+            return str(body["message"])[:MAX_DETAIL]
+    return str(getattr(exc, "message", exc))[:MAX_DETAIL]
+
+
+def scrub(text: str, api_key: str) -> str:
+    """Remove the API key from text bound for logs or the terminal."""
+    if api_key and api_key != PLACEHOLDER_KEY:
+        text = text.replace(api_key, "***")
+    return text

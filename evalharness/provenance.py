@@ -1,0 +1,41 @@
+"""What a result depends on, recorded with every run so two runs can be compared honestly."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+from typing import Any
+
+PACKAGES = ("evalharness", "torch", "transformers", "tokenizers", "datasets", "openai", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def collect(
+    *,
+    model_identity: dict[str, Any],
+    judge_identity: dict[str, Any] | None,
+    tasks: dict[str, dict[str, Any]],
+    seed: int,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "model": model_identity,
+        "chat_template_sha256": model_identity.get("chat_template_sha256"),
+        "judge": judge_identity,
+        "tasks": tasks,
+        "seed": seed,
+        "argv": argv if argv is not None else sys.argv[1:],
+    }

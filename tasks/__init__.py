@@ -1,0 +1,15 @@
+"""Task families, one folder each (spec, authored sample data, code); see `registry`."""
+
+from .base import JudgeItem, Sample, Task, TaskData, TaskResult
+from .registry import available_tasks, get_task_class, register_task
+
+__all__ = [
+    "JudgeItem",
+    "Sample",
+    "Task",
+    "TaskData",
+    "TaskResult",
+    "available_tasks",
+    "get_task_class",
+    "register_task",
+]

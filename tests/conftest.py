@@ -1,0 +1,36 @@
+"""Shared fixtures: offline hub, a tiny locally built chat model, real shared data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Hub look-ups stall ~50 s before failing offline; tests never download anything.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(relative: str) -> Path:
+    """The one way tests read ../shared/data: skip cleanly when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"shared data {relative} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~100k-parameter Llama with a locally trained tokenizer and a chat template."""
+    from tiny_models import build_tiny_chat_model
+
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own store and file-hash memo; the converted default model is shared."""
+    monkeypatch.setenv("EVALHARNESS_STORE", str(tmp_path / "store.sqlite"))

@@ -1,0 +1,348 @@
+"""The OpenAI-compatible server and the `openai:` backend, against each other over real HTTP.
+
+A uvicorn server runs in a background thread on a free local port and serves the tiny model;
+the `openai:` backend must then give what the `hf:` backend gives on the same weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from evalharness.backends import load_backend
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.openai_api import OpenAIBackend
+from evalharness.errors import BackendError, InputError
+from evalharness.modelspec import parse_model_spec
+from evalharness.requests import (
+    GenerateRequest,
+    Message,
+    SamplingParams,
+    ScoreRequest,
+)
+from evalharness.serve import CompletionRequest, create_app, run_completion
+
+MODEL = "tiny-chat"
+KEY_ENV = "EVALHARNESS_TEST_OPENAI_KEY"
+SECRET = "sk-test-SECRET-7c1f0e9a4b"
+QUESTION = (Message("user", "What is the capital of France?"),)
+
+
+@contextlib.contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Serve `app` on a free 127.0.0.1 port in a thread; yields the `/v1` base URL.
+
+    The socket is bound here and handed to uvicorn, so no other process can take the port
+    between choosing it and listening on it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir: Path) -> HFBackend:
+    backend = HFBackend(parse_model_spec(f"hf:{tiny_model_dir}"))
+    backend.model  # noqa: B018 - load once, before the server's first request
+    return backend
+
+
+@pytest.fixture(scope="module")
+def base_url(hf: HFBackend) -> Iterator[str]:
+    with running_server(create_app(hf, MODEL)) as url:
+        yield url
+
+
+@pytest.fixture()
+def secret_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    return SECRET
+
+
+@pytest.fixture()
+def dead_url() -> Iterator[str]:
+    """A port that is bound but not listening: connections are refused at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        sock.close()
+
+
+def openai_backend(url: str, model: str = MODEL, **options: Any) -> OpenAIBackend:
+    settings = {"max_retries": 0, "timeout_s": 60.0, "concurrency": 2, "api_key_env": KEY_ENV}
+    settings.update(options)
+    backend = load_backend(parse_model_spec(f"openai:{model}", base_url=url, **settings))
+    assert isinstance(backend, OpenAIBackend)
+    return backend
+
+
+def post(url: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=60)
+
+
+def reference_logprobs(hf: HFBackend, ids: list[int]) -> list[float]:
+    """log_softmax of the model's own logits at each token after the first: the ground truth."""
+    with torch.inference_mode():
+        logits = hf.model(input_ids=torch.tensor([ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return [float(logprobs[i - 1, ids[i]]) for i in range(1, len(ids))]
+
+
+# -- the server's API ----------------------------------------------------------------------------
+def test_models_lists_the_served_model(base_url: str) -> None:
+    body = httpx.get(f"{base_url}/models", timeout=10).json()
+    assert body["object"] == "list"
+    assert [card["id"] for card in body["data"]] == [MODEL]
+
+
+def test_chat_completion_returns_text_and_usage(base_url: str, hf: HFBackend) -> None:
+    messages = [{"role": "user", "content": QUESTION[0].content}]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 6, "temperature": 0, "x": 1}
+    response = post(base_url, "/chat/completions", body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["object"] == "chat.completion" and data["model"] == MODEL
+    choice = data["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("stop", "length")
+    n_prompt = len(hf.encode(hf.render_chat(QUESTION), templated=True))
+    used = data["usage"]
+    assert used["prompt_tokens"] == n_prompt
+    assert 0 < used["completion_tokens"] <= 6
+    assert used["total_tokens"] == n_prompt + used["completion_tokens"]
+
+
+def test_chat_logprobs_are_sorted_log_probabilities(base_url: str) -> None:
+    messages = [{"role": "user", "content": "Rate the answer."}]
+    body = {
+        "model": MODEL,
+        "messages": messages,
+        "max_tokens": 5,
+        "temperature": 0,
+        "logprobs": True,
+        "top_logprobs": 4,
+    }
+    data = post(base_url, "/chat/completions", body).json()
+    content = data["choices"][0]["logprobs"]["content"]
+    assert len(content) == data["usage"]["completion_tokens"] > 0
+    for entry in content:
+        assert entry["logprob"] <= 0.0
+        assert entry["bytes"] == list(entry["token"].encode("utf-8"))
+        tops = [t["logprob"] for t in entry["top_logprobs"]]
+        assert len(tops) == 4 and tops == sorted(tops, reverse=True)
+        assert all(t <= 0.0 for t in tops)
+        # Greedy decoding picks the most likely token at every step.
+        assert entry["logprob"] == pytest.approx(tops[0], abs=1e-4)
+
+
+def test_completion_echo_logprobs_are_exact(base_url: str, hf: HFBackend) -> None:
+    prompt = "Rating: [[7]] the answer is"
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 0, "echo": True, "logprobs": 2}
+    data = post(base_url, "/completions", body).json()
+    choice = data["choices"][0]
+    assert choice["text"] == prompt
+    logprobs = choice["logprobs"]
+    ids = hf.encode(prompt, templated=False)
+    assert data["usage"]["prompt_tokens"] == len(logprobs["tokens"]) == len(ids)
+    assert logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    assert logprobs["token_logprobs"][1:] == pytest.approx(reference_logprobs(hf, ids), abs=1e-4)
+    assert all(len(top) <= 2 for top in logprobs["top_logprobs"][1:])
+    # ASCII prompt: each token's offset is where its text starts in the prompt (after BOS).
+    texts = logprobs["tokens"][1:]
+    assert "".join(texts) == prompt
+    assert logprobs["text_offset"][1:] == [len("".join(texts[:i])) for i in range(len(texts))]
+
+
+def test_completion_echo_with_new_tokens(base_url: str) -> None:
+    prompt = "the model"
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 3, "temperature": 0, "echo": True}
+    data = post(base_url, "/completions", {**body, "logprobs": 1}).json()
+    choice, used = data["choices"][0], data["usage"]
+    assert choice["text"].startswith(prompt)
+    tokens = choice["logprobs"]["tokens"]
+    assert len(tokens) == used["prompt_tokens"] + used["completion_tokens"]
+    offsets = choice["logprobs"]["text_offset"]
+    assert offsets == sorted(offsets) and offsets[used["prompt_tokens"]] == len(prompt)
+
+
+def test_stop_string_truncates(base_url: str) -> None:
+    body = {"model": MODEL, "prompt": "the model", "max_tokens": 8, "temperature": 0}
+    full = post(base_url, "/completions", body).json()["choices"][0]["text"]
+    stop = full[3:5]
+    cut = post(base_url, "/completions", {**body, "stop": [stop]}).json()["choices"][0]
+    assert cut["text"] == full[: full.index(stop)]
+    assert cut["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": MODEL, "messages": []},
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 50},
+        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": -1},
+        {"messages": [{"role": "user", "content": "hi"}]},
+    ],
+)
+def test_bad_requests_get_openai_errors(base_url: str, body: dict[str, Any]) -> None:
+    response = post(base_url, "/chat/completions", body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error" and "code" in error
+
+
+def test_unknown_model_and_route_are_404(base_url: str) -> None:
+    body = {"model": "other", "messages": [{"role": "user", "content": "hi"}]}
+    assert post(base_url, "/chat/completions", body).json()["error"]["code"] == "model_not_found"
+    response = httpx.get(f"{base_url}/nope", timeout=10)
+    assert response.status_code == 404 and "error" in response.json()
+
+
+# -- the openai backend against the served model ---------------------------------------------
+def test_greedy_generate_matches_hf(base_url: str, hf: HFBackend) -> None:
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=12)
+    requests = [
+        GenerateRequest(QUESTION, sampling),
+        GenerateRequest((Message("system", "Be brief."), Message("user", "Rate it.")), sampling),
+        GenerateRequest((Message("user", "Explain why the river is long."),), sampling),
+    ]
+    served = openai_backend(base_url).generate(requests)
+    local = [hf.generate([request])[0] for request in requests]
+    assert served == local
+    assert any(result.text for result in served)
+
+
+def test_score_matches_hf(base_url: str, hf: HFBackend) -> None:
+    requests = [
+        ScoreRequest(continuation=" Paris", context="The capital of France is"),
+        ScoreRequest(continuation="7]]", context="Rating: [["),
+        ScoreRequest(continuation="8]]", context="Rating: [["),
+        ScoreRequest(continuation="42", context="Answer: "),
+        ScoreRequest(continuation="ity", context="the model"),  # the greedy next token
+        ScoreRequest(continuation=" call", context="the answer is"),  # likewise
+        ScoreRequest(continuation=" café ✓]]", context="Naïve rating: [["),  # multi-byte
+    ]
+    served = openai_backend(base_url).score(requests)
+    local = hf.score(requests)
+    for got, want in zip(served, local, strict=True):
+        assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert (got.n_tokens, got.is_greedy) == (want.n_tokens, want.is_greedy)
+    assert [r.is_greedy for r in local] == [False, False, False, False, True, True, False]
+
+
+def test_backend_works_from_threads_and_running_loops(base_url: str) -> None:
+    """The engine may call from a worker thread, a notebook from inside an event loop."""
+    backend = openai_backend(base_url)
+    request = ScoreRequest(continuation="ity", context="the model")
+    expected = backend.score([request])
+    box: list[Any] = []
+    worker = threading.Thread(target=lambda: box.append(backend.score([request])))
+    worker.start()
+    worker.join(timeout=60)
+
+    async def inside_loop() -> Any:
+        return backend.score([request])
+
+    assert box == [expected]
+    assert asyncio.run(inside_loop()) == expected
+
+
+def test_score_falls_back_when_max_tokens_0_is_rejected(hf: HFBackend) -> None:
+    """Servers such as older vLLM refuse max_tokens=0; scoring then asks for one new token."""
+    app = FastAPI()
+    lock = threading.Lock()
+    rejected: list[int] = []
+
+    @app.post("/v1/completions")
+    def strict(request: CompletionRequest) -> Any:
+        if request.max_tokens == 0:
+            rejected.append(0)
+            error = {"message": "max_tokens must be at least 1", "type": "invalid_request_error"}
+            return JSONResponse(status_code=400, content={"error": error})
+        with lock:
+            return run_completion(hf, request, MODEL)
+
+    requests = [ScoreRequest("7]]", "Rating: [["), ScoreRequest("ity", "the model")]
+    with running_server(app) as url:
+        served = openai_backend(url).score(requests)
+    assert rejected
+    for got, want in zip(served, hf.score(requests), strict=True):
+        assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert (got.n_tokens, got.is_greedy) == (want.n_tokens, want.is_greedy)
+
+
+def test_score_rejects_chat_contexts_before_any_request(dead_url: str) -> None:
+    request = ScoreRequest(continuation="7]]", context="Rating: [[", messages=QUESTION)
+    with pytest.raises(InputError, match="cannot score chat-templated"):
+        openai_backend(dead_url).score([request])
+
+
+def test_unreachable_endpoint_is_one_line_backend_error(dead_url: str, secret_key: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendError) as caught:
+        openai_backend(dead_url).generate([GenerateRequest(QUESTION)])
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(f"openai endpoint {dead_url} unreachable")
+    assert "\n" not in message and secret_key not in message
+
+
+def test_unknown_model_and_route_are_input_errors(base_url: str, secret_key: str) -> None:
+    with pytest.raises(InputError, match="404") as model_error:
+        openai_backend(base_url, model="no-such-model").generate([GenerateRequest(QUESTION)])
+    wrong_route = base_url.removesuffix("/v1") + "/nope/v1"
+    with pytest.raises(InputError, match="404") as route_error:
+        openai_backend(wrong_route).score([ScoreRequest("7]]", "Rating: [[")])
+    for error in (model_error.value, route_error.value):
+        assert "\n" not in str(error) and secret_key not in str(error) + repr(error)
+
+
+def test_api_key_is_sent_but_never_shown(
+    hf: HFBackend, secret_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVALHARNESS_TEST_UNSET_KEY", raising=False)
+    with running_server(create_app(hf, MODEL, api_key=secret_key)) as url:
+        backend = openai_backend(url)
+        result = backend.generate([GenerateRequest(QUESTION, SamplingParams(max_new_tokens=2))])
+        assert result[0].n_prompt_tokens > 0
+        with pytest.raises(InputError, match="rejected the API key") as caught:
+            openai_backend(url, api_key_env="EVALHARNESS_TEST_UNSET_KEY").generate(
+                [GenerateRequest(QUESTION)]
+            )
+    shown = [str(caught.value), repr(caught.value), repr(backend), str(backend.identity)]
+    assert not any(secret_key in text for text in shown)
+    assert backend.identity == {
+        "backend": "openai",
+        "name": f"openai:{MODEL}",
+        "model": MODEL,
+        "base_url": url,
+    }
