@@ -147,11 +147,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit=args.limit,
         seed=args.seed,
     )
-    if args.judge == "self" and not args.json:
-        err_console.print(
-            "[dim]judge: the model itself (a demonstration of the pipeline, not a meaningful "
-            "judge; pass --judge for real grading)[/dim]"
-        )
     store = _open_store(args.store)
     progress = no_progress if (args.no_progress or args.json) else rich_progress
     try:
@@ -171,6 +166,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"run {result['run_id']} · {calls['model']} model calls, {calls['judge']} judge calls"
             f" · {result['seconds']:.1f}s · store {store.path}"
         )
+        if args.judge == "self":
+            err_console.print(
+                "[dim]judged by the model itself: a demonstration of the pipeline, not a "
+                "meaningful judge; pass --judge for real grading[/dim]"
+            )
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from evalharness import provenance
 from evalharness.backends import Backend, load_backend
+from evalharness.backends.base import all_results
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
     GenerateRequest,
@@ -278,7 +279,7 @@ class Runner:
         if score:
             for i, result in zip(score, backend.score([requests[i] for i in score]), strict=True):
                 results[i] = result
-        return [r for r in results if r is not None]
+        return all_results(results)
 
     def _judge(
         self,

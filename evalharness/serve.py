@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evalharness.backends.hf import HFBackend
-from evalharness.requests import Message
+from evalharness.requests import Message, SamplingParams
 
 MAX_TOP_LOGPROBS = 20
 #: Chat requests without max_tokens get the rest of the context, but never more than this.
@@ -158,39 +158,14 @@ class TokenLogprob:
 def generate_ids(
     backend: HFBackend, prompt_ids: list[int], sampling: Sampling
 ) -> tuple[list[int], str]:
-    """New token ids (stop token cut) and the finish reason for one unpadded prompt.
-
-    Mirrors `HFBackend.generate_token_ids` for a batch of one, which only returns decoded,
-    stripped text; the server needs the ids for logprobs, stop strings and offsets.
-    """
-    import torch
-
-    if sampling.max_tokens == 0:
-        return [], "length"
-    stop_ids = backend.stop_token_ids()
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": sampling.max_tokens,
-        "pad_token_id": backend.tokenizer.pad_token_id,
-        "eos_token_id": stop_ids,
-    }
-    if sampling.temperature <= 0.0:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        kwargs.update(
-            do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None
-        )
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-    with torch.inference_mode():
-        output = backend.model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs
-        )
-    new_ids = output[0, len(prompt_ids) :].tolist()
-    for position, token in enumerate(new_ids):
-        if token in stop_ids:
-            return new_ids[:position], "stop"
-    return new_ids, "length"
+    """New token ids (stop token cut) and the finish reason for one unpadded prompt."""
+    params = SamplingParams(
+        temperature=max(sampling.temperature, 0.0),
+        max_new_tokens=sampling.max_tokens,
+        top_p=sampling.top_p,
+        seed=sampling.seed or 0,
+    )
+    return backend.generate_ids([prompt_ids], params)[0]
 
 
 def sequence_logprobs(

@@ -14,7 +14,16 @@ from evalharness.judges.templates import render_messages
 from evalharness.tasks import get_task_class
 from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
 
-CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
+CATEGORIES = {
+    "writing",
+    "roleplay",
+    "reasoning",
+    "math",
+    "coding",
+    "extraction",
+    "stem",
+    "humanities",
+}
 
 
 def check_real_questions(questions: list[dict]) -> None:

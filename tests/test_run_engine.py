@@ -83,9 +83,8 @@ def test_text_judge_failures_are_recorded_not_dropped(
     args = tiny_run_args(tiny_model_dir, store, "--limit", "2", "--judge-mode", "text")
     result = run_json(capsys, *args)
     entry = result["tasks"]["mt_bench"]
-    verdicts = [
-        json.loads(r[0]) for r in sqlite3.connect(store).execute("SELECT verdict_json FROM verdicts")
-    ]
+    rows = sqlite3.connect(store).execute("SELECT verdict_json FROM verdicts")
+    verdicts = [json.loads(r[0]) for r in rows]
     failed = [v for v in verdicts if v["failure"]]
     assert len(verdicts) == 4
     assert entry["failures"] == len(failed)
@@ -153,10 +152,12 @@ def test_malformed_question_files_name_the_file_and_line(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     good = '{"question_id": 1, "category": "math", "turns": ["a", "b"]}'
+    no_category = '{"question_id": 2, "turns": ["a", "b"]}'
+    one_turn = '{"question_id": 1, "category": "math", "turns": ["a"]}'
     cases = {
         "broken.jsonl": ([good, '{"question_id": 2, "category": '], ":2: invalid JSON"),
-        "missing.jsonl": ([good, '{"question_id": 2, "turns": ["a", "b"]}'], ":2: missing field 'category'"),
-        "oneturn.jsonl": (['{"question_id": 1, "category": "math", "turns": ["a"]}'], ":1: field 'turns'"),
+        "missing.jsonl": ([good, no_category], ":2: missing field 'category'"),
+        "oneturn.jsonl": ([one_turn], ":1: field 'turns'"),
     }
     for name, (lines, needle) in cases.items():
         path = write_lines(tmp_path / name, lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from evalharness.requests import (
     GenerateRequest,
@@ -14,6 +14,16 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
+
+T = TypeVar("T")
+
+
+def all_results(results: Sequence[T | None]) -> list[T]:
+    """Results in request order; a missing one is a bug, never silently dropped."""
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"no result was produced for requests {missing}")
+    return [r for r in results if r is not None]
 
 
 class Backend(ABC):

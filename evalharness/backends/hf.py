@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.base import Backend
+from evalharness.backends.base import Backend, all_results
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.modelspec import ModelSpec
@@ -82,12 +82,17 @@ class HFBackend(Backend):
         self.batch_size = spec.batch_size
         self.directory, weights = resolve_local_dir(spec)
         template = read_chat_template(self.directory)
+        generation_config = self.directory / "generation_config.json"
         self._identity = {
             "backend": "hf",
             "name": spec.raw,
             **weights,
             "dtype": spec.dtype,
             "chat_template_sha256": sha256_hex(template) if template else None,
+            # The checkpoint's decoding defaults (e.g. repetition_penalty) change answers too.
+            "generation_config_sha256": (
+                sha256_hex(generation_config.read_text()) if generation_config.exists() else None
+            ),
         }
         self._model: Any = None
         self._tokenizer: Any = None
@@ -102,8 +107,14 @@ class HFBackend(Backend):
             return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        # Our own progress bars and one-line errors are the interface; keep transformers quiet.
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        if "OMP_NUM_THREADS" not in os.environ:
+            # One thread per core this process may use (affinity and container limits honoured).
+            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
         trust = self.spec.trust_remote_code
         self._tokenizer = AutoTokenizer.from_pretrained(self.directory, trust_remote_code=trust)
@@ -163,14 +174,36 @@ class HFBackend(Backend):
                 outputs = self.generate_token_ids([encoded[k] for k in chunk], sampling)
                 for k, output in zip(chunk, outputs, strict=True):
                     results[indices[k]] = output
-        return [r for r in results if r is not None]
+        return all_results(results)
 
     def generate_token_ids(
         self, prompts: list[list[int]], sampling: SamplingParams
     ) -> list[GenerateResult]:
-        """One left-padded batch through `model.generate`."""
+        """One left-padded batch, decoded."""
+        results = []
+        for prompt, (new_tokens, finish) in zip(
+            prompts, self.generate_ids(prompts, sampling), strict=True
+        ):
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            results.append(
+                GenerateResult(
+                    text=text.strip(),
+                    n_prompt_tokens=len(prompt),
+                    n_generated_tokens=len(new_tokens),
+                    finish_reason=finish,
+                )
+            )
+        return results
+
+    def generate_ids(
+        self, prompts: list[list[int]], sampling: SamplingParams
+    ) -> list[tuple[list[int], str]]:
+        """One left-padded batch through `model.generate`: new token ids (cut at the first stop
+        token) and the finish reason ("stop" or "length") per prompt."""
         import torch
 
+        if sampling.max_new_tokens == 0:
+            return [([], "length") for _ in prompts]
         pad_id = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -193,25 +226,16 @@ class HFBackend(Backend):
             )
         with torch.inference_mode():
             output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        results = []
-        for row, prompt in enumerate(prompts):
+        outputs = []
+        for row in range(len(prompts)):
             new_tokens = output[row, width:].tolist()
             finish = "length"
             for position, token in enumerate(new_tokens):
                 if token in stop_ids:
-                    new_tokens = new_tokens[:position]
-                    finish = "stop"
+                    new_tokens, finish = new_tokens[:position], "stop"
                     break
-            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-            results.append(
-                GenerateResult(
-                    text=text.strip(),
-                    n_prompt_tokens=len(prompt),
-                    n_generated_tokens=len(new_tokens),
-                    finish_reason=finish,
-                )
-            )
-        return results
+            outputs.append((new_tokens, finish))
+        return outputs
 
     # -- scoring -------------------------------------------------------------------------
     def encode_pair(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
@@ -258,7 +282,7 @@ class HFBackend(Backend):
                 shared = self._score_shared_context(list(context), [pairs[i][1] for i in indices])
                 for index, result in zip(indices, shared, strict=True):
                     results[index] = result
-        return [r for r in results if r is not None]
+        return all_results(results)
 
     def _head(self) -> tuple[Any, Any]:
         head = self.model.get_output_embeddings()
