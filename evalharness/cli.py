@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"
     )
     run.add_argument("--judge-base-url", default=None, help="endpoint for an openai: judge")
+    run.add_argument(
+        "--judge-max-tokens", type=int, default=512, help="judge output budget in text mode"
+    )
     run.add_argument("--limit", type=int, default=None, help="at most N samples per task")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--store", default=None, help="run store (SQLite) path")
@@ -144,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         judge=args.judge,
         judge_mode=args.judge_mode,
         judge_base_url=args.judge_base_url,
+        judge_max_new_tokens=args.judge_max_tokens,
         limit=args.limit,
         seed=args.seed,
     )

@@ -43,6 +43,7 @@ class RunSpec:
     judge: str = "self"
     judge_mode: str = "auto"
     judge_base_url: str | None = None
+    judge_max_new_tokens: int = 512
     limit: int | None = None
     seed: int = 0
 
@@ -131,6 +132,7 @@ class Runner:
                 model_backend=backend,
                 mode=spec.judge_mode,
                 base_url=spec.judge_base_url,
+                max_new_tokens=spec.judge_max_new_tokens,
             )
         task_info = {
             task.name: {

@@ -24,6 +24,7 @@ CATEGORIES = {
     "stem",
     "humanities",
 }
+GUIDED = {"reasoning", "math", "coding"}
 
 
 def check_real_questions(questions: list[dict]) -> None:
@@ -31,8 +32,9 @@ def check_real_questions(questions: list[dict]) -> None:
     assert Counter(q["category"] for q in questions) == {c: 10 for c in CATEGORIES}
     assert {q["question_id"] for q in questions} == set(range(81, 161))
     assert all(len(q["turns"]) == 2 for q in questions)
-    with_reference = {q["question_id"] for q in questions if q["reference"]}
-    assert with_reference == set(range(101, 131))  # reasoning, math, coding
+    guided = {q["question_id"] for q in questions if q["category"] in GUIDED}
+    assert guided == set(range(101, 131))
+    assert all(len(q["reference"]) == 2 for q in questions if q["question_id"] in guided)
 
 
 def test_real_questions_from_a_fastchat_directory() -> None:

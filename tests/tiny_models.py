@@ -107,7 +107,7 @@ def build_model(tokenizer: object) -> object:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         # Wider than the default 0.02 so the random model has peaked, non-tied distributions.
         initializer_range=0.2,
         tie_word_embeddings=True,

@@ -58,7 +58,8 @@ def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[di
             or not all(isinstance(t, str) for t in turns)
         ):
             raise InputError(f"{path}:{number}: field 'turns' must be a list of 2 strings")
-        reference = row.get("reference") or references.get(int(question_id))
+        # A reference-answer file (FastChat's protocol) wins over an inline `reference` field.
+        reference = references.get(int(question_id)) or row.get("reference")
         questions.append(
             {
                 "question_id": question_id,

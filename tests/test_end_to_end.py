@@ -1,0 +1,105 @@
+"""Whole-CLI runs as users make them: the real default model, and a model behind `serve`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_helpers import free_port, run_json, spawn_cli
+
+
+@pytest.mark.slow
+def test_default_model_run_gives_real_scores_and_caches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built-in SmolLM2 judged by itself from its rating probabilities, on 2 questions."""
+    args = [
+        "run",
+        "--limit",
+        "2",
+        "--task-arg",
+        "mt_bench.max_new_tokens=24",
+        "--store",
+        str(tmp_path / "runs.sqlite"),
+    ]
+    first = run_json(capsys, *args)
+    entry = first["tasks"]["mt_bench"]
+    assert entry["n"] == 2 and entry["failures"] == 0
+    assert entry["counts"]["ratings"] == 4
+    assert 1.0 < entry["metrics"]["score"] < 10.0
+    assert set(entry["metrics"]) >= {"score", "score_turn1", "score_turn2", "writing", "roleplay"}
+    assert first["calls_made"] == {"model": 4, "judge": 40}
+    again = run_json(capsys, *args)
+    assert again["calls_made"] == {"model": 0, "judge": 0}
+    assert again["tasks"] == first["tasks"]
+
+
+@pytest.fixture
+def served_tiny_model(tiny_model_dir: Path) -> str:
+    """`evalharness serve` as a real subprocess on a free loopback port."""
+    port = free_port()
+    process = spawn_cli(
+        "serve", "--model", f"hf:{tiny_model_dir}", "--port", str(port), "--served-name", "tiny"
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read() if process.stderr else "serve exited")
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield f"{url}/v1"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_run_against_evalharness_serve_over_http(
+    served_tiny_model: str, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = [
+        "run",
+        "--model",
+        "openai:tiny",
+        "--base-url",
+        served_tiny_model,
+        "--tasks",
+        "mt_bench",
+        "--task-arg",
+        "mt_bench.data=builtin",
+        "--task-arg",
+        "mt_bench.max_new_tokens=8",
+        "--judge",
+        "openai:tiny",
+        "--judge-base-url",
+        served_tiny_model,
+        "--judge-max-tokens",
+        "16",
+        "--limit",
+        "2",
+        "--store",
+        str(store),
+    ]
+    first = run_json(capsys, *args)
+    entry = first["tasks"]["mt_bench"]
+    assert entry["n"] == 2
+    # A random tiny model rarely writes [[N]]: unparsed verdicts are counted, not dropped.
+    assert entry["failures"] + entry["counts"]["ratings"] == 4
+    assert first["calls_made"] == {"model": 4, "judge": 4}
+    shown = run_json(capsys, "show", first["run_id"], "--store", str(store))
+    assert shown["provenance"]["model"]["base_url"] == served_tiny_model
+    assert "api_key" not in json.dumps(shown["provenance"]).lower()
+    again = run_json(capsys, *args)
+    assert again["calls_made"] == {"model": 0, "judge": 0}
