@@ -26,7 +26,8 @@ Why every prompt is forced to the full `--max-new-tokens`
     stopping, padding waste included.
 
 Threads
-    `HFBackend` sets `torch.set_num_threads(os.cpu_count())` when it loads. `--threads` overrides
+    `HFBackend` uses one torch thread per usable core when it loads (unless OMP_NUM_THREADS is
+    set). `--threads` overrides
     that after loading (to study thread scaling); the JSON records the count used.
 
     On a shared machine, other processes distort the numbers badly: a second process running
