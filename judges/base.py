@@ -6,30 +6,18 @@ read the results; the engine batches, counts, caches and resumes those calls lik
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend
-from evalharness.requests import Request, Result, canonical_json, sha256_hex
+from evalharness.identity import HasIdentity
+from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
 
-class Judge(ABC):
+class Judge(HasIdentity):
     backend: Backend
-
-    @property
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """Judge model identity + prompt template hashes + parameters."""
-
-    @property
-    def identity_hash(self) -> str:
-        return sha256_hex(canonical_json(self.identity))
-
-    @property
-    def display_name(self) -> str:
-        return str(self.identity.get("name", "judge"))
 
     def item_key_fields(self, item: JudgeItem) -> dict[str, Any]:
         """Extra facts folded into an item's verdict cache key (e.g. the template's hash)."""

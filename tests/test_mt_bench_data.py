@@ -13,17 +13,9 @@ from evalharness.judges.rating import rating_from_logprobs
 from evalharness.judges.templates import render_messages
 from evalharness.tasks import get_task_class
 from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
+from evalharness.tasks.mt_bench.task import CATEGORIES as MT_BENCH_CATEGORIES
 
-CATEGORIES = {
-    "writing",
-    "roleplay",
-    "reasoning",
-    "math",
-    "coding",
-    "extraction",
-    "stem",
-    "humanities",
-}
+CATEGORIES = set(MT_BENCH_CATEGORIES)
 GUIDED = {"reasoning", "math", "coding"}
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from evalharness.identity import HasIdentity
 from evalharness.requests import (
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
     ScoreResult,
-    canonical_json,
-    sha256_hex,
 )
 
 T = TypeVar("T")
@@ -26,7 +25,7 @@ def all_results(results: Sequence[T | None]) -> list[T]:
     return [r for r in results if r is not None]
 
 
-class Backend(ABC):
+class Backend(HasIdentity):
     """A model that answers requests in batches.
 
     `identity` must be computable without loading weights: the engine looks every request up in
@@ -35,19 +34,6 @@ class Backend(ABC):
 
     #: How many requests the engine hands over per call (and commits per step).
     batch_size: int = 8
-
-    @property
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """Everything that changes what the model answers: weights, backend, dtype, template."""
-
-    @property
-    def identity_hash(self) -> str:
-        return sha256_hex(canonical_json(self.identity))
-
-    @property
-    def display_name(self) -> str:
-        return str(self.identity.get("name", "model"))
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
