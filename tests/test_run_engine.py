@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -190,3 +191,44 @@ def test_unreachable_judge_endpoint_fails_cleanly_and_keeps_answers(
     db = sqlite3.connect(store)
     assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 2  # answers kept
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
+    args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
+    process = spawn_cli(*args)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            count = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        except sqlite3.OperationalError:
+            count = 0
+        if count >= 2:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "run the same command to resume" in err
+    db = sqlite3.connect(store)
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+
+    finished = spawn_cli(*args)
+    out, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err
+    assert json.loads(out)["tasks"]["mt_bench"]["n"] == 8
+    assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 16
+
+
+def test_hub_model_that_is_not_cached_offline_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    code, _, err = run_cli(capsys, "run", "--model", "hf:someone/not-cached-model", "--limit", "1")
+    assert code == 2
+    assert "hf:someone/not-cached-model" in err
+    assert len(err.strip().splitlines()) == 1

@@ -346,3 +346,50 @@ def test_api_key_is_sent_but_never_shown(
         "model": MODEL,
         "base_url": url,
     }
+
+
+def test_rate_limits_and_server_errors_are_retried_with_backoff(hf: HFBackend) -> None:
+    """429 twice, then 503, then the real server: the backend retries and gets the answer."""
+    app = create_app(hf, MODEL)
+    failures = iter([(429, "rate limited"), (429, "rate limited"), (503, "overloaded")])
+    attempts: list[int] = []
+
+    @app.middleware("http")
+    async def flaky(request: Any, call_next: Any) -> Any:
+        if request.url.path.endswith("/chat/completions"):
+            attempts.append(1)
+            failure = next(failures, None)
+            if failure is not None:
+                status, message = failure
+                return JSONResponse(
+                    {"error": {"message": message, "type": "server_error", "code": None}},
+                    status_code=status,
+                    headers={"retry-after-ms": "10"},
+                )
+        return await call_next(request)
+
+    with running_server(app) as url:
+        request = GenerateRequest(QUESTION, SamplingParams(max_new_tokens=4))
+        expected = hf.generate([request])[0]
+        result = openai_backend(url, max_retries=3).generate([request])[0]
+    assert len(attempts) == 4
+    assert result.text == expected.text
+
+
+def test_retries_give_up_with_a_one_line_error(hf: HFBackend) -> None:
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    def always_busy() -> JSONResponse:
+        return JSONResponse(
+            {"error": {"message": "overloaded", "type": "server_error", "code": None}},
+            status_code=503,
+            headers={"retry-after-ms": "10"},
+        )
+
+    with running_server(app) as url, pytest.raises(BackendError) as caught:
+        openai_backend(url, max_retries=2).generate(
+            [GenerateRequest(QUESTION, SamplingParams(max_new_tokens=4))]
+        )
+    assert "503" in str(caught.value) or "overloaded" in str(caught.value)
+    assert "\n" not in str(caught.value)
