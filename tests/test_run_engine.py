@@ -30,6 +30,23 @@ def tiny_run_args(model_dir: Path, store: Path, *extra: str) -> list[str]:
     ]
 
 
+def wait_for_responses(store: Path, count: int, timeout_s: float = 120) -> None:
+    """Poll the store another process writes until it holds `count` responses."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        done = 0
+        if store.exists():  # connecting first would create the file under the run's feet
+            try:
+                db = sqlite3.connect(store)
+                done = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+            except sqlite3.OperationalError:  # the run has not created its tables yet
+                done = 0
+        if done >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{store} did not reach {count} responses in {timeout_s}s")
+
+
 def test_run_prints_the_documented_json_and_rerun_makes_no_calls(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -100,16 +117,7 @@ def test_killed_run_resumes_with_exactly_the_expected_samples(
     args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
     args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
     process = spawn_cli(*args)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if store.exists():
-            try:
-                done = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()
-            except sqlite3.OperationalError:
-                done = (0,)
-            if done[0] >= 3:
-                break
-        time.sleep(0.05)
+    wait_for_responses(store, 3)
     process.kill()  # SIGKILL: no cleanup runs
     process.wait()
     before = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -200,15 +208,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(
     args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
     args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
     process = spawn_cli(*args)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            count = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        except sqlite3.OperationalError:
-            count = 0
-        if count >= 2:
-            break
-        time.sleep(0.05)
+    wait_for_responses(store, 2)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
