@@ -95,20 +95,6 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def request_from_json(data: dict[str, Any]) -> Request:
-    if data["kind"] == "generate":
-        return GenerateRequest(
-            messages=tuple(Message(**m) for m in data["messages"]),
-            sampling=SamplingParams(**data["sampling"]),
-        )
-    messages = data.get("messages")
-    return ScoreRequest(
-        continuation=data["continuation"],
-        context=data.get("context", ""),
-        messages=tuple(Message(**m) for m in messages) if messages is not None else None,
-    )
-
-
 def result_from_json(data: dict[str, Any]) -> Result:
     if "logprob" in data:
         return ScoreResult(**data)

@@ -137,16 +137,6 @@ class CompletionRequest(_SamplingRequest):
 
 # -- model work --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Sampling:
-    """Decoding settings of one request, with OpenAI's defaults already applied."""
-
-    temperature: float
-    top_p: float
-    max_tokens: int
-    seed: int | None
-
-
-@dataclass(frozen=True)
 class TokenLogprob:
     """One token's log-probability given its prefix, and the most likely alternatives."""
 
@@ -156,16 +146,10 @@ class TokenLogprob:
 
 
 def generate_ids(
-    backend: HFBackend, prompt_ids: list[int], sampling: Sampling
+    backend: HFBackend, prompt_ids: list[int], sampling: SamplingParams
 ) -> tuple[list[int], str]:
     """New token ids (stop token cut) and the finish reason for one unpadded prompt."""
-    params = SamplingParams(
-        temperature=max(sampling.temperature, 0.0),
-        max_new_tokens=sampling.max_tokens,
-        top_p=sampling.top_p,
-        seed=sampling.seed or 0,
-    )
-    return backend.generate_ids([prompt_ids], params)[0]
+    return backend.generate_ids([prompt_ids], sampling)[0]
 
 
 def sequence_logprobs(
@@ -277,7 +261,7 @@ class Completion:
 def complete(
     backend: HFBackend,
     prompt_ids: list[int],
-    sampling: Sampling,
+    sampling: SamplingParams,
     stops: Sequence[str],
     *,
     with_offsets: bool = False,
@@ -356,10 +340,13 @@ def _top_dict(backend: HFBackend, top: Sequence[tuple[int, float]]) -> dict[str,
 
 
 # -- the app -----------------------------------------------------------------------------------
-def _sampling(request: _SamplingRequest, max_tokens: int) -> Sampling:
-    temperature = 1.0 if request.temperature is None else request.temperature
+def _sampling(request: _SamplingRequest, max_tokens: int) -> SamplingParams:
+    """OpenAI's defaults (temperature 1, top_p 1) applied; a negative temperature is greedy."""
+    temperature = 1.0 if request.temperature is None else max(request.temperature, 0.0)
     top_p = 1.0 if request.top_p is None else request.top_p
-    return Sampling(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=request.seed)
+    return SamplingParams(
+        temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, seed=request.seed or 0
+    )
 
 
 def _check_common(request: _SamplingRequest, model_name: str) -> None:

@@ -274,14 +274,6 @@ class RunStore:
                 [(run_id, x.task, x.sample_id, x.kind, x.slot, x.cache_key) for x in links],
             )
 
-    def get_links(self, run_id: str, task: str) -> list[Link]:
-        rows = self.conn.execute(
-            "SELECT task, sample_id, kind, slot, cache_key FROM links "
-            "WHERE run_id = ? AND task = ?",
-            (run_id, task),
-        ).fetchall()
-        return [Link(*row) for row in rows]
-
     def counts(self) -> dict[str, int]:
         """Row counts per table (used by tests and `show` to prove nothing was duplicated)."""
         tables = ("runs", "run_tasks", "samples", "responses", "verdicts", "links")

@@ -16,14 +16,14 @@ from evalharness.store import RunStore
 MINI = ["--tasks", "mt_bench", "--task-arg", "mt_bench.data=builtin"]
 
 
-def tiny_run_args(model_dir: Path, store: Path, *extra: str) -> list[str]:
+def tiny_run_args(model_dir: Path, store: Path, *extra: str, max_new_tokens: int = 12) -> list[str]:
     return [
         "run",
         "--model",
         f"hf:{model_dir}",
         *MINI,
         "--task-arg",
-        "mt_bench.max_new_tokens=12",
+        f"mt_bench.max_new_tokens={max_new_tokens}",
         "--store",
         str(store),
         *extra,
@@ -114,8 +114,7 @@ def test_killed_run_resumes_with_exactly_the_expected_samples(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "runs.sqlite"
-    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
-    args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
+    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json", max_new_tokens=48)
     process = spawn_cli(*args)
     wait_for_responses(store, 3)
     process.kill()  # SIGKILL: no cleanup runs
@@ -205,8 +204,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "runs.sqlite"
-    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json")
-    args[args.index("mt_bench.max_new_tokens=12")] = "mt_bench.max_new_tokens=48"
+    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json", max_new_tokens=48)
     process = spawn_cli(*args)
     wait_for_responses(store, 2)
     process.send_signal(signal.SIGINT)
