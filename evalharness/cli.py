@@ -1,4 +1,4 @@
-"""`evalharness` command line: run, tasks, show, runs, serve."""
+"""`evalharness` command line: run, import, tasks, show, runs, agreement, serve."""
 
 from __future__ import annotations
 
@@ -35,6 +35,43 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="allow model code from the hub",
     )
+
+
+def _add_judge_options(parser: argparse.ArgumentParser, default: str | None = "self") -> None:
+    parser.add_argument(
+        "--judge",
+        default=default,
+        help="judge: 'self', a model spec (hf:, openai:), rm:REWARD_MODEL, rules:NAME, "
+        "annotations:FILE",
+    )
+    parser.add_argument(
+        "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"
+    )
+    parser.add_argument("--judge-base-url", default=None, help="endpoint for an openai: judge")
+    parser.add_argument(
+        "--judge-max-tokens", type=int, default=512, help="judge output budget in text mode"
+    )
+    parser.add_argument(
+        "--judge-concurrency", type=int, default=None, help="parallel judge API requests"
+    )
+    parser.add_argument(
+        "--judge-retries",
+        type=int,
+        default=2,
+        help="times a verdict that does not parse is asked again (text mode)",
+    )
+    parser.add_argument(
+        "--max-judge-calls",
+        type=int,
+        default=None,
+        help="judge call budget for this invocation; the rest stays unjudged until a re-run",
+    )
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, help="run store (SQLite) path")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _model_spec(args: argparse.Namespace) -> ModelSpec:
@@ -75,19 +112,39 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TASK.KEY=VALUE",
         help="task option, e.g. mt_bench.data=PATH (repeatable)",
     )
-    run.add_argument("--judge", default="self", help="judge model spec, or 'self' (default)")
+    _add_judge_options(run)
     run.add_argument(
-        "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"
+        "--mode", default=None, help="single or pairwise (tasks that compare with a baseline)"
     )
-    run.add_argument("--judge-base-url", default=None, help="endpoint for an openai: judge")
     run.add_argument(
-        "--judge-max-tokens", type=int, default=512, help="judge output budget in text mode"
+        "--baseline", default=None, help="pairwise baseline: a stored run id or a model spec"
     )
     run.add_argument("--limit", type=int, default=None, help="at most N samples per task")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--store", default=None, help="run store (SQLite) path")
-    run.add_argument("--json", action="store_true", help="print one JSON object")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_output_options(run)
+
+    importer = commands.add_parser(
+        "import",
+        help="create a run from outputs (and verdicts) produced elsewhere",
+        description="alpaca-eval: read AlpacaEval model_outputs.json, and its annotations when "
+        "given (no judge call is made); or judge the outputs with --judge.",
+    )
+    importer.add_argument("format", choices=["alpaca-eval"])
+    importer.add_argument("--outputs", required=True, help="model_outputs.json (or JSONL)")
+    importer.add_argument(
+        "--annotations", default=None, help="AlpacaEval annotations.json for these outputs"
+    )
+    importer.add_argument("--name", default=None, help="model name (default: the generator)")
+    importer.add_argument(
+        "--reference",
+        default=None,
+        help="reference outputs (model_outputs format; default: the annotations' output_1, "
+        "else the hub set)",
+    )
+    importer.add_argument("--difficulty", default=None, help="instruction_difficulty.csv")
+    _add_judge_options(importer, default=None)
+    importer.add_argument("--seed", type=int, default=0)
+    _add_output_options(importer)
 
     commands.add_parser("tasks", help="list available tasks")
 
@@ -98,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = commands.add_parser("runs", help="list stored runs")
     runs.add_argument("--store", default=None)
+
+    agree = commands.add_parser(
+        "agreement",
+        help="agreement between two runs' judges, or a run's judge and human labels",
+    )
+    agree.add_argument("run_a", help="run id (or prefix)")
+    agree.add_argument("run_b", nargs="?", default=None, help="second run id")
+    agree.add_argument("--labels", default=None, help="JSONL/CSV: sample_id, slot, label")
+    agree.add_argument("--task", default=None, help="task (default: the only one in run_a)")
+    agree.add_argument("--store", default=None)
+    agree.add_argument("--json", action="store_true")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible server for an hf: model")
     _add_model_options(serve)
@@ -125,9 +193,6 @@ def _open_store(path: str | None):  # noqa: ANN202 - RunStore, imported lazily
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from evalharness.console import err_console, out_console, rich_progress, summary_table
-    from evalharness.engine import Runner, RunSpec, no_progress
-
     task_options = _parse_task_args(args.task_arg)
     if args.tasks is None:
         tasks = [DEFAULT_TASK]
@@ -140,21 +205,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     unknown = set(task_options) - set(tasks)
     if unknown:
         raise InputError(f"--task-arg names task {sorted(unknown)[0]!r}, which is not in --tasks")
+    for option in ("mode", "baseline"):
+        value = getattr(args, option)
+        if value is not None:
+            for task in tasks:
+                task_options.setdefault(task, {})[option] = value
+    return _execute(args, _model_spec(args), tasks, task_options, judge=args.judge)
+
+
+def _execute(
+    args: argparse.Namespace,
+    model: ModelSpec,
+    tasks: list[str],
+    task_options: dict[str, dict[str, str]],
+    judge: str,
+) -> int:
+    from evalharness.console import err_console, out_console, rich_progress, summary_table
+    from evalharness.engine import Runner, RunSpec, no_progress
+
     spec = RunSpec(
-        model=_model_spec(args),
+        model=model,
         tasks=tasks,
         task_options=task_options,
-        judge=args.judge,
+        judge=judge,
         judge_mode=args.judge_mode,
         judge_base_url=args.judge_base_url,
         judge_max_new_tokens=args.judge_max_tokens,
-        limit=args.limit,
+        judge_concurrency=args.judge_concurrency,
+        judge_retries=args.judge_retries,
+        max_judge_calls=args.max_judge_calls,
+        limit=getattr(args, "limit", None),
         seed=args.seed,
     )
     store = _open_store(args.store)
     progress = no_progress if (args.no_progress or args.json) else rich_progress
+    notify = (lambda message: None) if args.json else err_console.print
     try:
-        outcome = Runner(store, progress=progress).run(spec)
+        outcome = Runner(store, progress=progress, notify=notify).run(spec)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is stored; run the same command to resume")
         return 130
@@ -163,19 +250,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = outcome.to_json()
     if args.json:
         print(json.dumps(result))
-    else:
-        out_console.print(summary_table(result))
-        calls = result["calls_made"]
+        return 0
+    out_console.print(summary_table(result))
+    calls = result["calls_made"]
+    out_console.print(
+        f"run {result['run_id']} · {calls['model']} model calls, {calls['judge']} judge calls"
+        f" · {result['seconds']:.1f}s · store {store.path}"
+    )
+    judging = result["judging"]
+    if judging:
+        failed = judging["unjudged"]
         out_console.print(
-            f"run {result['run_id']} · {calls['model']} model calls, {calls['judge']} judge calls"
-            f" · {result['seconds']:.1f}s · store {store.path}"
+            f"judging: {judging['items']} items, {judging['cached']} cached, "
+            f"{judging['judged']} judged, {judging['parse_retries']} retried, "
+            f"{judging['parse_failures']} unparseable, {failed['request_failed']} failed "
+            f"requests, {failed['over_budget']} over budget"
+            + (f" · HTTP errors {judging['http_errors']}" if judging["http_errors"] else "")
         )
-        if args.judge == "self":
-            err_console.print(
-                "[dim]judged by the model itself: a demonstration of the pipeline, not a "
-                "meaningful judge; pass --judge for real grading[/dim]"
-            )
+    if result["status"] == "partial":
+        err_console.print(
+            "[yellow]some items are not judged yet: run the same command again to judge only "
+            "those[/yellow]"
+        )
+    if judge == "self":
+        err_console.print(
+            "[dim]judged by the model itself: a demonstration of the pipeline, not a "
+            "meaningful judge; pass --judge for real grading[/dim]"
+        )
     return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """AlpacaEval outputs (+ annotations) become a run; metrics come from the harness's code."""
+    if args.annotations and args.judge:
+        raise InputError("give --annotations (import verdicts) or --judge (judge now), not both")
+    if not args.annotations and not args.judge:
+        raise InputError("give --annotations FILE to import verdicts, or --judge SPEC to judge")
+    options = {"data": args.reference or args.annotations or "hub"}
+    if args.difficulty:
+        options["difficulty"] = args.difficulty
+    model = parse_model_spec(f"outputs:{args.outputs}")
+    if args.name:
+        model = model.with_options(raw=f"outputs:{args.name}")
+    judge = f"annotations:{args.annotations}" if args.annotations else args.judge
+    return _execute(args, model, ["alpaca_eval"], {"alpaca_eval": options}, judge=judge)
 
 
 def cmd_tasks(_: argparse.Namespace) -> int:
@@ -258,8 +376,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from evalharness.agreement import agreement
+    from evalharness.records import read_records, require
+
+    store = _open_store(args.store)
+    try:
+        run_a = _resolve_run(store, args.run_a)
+        tasks = [t["task"] for t in store.get_tasks(run_a)]
+        task = args.task or (tasks[0] if len(tasks) == 1 else None)
+        if task is None or task not in tasks:
+            raise InputError(f"run {run_a} has tasks {', '.join(tasks)}: pick one with --task")
+        labels_a = {k: verdict_label(v) for k, v in store.get_run_verdicts(run_a, task).items()}
+        if args.labels:
+            labels_b = {}
+            for where, row in read_records(Path(args.labels)):
+                key = (str(require(where, row, "sample_id")), str(row.get("slot") or ""))
+                labels_b[key] = str(require(where, row, "label"))
+            # A label file without slots matches a task with one verdict per sample.
+            if all(slot == "" for _, slot in labels_b):
+                labels_a = {(sid, ""): label for (sid, _), label in labels_a.items()}
+            other = args.labels
+        elif args.run_b:
+            run_b = _resolve_run(store, args.run_b)
+            found = store.get_run_verdicts(run_b, task).items()
+            labels_b = {k: verdict_label(v) for k, v in found}
+            other = run_b
+        else:
+            raise InputError("give a second run id or --labels FILE")
+    finally:
+        store.close()
+    keys = sorted(set(labels_a) & set(labels_b))
+    if not keys:
+        raise InputError(f"run {run_a} and {other} share no judged items of task {task}")
+    result = agreement([labels_a[k] for k in keys], [labels_b[k] for k in keys])
+    result = {"task": task, "a": run_a, "b": other, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}\t{value if not isinstance(value, float) else round(value, 4)}")
+    return 0
+
+
+def verdict_label(verdict: dict[str, Any]) -> Any:
+    """A categorical label for agreement: the pairwise winner, a rule label, or a rating."""
+    if verdict.get("failure"):
+        return None
+    for field in ("winner", "label"):
+        if verdict.get(field) is not None:
+            return verdict[field]
+    rating = verdict.get("rating")
+    return round(rating) if isinstance(rating, (int, float)) and rating >= 0 else None
+
+
 COMMANDS = {
     "run": cmd_run,
+    "import": cmd_import,
+    "agreement": cmd_agreement,
     "tasks": cmd_tasks,
     "show": cmd_show,
     "runs": cmd_runs,

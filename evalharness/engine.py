@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from evalharness import provenance
 from evalharness.backends import Backend, load_backend
-from evalharness.backends.base import all_results
-from evalharness.modelspec import ModelSpec
+from evalharness.errors import BackendError, InputError
+from evalharness.modelspec import ModelSpec, parse_model_spec
 from evalharness.requests import (
+    FailedResult,
     GenerateRequest,
     Request,
     Result,
@@ -44,6 +45,9 @@ class RunSpec:
     judge_mode: str = "auto"
     judge_base_url: str | None = None
     judge_max_new_tokens: int = 512
+    judge_concurrency: int | None = None
+    judge_retries: int = 2
+    max_judge_calls: int | None = None
     limit: int | None = None
     seed: int = 0
 
@@ -57,17 +61,77 @@ class RunOutcome:
     calls_made: dict[str, int]
     resumed: bool
     seconds: float
+    status: str = "complete"
+    judging: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
+            "status": self.status,
             "model": self.model,
             "judge": self.judge,
             "tasks": self.tasks,
             "calls_made": self.calls_made,
+            "judging": self.judging,
             "resumed": self.resumed,
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass
+class JudgeStats:
+    """What judging did in this invocation; every failure is counted, none is dropped."""
+
+    estimated_calls: int = 0
+    items: int = 0
+    cached: int = 0
+    judged: int = 0
+    parse_retries: int = 0
+    parse_failures: int = 0
+    failed_requests: int = 0
+    over_budget: int = 0
+    http_errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unjudged(self) -> int:
+        return self.failed_requests + self.over_budget
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "estimated_calls": self.estimated_calls,
+            "items": self.items,
+            "cached": self.cached,
+            "judged": self.judged,
+            "parse_retries": self.parse_retries,
+            "parse_failures": self.parse_failures,
+            "unjudged": {"request_failed": self.failed_requests, "over_budget": self.over_budget},
+            "http_errors": self.http_errors,
+        }
+
+
+def unjudged_verdict(reason: str) -> dict[str, Any]:
+    """Stands in for a verdict the judge could not give this time; never cached."""
+    return {
+        "failure": True,
+        "unjudged": True,
+        "error": reason,
+        "rating": -1.0,
+        "preference": None,
+        "winner": None,
+        "label": None,
+    }
+
+
+@dataclass
+class _JudgeEntry:
+    task: str
+    sample_id: str
+    slot: str
+    item: JudgeItem
+    key: str
+
+    def link(self) -> Link:
+        return Link(self.task, self.sample_id, "verdict", self.slot, self.key)
 
 
 @dataclass
@@ -109,10 +173,17 @@ def _sort_key(item: _Pending) -> tuple:
 
 
 class Runner:
-    def __init__(self, store: RunStore, progress: Progress = no_progress) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        progress: Progress = no_progress,
+        notify: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.store = store
         self.progress = progress
-        self.calls = {"model": 0, "judge": 0}
+        self.notify = notify
+        self.calls = {"model": 0, "judge": 0, "baseline": 0}
+        self.judge_stats = JudgeStats()
 
     # -- public --------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunOutcome:
@@ -133,7 +204,13 @@ class Runner:
                 mode=spec.judge_mode,
                 base_url=spec.judge_base_url,
                 max_new_tokens=spec.judge_max_new_tokens,
+                concurrency=spec.judge_concurrency,
+                retries=spec.judge_retries,
             )
+            for task in tasks:
+                for protocol in task.judge_protocols():
+                    judge.check_protocol(protocol)
+        baselines = {task.name: self._attach_baseline(task, loaded[task.name]) for task in tasks}
         task_info = {
             task.name: {
                 "options": task.options,
@@ -141,14 +218,23 @@ class Runner:
                 "source": loaded[task.name].source,
                 "settings": loaded[task.name].settings,
                 "n_samples": len(loaded[task.name].samples),
+                "baseline": baselines[task.name],
+                "judge_hash": judge.identity_hash if judge and task.needs_judge else None,
             }
             for task in tasks
         }
+        for task in tasks:
+            if task.pooled and judge:
+                # Runs judged by the same judge on the same data can share fitted terms.
+                material = [task.name, judge.identity_hash, loaded[task.name].data_hash]
+                task_info[task.name]["pool"] = sha256_hex(canonical_json(material))
+        if judge:
+            self._estimate(tasks, loaded, judge, spec.max_judge_calls)
         run_key = {
             "model": backend.identity_hash,
             "judge": judge.identity_hash if judge else None,
             "tasks": {
-                name: {k: info[k] for k in ("options", "data_hash")}
+                name: {k: info[k] for k in ("options", "data_hash", "baseline")}
                 for name, info in task_info.items()
             },
             "limit": spec.limit,
@@ -183,31 +269,137 @@ class Runner:
             self.store.put_samples(run_id, task.name, [(s.id, s.data) for s in data.samples])
         try:
             responses = self._generate(run_id, tasks, loaded, backend)
-            verdicts = self._judge(run_id, tasks, loaded, responses, judge)
+            verdicts = self._judge(run_id, tasks, loaded, responses, judge, spec.max_judge_calls)
             results = self._score(run_id, tasks, loaded, responses, verdicts)
+            self._pool(run_id, tasks, task_info, results)
         except BaseException:
             self.store.finish_run(run_id, status="interrupted")
             raise
-        self.store.finish_run(run_id)
+        # Items left unjudged (failed requests, budget) make the run partial; re-run to finish.
+        status = "partial" if self.judge_stats.unjudged else "complete"
+        self.store.finish_run(run_id, status=status)
+        if judge is not None and judge.backend is not None:
+            self.judge_stats.http_errors = judge.backend.error_counts()
         return RunOutcome(
             run_id=run_id,
             model=spec.model.raw,
             judge=judge.display_name if judge else None,
             tasks=results,
-            calls_made=dict(self.calls),
+            # Baseline answers generated for pairwise tasks are listed only when there were any.
+            calls_made={k: v for k, v in self.calls.items() if k != "baseline" or v},
             resumed=resumed,
             seconds=time.perf_counter() - started,
+            status=status,
+            judging=self.judge_stats.to_json() if judge else {},
         )
+
+    # -- baselines, estimates, pools -----------------------------------------------------
+    def _attach_baseline(self, task: Task, data: TaskData) -> dict[str, str] | None:
+        """Give a pairwise task its baseline answers: from a stored run, or generated now."""
+        source = task.baseline_source()
+        if not source:
+            return None
+        matches = [
+            run_id
+            for run_id in self.store.find_runs(source)
+            if any(t["task"] == task.name for t in self.store.get_tasks(run_id))
+        ]
+        if len(matches) == 1:
+            stored = self.store.get_run_responses(matches[0], task.name)
+            missing = [s.id for s in data.samples if s.id not in stored]
+            if missing:
+                raise InputError(
+                    f"baseline run {matches[0]} has no {task.name} answers for sample "
+                    f"{missing[0]} ({len(missing)} missing); run the baseline on the same data"
+                )
+            task.attach_baseline(
+                {
+                    sid: {slot: result_from_json(r) for slot, r in slots.items()}
+                    for sid, slots in stored.items()
+                }
+            )
+            return {"run": matches[0]}
+        if len(matches) > 1:
+            raise InputError(f"--baseline {source!r} matches runs {', '.join(matches)}")
+        try:
+            baseline_spec = parse_model_spec(source)
+        except InputError:
+            raise InputError(
+                f"--baseline {source!r} is neither a run in {self.store.path} with task "
+                f"{task.name} nor a model spec"
+            ) from None
+        baseline = load_backend(baseline_spec)
+        answers = self._generate(None, [task], {task.name: data}, baseline, counter="baseline")
+        task.attach_baseline({s.id: dict(answers[(task.name, s.id)]) for s in data.samples})
+        return {"model": baseline.identity_hash, "spec": source}
+
+    def _estimate(
+        self, tasks: Sequence[Task], loaded: dict[str, TaskData], judge: Any, budget: int | None
+    ) -> None:
+        """Judge calls this run needs at most (before the verdict cache), said before starting."""
+        total = 0
+        for task in tasks:
+            for sample in loaded[task.name].samples:
+                for protocol, n_orders in task.planned_judge_items(sample):
+                    total += judge.calls_per_item(protocol, n_orders)
+        self.judge_stats.estimated_calls = total
+        if total:
+            self.notify(f"judging needs at most {total} judge calls (cached verdicts are free)")
+        if budget is not None and total > budget:
+            self.notify(
+                f"--max-judge-calls {budget} is below that: items past the budget stay "
+                "unjudged and a re-run continues where this one stops"
+            )
+
+    def _pool(
+        self,
+        run_id: str,
+        tasks: Sequence[Task],
+        task_info: dict[str, dict[str, Any]],
+        results: dict[str, dict[str, Any]],
+    ) -> None:
+        """Metrics fitted across every stored run in a task's pool (same judge, same data).
+
+        The pool's other runs are updated too, so they stay comparable with the new one.
+        """
+        for task in tasks:
+            pool = task_info[task.name].get("pool")
+            if not pool:
+                continue
+            members = self.store.runs_in_pool(task.name, pool)
+            if run_id not in members:
+                members.append(run_id)
+            scores = {
+                member: [
+                    (s["sample_id"], s["scores"]) for s in self.store.get_samples(member, task.name)
+                ]
+                for member in members
+            }
+            updates = task.pooled_metrics(scores)
+            for member, update in updates.items():
+                if member == run_id:
+                    entry = results[task.name]
+                else:
+                    found = [t for t in self.store.get_tasks(member) if t["task"] == task.name]
+                    if not found or not found[0]["metrics"]:
+                        continue
+                    entry = found[0]["metrics"]
+                entry["metrics"].update(update)
+                self.store.put_task_metrics(member, task.name, entry, entry["failures"])
 
     # -- stages --------------------------------------------------------------------------
     def _generate(
         self,
-        run_id: str,
+        run_id: str | None,
         tasks: Sequence[Task],
         loaded: dict[str, TaskData],
         backend: Backend,
+        counter: str = "model",
     ) -> dict[tuple[str, str], dict[str, Result]]:
-        """Loop until no sample asks for a request it has no response to (multi-stage tasks)."""
+        """Loop until no sample asks for a request it has no response to (multi-stage tasks).
+
+        `run_id` None generates without linking answers to a run (a baseline's answers).
+        """
         model_hash = backend.identity_hash
         responses: dict[tuple[str, str], dict[str, Result]] = defaultdict(dict)
         while True:
@@ -228,30 +420,33 @@ class Runner:
                     responses[(item.task, item.sample_id)][item.slot] = result_from_json(
                         cached[item.key]
                     )
-            self.store.put_links(
-                run_id, [self._link(p, "response") for p in pending if p.key in cached]
-            )
+            if run_id is not None:
+                self.store.put_links(
+                    run_id, [self._link(p, "response") for p in pending if p.key in cached]
+                )
             misses = sorted((p for p in pending if p.key not in cached), key=_sort_key)
             if misses:
-                self._execute(run_id, backend, model_hash, misses, responses)
+                self._execute(run_id, backend, model_hash, misses, responses, counter)
 
     def _execute(
         self,
-        run_id: str,
+        run_id: str | None,
         backend: Backend,
         model_hash: str,
         misses: list[_Pending],
         responses: dict[tuple[str, str], dict[str, Result]],
+        counter: str,
     ) -> None:
         by_key: dict[str, list[_Pending]] = defaultdict(list)
         for item in misses:
             by_key[item.key].append(item)
         unique = [items[0] for items in by_key.values()]
-        with self.progress("generating", len(unique)) as advance:
+        label = "generating" if counter == "model" else f"generating ({counter})"
+        with self.progress(label, len(unique)) as advance:
             for start in range(0, len(unique), backend.batch_size):
                 chunk = unique[start : start + backend.batch_size]
-                results = self._call(backend, [p.request for p in chunk])
-                self.calls["model"] += len(chunk)
+                results = backend.answer([p.request for p in chunk])
+                self.calls[counter] += len(chunk)
                 self.store.put_responses(
                     model_hash,
                     [
@@ -264,24 +459,9 @@ class Runner:
                     for duplicate in by_key[item.key]:
                         responses[(duplicate.task, duplicate.sample_id)][duplicate.slot] = result
                         links.append(self._link(duplicate, "response"))
-                self.store.put_links(run_id, links)
+                if run_id is not None:
+                    self.store.put_links(run_id, links)
                 advance(len(chunk))
-
-    @staticmethod
-    def _call(backend: Backend, requests: list[Request]) -> list[Result]:
-        """Send a homogeneous chunk; mixed chunks are split by kind, order kept."""
-        results: list[Result | None] = [None] * len(requests)
-        generate = [i for i, r in enumerate(requests) if isinstance(r, GenerateRequest)]
-        score = [i for i, r in enumerate(requests) if not isinstance(r, GenerateRequest)]
-        if generate:
-            for i, result in zip(
-                generate, backend.generate([requests[i] for i in generate]), strict=True
-            ):
-                results[i] = result
-        if score:
-            for i, result in zip(score, backend.score([requests[i] for i in score]), strict=True):
-                results[i] = result
-        return all_results(results)
 
     def _judge(
         self,
@@ -290,12 +470,21 @@ class Runner:
         loaded: dict[str, TaskData],
         responses: dict[tuple[str, str], dict[str, Result]],
         judge: Any,
+        budget: int | None,
     ) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+        """Judge every item not already in the verdict cache.
+
+        A verdict that does not parse is asked again up to `judge.retries` times, then stored as
+        a counted failure. An item whose request failed after the backend's own retries, or
+        that would exceed the call budget, is left unjudged (not stored), so a re-run asks
+        again and judges nothing twice.
+        """
         verdicts: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
         if judge is None:
             return verdicts
+        stats = self.judge_stats
         judge_hash = judge.identity_hash
-        pending: list[tuple[str, str, str, JudgeItem, str]] = []
+        pending: list[_JudgeEntry] = []
         for task in tasks:
             for sample in loaded[task.name].samples:
                 items = task.judge_items(sample, responses[(task.name, sample.id)])
@@ -305,39 +494,77 @@ class Runner:
                         "extra": judge.item_key_fields(item),
                     }
                     key = sha256_hex(judge_hash + canonical_json(key_material))
-                    pending.append((task.name, sample.id, slot, item, key))
-        cached = self.store.get_verdicts(p[4] for p in pending)
+                    pending.append(_JudgeEntry(task.name, sample.id, slot, item, key))
+        stats.items = len(pending)
+        cached = self.store.get_verdicts(p.key for p in pending)
         hits = []
-        for task_name, sample_id, slot, _, key in pending:
-            if key in cached:
-                verdicts[(task_name, sample_id)][slot] = cached[key]
-                hits.append(Link(task_name, sample_id, "verdict", slot, key))
-        self.store.put_links(run_id, hits)
-        unique: dict[str, tuple[str, str, str, JudgeItem, str]] = {}
-        duplicates: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         for entry in pending:
-            if entry[4] not in cached:
-                unique.setdefault(entry[4], entry)
-                duplicates[entry[4]].append(entry[:3])
-        todo = list(unique.values())
-        with self.progress("judging", len(todo)) as advance:
-            for start in range(0, len(todo), JUDGE_CHUNK):
-                chunk = todo[start : start + JUDGE_CHUNK]
-                per_item = [judge.requests_for(entry[3]) for entry in chunk]
+            if entry.key in cached:
+                verdicts[(entry.task, entry.sample_id)][entry.slot] = cached[entry.key]
+                hits.append(entry.link())
+        stats.cached = len(hits)
+        self.store.put_links(run_id, hits)
+        unique: dict[str, _JudgeEntry] = {}
+        duplicates: dict[str, list[_JudgeEntry]] = defaultdict(list)
+        for entry in pending:
+            if entry.key not in cached:
+                unique.setdefault(entry.key, entry)
+                duplicates[entry.key].append(entry)
+        queue: deque[tuple[_JudgeEntry, int]] = deque((e, 0) for e in unique.values())
+        batch = max(JUDGE_CHUNK, judge.backend.batch_size if judge.backend else len(queue))
+
+        def leave_unjudged(entry: _JudgeEntry, reason: str) -> None:
+            for duplicate in duplicates[entry.key]:
+                verdicts[(duplicate.task, duplicate.sample_id)][duplicate.slot] = unjudged_verdict(
+                    reason
+                )
+
+        with self.progress("judging", len(unique)) as advance:
+            while queue:
+                chunk, per_item = [], []
+                while queue and len(chunk) < batch:
+                    entry, attempt = queue.popleft()
+                    requests = judge.requests_for(entry.item, attempt)
+                    spent = self.calls["judge"] + sum(len(r) for r in per_item)
+                    if budget is not None and spent + len(requests) > budget:
+                        stats.over_budget += 1
+                        leave_unjudged(entry, f"over --max-judge-calls {budget}")
+                        advance(1)
+                        continue
+                    chunk.append((entry, attempt))
+                    per_item.append(requests)
                 flat = [r for requests in per_item for r in requests]
-                results = self._call(judge.backend, flat)
+                results = judge.backend.answer_tolerant(flat) if flat else []
                 self.calls["judge"] += len(flat)
+                if flat and stats.judged == 0 and all(isinstance(r, FailedResult) for r in results):
+                    # Nothing has ever come back: the judge is down, not flaky. Stop loudly.
+                    raise BackendError(results[0].error)  # type: ignore[union-attr]
                 stored, links, cursor = [], [], 0
-                for entry, requests in zip(chunk, per_item, strict=True):
-                    verdict = judge.verdict(entry[3], results[cursor : cursor + len(requests)])
+                for (entry, attempt), requests in zip(chunk, per_item, strict=True):
+                    own = results[cursor : cursor + len(requests)]
                     cursor += len(requests)
-                    stored.append((entry[4], to_jsonable(entry[3]), verdict))
-                    for task_name, sample_id, slot in duplicates[entry[4]]:
-                        verdicts[(task_name, sample_id)][slot] = verdict
-                        links.append(Link(task_name, sample_id, "verdict", slot, entry[4]))
+                    failed = [r for r in own if isinstance(r, FailedResult)]
+                    if failed:
+                        stats.failed_requests += 1
+                        leave_unjudged(entry, failed[0].error)
+                        advance(1)
+                        continue
+                    verdict = judge.verdict(entry.item, own)
+                    if verdict.get("failure") and verdict.get("retryable"):
+                        if attempt < judge.retries:
+                            stats.parse_retries += 1
+                            queue.append((entry, attempt + 1))
+                            continue
+                        stats.parse_failures += 1
+                    verdict["attempts"] = attempt + 1
+                    stats.judged += 1
+                    stored.append((entry.key, to_jsonable(entry.item), verdict))
+                    for duplicate in duplicates[entry.key]:
+                        verdicts[(duplicate.task, duplicate.sample_id)][duplicate.slot] = verdict
+                        links.append(duplicate.link())
+                    advance(1)
                 self.store.put_verdicts(judge_hash, stored)
                 self.store.put_links(run_id, links)
-                advance(len(chunk))
         return verdicts
 
     def _score(

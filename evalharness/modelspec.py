@@ -12,7 +12,7 @@ ALIASES = {
     "smollm2": "builtin:smollm2-135m-instruct",
     "default": "builtin:smollm2-135m-instruct",
 }
-BACKENDS = ("hf", "openai", "builtin")
+BACKENDS = ("hf", "openai", "builtin", "rm", "outputs")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -49,11 +49,12 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
     backend, sep, name = resolved.partition(":")
     if not sep or backend not in BACKENDS or not name:
         raise InputError(
-            f"unknown model spec {spec!r}: use hf:PATH_OR_HUB_ID, openai:MODEL "
+            f"unknown model spec {spec!r}: use hf:PATH_OR_HUB_ID, openai:MODEL, "
+            "outputs:MODEL_OUTPUTS.json "
             f"or one of the aliases {', '.join(sorted(ALIASES))}"
         )
     revision = None
-    if backend == "hf" and "@" in name:
+    if backend in ("hf", "rm") and "@" in name:
         name, _, revision = name.rpartition("@")
     model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
     model = model.with_options(**options)

@@ -58,7 +58,15 @@ class ScoreRequest:
     kind: Literal["score"] = "score"
 
 
-Request = GenerateRequest | ScoreRequest
+@dataclass(frozen=True)
+class RewardRequest:
+    """A reward model's scalar score for the last assistant turn of `messages`."""
+
+    messages: tuple[Message, ...]
+    kind: Literal["reward"] = "reward"
+
+
+Request = GenerateRequest | ScoreRequest | RewardRequest
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,23 @@ class ScoreResult:
     is_greedy: bool
 
 
-Result = GenerateResult | ScoreResult
+@dataclass(frozen=True)
+class RewardResult:
+    reward: float
+
+
+@dataclass(frozen=True)
+class FailedResult:
+    """A request the backend could not answer after its own retries (HTTP 429/5xx, timeout).
+
+    Only judges receive these: the item stays unjudged, is counted, and a re-run asks again.
+    Never stored in the cache.
+    """
+
+    error: str
+
+
+Result = GenerateResult | ScoreResult | RewardResult
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -98,4 +122,6 @@ def sha256_hex(text: str) -> str:
 def result_from_json(data: dict[str, Any]) -> Result:
     if "logprob" in data:
         return ScoreResult(**data)
+    if "reward" in data:
+        return RewardResult(**data)
     return GenerateResult(**data)

@@ -225,6 +225,38 @@ class RunStore:
             for sid, d, s in rows
         ]
 
+    def get_run_responses(self, run_id: str, task: str) -> dict[str, dict[str, Any]]:
+        """sample id -> slot -> result, for the responses linked to a run's task."""
+        rows = self.conn.execute(
+            "SELECT l.sample_id, l.slot, r.result_json FROM links l "
+            "JOIN responses r ON r.cache_key = l.cache_key "
+            "WHERE l.run_id = ? AND l.task = ? AND l.kind = 'response'",
+            (run_id, task),
+        ).fetchall()
+        found: dict[str, dict[str, Any]] = {}
+        for sample_id, slot, result in rows:
+            found.setdefault(sample_id, {})[slot] = json.loads(result)
+        return found
+
+    def get_run_verdicts(self, run_id: str, task: str) -> dict[tuple[str, str], dict[str, Any]]:
+        """(sample id, slot) -> verdict, for the verdicts linked to a run's task."""
+        rows = self.conn.execute(
+            "SELECT l.sample_id, l.slot, v.verdict_json FROM links l "
+            "JOIN verdicts v ON v.cache_key = l.cache_key "
+            "WHERE l.run_id = ? AND l.task = ? AND l.kind = 'verdict'",
+            (run_id, task),
+        ).fetchall()
+        return {(sample_id, slot): json.loads(verdict) for sample_id, slot, verdict in rows}
+
+    def runs_in_pool(self, task: str, pool: str) -> list[str]:
+        """Runs whose `task` was scored with the same pool key (same judge and data)."""
+        rows = self.conn.execute(
+            "SELECT run_id, info_json FROM run_tasks WHERE task = ? AND metrics_json IS NOT NULL "
+            "ORDER BY run_id",
+            (task,),
+        ).fetchall()
+        return [run_id for run_id, info in rows if json.loads(info).get("pool") == pool]
+
     # -- cache ---------------------------------------------------------------------------
     def put_identity(self, identity_hash: str, identity: dict[str, Any]) -> None:
         with self.conn:

@@ -1,7 +1,7 @@
-"""Judges: protocols, prompt templates, and rating judges over any backend."""
+"""Judges: LLM (rating, pairwise), reward-model, rule and imported-annotation judges."""
 
 from .base import Judge
 from .factory import build_judge
-from .rating import RatingJudge
+from .llm import LLMJudge
 
-__all__ = ["Judge", "RatingJudge", "build_judge"]
+__all__ = ["Judge", "LLMJudge", "build_judge"]

@@ -1,32 +1,53 @@
 """The judge contract: requests for a backend in, one verdict per item out.
 
 Judges do not call their backend themselves. They say which requests an item needs and how to
-read the results; the engine batches, counts, caches and resumes those calls like model calls.
+read the results; the engine batches, counts, caches, retries and resumes those calls like model
+calls. A judge without a backend (rules, imported annotations) asks for no requests at all.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
+from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
 from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
 
 class Judge(HasIdentity):
-    backend: Backend
+    backend: Backend | None = None
+    #: Protocols this judge can give verdicts for (see `JudgeItem`).
+    protocols: ClassVar[tuple[str, ...]] = ()
+    #: How many more times an item whose verdict did not parse is asked again.
+    retries: int = 0
+
+    def check_protocol(self, protocol: str) -> None:
+        if protocol not in self.protocols:
+            raise InputError(
+                f"judge {self.display_name} cannot give {protocol!r} verdicts "
+                f"(it gives: {', '.join(self.protocols)})"
+            )
 
     def item_key_fields(self, item: JudgeItem) -> dict[str, Any]:
         """Extra facts folded into an item's verdict cache key (e.g. the template's hash)."""
         return {}
 
+    def calls_per_item(self, protocol: str, n_orders: int) -> int:
+        """Backend requests one item costs on its first attempt (for the pre-run estimate)."""
+        return 0
+
     @abstractmethod
-    def requests_for(self, item: JudgeItem) -> list[Request]:
-        """The backend requests needed to judge `item`."""
+    def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
+        """The backend requests needed to judge `item`; `attempt` > 0 is a retry."""
 
     @abstractmethod
     def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
-        """Read a verdict from the results; a parse failure is a verdict with `failure: True`."""
+        """Read a verdict from the results.
+
+        A verdict that does not parse has `failure: True` (and `retryable: True` when asking
+        again could help); it is recorded and counted, never dropped.
+        """

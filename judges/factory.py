@@ -1,32 +1,60 @@
-"""Build a judge from a spec string: `self`, `hf:…`, `openai:…` or a model alias."""
+"""Build a judge from a spec string.
+
+- `self` or a model spec (`hf:…`, `openai:…`, alias): an LLM judge over that backend
+  (`self` reuses the model under evaluation, already loaded);
+- `rm:PATH_OR_HUB_ID`: a reward model;
+- `rules:NAME_OR_YAML`, `regex:PATTERN`: a rule judge;
+- `annotations:FILE`: verdicts imported from an AlpacaEval annotations file.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from evalharness.backends import Backend, load_backend
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec, parse_model_spec
 
+from .annotations import AnnotationsJudge
 from .base import Judge
-from .rating import MODES, RatingJudge
+from .llm import MODES, LLMJudge
+from .reward import RewardModelJudge
+from .rules import RuleJudge
 
 
 def build_judge(
     spec: str,
     *,
-    model_spec: ModelSpec,
-    model_backend: Backend,
+    model_spec: ModelSpec | None = None,
+    model_backend: Backend | None = None,
     mode: str = "auto",
     base_url: str | None = None,
     max_new_tokens: int = 512,
+    concurrency: int | None = None,
+    retries: int = 2,
 ) -> Judge:
-    """A rating judge over a backend; `self` (or the model's own spec) reuses the loaded model."""
-    if spec in ("self", model_spec.raw):
+    kind, _, value = spec.partition(":")
+    if kind in ("rules", "regex"):
+        return RuleJudge.from_spec(spec)
+    if kind == "annotations":
+        return AnnotationsJudge(Path(value))
+    if kind == "rm":
+        rm_spec = parse_model_spec(spec)
+        return RewardModelJudge(load_backend(rm_spec), name=spec)
+    if model_spec is not None and spec in ("self", model_spec.raw):
         judge_spec, backend = model_spec, model_backend
+    elif spec == "self":
+        raise InputError("--judge self needs a model under evaluation; name a judge model")
     else:
-        judge_spec = parse_model_spec(spec, base_url=base_url)
+        judge_spec = parse_model_spec(spec, base_url=base_url, concurrency=concurrency)
         backend = load_backend(judge_spec)
+    if judge_spec.backend == "outputs":
+        raise InputError(f"--judge {spec!r}: recorded outputs cannot judge")
     if mode == "auto":
         mode = "text" if judge_spec.backend == "openai" else "probs"
     if mode not in MODES:
         raise InputError(f"--judge-mode {mode!r} is not one of auto, {', '.join(MODES)}")
-    return RatingJudge(backend, mode=mode, name=judge_spec.raw, max_new_tokens=max_new_tokens)
+    assert backend is not None
+    return LLMJudge(
+        backend, mode=mode, name=judge_spec.raw, max_new_tokens=max_new_tokens, retries=retries
+    )

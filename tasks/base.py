@@ -26,11 +26,21 @@ class Sample:
 
 @dataclass(frozen=True)
 class JudgeItem:
-    """What a judge sees for one verdict: a protocol, a prompt template and its fields."""
+    """What a judge sees for one verdict: a protocol, a prompt template and its fields.
 
-    protocol: str  # "rating" (1-10 single answer) for now; "pairwise" etc. plug in later
+    Protocols:
+    - `rating`: grade one answer 1-10. Fields: question_1, answer_1 (and question_2, answer_2
+      for a second turn), turn, reference (list of reference turns or None).
+    - `pairwise`: compare a candidate with a baseline. Same fields plus baseline_1 (and
+      baseline_2). `orders` lists, per judging pass, whether the candidate is shown first
+      (as "A"): `(True, False)` judges both orders, a single entry one seeded order.
+    - `classify`: label one text (`text`, and `prompt` for context), e.g. refusal rules.
+    """
+
+    protocol: str
     template: str
     fields: dict[str, Any]
+    orders: tuple[bool, ...] = ()
 
 
 @dataclass
@@ -55,6 +65,9 @@ class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     needs_judge: ClassVar[bool] = True
+    #: True when some metrics are fitted across all stored runs of the same judge and data
+    #: (see `pooled_metrics`).
+    pooled: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         self.options = dict(options or {})
@@ -73,6 +86,34 @@ class Task(ABC):
 
     def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
         """Named items to judge once every request of the sample has its response."""
+        return {}
+
+    def judge_protocols(self) -> tuple[str, ...]:
+        """Protocols this task's items use, checked against the judge before any work."""
+        return ()
+
+    def planned_judge_items(self, sample: Sample) -> list[tuple[str, int]]:
+        """(protocol, number of orders) per item this sample will send to the judge.
+
+        Known before generation, so the engine can estimate judge calls up front.
+        """
+        return []
+
+    def baseline_source(self) -> str | None:
+        """A run id or model spec whose answers pairwise items compare against, if any."""
+        return None
+
+    def attach_baseline(self, responses: Mapping[str, Mapping[str, Result]]) -> None:
+        """Receive the baseline's responses per sample id (same slots as this task's)."""
+        raise NotImplementedError(f"{self.name} does not compare against a baseline")
+
+    def pooled_metrics(
+        self, runs: Mapping[str, Sequence[tuple[str, dict[str, Any] | None]]]
+    ) -> dict[str, dict[str, Any]]:
+        """Metrics fitted jointly over runs; `runs` maps run id -> (sample id, scores) pairs.
+
+        Returns run id -> metrics to merge into that run's stored metrics.
+        """
         return {}
 
     @abstractmethod

@@ -194,7 +194,8 @@ def test_unreachable_judge_endpoint_fails_cleanly_and_keeps_answers(
     args += ["--judge", "openai:judge", "--judge-base-url", "http://127.0.0.1:9/v1"]
     code, _, err = run_cli(capsys, *args)
     assert code == 3
-    assert "unreachable" in err and len(err.strip().splitlines()) == 1
+    errors = [line for line in err.splitlines() if line.startswith("evalharness: error")]
+    assert len(errors) == 1 and "unreachable" in errors[0]
     db = sqlite3.connect(store)
     assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 2  # answers kept
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"

@@ -1,4 +1,4 @@
-"""Model backends, chosen by the prefix of a model spec (`hf:`, `openai:`, built-in alias)."""
+"""Model backends, chosen by the prefix of a model spec (`hf:`, `openai:`, `rm:`, `outputs:`)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def load_backend(spec: ModelSpec) -> Backend:
         from evalharness.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(spec)
+    if spec.backend == "rm":
+        from evalharness.backends.reward import RewardModelBackend
+
+        return RewardModelBackend(spec)
+    if spec.backend == "outputs":
+        from evalharness.backends.outputs import OutputsBackend
+
+        return OutputsBackend(spec)
     raise AssertionError(f"unhandled backend {spec.backend}")
 
 

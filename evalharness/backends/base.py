@@ -1,4 +1,4 @@
-"""What every model backend offers the engine: an identity and two batched calls."""
+"""What every model backend offers the engine: an identity and batched calls per request kind."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TypeVar
 
+from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
 from evalharness.requests import (
+    FailedResult,
     GenerateRequest,
     GenerateResult,
+    Request,
+    Result,
+    RewardRequest,
+    RewardResult,
     ScoreRequest,
     ScoreResult,
 )
@@ -42,6 +48,40 @@ class Backend(HasIdentity):
     @abstractmethod
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Log-probability of each continuation given its context, in order."""
+
+    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
+        """Scalar rewards; only reward-model backends have them."""
+        raise InputError(f"{self.display_name} is not a reward model: it cannot score rewards")
+
+    def answer(self, requests: Sequence[Request]) -> list[Result]:
+        """Answer a mixed chunk: split by kind, one batched call per kind, order kept."""
+        results: list[Result | None] = [None] * len(requests)
+        kinds: dict[type, tuple] = {
+            GenerateRequest: (self.generate, []),
+            ScoreRequest: (self.score, []),
+            RewardRequest: (self.reward, []),
+        }
+        for index, request in enumerate(requests):
+            kinds[type(request)][1].append(index)
+        for call, indices in kinds.values():
+            if indices:
+                answers = call([requests[i] for i in indices])
+                for index, result in zip(indices, answers, strict=True):
+                    results[index] = result
+        return all_results(results)
+
+    def answer_tolerant(self, requests: Sequence[Request]) -> list[Result | FailedResult]:
+        """Like `answer`, but a request that failed for a passing reason (server overloaded,
+        timed out) becomes a `FailedResult` instead of failing the batch.
+
+        Judges use this so one flaky request costs one unjudged item, not the run. Local models
+        have no passing failures, so the default is `answer`.
+        """
+        return list(self.answer(requests))
+
+    def error_counts(self) -> dict[str, int]:
+        """Failed attempts by kind (e.g. `http_429`, `timeout`), retried ones included."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, model memory)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,7 +20,15 @@ from typing import Any, TypeVar
 from evalharness.backends.base import Backend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ModelSpec
-from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from evalharness.requests import (
+    FailedResult,
+    GenerateRequest,
+    GenerateResult,
+    Request,
+    Result,
+    ScoreRequest,
+    ScoreResult,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: What the client sends when no key is set: local servers accept anything, and the library
@@ -59,6 +68,15 @@ class OpenAIBackend(Backend):
         self.batch_size = max(1, spec.concurrency) * 4
         #: Some servers reject max_tokens=0; the first 400 switches scoring to 1 for good.
         self._score_max_tokens = 0
+        #: Every HTTP attempt by outcome, retries included (the client retries silently).
+        self.attempts: Counter[str] = Counter()
+
+    def error_counts(self) -> dict[str, int]:
+        counts = {k: v for k, v in sorted(self.attempts.items()) if k.startswith("http_")}
+        answered = sum(v for k, v in self.attempts.items() if k != "attempts")
+        if self.attempts["attempts"] > answered:
+            counts["timeout_or_connection"] = self.attempts["attempts"] - answered
+        return counts
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.spec.name!r}, base_url={self.base_url!r})"
@@ -82,7 +100,7 @@ class OpenAIBackend(Backend):
         httpx connections belong to the loop that opened them, so a client never outlives
         the `asyncio.run` that created it. Library errors become our one-line errors.
         """
-        from openai import AsyncOpenAI, OpenAIError
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient, OpenAIError
 
         api_key = self._api_key()
 
@@ -92,6 +110,7 @@ class OpenAIBackend(Backend):
                 api_key=api_key,
                 max_retries=self.spec.max_retries,
                 timeout=self.spec.timeout_s,
+                http_client=DefaultAsyncHttpxClient(event_hooks=counting_hooks(self.attempts)),
             )
             async with client:
                 return await work(client)
@@ -119,16 +138,54 @@ class OpenAIBackend(Backend):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    # -- generation ----------------------------------------------------------------------
+    # -- calls -------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return self.answer(requests)  # type: ignore[return-value]
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return self.answer(requests)  # type: ignore[return-value]
+
+    def answer(self, requests: Sequence[Request]) -> list[Result]:
+        return self._answer(requests, tolerant=False)  # type: ignore[return-value]
+
+    def answer_tolerant(self, requests: Sequence[Request]) -> list[Result | FailedResult]:
+        return self._answer(requests, tolerant=True)
+
+    def _answer(self, requests: Sequence[Request], tolerant: bool) -> list[Result | FailedResult]:
+        for request in requests:
+            if isinstance(request, ScoreRequest):
+                check_scorable(request)
+            elif not isinstance(request, GenerateRequest):
+                raise InputError(f"the openai backend cannot answer {type(request).__name__}")
         if not requests:
             return []
+        api_key = self._api_key()
 
-        async def work(client: Any) -> list[GenerateResult]:
-            calls = [lambda r=r: self._generate_one(client, r) for r in requests]
+        async def work(client: Any) -> list[Result | FailedResult]:
+            calls = [lambda r=r: self._one(client, r, tolerant, api_key) for r in requests]
             return await self._bounded(calls)
 
         return self._run(work)
+
+    async def _one(
+        self, client: Any, request: Request, tolerant: bool, api_key: str
+    ) -> Result | FailedResult:
+        from openai import APIConnectionError, APIStatusError, APITimeoutError
+
+        try:
+            if isinstance(request, GenerateRequest):
+                return await self._generate_one(client, request)
+            return await self._score_one(client, request)  # type: ignore[arg-type]
+        except (APITimeoutError, APIConnectionError, APIStatusError) as exc:
+            # Overload and timeouts pass; a refused connection means the endpoint is down,
+            # which no amount of carrying on fixes (APITimeoutError subclasses the latter).
+            transient = isinstance(exc, APITimeoutError) or (
+                isinstance(exc, APIStatusError)
+                and (exc.status_code == 429 or exc.status_code >= 500)
+            )
+            if tolerant and transient:
+                return FailedResult(error=str(self._translate(exc, api_key)))
+            raise
 
     async def _generate_one(self, client: Any, request: GenerateRequest) -> GenerateResult:
         sampling = request.sampling
@@ -153,18 +210,6 @@ class OpenAIBackend(Backend):
         )
 
     # -- scoring -------------------------------------------------------------------------
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        for request in requests:
-            check_scorable(request)
-        if not requests:
-            return []
-
-        async def work(client: Any) -> list[ScoreResult]:
-            calls = [lambda r=r: self._score_one(client, r) for r in requests]
-            return await self._bounded(calls)
-
-        return self._run(work)
-
     async def _score_one(self, client: Any, request: ScoreRequest) -> ScoreResult:
         from openai import BadRequestError
 
@@ -236,6 +281,23 @@ class OpenAIBackend(Backend):
             return InputError(f"{where} rejected the request (HTTP {status}): {detail}")
         detail = scrub(f"{type(exc).__name__}: {exc}", api_key)
         return BackendError(f"{where} failed: {detail}")
+
+
+def counting_hooks(counts: Counter[str]) -> dict[str, list[Callable[[Any], Awaitable[None]]]]:
+    """httpx event hooks that count every HTTP attempt by outcome, retries included.
+
+    The `openai` client retries with backoff on its own and says nothing about it; hooks on its
+    HTTP client see each attempt. An attempt with no response timed out or lost its connection.
+    """
+
+    async def on_request(request: Any) -> None:
+        counts["attempts"] += 1
+
+    async def on_response(response: Any) -> None:
+        status = response.status_code
+        counts["ok" if status < 400 else f"http_{status}"] += 1
+
+    return {"request": [on_request], "response": [on_response]}
 
 
 def check_scorable(request: ScoreRequest) -> None:

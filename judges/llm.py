@@ -1,0 +1,219 @@
+"""LLM judges over any backend: single-answer ratings and pairwise comparisons.
+
+Two ways to read a verdict:
+- `text`: the judge writes an explanation and a marker (`[[N]]`, `[[A]]`/`[[B]]`/`[[C]]`).
+  Output without a marker is a failure, asked again (sampled, so the retry can differ) up to
+  `retries` times, then recorded and counted.
+- `probs`: the judge's own probabilities of the markers after an assistant prefix. A rating is
+  the probability-weighted mean over 1-10 (as in G-Eval); a preference is P(A) / (P(A) + P(B))
+  (AlpacaEval's weighted annotator). It cannot fail to parse, and gives a continuous signal.
+
+Pairwise items are judged in every order the item lists. With both orders, text verdicts that
+flip with the order become a tie (FastChat's rule) and probabilities are averaged, which
+cancels the judge's position bias; `consistent` records whether the two passes agreed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from evalharness.backends.base import Backend
+from evalharness.requests import (
+    GenerateRequest,
+    GenerateResult,
+    Request,
+    Result,
+    SamplingParams,
+    ScoreRequest,
+    ScoreResult,
+)
+from evalharness.tasks.base import JudgeItem
+
+from .base import Judge
+from .parsing import parse_pairwise, parse_rating
+from .prompts import FASTCHAT, render
+from .templates import template_hash
+
+RATINGS = tuple(range(1, 11))
+RATING_PREFIX = "Rating: [["
+VERDICT_PREFIX = "[["
+MODES = ("probs", "text")
+#: Retries sample at this temperature (seeded by the attempt) so they can answer differently.
+RETRY_TEMPERATURE = 0.7
+PREFERENCE = {"candidate": 2.0, "baseline": 1.0, "tie": 1.5}
+
+
+class LLMJudge(Judge):
+    protocols: ClassVar[tuple[str, ...]] = ("rating", "pairwise")
+
+    def __init__(
+        self,
+        backend: Backend,
+        mode: str,
+        name: str,
+        max_new_tokens: int = 512,
+        retries: int = 2,
+    ) -> None:
+        self.backend = backend
+        self.mode = mode
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+        self.retries = retries if mode == "text" else 0
+        self._template_hashes: dict[str, str] = {}
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "protocol": "llm",
+            "mode": self.mode,
+            "backend": self.backend.identity,  # type: ignore[union-attr]
+            "max_new_tokens": self.max_new_tokens if self.mode == "text" else None,
+        }
+
+    def item_key_fields(self, item: JudgeItem) -> dict[str, Any]:
+        """Folded into the verdict cache key: the exact prompt text the item was judged with."""
+        if item.template == FASTCHAT:  # the prompt record itself is in the item's fields
+            return {}
+        if item.template not in self._template_hashes:
+            self._template_hashes[item.template] = template_hash(item.template)
+        return {"template_sha256": self._template_hashes[item.template]}
+
+    def calls_per_item(self, protocol: str, n_orders: int) -> int:
+        if protocol == "rating":
+            return len(RATINGS) if self.mode == "probs" else 1
+        return max(1, n_orders) * (2 if self.mode == "probs" else 1)
+
+    # -- requests ------------------------------------------------------------------------
+    def _sampling(self, attempt: int) -> SamplingParams:
+        if attempt == 0:
+            return SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
+        return SamplingParams(
+            temperature=RETRY_TEMPERATURE, max_new_tokens=self.max_new_tokens, seed=attempt
+        )
+
+    def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
+        self.check_protocol(item.protocol)
+        if item.protocol == "rating":
+            messages = render(item.template, item.fields, self.mode)
+            if self.mode == "probs":
+                return [
+                    ScoreRequest(messages=messages, context=RATING_PREFIX, continuation=f"{r}]]")
+                    for r in RATINGS
+                ]
+            return [GenerateRequest(messages=messages, sampling=self._sampling(attempt))]
+        requests: list[Request] = []
+        for candidate_first in item.orders or (True,):
+            messages = render(item.template, item.fields, self.mode, candidate_first)
+            if self.mode == "probs":
+                requests += [
+                    ScoreRequest(messages=messages, context=VERDICT_PREFIX, continuation=f"{v}]]")
+                    for v in ("A", "B")
+                ]
+            else:
+                requests.append(GenerateRequest(messages, self._sampling(attempt)))
+        return requests
+
+    # -- verdicts ------------------------------------------------------------------------
+    def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
+        if item.protocol == "rating":
+            return self._rating_verdict(results)
+        return self._pairwise_verdict(item, results)
+
+    def _rating_verdict(self, results: Sequence[Result]) -> dict[str, Any]:
+        if self.mode == "probs":
+            return rating_from_logprobs([r.logprob for r in results if isinstance(r, ScoreResult)])
+        (result,) = results
+        assert isinstance(result, GenerateResult)
+        rating = parse_rating(result.text)
+        if rating is None:
+            return {
+                "rating": -1.0,
+                "failure": True,
+                "retryable": True,
+                "error": "no [[rating]] found",
+                "raw": result.text,
+            }
+        return {"rating": rating, "failure": False, "raw": result.text}
+
+    def _pairwise_verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
+        orders = item.orders or (True,)
+        passes = []
+        if self.mode == "probs":
+            for index, candidate_first in enumerate(orders):
+                a, b = results[2 * index], results[2 * index + 1]
+                assert isinstance(a, ScoreResult) and isinstance(b, ScoreResult)
+                p_a = 1.0 / (1.0 + math.exp(b.logprob - a.logprob))
+                p_candidate = p_a if candidate_first else 1.0 - p_a
+                passes.append(
+                    {
+                        "candidate_first": candidate_first,
+                        "p_candidate": round(p_candidate, 6),
+                        "winner": _side(p_candidate),
+                    }
+                )
+            p = sum(x["p_candidate"] for x in passes) / len(passes)
+            return _combine(passes, preference=1.0 + p)
+        for result, candidate_first in zip(results, orders, strict=True):
+            assert isinstance(result, GenerateResult)
+            letter = parse_pairwise(result.text)
+            winner = None if letter is None else _letter_to_side(letter, candidate_first)
+            passes.append(
+                {"candidate_first": candidate_first, "winner": winner, "raw": result.text}
+            )
+        if any(x["winner"] is None for x in passes):
+            return {
+                "preference": None,
+                "winner": None,
+                "failure": True,
+                "retryable": True,
+                "error": "no [[A]], [[B]] or [[C]] found",
+                "passes": passes,
+            }
+        winners = {x["winner"] for x in passes}
+        winner = winners.pop() if len(winners) == 1 else "tie"  # flips with order: a tie
+        return _combine(passes, preference=PREFERENCE[winner])
+
+
+def _side(p_candidate: float) -> str:
+    if p_candidate > 0.5:
+        return "candidate"
+    return "baseline" if p_candidate < 0.5 else "tie"
+
+
+def _letter_to_side(letter: str, candidate_first: bool) -> str:
+    if letter == "tie":
+        return "tie"
+    candidate_letter = "A" if candidate_first else "B"
+    return "candidate" if letter == candidate_letter else "baseline"
+
+
+def _combine(passes: list[dict[str, Any]], preference: float) -> dict[str, Any]:
+    """The item's verdict; `consistent` is None when only one order was judged."""
+    consistent = len({x["winner"] for x in passes}) == 1 if len(passes) > 1 else None
+    return {
+        "preference": round(preference, 6),
+        "winner": _side(preference - 1.0),
+        "consistent": consistent,
+        "failure": False,
+        "passes": passes,
+    }
+
+
+def rating_from_logprobs(logprobs: Sequence[float]) -> dict[str, Any]:
+    """Expected rating under the judge's renormalised distribution over 1..10."""
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    total = sum(weights)
+    probabilities = [w / total for w in weights]
+    expected = sum(r * p for r, p in zip(RATINGS, probabilities, strict=True))
+    best = RATINGS[max(range(len(RATINGS)), key=probabilities.__getitem__)]
+    return {
+        "rating": round(expected, 4),
+        "failure": False,
+        "argmax_rating": best,
+        "distribution": {str(r): round(p, 6) for r, p in zip(RATINGS, probabilities, strict=True)},
+        "mass_on_ratings": round(math.exp(top) * total, 6),
+    }
