@@ -55,6 +55,15 @@ def _add_judge_options(parser: argparse.ArgumentParser, default: str | None = "s
         "--judge-concurrency", type=int, default=None, help="parallel judge API requests"
     )
     parser.add_argument(
+        "--judge-timeout", type=float, default=None, help="seconds per judge API request"
+    )
+    parser.add_argument(
+        "--judge-http-retries",
+        type=int,
+        default=None,
+        help="retries (with backoff) per judge API request on 429, 5xx and timeouts",
+    )
+    parser.add_argument(
         "--judge-retries",
         type=int,
         default=2,
@@ -232,6 +241,8 @@ def _execute(
         judge_base_url=args.judge_base_url,
         judge_max_new_tokens=args.judge_max_tokens,
         judge_concurrency=args.judge_concurrency,
+        judge_timeout_s=args.judge_timeout,
+        judge_http_retries=args.judge_http_retries,
         judge_retries=args.judge_retries,
         max_judge_calls=args.max_judge_calls,
         limit=getattr(args, "limit", None),

@@ -46,6 +46,8 @@ class RunSpec:
     judge_base_url: str | None = None
     judge_max_new_tokens: int = 512
     judge_concurrency: int | None = None
+    judge_timeout_s: float | None = None
+    judge_http_retries: int | None = None
     judge_retries: int = 2
     max_judge_calls: int | None = None
     limit: int | None = None
@@ -205,6 +207,8 @@ class Runner:
                 base_url=spec.judge_base_url,
                 max_new_tokens=spec.judge_max_new_tokens,
                 concurrency=spec.judge_concurrency,
+                timeout_s=spec.judge_timeout_s,
+                http_retries=spec.judge_http_retries,
                 retries=spec.judge_retries,
             )
             for task in tasks:

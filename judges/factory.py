@@ -31,6 +31,8 @@ def build_judge(
     base_url: str | None = None,
     max_new_tokens: int = 512,
     concurrency: int | None = None,
+    timeout_s: float | None = None,
+    http_retries: int | None = None,
     retries: int = 2,
 ) -> Judge:
     kind, _, value = spec.partition(":")
@@ -46,7 +48,13 @@ def build_judge(
     elif spec == "self":
         raise InputError("--judge self needs a model under evaluation; name a judge model")
     else:
-        judge_spec = parse_model_spec(spec, base_url=base_url, concurrency=concurrency)
+        judge_spec = parse_model_spec(
+            spec,
+            base_url=base_url,
+            concurrency=concurrency,
+            timeout_s=timeout_s,
+            max_retries=http_retries,
+        )
         backend = load_backend(judge_spec)
     if judge_spec.backend == "outputs":
         raise InputError(f"--judge {spec!r}: recorded outputs cannot judge")

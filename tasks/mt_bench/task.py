@@ -237,9 +237,11 @@ class MTBench(Task):
                 **{f"{t}_consistent": verdicts[t].get("consistent") for t in TURNS},
                 "failures": failures,
             }
+        # A failed verdict has no rating (None): reward-model ratings can be negative, so -1
+        # cannot mark failures here.
         return {
             "category": sample.data["category"],
-            **{t: verdicts[t]["rating"] for t in TURNS},
+            **{t: None if verdicts[t].get("failure") else verdicts[t]["rating"] for t in TURNS},
             "failures": failures,
         }
 
@@ -249,7 +251,7 @@ class MTBench(Task):
         ratings: dict[str, list[float]] = defaultdict(list)
         for score in scores:
             for turn in TURNS:
-                if score[turn] >= 0:  # -1 marks a verdict that did not parse
+                if score[turn] is not None:
                     ratings["score"].append(score[turn])
                     ratings[f"score_{turn}"].append(score[turn])
                     ratings[score["category"]].append(score[turn])
