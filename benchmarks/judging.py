@@ -225,7 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=max(110, Console().width))  # 80 when piped: too narrow for the table
     import evalharness.cli  # noqa: F401 -- warm-up: import cost is not part of the timings
 
     config = ScriptedJudgeConfig(latency_s=args.latency_s)
@@ -256,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = rows[0]["seconds"]
     for row in rows:
         row["speedup"] = round(base / row["seconds"], 2) if row["seconds"] > 0 else None
+        # The latency alone: ceil(calls / concurrency) waves of one latency each.
+        waves = -(-row["judge_calls"] // row["concurrency"])
+        row["latency_floor_s"] = round(waves * args.latency_s, 3)
+    sequential = rows[0]
+    overhead_ms = (sequential["seconds"] / sequential["judge_calls"] - args.latency_s) * 1000
     speedup = rows[1]["speedup"] or 0.0
     met = speedup >= TARGET_SPEEDUP
 
@@ -265,6 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     console.print(render_table(rows, title))
     verdict = "[green]met[/green]" if met else "[red]NOT met[/red]"
+    console.print(
+        f"sequential: {overhead_ms:.1f} ms per judgment on top of the "
+        f"{args.latency_s * 1000:g} ms latency (floor {sequential['latency_floor_s']:.2f} s)"
+    )
     console.print(
         f"concurrent (x{args.concurrency}) vs sequential: {speedup:.2f}x speed-up; "
         f"target >= {TARGET_SPEEDUP:g}x {verdict}"
@@ -278,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target_speedup": TARGET_SPEEDUP,
         "speedup": speedup,
         "target_met": met,
+        "sequential_overhead_ms_per_judgment": round(overhead_ms, 1),
         "results": rows,
         "machine": machine_info(),
     }

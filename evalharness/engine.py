@@ -450,7 +450,8 @@ class Runner:
             for start in range(0, len(unique), backend.batch_size):
                 chunk = unique[start : start + backend.batch_size]
                 results = backend.answer([p.request for p in chunk])
-                self.calls[counter] += len(chunk)
+                if not backend.recorded:
+                    self.calls[counter] += len(chunk)
                 self.store.put_responses(
                     model_hash,
                     [

@@ -104,6 +104,8 @@ class LLMJudge(Judge):
                     for r in RATINGS
                 ]
             return [GenerateRequest(messages=messages, sampling=self._sampling(attempt))]
+        if identical_answers(item):
+            return []  # a tie by definition (AlpacaEval does not ask its judge either)
         requests: list[Request] = []
         for candidate_first in item.orders or (True,):
             messages = render(item.template, item.fields, self.mode, candidate_first)
@@ -139,6 +141,8 @@ class LLMJudge(Judge):
         return {"rating": rating, "failure": False, "raw": result.text}
 
     def _pairwise_verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
+        if identical_answers(item):
+            return {"preference": 1.5, "winner": "tie", "consistent": None, "failure": False}
         orders = item.orders or (True,)
         passes = []
         if self.mode == "probs":
@@ -175,6 +179,13 @@ class LLMJudge(Judge):
         winners = {x["winner"] for x in passes}
         winner = winners.pop() if len(winners) == 1 else "tie"  # flips with order: a tie
         return _combine(passes, preference=PREFERENCE[winner])
+
+
+def identical_answers(item: JudgeItem) -> bool:
+    """The candidate's answers are the baseline's, word for word, in every judged turn."""
+    fields = item.fields
+    turns = (1, 2) if fields.get("turn") == 2 else (1,)
+    return all(fields.get(f"answer_{t}") == fields.get(f"baseline_{t}") for t in turns)
 
 
 def _side(p_candidate: float) -> str:

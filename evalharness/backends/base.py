@@ -40,6 +40,8 @@ class Backend(HasIdentity):
 
     #: How many requests the engine hands over per call (and commits per step).
     batch_size: int = 8
+    #: True for backends that read answers recorded elsewhere: reading them is not a call.
+    recorded: bool = False
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:

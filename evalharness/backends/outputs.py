@@ -37,6 +37,8 @@ def read_outputs(path: Path) -> tuple[dict[str, str], str | None]:
 
 
 class OutputsBackend(Backend):
+    recorded = True
+
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.path = Path(spec.name).expanduser()

@@ -2,7 +2,7 @@
 
 Each instruction is answered once (greedy) and compared with the reference output by a pairwise
 judge, in one seeded random order per instruction (AlpacaEval's protocol) or in both orders.
-Outputs identical to the reference are a tie without asking the judge. Metrics follow
+LLM judges call outputs identical to the reference a tie without asking. Metrics follow
 AlpacaEval exactly (`metrics.head_to_head`); the length-controlled win rate is fitted per run,
 and refitted jointly over every stored run of the same judge and data, because length bias is a
 property of the judge (`metrics.length_controlled`).
@@ -114,14 +114,10 @@ class AlpacaEval(Task):
         return sample.data["reference"]
 
     def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
-        output = responses["output"].text  # type: ignore[union-attr]
-        reference = self.reference(sample)
-        if output == reference:
-            return {}  # identical outputs are a tie; AlpacaEval does not ask the judge either
         fields = {
             "question_1": sample.data["instruction"],
-            "answer_1": output,
-            "baseline_1": reference,
+            "answer_1": responses["output"].text,  # type: ignore[union-attr]
+            "baseline_1": self.reference(sample),
             "turn": 1,
             "reference": None,
         }
@@ -140,9 +136,7 @@ class AlpacaEval(Task):
         verdicts: Mapping[str, dict[str, Any]],
     ) -> dict[str, Any]:
         output = responses["output"].text  # type: ignore[union-attr]
-        verdict = verdicts.get("verdict")
-        if verdict is None:  # identical to the reference
-            verdict = {"preference": 1.5, "winner": "tie", "consistent": None, "failure": False}
+        verdict = verdicts["verdict"]
         return {
             "preference": verdict.get("preference"),
             "winner": verdict.get("winner"),

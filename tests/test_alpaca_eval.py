@@ -1,0 +1,235 @@
+"""AlpacaEval-style task: importing outputs and annotations, judging existing outputs, the
+length-controlled fit pooled across runs, agreement between annotators."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cli_helpers import run_cli, run_json
+
+from evalharness.tasks.alpaca_eval.loader import BUILTIN
+from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
+
+
+def reference_rows(path: Path = BUILTIN) -> list[dict[str, Any]]:
+    text = path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value))
+    return path
+
+
+def make_model(
+    tmp_path: Path, name: str, references: list[dict[str, Any]], outputs: list[str],
+    preferences: list[Any], annotator: str = "weighted_alpaca_eval_gpt4_turbo",
+) -> tuple[Path, Path]:  # fmt: skip
+    """model_outputs.json and annotations.json in AlpacaEval's formats."""
+    model_outputs = [
+        {"instruction": r["instruction"], "output": o, "generator": name, "dataset": r["dataset"]}
+        for r, o in zip(references, outputs, strict=True)
+    ]
+    annotations = [
+        {
+            "instruction": r["instruction"],
+            "output_1": r["output"],
+            "generator_1": "reference_model",
+            "output_2": o,
+            "generator_2": name,
+            "annotator": annotator,
+            "preference": p,
+        }
+        for r, o, p in zip(references, outputs, preferences, strict=True)
+    ]
+    outputs_path = write_json(tmp_path / f"{name}_outputs.json", model_outputs)
+    return outputs_path, write_json(tmp_path / f"{name}_annotations.json", annotations)
+
+
+def expected_head_to_head(preferences: list[Any]) -> dict[str, float]:
+    """Computed independently of the harness, from AlpacaEval's published definition."""
+    values = np.array([1.5 if p == 0 else np.nan if p is None else p for p in preferences], float)
+    x = values[~np.isnan(values)] - 1.0
+    return {
+        "win_rate": 100 * x.mean(),
+        "standard_error": 100 * x.std(ddof=1) / math.sqrt(len(x)),
+        "n_total": len(x),
+        "n_draws": int((x == 0.5).sum()),
+        "n_wins": int((x > 0.5).sum()),
+    }
+
+
+def import_run(capsys: pytest.CaptureFixture[str], outputs: Path, *extra: str) -> dict:
+    return run_json(capsys, "import", "alpaca-eval", "--outputs", str(outputs), *extra)
+
+
+def test_import_recomputes_published_style_metrics_without_judge_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " Extra detail." for r in references]
+    preferences = [1.9, 1.1, 0, 1.5, None, 2.0, 1.0, 1.73, 1.2, 1.6, 1.5, 1.05]
+    model_outputs, annotations = make_model(tmp_path, "model_a", references, outputs, preferences)
+    result = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    assert result["calls_made"] == {"model": 0, "judge": 0}
+    shown = run_json(capsys, "show", result["run_id"])
+    metrics = shown["tasks"]["alpaca_eval"]["metrics"]
+    expected = expected_head_to_head(preferences)
+    for key in ("win_rate", "standard_error"):
+        assert metrics[key] == pytest.approx(expected[key], abs=1e-9), key
+    for key in ("n_total", "n_draws", "n_wins"):
+        assert metrics[key] == expected[key], key
+    assert shown["tasks"]["alpaca_eval"]["failures"] == 1  # the annotation without preference
+    assert metrics["avg_length"] == int(np.mean([len(o) for o in outputs]))
+    assert metrics["lc_fit"] == "single_run" and 0 < metrics["length_controlled_winrate"] < 100
+
+
+def test_joint_length_control_across_runs_of_one_annotator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    rng = np.random.default_rng(0)
+
+    def length_biased_judge(outputs: list[str]) -> list[float]:
+        """Equal quality, but the judge prefers whichever answer is longer."""
+        return [
+            1.0 + 1.0 / (1.0 + math.exp(-1.5 * math.tanh((len(o) - len(r["output"])) / 150)))
+            for o, r in zip(outputs, references, strict=True)
+        ]
+
+    filler = "This point matters because it shapes the result. "
+    plain = [r["output"] + filler * int(rng.integers(0, 3)) for r in references]
+    padded = [o + filler * int(rng.integers(3, 8)) for o in plain]
+    short = [r["output"][: int(rng.integers(20, 60))] for r in references]
+    runs = {}
+    for name, outs in (("plain", plain), ("padded", padded), ("short", short)):
+        prefs = length_biased_judge(outs)
+        outputs_path, annotations = make_model(tmp_path, name, references, outs, prefs)
+        runs[name] = import_run(capsys, outputs_path, "--annotations", str(annotations))
+    plain = [r["output"] for r in references]
+    # The reference against itself: 50 exactly, raw and length-controlled.
+    same, same_annotations = make_model(
+        tmp_path, "reference_model", references, plain, [1.5] * len(references)
+    )
+    itself = import_run(capsys, same, "--annotations", str(same_annotations))
+    assert itself["tasks"]["alpaca_eval"]["metrics"]["win_rate"] == pytest.approx(50.0)
+    assert itself["tasks"]["alpaca_eval"]["metrics"]["length_controlled_winrate"] == (
+        pytest.approx(50.0, abs=1e-6)
+    )
+    shown = {
+        name: run_json(capsys, "show", run["run_id"])["tasks"]["alpaca_eval"]["metrics"]
+        for name, run in runs.items()
+    }
+    # Earlier runs were refitted when later runs of the same annotator arrived.
+    assert all(m["lc_fit"].startswith("joint over") for m in shown.values())
+    raw_gap = shown["padded"]["win_rate"] - shown["plain"]["win_rate"]
+    lc_gap = (
+        shown["padded"]["length_controlled_winrate"] - shown["plain"]["length_controlled_winrate"]
+    )
+    assert raw_gap > 15
+    assert abs(lc_gap) < raw_gap / 3
+    # The short model is not rewarded for gaming length either way: LC stays near 50.
+    assert abs(shown["short"]["length_controlled_winrate"] - 50) < 10
+
+
+def test_judging_existing_outputs_over_http_and_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " More." if i % 2 else r["output"] for i, r in enumerate(references)]
+    model_outputs, _ = make_model(tmp_path, "model_b", references, outputs, [1.5] * 12)
+    store = str(tmp_path / "runs.sqlite")
+    with running_judge_server(ScriptedJudgeConfig(pairwise_rule="longer")) as url:
+        judge = ["--judge", "openai:scripted", "--judge-base-url", url, "--store", store]
+        args = ["--reference", str(BUILTIN), *judge]
+        first = import_run(capsys, model_outputs, *args)
+        again = import_run(capsys, model_outputs, *args)
+    # Identical outputs are ties without a judge call; the rest are judged once, in one order.
+    assert first["calls_made"] == {"model": 0, "judge": 6}
+    metrics = first["tasks"]["alpaca_eval"]["metrics"]
+    assert metrics["n_wins"] == 6 and metrics["n_draws"] == 6 and metrics["win_rate"] == 75.0
+    assert again["calls_made"] == {"model": 0, "judge": 0}
+
+
+def test_local_judge_both_orders_gives_continuous_preferences(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["data=builtin", "orders=both", "max_new_tokens=6"]
+    args = ["run", "--model", f"hf:{tiny_model_dir}", "--tasks", "alpaca_eval", "--limit", "4"]
+    for option in options:
+        args += ["--task-arg", f"alpaca_eval.{option}"]
+    result = run_json(capsys, *args, "--store", str(tmp_path / "runs.sqlite"))
+    entry = result["tasks"]["alpaca_eval"]
+    assert result["calls_made"]["judge"] == 4 * 2 * 2  # 2 orders x P(A), P(B)
+    assert entry["failures"] == 0 and entry["counts"]["both_orders"] == 4
+    assert 0.0 <= entry["metrics"]["swap_consistency"] <= 1.0
+    assert 0.0 < entry["metrics"]["win_rate"] < 100.0
+    for key in ("standard_error", "n_wins", "n_draws", "n_total", "avg_length"):
+        assert key in entry["metrics"]
+    assert entry["metrics"]["lc_variant"] == "minimal"
+
+
+def test_agreement_between_two_annotators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + "!" for r in references]
+    first = [2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 1.5, 2.0, 1.0, 2.0, 1.0, 2.0]
+    second = [2.0, 1.0, 1.0, 1.0, 2.0, 2.0, 1.5, 2.0, 1.0, 2.0, 1.5, 2.0]
+    run_ids = []
+    for annotator, prefs in (("judge_x", first), ("judge_y", second)):
+        model_outputs, annotations = make_model(
+            tmp_path, "model_c", references, outputs, prefs, annotator=annotator
+        )
+        run_ids.append(import_run(capsys, model_outputs, "--annotations", str(annotations)))
+    result = run_json(capsys, "agreement", run_ids[0]["run_id"], run_ids[1]["run_id"])
+    assert result["n"] == 12
+    assert result["raw_agreement"] == pytest.approx(9 / 12)
+    assert result["n_without_ties"] == 10
+    assert result["raw_agreement_without_ties"] == pytest.approx(8 / 10)
+    assert -1.0 <= result["cohen_kappa"] <= 1.0
+
+
+def test_bad_import_inputs_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    model_outputs, annotations = make_model(tmp_path, "m", references, ["x"] * 12, [2.0] * 12)
+    rows = json.loads(annotations.read_text())
+    del rows[3]["preference"]
+    write_json(annotations, rows)
+    code, _, err = run_cli(
+        capsys, "import", "alpaca-eval", "--outputs", str(model_outputs),
+        "--annotations", str(annotations),
+    )  # fmt: skip
+    assert code == 2 and "m_annotations.json[3]: missing field 'preference'" in err
+    code, _, err = run_cli(capsys, "import", "alpaca-eval", "--outputs", str(model_outputs))
+    assert code == 2 and "--annotations" in err and len(err.strip().splitlines()) == 1
+
+
+def test_real_eval_set_loads_with_synthetic_annotations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import shared_data
+
+    eval_set = shared_data("alpaca_eval/eval_set.jsonl")
+    references = reference_rows(eval_set)
+    assert len(references) == 805
+    rng = np.random.default_rng(1)
+    preferences = [float(p) for p in rng.uniform(1.0, 2.0, len(references))]
+    outputs = [r["output"][:200] for r in references]
+    model_outputs, annotations = make_model(tmp_path, "m805", references, outputs, preferences)
+    result = import_run(
+        capsys, model_outputs, "--annotations", str(annotations), "--reference", str(eval_set)
+    )
+    metrics = result["tasks"]["alpaca_eval"]["metrics"]
+    expected = expected_head_to_head(preferences)
+    assert metrics["n_total"] == 805
+    assert metrics["win_rate"] == pytest.approx(expected["win_rate"], abs=1e-9)
+    assert metrics["standard_error"] == pytest.approx(expected["standard_error"], abs=1e-9)
+    assert set(metrics) >= {f"win_rate_{d}" for d in ("koala", "oasst", "vicuna")}
