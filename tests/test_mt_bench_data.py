@@ -8,8 +8,8 @@ import pytest
 from conftest import shared_data
 
 from evalharness.errors import InputError
-from evalharness.judges.parsing import parse_rating
 from evalharness.judges.llm import rating_from_logprobs
+from evalharness.judges.parsing import parse_rating
 from evalharness.judges.templates import render_messages
 from evalharness.tasks import get_task_class
 from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
