@@ -13,7 +13,8 @@ Run from the repository root::
 
 What is timed
     A scripted OpenAI-compatible judge (`evalharness.testing.judge_server`) serves on
-    127.0.0.1 and sleeps `--latency-s` before every answer, like a remote API. The script writes
+    127.0.0.1 from its own process (as a remote API would: it must not share this process's
+    interpreter lock) and sleeps `--latency-s` before every answer. The script writes
     `--n-items` synthetic AlpacaEval items (instruction, reference output, model output; the
     two outputs always differ, so every item needs the judge) into a temporary directory, then
     calls `evalharness.cli.main(["import", "alpaca-eval", ..., "--judge",
@@ -45,17 +46,22 @@ import io
 import json
 import os
 import platform
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
-from evalharness.testing.judge_server import MODEL_NAME, ScriptedJudgeConfig, running_judge_server
+from evalharness.testing.judge_server import MODEL_NAME
+
+SERVER_START_TIMEOUT_S = 30.0
 
 DEFAULT_OUT = Path("benchmarks/results/judging.json")
 TARGET_SPEEDUP = 8.0
@@ -223,15 +229,39 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@contextlib.contextmanager
+def judge_server_process(latency_s: float) -> Iterator[str]:
+    """The scripted judge in a subprocess on a free port; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "evalharness.testing.judge_server"]
+    command += ["--port", str(port), "--latency-s", str(latency_s)]
+    process = subprocess.Popen(command)
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{root}/health", timeout=1.0).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the scripted judge server did not start")
+            time.sleep(0.05)
+        yield f"{root}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=max(110, Console().width))  # 80 when piped: too narrow for the table
     import evalharness.cli  # noqa: F401 -- warm-up: import cost is not part of the timings
 
-    config = ScriptedJudgeConfig(latency_s=args.latency_s)
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="judging-")))
-        base_url = stack.enter_context(running_judge_server(config))
+        base_url = stack.enter_context(judge_server_process(args.latency_s))
         paths = write_items(directory, args.n_items)
         warm_dir = directory / "warmup"
         warm_dir.mkdir()

@@ -57,7 +57,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -408,7 +408,9 @@ def create_judge_app(config: ScriptedJudgeConfig | None = None) -> FastAPI:
 def _bind(host: str, port: int) -> socket.socket:
     """A bound socket for uvicorn, so no other process can take the port before it listens."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every response waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -473,3 +475,39 @@ def running_judge_server(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# -- running it as its own process ----------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m evalharness.testing.judge_server --port 8001 --latency-s 0.05` (CI dry runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A scripted OpenAI-compatible judge server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--garbage-rate", type=float, default=0.0)
+    parser.add_argument("--rate-limit-rate", type=float, default=0.0)
+    parser.add_argument("--server-error-rate", type=float, default=0.0)
+    parser.add_argument("--timeout-rate", type=float, default=0.0)
+    parser.add_argument("--pairwise-rule", default="longer", choices=["longer", "first", "second"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = ScriptedJudgeConfig(
+        latency_s=args.latency_s,
+        garbage_rate=args.garbage_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        server_error_rate=args.server_error_rate,
+        timeout_rate=args.timeout_rate,
+        pairwise_rule=args.pairwise_rule,
+        seed=args.seed,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_judge_app(config), log_level="warning", lifespan="off")
+    )
+    server.run(sockets=[_bind(args.host, args.port)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
