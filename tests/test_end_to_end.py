@@ -97,7 +97,11 @@ def test_run_against_evalharness_serve_over_http(
     assert entry["n"] == 2
     # A random tiny model rarely writes [[N]]: unparsed verdicts are counted, not dropped.
     assert entry["failures"] + entry["counts"]["ratings"] == 4
-    assert first["calls_made"] == {"model": 4, "judge": 4}
+    # Each unparsed verdict is asked again (twice by default) before it counts as a failure.
+    judging = first["judging"]
+    assert judging["parse_failures"] == entry["failures"]
+    assert judging["parse_retries"] <= 2 * 4 and judging["parse_retries"] >= 2 * entry["failures"]
+    assert first["calls_made"] == {"model": 4, "judge": 4 + judging["parse_retries"]}
     shown = run_json(capsys, "show", first["run_id"], "--store", str(store))
     assert shown["provenance"]["model"]["base_url"] == served_tiny_model
     assert "api_key" not in json.dumps(shown["provenance"]).lower()
