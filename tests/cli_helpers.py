@@ -53,3 +53,21 @@ def free_port() -> int:
 def write_lines(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+MINI = ["--tasks", "mt_bench", "--task-arg", "mt_bench.data=builtin"]
+
+
+def tiny_run_args(model_dir: Path, store: Path, *extra: str, max_new_tokens: int = 12) -> list[str]:
+    """`run` on the tiny model over the authored MT-Bench set, into `store`."""
+    return [
+        "run",
+        "--model",
+        f"hf:{model_dir}",
+        *MINI,
+        "--task-arg",
+        f"mt_bench.max_new_tokens={max_new_tokens}",
+        "--store",
+        str(store),
+        *extra,
+    ]

@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli, run_json
+from cli_helpers import tiny_run_args as tiny_args
 
 from evalharness.errors import InputError
 from evalharness.judges.prompts import load_fastchat_prompts, render_fastchat
 from evalharness.judges.rules import RuleJudge
 from evalharness.tasks.base import JudgeItem
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
-
-MINI = ["--tasks", "mt_bench", "--task-arg", "mt_bench.data=builtin"]
-
-
-def tiny_args(model_dir: Path, store: Path, *extra: str, max_new_tokens: int = 12) -> list[str]:
-    return [
-        "run",
-        "--model",
-        f"hf:{model_dir}",
-        *MINI,
-        "--task-arg",
-        f"mt_bench.max_new_tokens={max_new_tokens}",
-        "--store",
-        str(store),
-        *extra,
-    ]
 
 
 def api_judge(base_url: str, *extra: str) -> list[str]:

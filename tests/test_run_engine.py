@@ -9,25 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli, run_json, spawn_cli, write_lines
+from cli_helpers import run_cli, run_json, spawn_cli, tiny_run_args, write_lines
 
 from evalharness.store import RunStore
-
-MINI = ["--tasks", "mt_bench", "--task-arg", "mt_bench.data=builtin"]
-
-
-def tiny_run_args(model_dir: Path, store: Path, *extra: str, max_new_tokens: int = 12) -> list[str]:
-    return [
-        "run",
-        "--model",
-        f"hf:{model_dir}",
-        *MINI,
-        "--task-arg",
-        f"mt_bench.max_new_tokens={max_new_tokens}",
-        "--store",
-        str(store),
-        *extra,
-    ]
 
 
 def wait_for_responses(store: Path, count: int, timeout_s: float = 120) -> None:

@@ -74,6 +74,25 @@ def read_chat_template(directory: Path) -> str | None:
     return None
 
 
+def load_pretrained(spec: ModelSpec, directory: Path, model_class: Any) -> tuple[Any, Any]:
+    """Tokenizer and model (eval mode) from a checkpoint, as every local backend loads them."""
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Our own progress bars and one-line errors are the interface; keep transformers quiet.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    if "OMP_NUM_THREADS" not in os.environ:
+        # One thread per core this process may use (affinity and container limits honoured).
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
+    trust = spec.trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
+    model = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=trust)
+    return tokenizer, model.eval()
+
+
 class HFBackend(Backend):
     """Batched generation (left padding, chat template) and continuation scoring."""
 
@@ -105,23 +124,11 @@ class HFBackend(Backend):
     def _load(self) -> None:
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForCausalLM
 
-        # Our own progress bars and one-line errors are the interface; keep transformers quiet.
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        if "OMP_NUM_THREADS" not in os.environ:
-            # One thread per core this process may use (affinity and container limits honoured).
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
-        trust = self.spec.trust_remote_code
-        self._tokenizer = AutoTokenizer.from_pretrained(self.directory, trust_remote_code=trust)
-        self._model = AutoModelForCausalLM.from_pretrained(
-            self.directory, dtype=dtype, trust_remote_code=trust
+        self._tokenizer, self._model = load_pretrained(
+            self.spec, self.directory, AutoModelForCausalLM
         )
-        self._model.eval()
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
 

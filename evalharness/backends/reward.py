@@ -7,12 +7,11 @@ goes through the tokenizer's chat template when it has one, as the model was tra
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend
-from evalharness.backends.hf import read_chat_template, resolve_local_dir
+from evalharness.backends.hf import load_pretrained, read_chat_template, resolve_local_dir
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
@@ -52,23 +51,14 @@ class RewardModelBackend(Backend):
     def _load(self) -> None:
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
+        from transformers import AutoModelForSequenceClassification
 
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        dtype = "auto" if self.spec.dtype == "auto" else getattr(torch, self.spec.dtype)
-        trust = self.spec.trust_remote_code
-        self._tokenizer = AutoTokenizer.from_pretrained(self.directory, trust_remote_code=trust)
+        self._tokenizer, model = load_pretrained(
+            self.spec, self.directory, AutoModelForSequenceClassification
+        )
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._tokenizer.padding_side = "right"
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.directory, dtype=dtype, trust_remote_code=trust
-        )
         if model.config.num_labels != 1:
             raise InputError(
                 f"rm:{self.spec.name} has {model.config.num_labels} output labels; a reward "
@@ -76,7 +66,7 @@ class RewardModelBackend(Backend):
             )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self._tokenizer.pad_token_id
-        self._model = model.eval()
+        self._model = model
 
     def render(self, messages: Sequence[Message]) -> str:
         as_dicts = [{"role": m.role, "content": m.content} for m in messages]
