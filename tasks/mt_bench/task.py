@@ -256,11 +256,7 @@ class MTBench(Task):
                     ratings[f"score_{turn}"].append(score[turn])
                     ratings[score["category"]].append(score[turn])
         metrics = {name: mean(ratings[name]) for name in _metric_order(ratings, "score")}
-        ci = {
-            name: bootstrap_ci(ratings[name], seed=self.seed)
-            for name in ("score", "score_turn1", "score_turn2")
-            if ratings.get(name)
-        }
+        ci = {name: bootstrap_ci(ratings[name], seed=self.seed) for name in metrics}
         return TaskResult(
             metrics={k: v for k, v in metrics.items() if v is not None},
             failures=sum(s["failures"] for s in scores),
@@ -299,9 +295,10 @@ class MTBench(Task):
                 metrics["swap_consistency"] = mean(consistency)  # type: ignore[assignment]
             for name in _metric_order(points, "score")[1:]:
                 metrics[name] = mean(points[name])  # type: ignore[assignment]
-        ci = {}
-        if points.get("score"):
-            ci["score"] = bootstrap_ci(points["score"], seed=self.seed)
+        ci = {
+            name: bootstrap_ci(points[name], seed=self.seed)
+            for name in _metric_order(points, "score")
+        }
         return TaskResult(
             metrics=metrics,
             failures=sum(s["failures"] for s in scores),
