@@ -20,10 +20,12 @@ from evalharness.backends import Backend, load_backend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ModelSpec, parse_model_spec
 from evalharness.requests import (
+    CompleteRequest,
     FailedResult,
     GenerateRequest,
     Request,
     Result,
+    ScoreRequest,
     canonical_json,
     result_from_json,
     sha256_hex,
@@ -160,9 +162,12 @@ def response_key(model_hash: str, request: Request) -> str:
 def _sort_key(item: _Pending) -> tuple:
     """Group equal sampling settings and similar lengths so batches stay full and unpadded."""
     request = item.request
-    if isinstance(request, GenerateRequest):
+    if isinstance(request, (GenerateRequest, CompleteRequest)):
         sampling = request.sampling
-        size = sum(len(m.content) for m in request.messages)
+        if isinstance(request, CompleteRequest):
+            size = len(request.prompt)
+        else:
+            size = sum(len(m.content) for m in request.messages)
         return (
             0,
             sampling.temperature,
@@ -171,7 +176,9 @@ def _sort_key(item: _Pending) -> tuple:
             sampling.seed,
             size,
         )
-    return (1, 0, 0, 0, 0, len(request.context) + len(request.continuation))
+    if isinstance(request, ScoreRequest):
+        return (1, 0, 0, 0, 0, len(request.context) + len(request.continuation))
+    return (2, 0, 0, 0, 0, 0)
 
 
 class Runner:

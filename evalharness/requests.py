@@ -44,6 +44,20 @@ class GenerateRequest:
 
 
 @dataclass(frozen=True)
+class CompleteRequest:
+    """Continue raw text, with no chat template (few-shot prompts, base models).
+
+    Generation stops at the first of `stop` (e.g. a newline after a one-line label); the stop
+    string itself is not part of the result.
+    """
+
+    prompt: str
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    kind: Literal["complete"] = "complete"
+
+
+@dataclass(frozen=True)
 class ScoreRequest:
     """Log-probability of `continuation` after a context.
 
@@ -66,7 +80,7 @@ class RewardRequest:
     kind: Literal["reward"] = "reward"
 
 
-Request = GenerateRequest | ScoreRequest | RewardRequest
+Request = GenerateRequest | CompleteRequest | ScoreRequest | RewardRequest
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from evalharness.backends.openai_api import OpenAIBackend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import parse_model_spec
 from evalharness.requests import (
+    CompleteRequest,
     GenerateRequest,
     Message,
     SamplingParams,
@@ -393,3 +394,21 @@ def test_retries_give_up_with_a_one_line_error(hf: HFBackend) -> None:
         )
     assert "503" in str(caught.value) or "overloaded" in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_raw_completion_stops_and_matches_across_backends(base_url: str, hf: HFBackend) -> None:
+    """CompleteRequest (no chat template): the same greedy text locally and over HTTP."""
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=24)
+    free = CompleteRequest("intent category: card", sampling)
+    (unstopped,) = hf.complete([free])
+    assert unstopped.n_generated_tokens > 0
+    # Stop at a piece of the free-running text: the result is the text before it.
+    middle = len(unstopped.text) // 2
+    stop = unstopped.text[middle : middle + 3]
+    assert len(stop) == 3
+    stopped_request = CompleteRequest("intent category: card", sampling, stop=(stop,))
+    (local,) = hf.complete([stopped_request])
+    assert local.finish_reason == "stop"
+    assert local.text == unstopped.text[: unstopped.text.index(stop)].strip()
+    (remote,) = openai_backend(base_url).answer([stopped_request])
+    assert remote.text == local.text  # type: ignore[union-attr]

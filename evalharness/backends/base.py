@@ -9,6 +9,7 @@ from typing import TypeVar
 from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
 from evalharness.requests import (
+    CompleteRequest,
     FailedResult,
     GenerateRequest,
     GenerateResult,
@@ -21,6 +22,12 @@ from evalharness.requests import (
 )
 
 T = TypeVar("T")
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first stop string, and whether one was found."""
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 def all_results(results: Sequence[T | None]) -> list[T]:
@@ -51,6 +58,10 @@ class Backend(HasIdentity):
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Log-probability of each continuation given its context, in order."""
 
+    def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
+        """Continue raw-text prompts; backends without a raw-text mode refuse."""
+        raise InputError(f"{self.display_name} cannot continue raw text (CompleteRequest)")
+
     def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
         """Scalar rewards; only reward-model backends have them."""
         raise InputError(f"{self.display_name} is not a reward model: it cannot score rewards")
@@ -60,6 +71,7 @@ class Backend(HasIdentity):
         results: list[Result | None] = [None] * len(requests)
         kinds: dict[type, tuple] = {
             GenerateRequest: (self.generate, []),
+            CompleteRequest: (self.complete, []),
             ScoreRequest: (self.score, []),
             RewardRequest: (self.reward, []),
         }

@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.base import Backend, all_results
+from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
+    CompleteRequest,
     GenerateRequest,
     GenerateResult,
     Message,
@@ -168,30 +169,46 @@ class HFBackend(Backend):
 
     # -- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        results: list[GenerateResult | None] = [None] * len(requests)
-        groups: dict[SamplingParams, list[int]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            groups[request.sampling].append(index)
-        for sampling, indices in groups.items():
-            prompts = [self.render_chat(requests[i].messages) for i in indices]
-            encoded = [self.encode(p, templated=True) for p in prompts]
-            order = sorted(range(len(indices)), key=lambda k: len(encoded[k]))
+        encoded = [self.encode(self.render_chat(r.messages), templated=True) for r in requests]
+        return self._generate_encoded(encoded, [(r.sampling, ()) for r in requests])
+
+    def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
+        encoded = [self.encode(r.prompt, templated=False) for r in requests]
+        return self._generate_encoded(encoded, [(r.sampling, r.stop) for r in requests])
+
+    def _generate_encoded(
+        self,
+        encoded: list[list[int]],
+        settings: list[tuple[SamplingParams, tuple[str, ...]]],
+    ) -> list[GenerateResult]:
+        """Group by decoding settings, sort by length, generate in left-padded batches."""
+        results: list[GenerateResult | None] = [None] * len(encoded)
+        groups: dict[tuple[SamplingParams, tuple[str, ...]], list[int]] = defaultdict(list)
+        for index, setting in enumerate(settings):
+            groups[setting].append(index)
+        for (sampling, stop), indices in groups.items():
+            order = sorted(indices, key=lambda i: len(encoded[i]))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                outputs = self.generate_token_ids([encoded[k] for k in chunk], sampling)
-                for k, output in zip(chunk, outputs, strict=True):
-                    results[indices[k]] = output
+                outputs = self.generate_token_ids([encoded[i] for i in chunk], sampling, stop)
+                for index, output in zip(chunk, outputs, strict=True):
+                    results[index] = output
         return all_results(results)
 
     def generate_token_ids(
-        self, prompts: list[list[int]], sampling: SamplingParams
+        self, prompts: list[list[int]], sampling: SamplingParams, stop: tuple[str, ...] = ()
     ) -> list[GenerateResult]:
-        """One left-padded batch, decoded."""
+        """One left-padded batch, decoded (and cut at the first stop string)."""
         results = []
         for prompt, (new_tokens, finish) in zip(
-            prompts, self.generate_ids(prompts, sampling), strict=True
+            prompts, self.generate_ids(prompts, sampling, stop), strict=True
         ):
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            text, stopped = cut_at_stop(text, stop)
+            # Ended early without a stop token: a stop string did it (its match may lie in a
+            # special token that decoding drops).
+            early = stop and len(new_tokens) < sampling.max_new_tokens
+            finish = "stop" if stopped or early else finish
             results.append(
                 GenerateResult(
                     text=text.strip(),
@@ -203,7 +220,7 @@ class HFBackend(Backend):
         return results
 
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingParams
+        self, prompts: list[list[int]], sampling: SamplingParams, stop: tuple[str, ...] = ()
     ) -> list[tuple[list[int], str]]:
         """One left-padded batch through `model.generate`: new token ids (cut at the first stop
         token) and the finish reason ("stop" or "length") per prompt."""
@@ -224,6 +241,9 @@ class HFBackend(Backend):
             "pad_token_id": pad_id,
             "eos_token_id": stop_ids,
         }
+        if stop:
+            # Ends each row at a stop string instead of running to max_new_tokens.
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from evalharness.backends.base import Backend
+from evalharness.backends.base import Backend, cut_at_stop
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
+    CompleteRequest,
     FailedResult,
     GenerateRequest,
     GenerateResult,
@@ -155,7 +156,7 @@ class OpenAIBackend(Backend):
         for request in requests:
             if isinstance(request, ScoreRequest):
                 check_scorable(request)
-            elif not isinstance(request, GenerateRequest):
+            elif not isinstance(request, (GenerateRequest, CompleteRequest)):
                 raise InputError(f"the openai backend cannot answer {type(request).__name__}")
         if not requests:
             return []
@@ -175,6 +176,8 @@ class OpenAIBackend(Backend):
         try:
             if isinstance(request, GenerateRequest):
                 return await self._generate_one(client, request)
+            if isinstance(request, CompleteRequest):
+                return await self._complete_one(client, request)
             return await self._score_one(client, request)  # type: ignore[arg-type]
         except (APITimeoutError, APIConnectionError, APIStatusError) as exc:
             # Overload and timeouts pass; a refused connection means the endpoint is down,
@@ -204,6 +207,29 @@ class OpenAIBackend(Backend):
         return GenerateResult(
             # Stripped as HFBackend strips, so both backends give the same text to judges.
             text=(choice.message.content or "").strip(),
+            n_prompt_tokens=used.prompt_tokens if used else 0,
+            n_generated_tokens=used.completion_tokens if used else 0,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    async def _complete_one(self, client: Any, request: CompleteRequest) -> GenerateResult:
+        sampling = request.sampling
+        response = await client.completions.create(
+            model=self.spec.name,
+            prompt=request.prompt,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+            stop=list(request.stop) or None,
+        )
+        if not response.choices:
+            raise BackendError(f"openai endpoint {self.base_url} returned no choices")
+        choice = response.choices[0]
+        used = response.usage
+        text, _ = cut_at_stop(choice.text or "", request.stop)
+        return GenerateResult(
+            text=text.strip(),
             n_prompt_tokens=used.prompt_tokens if used else 0,
             n_generated_tokens=used.completion_tokens if used else 0,
             finish_reason=choice.finish_reason or "stop",
