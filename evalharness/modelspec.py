@@ -12,7 +12,7 @@ ALIASES = {
     "smollm2": "builtin:smollm2-135m-instruct",
     "default": "builtin:smollm2-135m-instruct",
 }
-BACKENDS = ("hf", "openai", "builtin", "rm", "outputs")
+BACKENDS = ("hf", "openai", "builtin", "rm", "clf", "outputs")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -54,7 +54,7 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
             f"or one of the aliases {', '.join(sorted(ALIASES))}"
         )
     revision = None
-    if backend in ("hf", "rm") and "@" in name:
+    if backend in ("hf", "rm", "clf") and "@" in name:
         name, _, revision = name.rpartition("@")
     model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
     model = model.with_options(**options)

@@ -80,7 +80,17 @@ class RewardRequest:
     kind: Literal["reward"] = "reward"
 
 
-Request = GenerateRequest | CompleteRequest | ScoreRequest | RewardRequest
+@dataclass(frozen=True)
+class ClassifyRequest:
+    """A classifier model's label probabilities for `text` (and `text_pair`, if the model reads
+    pairs)."""
+
+    text: str
+    text_pair: str | None = None
+    kind: Literal["classify"] = "classify"
+
+
+Request = GenerateRequest | CompleteRequest | ScoreRequest | RewardRequest | ClassifyRequest
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,11 @@ class RewardResult:
 
 
 @dataclass(frozen=True)
+class ClassifyResult:
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
 class FailedResult:
     """A request the backend could not answer after its own retries (HTTP 429/5xx, timeout).
 
@@ -114,7 +129,7 @@ class FailedResult:
     error: str
 
 
-Result = GenerateResult | ScoreResult | RewardResult
+Result = GenerateResult | ScoreResult | RewardResult | ClassifyResult
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -138,4 +153,6 @@ def result_from_json(data: dict[str, Any]) -> Result:
         return ScoreResult(**data)
     if "reward" in data:
         return RewardResult(**data)
+    if "probabilities" in data:
+        return ClassifyResult(**data)
     return GenerateResult(**data)

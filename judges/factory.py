@@ -3,7 +3,8 @@
 - `self` or a model spec (`hf:…`, `openai:…`, alias): an LLM judge over that backend
   (`self` reuses the model under evaluation, already loaded);
 - `rm:PATH_OR_HUB_ID`: a reward model;
-- `rules:NAME_OR_YAML`, `regex:PATTERN`: a rule judge;
+- `clf:PATH_OR_HUB_ID`: a classifier model (refusal verdicts);
+- `rules:NAME_OR_YAML` (`refusal-rules` = `rules:refusal`), `regex:PATTERN`: a rule judge;
 - `annotations:FILE`: verdicts imported from an AlpacaEval annotations file.
 """
 
@@ -17,9 +18,10 @@ from evalharness.modelspec import ModelSpec, parse_model_spec
 
 from .annotations import AnnotationsJudge
 from .base import Judge
+from .classifier import ClassifierJudge
 from .llm import MODES, LLMJudge
 from .reward import RewardModelJudge
-from .rules import RuleJudge
+from .rules import ALIASES, RuleJudge
 
 
 def build_judge(
@@ -35,14 +37,16 @@ def build_judge(
     http_retries: int | None = None,
     retries: int = 2,
 ) -> Judge:
+    spec = ALIASES.get(spec, spec)
     kind, _, value = spec.partition(":")
     if kind in ("rules", "regex"):
         return RuleJudge.from_spec(spec)
     if kind == "annotations":
         return AnnotationsJudge(Path(value))
     if kind == "rm":
-        rm_spec = parse_model_spec(spec)
-        return RewardModelJudge(load_backend(rm_spec), name=spec)
+        return RewardModelJudge(load_backend(parse_model_spec(spec)), name=spec)
+    if kind == "clf":
+        return ClassifierJudge(load_backend(parse_model_spec(spec)), name=spec)
     if model_spec is not None and spec in ("self", model_spec.raw):
         judge_spec, backend = model_spec, model_backend
     elif spec == "self":

@@ -16,7 +16,7 @@ def load_backend(spec: ModelSpec) -> Backend:
         from evalharness.backends.openai_api import OpenAIBackend
 
         return OpenAIBackend(spec)
-    if spec.backend == "rm":
+    if spec.backend in ("rm", "clf"):
         from evalharness.backends.reward import RewardModelBackend
 
         return RewardModelBackend(spec)

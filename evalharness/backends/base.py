@@ -9,6 +9,8 @@ from typing import TypeVar
 from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
 from evalharness.requests import (
+    ClassifyRequest,
+    ClassifyResult,
     CompleteRequest,
     FailedResult,
     GenerateRequest,
@@ -66,6 +68,10 @@ class Backend(HasIdentity):
         """Scalar rewards; only reward-model backends have them."""
         raise InputError(f"{self.display_name} is not a reward model: it cannot score rewards")
 
+    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
+        """Label probabilities; only classifier backends have them."""
+        raise InputError(f"{self.display_name} is not a classifier: it cannot classify")
+
     def answer(self, requests: Sequence[Request]) -> list[Result]:
         """Answer a mixed chunk: split by kind, one batched call per kind, order kept."""
         results: list[Result | None] = [None] * len(requests)
@@ -74,6 +80,7 @@ class Backend(HasIdentity):
             CompleteRequest: (self.complete, []),
             ScoreRequest: (self.score, []),
             RewardRequest: (self.reward, []),
+            ClassifyRequest: (self.classify, []),
         }
         for index, request in enumerate(requests):
             kinds[type(request)][1].append(index)

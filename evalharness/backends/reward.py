@@ -1,8 +1,10 @@
-"""`rm:` backend: a sequence-classification reward model that scores a dialogue's last answer.
+"""`rm:` and `clf:` backends: sequence-classification models.
 
-Reward models (OpenAssistant deberta, Skywork, ArmoRM, ones trained by `trainers/`) are
+Reward models (OpenAssistant deberta, Skywork, ones trained by `trainers/`) are
 `AutoModelForSequenceClassification` checkpoints with one output logit: the reward. The dialogue
 goes through the tokenizer's chat template when it has one, as the model was trained on.
+Classifiers (e.g. a refusal or safety classifier) have several labels and answer
+`ClassifyRequest`s with the probability of each label named in the model's `id2label`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from evalharness.backends.hf import load_pretrained, read_chat_template, resolve
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
+    ClassifyRequest,
+    ClassifyResult,
     GenerateRequest,
     GenerateResult,
     Message,
@@ -27,7 +31,7 @@ from evalharness.requests import (
 
 
 class RewardModelBackend(Backend):
-    """Batched reward scoring; weights load on the first request that misses the cache."""
+    """Batched reward scoring and classification; weights load on the first uncached request."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -35,7 +39,7 @@ class RewardModelBackend(Backend):
         self.directory, weights = resolve_local_dir(spec)
         template = read_chat_template(self.directory)
         self._identity = {
-            "backend": "reward_model",
+            "backend": "sequence_classifier",
             "name": spec.raw,
             **weights,
             "dtype": spec.dtype,
@@ -59,11 +63,6 @@ class RewardModelBackend(Backend):
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
         self._tokenizer.padding_side = "right"
-        if model.config.num_labels != 1:
-            raise InputError(
-                f"rm:{self.spec.name} has {model.config.num_labels} output labels; a reward "
-                "model has exactly one"
-            )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self._tokenizer.pad_token_id
         self._model = model
@@ -74,30 +73,62 @@ class RewardModelBackend(Backend):
             return self._tokenizer.apply_chat_template(as_dicts, tokenize=False)
         return "\n".join(f"{m.role}: {m.content}" for m in messages)
 
-    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
+    def _logits(
+        self, texts: list[str], pairs: list[str | None] | None = None, templated: bool = False
+    ) -> list[list[float]]:
+        """Output logits per text, batched by length."""
         import torch
 
-        self._load()
-        texts = [self.render(r.messages) for r in requests]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        rewards: dict[int, float] = {}
+        found: dict[int, list[float]] = {}
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            templated = bool(self._tokenizer.chat_template)
+            chunk_pairs = [pairs[i] for i in chunk] if pairs else None
             batch = self._tokenizer(
                 [texts[i] for i in chunk],
+                chunk_pairs if chunk_pairs and all(p is not None for p in chunk_pairs) else None,
                 return_tensors="pt",
                 padding=True,
+                truncation=True,
                 add_special_tokens=not templated,
             )
             with torch.inference_mode():
                 logits = self._model(**batch).logits.float()
-            for index, value in zip(chunk, logits[:, 0].tolist(), strict=True):
-                rewards[index] = float(value)
-        return [RewardResult(reward=rewards[i]) for i in range(len(requests))]
+            for index, row in zip(chunk, logits.tolist(), strict=True):
+                found[index] = row
+        return [found[i] for i in range(len(texts))]
+
+    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
+        self._load()
+        if self._model.config.num_labels != 1:
+            raise InputError(
+                f"{self.spec.raw} has {self._model.config.num_labels} output labels; a reward "
+                "model has exactly one"
+            )
+        texts = [self.render(r.messages) for r in requests]
+        rows = self._logits(texts, templated=bool(self._tokenizer.chat_template))
+        return [RewardResult(reward=row[0]) for row in rows]
+
+    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
+        import math
+
+        self._load()
+        labels = self._model.config.id2label
+        if len(labels) < 2:
+            raise InputError(f"{self.spec.raw} has one output: use it as rm:, not clf:")
+        rows = self._logits([r.text for r in requests], [r.text_pair for r in requests])
+        results = []
+        for row in rows:
+            top = max(row)
+            weights = [math.exp(v - top) for v in row]
+            total = sum(weights)
+            results.append(
+                ClassifyResult({str(labels[i]): weights[i] / total for i in range(len(row))})
+            )
+        return results
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        raise InputError(f"rm:{self.spec.name} is a reward model: it cannot generate")
+        raise InputError(f"{self.spec.raw} is a classification model: it cannot generate")
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        raise InputError(f"rm:{self.spec.name} is a reward model: it cannot score continuations")
+        raise InputError(f"{self.spec.raw} is a classification model: it cannot score text")
