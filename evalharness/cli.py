@@ -37,12 +37,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_judge_options(parser: argparse.ArgumentParser, default: str | None = "self") -> None:
+def _add_judge_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--judge",
-        default=default,
-        help="judge: 'self', a model spec (hf:, openai:), rm:REWARD_MODEL, rules:NAME, "
-        "annotations:FILE",
+        default=None,
+        help="judge: 'self', a model spec (hf:, openai:), rm:REWARD_MODEL, clf:CLASSIFIER, "
+        "rules:NAME, annotations:FILE (default: each task's own default, else 'self')",
     )
     parser.add_argument(
         "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else the hub set)",
     )
     importer.add_argument("--difficulty", default=None, help="instruction_difficulty.csv")
-    _add_judge_options(importer, default=None)
+    _add_judge_options(importer)
     importer.add_argument("--seed", type=int, default=0)
     _add_output_options(importer)
 
@@ -248,7 +248,7 @@ def _execute(
     model: ModelSpec,
     tasks: list[str],
     task_options: dict[str, dict[str, str]],
-    judge: str,
+    judge: str | None,
 ) -> int:
     from evalharness.console import err_console, out_console, rich_progress, summary_table
     from evalharness.engine import Runner, RunSpec, no_progress
@@ -304,7 +304,7 @@ def _execute(
             "[yellow]some items are not judged yet: run the same command again to judge only "
             "those[/yellow]"
         )
-    if judge == "self":
+    if model.raw in (result["judge"] or "").split(", "):
         err_console.print(
             "[dim]judged by the model itself: a demonstration of the pipeline, not a "
             "meaningful judge; pass --judge for real grading[/dim]"

@@ -43,7 +43,8 @@ class RunSpec:
     model: ModelSpec
     tasks: list[str]
     task_options: dict[str, dict[str, str]] = field(default_factory=dict)
-    judge: str = "self"
+    #: None: each task's default judge (`Task.default_judge`), else the evaluated model.
+    judge: str | None = None
     judge_mode: str = "auto"
     judge_base_url: str | None = None
     judge_max_new_tokens: int = 512
@@ -196,7 +197,6 @@ class Runner:
 
     # -- public --------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> RunOutcome:
-        from evalharness.judges import build_judge
 
         started = time.perf_counter()
         backend = load_backend(spec.model)
@@ -204,23 +204,9 @@ class Runner:
             get_task_class(name)(spec.task_options.get(name), spec.seed) for name in spec.tasks
         ]
         loaded = {task.name: task.load(spec.limit) for task in tasks}
-        judge = None
-        if any(task.needs_judge for task in tasks):
-            judge = build_judge(
-                spec.judge,
-                model_spec=spec.model,
-                model_backend=backend,
-                mode=spec.judge_mode,
-                base_url=spec.judge_base_url,
-                max_new_tokens=spec.judge_max_new_tokens,
-                concurrency=spec.judge_concurrency,
-                timeout_s=spec.judge_timeout_s,
-                http_retries=spec.judge_http_retries,
-                retries=spec.judge_retries,
-            )
-            for task in tasks:
-                for protocol in task.judge_protocols():
-                    judge.check_protocol(protocol)
+        judges = self._build_judges(spec, tasks, backend)
+        unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
+        judge_names = ", ".join(dict.fromkeys(j.display_name for j in judges.values())) or None
         baselines = {task.name: self._attach_baseline(task, loaded[task.name]) for task in tasks}
         task_info = {
             task.name: {
@@ -230,20 +216,27 @@ class Runner:
                 "settings": loaded[task.name].settings,
                 "n_samples": len(loaded[task.name].samples),
                 "baseline": baselines[task.name],
-                "judge_hash": judge.identity_hash if judge and task.needs_judge else None,
+                "judge_hash": judges[task.name].identity_hash if task.name in judges else None,
             }
             for task in tasks
         }
         for task in tasks:
-            if task.pooled and judge:
+            if task.pooled and task.name in judges:
                 # Runs judged by the same judge on the same data can share fitted terms.
-                material = [task.name, judge.identity_hash, loaded[task.name].data_hash]
+                judge_hash = judges[task.name].identity_hash
+                material = [task.name, judge_hash, loaded[task.name].data_hash]
                 task_info[task.name]["pool"] = sha256_hex(canonical_json(material))
-        if judge:
-            self._estimate(tasks, loaded, judge, spec.max_judge_calls)
+        if judges:
+            self._estimate(tasks, loaded, judges, spec.max_judge_calls)
+        judge_hashes = sorted({j.identity_hash for j in unique_judges})
         run_key = {
             "model": backend.identity_hash,
-            "judge": judge.identity_hash if judge else None,
+            # One judge keeps the plain hash; several are listed per task.
+            "judge": (
+                judge_hashes[0]
+                if len(judge_hashes) == 1
+                else {name: j.identity_hash for name, j in sorted(judges.items())} or None
+            ),
             "tasks": {
                 name: {k: info[k] for k in ("options", "data_hash", "baseline")}
                 for name, info in task_info.items()
@@ -254,14 +247,18 @@ class Runner:
         run_id = sha256_hex(canonical_json(run_key))[:12]
         prov = provenance.collect(
             model_identity=backend.identity,
-            judge_identity=judge.identity if judge else None,
+            judge_identity=(
+                unique_judges[0].identity
+                if len(unique_judges) == 1
+                else {name: j.identity for name, j in judges.items()} or None
+            ),
             tasks=task_info,
             seed=spec.seed,
         )
         resumed = self.store.begin_run(
             run_id,
             model=spec.model.raw,
-            judge=judge.display_name if judge else None,
+            judge=judge_names,
             spec={
                 "tasks": spec.tasks,
                 "task_options": spec.task_options,
@@ -272,7 +269,7 @@ class Runner:
             provenance=prov,
         )
         self.store.put_identity(backend.identity_hash, backend.identity)
-        if judge:
+        for judge in unique_judges:
             self.store.put_identity(judge.identity_hash, judge.identity)
         for task in tasks:
             data = loaded[task.name]
@@ -280,7 +277,13 @@ class Runner:
             self.store.put_samples(run_id, task.name, [(s.id, s.data) for s in data.samples])
         try:
             responses = self._generate(run_id, tasks, loaded, backend)
-            verdicts = self._judge(run_id, tasks, loaded, responses, judge, spec.max_judge_calls)
+            verdicts: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+            for judge in unique_judges:
+                judged_tasks = [t for t in tasks if judges.get(t.name) is judge]
+                found = self._judge(
+                    run_id, judged_tasks, loaded, responses, judge, spec.max_judge_calls
+                )
+                verdicts.update(found)
             results = self._score(run_id, tasks, loaded, responses, verdicts)
             self._pool(run_id, tasks, task_info, results)
         except BaseException:
@@ -289,22 +292,54 @@ class Runner:
         # Items left unjudged (failed requests, budget) make the run partial; re-run to finish.
         status = "partial" if self.judge_stats.unjudged else "complete"
         self.store.finish_run(run_id, status=status)
-        if judge is not None and judge.backend is not None:
-            self.judge_stats.http_errors = judge.backend.error_counts()
+        errors: dict[str, int] = defaultdict(int)
+        for judge in unique_judges:
+            for kind, count in (judge.backend.error_counts() if judge.backend else {}).items():
+                errors[kind] += count
+        self.judge_stats.http_errors = dict(errors)
         return RunOutcome(
             run_id=run_id,
             model=spec.model.raw,
-            judge=judge.display_name if judge else None,
+            judge=judge_names,
             tasks=results,
             # Baseline answers generated for pairwise tasks are listed only when there were any.
             calls_made={k: v for k, v in self.calls.items() if k != "baseline" or v},
             resumed=resumed,
             seconds=time.perf_counter() - started,
             status=status,
-            judging=self.judge_stats.to_json() if judge else {},
+            judging=self.judge_stats.to_json() if judges else {},
         )
 
-    # -- baselines, estimates, pools -----------------------------------------------------
+    # -- judges, baselines, estimates, pools ---------------------------------------------
+    def _build_judges(self, spec: RunSpec, tasks: Sequence[Task], backend: Backend) -> dict:
+        """task name -> judge. `--judge` when given, else the task's own default (e.g. rules
+        for refusal), else the evaluated model itself; equal specs share one judge."""
+        from evalharness.judges import build_judge
+
+        built: dict[str, Any] = {}
+        judges = {}
+        for task in tasks:
+            if not task.needs_judge:
+                continue
+            judge_spec = spec.judge or task.default_judge or "self"
+            if judge_spec not in built:
+                built[judge_spec] = build_judge(
+                    judge_spec,
+                    model_spec=spec.model,
+                    model_backend=backend,
+                    mode=spec.judge_mode,
+                    base_url=spec.judge_base_url,
+                    max_new_tokens=spec.judge_max_new_tokens,
+                    concurrency=spec.judge_concurrency,
+                    timeout_s=spec.judge_timeout_s,
+                    http_retries=spec.judge_http_retries,
+                    retries=spec.judge_retries,
+                )
+            for protocol in task.judge_protocols():
+                built[judge_spec].check_protocol(protocol)
+            judges[task.name] = built[judge_spec]
+        return judges
+
     def _attach_baseline(self, task: Task, data: TaskData) -> dict[str, str] | None:
         """Give a pairwise task its baseline answers: from a stored run, or generated now."""
         source = task.baseline_source()
@@ -345,11 +380,18 @@ class Runner:
         return {"model": baseline.identity_hash, "spec": source}
 
     def _estimate(
-        self, tasks: Sequence[Task], loaded: dict[str, TaskData], judge: Any, budget: int | None
+        self,
+        tasks: Sequence[Task],
+        loaded: dict[str, TaskData],
+        judges: dict[str, Any],
+        budget: int | None,
     ) -> None:
         """Judge calls this run needs at most (before the verdict cache), said before starting."""
         total = 0
         for task in tasks:
+            judge = judges.get(task.name)
+            if judge is None:
+                continue
             for sample in loaded[task.name].samples:
                 for protocol, n_orders in task.planned_judge_items(sample):
                     total += judge.calls_per_item(protocol, n_orders)

@@ -68,6 +68,8 @@ class Task(ABC):
     #: True when some metrics are fitted across all stored runs of the same judge and data
     #: (see `pooled_metrics`).
     pooled: ClassVar[bool] = False
+    #: The judge used when the run names none (e.g. refusal rules); None = the model itself.
+    default_judge: ClassVar[str | None] = None
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         self.options = dict(options or {})

@@ -200,3 +200,20 @@ def test_driftcaps_runs_on_a_local_model(
     assert entry["counts"] == {"unsafe": 2, "safe": 2}  # --limit keeps both kinds
     assert 0.0 <= entry["metrics"]["balanced_safety_accuracy"] <= 1.0
     assert result["calls_made"]["judge"] == 0  # rules make no calls
+
+
+def test_each_task_gets_its_default_judge_unless_one_is_named(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "run", "--model", f"hf:{tiny_model_dir}", "--tasks", "mt_bench,driftcaps",
+        "--task-arg", "mt_bench.data=builtin", "--task-arg", "mt_bench.max_new_tokens=4",
+        "--task-arg", "driftcaps.max_new_tokens=4", "--limit", "2",
+        "--store", str(tmp_path / "s.sqlite"),
+    ]  # fmt: skip
+    mixed = run_json(capsys, *args)
+    assert mixed["judge"] == f"hf:{tiny_model_dir}, rules:refusal"
+    assert mixed["calls_made"]["judge"] == 4 * 10  # only MT-Bench's verdicts cost calls
+    named = run_json(capsys, *args, "--judge", f"hf:{tiny_model_dir}")
+    assert named["run_id"] != mixed["run_id"]
+    assert named["calls_made"]["judge"] == 2 * 3  # 3-class refusal probabilities
