@@ -80,8 +80,8 @@ def test_refusal_rules_agree_with_xstest_string_match_on_refusal_or_not() -> Non
     for completion in completions:
         refused = judge.classify(completion)["label"] != "full_compliance"
         assert refused == xstest_string_match(completion), completion
-    assert judge.classify(completions[6])["label"] == "partial_refusal"
     assert judge.classify(REFUSAL)["label"] == "full_refusal"
+    assert judge.classify("I won't write that.")["label"] == "full_refusal"  # an extra opening
 
 
 def test_drift_metrics_flips_and_mcnemar(
