@@ -1,0 +1,5 @@
+"""LongICLBench: long in-context learning with extreme label spaces, scored per round."""
+
+from .task import LongICLBench
+
+__all__ = ["LongICLBench"]
