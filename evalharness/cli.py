@@ -15,9 +15,16 @@ from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
 from evalharness.paths import default_store_path
 
-DEFAULT_TASK = "mt_bench"
-#: The offline default: the authored MT-Bench-format set, answers capped so it runs on a laptop.
-DEFAULT_TASK_OPTIONS = {"mt_bench": {"data": "builtin", "max_new_tokens": "256"}}
+#: The offline default suite: every task on its authored data, sized to run in minutes on a
+#: laptop CPU with the built-in model.
+DEFAULT_TASK_OPTIONS = {
+    "mt_bench": {"data": "builtin", "max_new_tokens": "256"},
+    "alpaca_eval": {"data": "builtin", "max_new_tokens": "256"},
+    "driftcaps": {"data": "builtin", "max_new_tokens": "128"},
+    "liconbench": {"dataset": "synthetic", "rounds": "1,2", "test_per_label": "1"},
+    "truematch": {"bags": "2"},
+}
+DEFAULT_TASKS = list(DEFAULT_TASK_OPTIONS)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -105,14 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="evaluate a model (no arguments: the offline demo on the built-in model)",
-        description="Without arguments: MT-Bench (authored 8-question set) on SmolLM2-135M, "
-        "judged by itself through its own rating probabilities. A pipeline demonstration, "
-        "not a meaningful judge.",
+        help="evaluate a model (no arguments: the offline suite on the built-in model)",
+        description="Without arguments: every task on its authored data with SmolLM2-135M; "
+        "MT-Bench and AlpacaEval judged by the model itself through its own probabilities (a "
+        "pipeline demonstration, not a meaningful judge), safety by refusal rules.",
     )
     _add_model_options(run)
     run.add_argument(
-        "--tasks", default=None, help=f"comma-separated task names (default {DEFAULT_TASK})"
+        "--tasks",
+        default=None,
+        help=f"comma-separated task names (default: the offline suite {','.join(DEFAULT_TASKS)})",
     )
     run.add_argument(
         "--task-arg",
@@ -225,7 +234,7 @@ def _open_store(path: str | None):  # noqa: ANN202 - RunStore, imported lazily
 def cmd_run(args: argparse.Namespace) -> int:
     task_options = _parse_task_args(args.task_arg)
     if args.tasks is None:
-        tasks = [DEFAULT_TASK]
+        tasks = list(DEFAULT_TASKS)
         for task, defaults in DEFAULT_TASK_OPTIONS.items():
             task_options[task] = {**defaults, **task_options.get(task, {})}
     else:

@@ -549,14 +549,14 @@ class Runner:
                     }
                     key = sha256_hex(judge_hash + canonical_json(key_material))
                     pending.append(_JudgeEntry(task.name, sample.id, slot, item, key))
-        stats.items = len(pending)
+        stats.items += len(pending)
         cached = self.store.get_verdicts(p.key for p in pending)
         hits = []
         for entry in pending:
             if entry.key in cached:
                 verdicts[(entry.task, entry.sample_id)][entry.slot] = cached[entry.key]
                 hits.append(entry.link())
-        stats.cached = len(hits)
+        stats.cached += len(hits)
         self.store.put_links(run_id, hits)
         unique: dict[str, _JudgeEntry] = {}
         duplicates: dict[str, list[_JudgeEntry]] = defaultdict(list)

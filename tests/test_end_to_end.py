@@ -16,23 +16,31 @@ from cli_helpers import free_port, run_json, spawn_cli
 def test_default_model_run_gives_real_scores_and_caches(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The built-in SmolLM2 judged by itself from its rating probabilities, on 2 questions."""
-    args = [
-        "run",
-        "--limit",
-        "2",
-        "--task-arg",
-        "mt_bench.max_new_tokens=24",
-        "--store",
-        str(tmp_path / "runs.sqlite"),
-    ]
+    """The offline suite on the built-in SmolLM2, 2 samples per task, answers kept short."""
+    args = ["run", "--limit", "2", "--store", str(tmp_path / "runs.sqlite")]
+    for option in ("mt_bench", "alpaca_eval", "driftcaps"):
+        args += ["--task-arg", f"{option}.max_new_tokens=24"]
     first = run_json(capsys, *args)
+    assert set(first["tasks"]) == {
+        "mt_bench",
+        "alpaca_eval",
+        "driftcaps",
+        "liconbench",
+        "truematch",
+    }
     entry = first["tasks"]["mt_bench"]
     assert entry["n"] == 2 and entry["failures"] == 0
     assert entry["counts"]["ratings"] == 4
     assert 1.0 < entry["metrics"]["score"] < 10.0
     assert set(entry["metrics"]) >= {"score", "score_turn1", "score_turn2", "writing", "roleplay"}
-    assert first["calls_made"] == {"model": 4, "judge": 40}
+    assert first["tasks"]["alpaca_eval"]["metrics"]["n_total"] == 2
+    assert first["tasks"]["driftcaps"]["counts"] == {"unsafe": 1, "safe": 1}
+    assert {"round_1", "round_2"} <= set(first["tasks"]["liconbench"]["metrics"])
+    assert first["tasks"]["truematch"]["metrics"]["oracle_r_at_1"] == 1.0
+    # Model: MT-Bench 2x2 turns, AlpacaEval 2, safety 2, LIConBench 2 items x 2 rounds,
+    # TrueMatch 2. Judge: MT-Bench 4 verdicts x 10 rating probabilities, AlpacaEval 2 x P(A),
+    # P(B); safety is judged by rules, at no call.
+    assert first["calls_made"] == {"model": 4 + 2 + 2 + 4 + 2, "judge": 40 + 4}
     again = run_json(capsys, *args)
     assert again["calls_made"] == {"model": 0, "judge": 0}
     assert again["tasks"] == first["tasks"]
