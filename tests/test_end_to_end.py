@@ -115,3 +115,24 @@ def test_run_against_evalharness_serve_over_http(
     assert "api_key" not in json.dumps(shown["provenance"]).lower()
     again = run_json(capsys, *args)
     assert again["calls_made"] == {"model": 0, "judge": 0}
+
+
+@pytest.mark.slow
+def test_banking77_rounds_on_the_default_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real BANKING77 at rounds 1 and 2 (77 and 154 demonstrations) on SmolLM2-135M."""
+    from conftest import shared_data
+
+    banking = shared_data("banking77/train.csv").parent
+    result = run_json(
+        capsys, "run", "--tasks", "liconbench", "--limit", "2",
+        "--task-arg", "liconbench.dataset=banking77", "--task-arg", f"liconbench.data={banking}",
+        "--task-arg", "liconbench.rounds=1,2", "--store", str(tmp_path / "runs.sqlite"),
+    )  # fmt: skip
+    metrics = result["tasks"]["liconbench"]["metrics"]
+    assert metrics["metric"] == "accuracy"
+    assert metrics["n_demos_round_1"] == 77 and metrics["n_demos_round_2"] == 154
+    assert 0 < metrics["prompt_tokens_round_1"] < metrics["prompt_tokens_round_2"]
+    assert 0.0 <= metrics["round_1"] <= 1.0 and 0.0 <= metrics["round_2"] <= 1.0
+    assert result["calls_made"]["model"] == 4

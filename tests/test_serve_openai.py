@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from evalharness.backends import load_backend
-from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
 from evalharness.backends.openai_api import OpenAIBackend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import parse_model_spec
@@ -412,3 +412,16 @@ def test_raw_completion_stops_and_matches_across_backends(base_url: str, hf: HFB
     assert local.text == unstopped.text[: unstopped.text.index(stop)].strip()
     (remote,) = openai_backend(base_url).answer([stopped_request])
     assert remote.text == local.text  # type: ignore[union-attr]
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_text(hf: HFBackend) -> None:
+    """Few-shot prompts sharing a long prefix: prefilled once, answers unchanged."""
+    demos = "text: top up my card\nintent: top_up\n" * 60
+    prompts = [demos + f"text: {q}\nintent:" for q in ("lost card", "refund", "change pin")]
+    requests = [CompleteRequest(p, SamplingParams(max_new_tokens=6)) for p in prompts]
+    encoded = [hf.encode(p, templated=False) for p in prompts]
+    assert len(shared_prefix(encoded)) >= PREFIX_CACHE_MIN_TOKENS  # the cached path is taken
+    together = hf.complete(requests)
+    alone = [hf.generate_token_ids([e], SamplingParams(max_new_tokens=6))[0] for e in encoded]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert [r.n_prompt_tokens for r in together] == [len(e) for e in encoded]

@@ -94,6 +94,23 @@ def load_pretrained(spec: ModelSpec, directory: Path, model_class: Any) -> tuple
     return tokenizer, model.eval()
 
 
+#: Prompts in one batch sharing at least this many leading tokens reuse one prefix KV cache.
+PREFIX_CACHE_MIN_TOKENS = 256
+
+
+def shared_prefix(prompts: list[list[int]]) -> list[int]:
+    """The longest common leading token run, always leaving each prompt one token of its own
+    (generation needs at least one uncached input token)."""
+    if not prompts:
+        return []
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    first = prompts[0]
+    while length < limit and all(p[length] == first[length] for p in prompts[1:]):
+        length += 1
+    return first[:length]
+
+
 class HFBackend(Backend):
     """Batched generation (left padding, chat template) and continuation scoring."""
 
@@ -187,6 +204,15 @@ class HFBackend(Backend):
         for index, setting in enumerate(settings):
             groups[setting].append(index)
         for (sampling, stop), indices in groups.items():
+            prefix = shared_prefix([encoded[i] for i in indices])
+            if len(indices) > 1 and len(prefix) >= PREFIX_CACHE_MIN_TOKENS:
+                # Few-shot prompts that share their demonstrations: prefill those once.
+                outputs = self.generate_with_prefix(
+                    prefix, [encoded[i] for i in indices], sampling, stop
+                )
+                for index, output in zip(indices, outputs, strict=True):
+                    results[index] = output
+                continue
             order = sorted(indices, key=lambda i: len(encoded[i]))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
@@ -195,13 +221,41 @@ class HFBackend(Backend):
                     results[index] = output
         return all_results(results)
 
+    def generate_with_prefix(
+        self,
+        prefix: list[int],
+        prompts: list[list[int]],
+        sampling: SamplingParams,
+        stop: tuple[str, ...] = (),
+    ) -> list[GenerateResult]:
+        """Prompts that all start with `prefix`: its KV cache is computed once and copied into
+        each generation, so only each prompt's own tail is prefilled.
+
+        This is what makes long in-context learning affordable: every query of a LIConBench
+        round shares thousands of demonstration tokens.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+        results = []
+        for prompt in prompts:
+            results += self.generate_token_ids([prompt], sampling, stop, prefix_cache=cache)
+        return results
+
     def generate_token_ids(
-        self, prompts: list[list[int]], sampling: SamplingParams, stop: tuple[str, ...] = ()
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingParams,
+        stop: tuple[str, ...] = (),
+        prefix_cache: Any = None,
     ) -> list[GenerateResult]:
         """One left-padded batch, decoded (and cut at the first stop string)."""
         results = []
         for prompt, (new_tokens, finish) in zip(
-            prompts, self.generate_ids(prompts, sampling, stop), strict=True
+            prompts, self.generate_ids(prompts, sampling, stop, prefix_cache), strict=True
         ):
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
             text, stopped = cut_at_stop(text, stop)
@@ -220,10 +274,20 @@ class HFBackend(Backend):
         return results
 
     def generate_ids(
-        self, prompts: list[list[int]], sampling: SamplingParams, stop: tuple[str, ...] = ()
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingParams,
+        stop: tuple[str, ...] = (),
+        prefix_cache: Any = None,
     ) -> list[tuple[list[int], str]]:
         """One left-padded batch through `model.generate`: new token ids (cut at the first stop
-        token) and the finish reason ("stop" or "length") per prompt."""
+        token) and the finish reason ("stop" or "length") per prompt.
+
+        `prefix_cache` (one prompt only) holds the KV cache of the prompt's first tokens; a copy
+        is used, so the same cache serves the next prompt.
+        """
+        import copy
+
         import torch
 
         if sampling.max_new_tokens == 0:
@@ -241,6 +305,9 @@ class HFBackend(Backend):
             "pad_token_id": pad_id,
             "eos_token_id": stop_ids,
         }
+        if prefix_cache is not None:
+            assert len(prompts) == 1, "a prefix cache serves one prompt at a time"
+            kwargs["past_key_values"] = copy.deepcopy(prefix_cache)
         if stop:
             # Ends each row at a stop string instead of running to max_new_tokens.
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
