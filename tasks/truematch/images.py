@@ -83,7 +83,7 @@ def read_image(path: str) -> Any:
     import numpy as np
 
     if path.endswith(".npy"):
-        array = np.load(path)
+        array = np.load(path, allow_pickle=False)
     else:
         try:
             from PIL import Image
