@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from evalharness.errors import InputError
 from evalharness.requests import Request, Result
 
 
@@ -74,6 +75,21 @@ class Task(ABC):
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         self.options = dict(options or {})
         self.seed = seed
+
+    def check_options(self, known: Sequence[str]) -> None:
+        """Refuse options this task does not know, naming the ones it does."""
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            raise InputError(
+                f"unknown {self.name} option {unknown[0]!r}; known: {', '.join(known)}"
+            )
+
+    def int_option(self, name: str, default: int) -> int:
+        raw = self.options.get(name, default)
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise InputError(f"{self.name}.{name} must be an integer, not {raw!r}") from None
 
     @abstractmethod
     def load(self, limit: int | None = None) -> TaskData:

@@ -138,32 +138,11 @@ def build_tiny_chat_model(directory: Path) -> Path:
 
 def build_tiny_reward_model(directory: Path) -> Path:
     """A tiny sequence-classification reward model (one output) sharing the chat tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        initializer_range=0.2,
-        num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(SEED)
-    LlamaForSequenceClassification(config).eval().save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_classifier(directory, ("reward",))
 
 
 def build_tiny_classifier(directory: Path, labels: tuple[str, ...]) -> Path:
-    """A tiny sequence classifier whose `id2label` names `labels`."""
+    """A tiny sequence classifier whose `id2label` names `labels` (one label: a reward model)."""
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 

@@ -49,18 +49,11 @@ class AlpacaEval(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        unknown = set(self.options) - set(OPTIONS)
-        if unknown:
-            raise InputError(
-                f"unknown alpaca_eval option {sorted(unknown)[0]!r}; known: {', '.join(OPTIONS)}"
-            )
+        self.check_options(OPTIONS)
         self.orders = self.options.get("orders", "random")
         if self.orders not in ORDERS:
             raise InputError(f"alpaca_eval.orders {self.orders!r} is not one of random, both")
-        try:
-            self.max_new_tokens = int(self.options.get("max_new_tokens", 2048))
-        except ValueError:
-            raise InputError("alpaca_eval.max_new_tokens must be an integer") from None
+        self.max_new_tokens = self.int_option("max_new_tokens", 2048)
         self.difficulty: dict[str, float] | None = None
         self.baseline: dict[str, dict[str, Result]] = {}
 

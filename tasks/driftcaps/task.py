@@ -15,7 +15,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.errors import InputError
 from evalharness.requests import (
     GenerateRequest,
     Message,
@@ -49,15 +48,8 @@ class DriftCaps(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        unknown = set(self.options) - set(OPTIONS)
-        if unknown:
-            raise InputError(
-                f"unknown driftcaps option {sorted(unknown)[0]!r}; known: {', '.join(OPTIONS)}"
-            )
-        try:
-            self.max_new_tokens = int(self.options.get("max_new_tokens", 256))
-        except ValueError:
-            raise InputError("driftcaps.max_new_tokens must be an integer") from None
+        self.check_options(OPTIONS)
+        self.max_new_tokens = self.int_option("max_new_tokens", 256)
 
     def load(self, limit: int | None = None) -> TaskData:
         prompts, source = load_prompts(self.options.get("data", "builtin"))

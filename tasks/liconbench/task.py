@@ -119,11 +119,7 @@ class LongICLBench(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        unknown = set(self.options) - set(OPTIONS)
-        if unknown:
-            raise InputError(
-                f"unknown liconbench option {sorted(unknown)[0]!r}; known: {', '.join(OPTIONS)}"
-            )
+        self.check_options(OPTIONS)
         dataset = self.options.get("dataset", "synthetic")
         if dataset not in SPECS:
             raise InputError(f"liconbench.dataset {dataset!r} is not one of {', '.join(SPECS)}")

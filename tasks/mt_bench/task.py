@@ -98,15 +98,8 @@ class MTBench(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        unknown = set(self.options) - set(OPTIONS)
-        if unknown:
-            raise InputError(
-                f"unknown mt_bench option {sorted(unknown)[0]!r}; known: {', '.join(OPTIONS)}"
-            )
-        try:
-            self.max_new_tokens = int(self.options.get("max_new_tokens", 1024))
-        except ValueError:
-            raise InputError("mt_bench.max_new_tokens must be an integer") from None
+        self.check_options(OPTIONS)
+        self.max_new_tokens = self.int_option("max_new_tokens", 1024)
         self.mode = self.options.get("mode", "single")
         if self.mode not in MODES:
             raise InputError(f"mt_bench.mode {self.mode!r} is not one of {', '.join(MODES)}")

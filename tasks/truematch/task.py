@@ -153,11 +153,7 @@ class TrueMatch(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        unknown = sorted(set(self.options) - set(OPTIONS))
-        if unknown:
-            raise InputError(
-                f"unknown truematch option {unknown[0]!r}; known: {', '.join(OPTIONS)}"
-            )
+        self.check_options(OPTIONS)
         opts = self.options
         self.images = opts.get("images")
         self.captions = opts.get("captions")
