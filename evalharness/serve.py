@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
 from evalharness.requests import Message, SamplingParams
 
@@ -239,12 +240,6 @@ def token_text(backend: HFBackend, token_id: int) -> str:
     return backend.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
-def cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
-    """Index of the first stop string in `text`, or None when none occurs."""
-    found = [index for index in (text.find(s) for s in stops) if index >= 0]
-    return min(found) if found else None
-
-
 # -- one request, end to end ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Completion:
@@ -274,7 +269,7 @@ def complete(
     new_ids, finish = generate_ids(backend, prompt_ids, sampling)
     text = backend.tokenizer.decode(new_ids, skip_special_tokens=True)
     offsets = decoded_offsets(backend, new_ids, 0) if stops or with_offsets else []
-    cut = cut_at_stop(text, stops)
+    cut = stop_index(text, stops)
     if cut is not None:
         kept = sum(1 for offset in offsets if offset < cut)
         new_ids, offsets, text, finish = new_ids[:kept], offsets[:kept], text[:cut], "stop"

@@ -18,7 +18,7 @@ from evalharness.records import read_records, require
 from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge
+from .base import Judge, side_of
 
 
 def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
@@ -77,10 +77,9 @@ class AnnotationsJudge(Judge):
                 "failure": True,
                 "error": f"annotation preference {row['preference']!r} is not in [1, 2]",
             }
-        winner = "candidate" if preference > 1.5 else "baseline" if preference < 1.5 else "tie"
         return {
             "preference": preference,
-            "winner": winner,
+            "winner": side_of(preference - 1.0),
             "consistent": None,
             "failure": False,
             # The annotated pair may differ from the run's (re-generated, whitespace).

@@ -18,6 +18,13 @@ from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
 
+def side_of(p_candidate: float) -> str:
+    """Which answer a pairwise verdict favours, from P(candidate is better)."""
+    if p_candidate > 0.5:
+        return "candidate"
+    return "baseline" if p_candidate < 0.5 else "tie"
+
+
 class Judge(HasIdentity):
     backend: Backend | None = None
     #: Protocols this judge can give verdicts for (see `JudgeItem`).

@@ -32,7 +32,7 @@ from evalharness.requests import (
 )
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge
+from .base import Judge, side_of
 from .parsing import parse_pairwise, parse_rating
 from .prompts import FASTCHAT, render
 from .templates import template_hash
@@ -144,12 +144,9 @@ class LLMJudge(Judge):
         """One of the three classes; from probabilities, the most likely one."""
         if self.mode == "probs":
             logprobs = [r.logprob for r in results if isinstance(r, ScoreResult)]
-            top = max(logprobs)
-            weights = [math.exp(lp - top) for lp in logprobs]
-            total = sum(weights)
             probabilities = {
-                label: round(w / total, 6)
-                for label, w in zip(REFUSAL_CLASSES.values(), weights, strict=True)
+                label: round(p, 6)
+                for label, p in zip(REFUSAL_CLASSES.values(), renormalise(logprobs), strict=True)
             }
             label = max(probabilities, key=probabilities.__getitem__)
             return {"label": label, "failure": False, "probabilities": probabilities}
@@ -197,7 +194,7 @@ class LLMJudge(Judge):
                     {
                         "candidate_first": candidate_first,
                         "p_candidate": round(p_candidate, 6),
-                        "winner": _side(p_candidate),
+                        "winner": side_of(p_candidate),
                     }
                 )
             p = sum(x["p_candidate"] for x in passes) / len(passes)
@@ -230,12 +227,6 @@ def identical_answers(item: JudgeItem) -> bool:
     return all(fields.get(f"answer_{t}") == fields.get(f"baseline_{t}") for t in turns)
 
 
-def _side(p_candidate: float) -> str:
-    if p_candidate > 0.5:
-        return "candidate"
-    return "baseline" if p_candidate < 0.5 else "tie"
-
-
 def _letter_to_side(letter: str, candidate_first: bool) -> str:
     if letter == "tie":
         return "tie"
@@ -248,19 +239,24 @@ def _combine(passes: list[dict[str, Any]], preference: float) -> dict[str, Any]:
     consistent = len({x["winner"] for x in passes}) == 1 if len(passes) > 1 else None
     return {
         "preference": round(preference, 6),
-        "winner": _side(preference - 1.0),
+        "winner": side_of(preference - 1.0),
         "consistent": consistent,
         "failure": False,
         "passes": passes,
     }
 
 
-def rating_from_logprobs(logprobs: Sequence[float]) -> dict[str, Any]:
-    """Expected rating under the judge's renormalised distribution over 1..10."""
+def renormalise(logprobs: Sequence[float]) -> list[float]:
+    """Probabilities of the listed options only (they sum to 1), computed stably."""
     top = max(logprobs)
     weights = [math.exp(lp - top) for lp in logprobs]
     total = sum(weights)
-    probabilities = [w / total for w in weights]
+    return [w / total for w in weights]
+
+
+def rating_from_logprobs(logprobs: Sequence[float]) -> dict[str, Any]:
+    """Expected rating under the judge's renormalised distribution over 1..10."""
+    probabilities = renormalise(logprobs)
     expected = sum(r * p for r, p in zip(RATINGS, probabilities, strict=True))
     best = RATINGS[max(range(len(RATINGS)), key=probabilities.__getitem__)]
     return {
@@ -268,5 +264,5 @@ def rating_from_logprobs(logprobs: Sequence[float]) -> dict[str, Any]:
         "failure": False,
         "argmax_rating": best,
         "distribution": {str(r): round(p, 6) for r, p in zip(RATINGS, probabilities, strict=True)},
-        "mass_on_ratings": round(math.exp(top) * total, 6),
+        "mass_on_ratings": round(sum(math.exp(lp) for lp in logprobs), 6),
     }

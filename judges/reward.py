@@ -16,7 +16,7 @@ from evalharness.backends.base import Backend
 from evalharness.requests import Message, Request, Result, RewardRequest, RewardResult
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge
+from .base import Judge, side_of
 
 
 def dialogue(fields: dict[str, Any], side: str) -> tuple[Message, ...]:
@@ -56,10 +56,9 @@ class RewardModelJudge(Judge):
             return {"rating": rewards[0], "reward": rewards[0], "failure": False}
         candidate, baseline = rewards
         p = 1.0 / (1.0 + math.exp(baseline - candidate))
-        winner = "candidate" if p > 0.5 else "baseline" if p < 0.5 else "tie"
         return {
             "preference": round(1.0 + p, 6),
-            "winner": winner,
+            "winner": side_of(p),
             "consistent": None,
             "failure": False,
             "rewards": {"candidate": candidate, "baseline": baseline},

@@ -26,10 +26,16 @@ from evalharness.requests import (
 T = TypeVar("T")
 
 
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+def stop_index(text: str, stops: Sequence[str]) -> int | None:
+    """Index of the first stop string in `text`, or None when none occurs."""
+    found = [index for index in (text.find(s) for s in stops if s) if index >= 0]
+    return min(found) if found else None
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     """`text` up to the first stop string, and whether one was found."""
-    cuts = [text.index(s) for s in stop if s and s in text]
-    return (text[: min(cuts)], True) if cuts else (text, False)
+    index = stop_index(text, stops)
+    return (text, False) if index is None else (text[:index], True)
 
 
 def all_results(results: Sequence[T | None]) -> list[T]:
