@@ -376,17 +376,7 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 def _resolve_run(store: Any, run_id: str) -> str:
-    if run_id == "latest":
-        runs = store.list_runs()
-        if not runs:
-            raise InputError(f"{store.path}: no runs stored")
-        return max(runs, key=lambda r: r["created_at"])["run_id"]
-    matches = store.find_runs(run_id)
-    if not matches:
-        raise InputError(f"no run {run_id!r} in {store.path}")
-    if len(matches) > 1:
-        raise InputError(f"run id prefix {run_id!r} is ambiguous ({len(matches)} runs)")
-    return matches[0]
+    return store.resolve_run(run_id)
 
 
 def run_summary(store: Any, run_id: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalharness.errors import InputError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -154,6 +156,20 @@ class RunStore:
             "SELECT run_id FROM runs WHERE run_id LIKE ? ORDER BY created_at", (prefix + "%",)
         ).fetchall()
         return [r[0] for r in rows]
+
+    def resolve_run(self, reference: str) -> str:
+        """A full run id from 'latest', a full id or an unambiguous prefix (else InputError)."""
+        if reference == "latest":
+            runs = self.list_runs()
+            if not runs:
+                raise InputError(f"{self.path}: no runs stored")
+            return max(runs, key=lambda r: r["created_at"])["run_id"]
+        matches = self.find_runs(reference)
+        if not matches:
+            raise InputError(f"no run {reference!r} in {self.path}")
+        if len(matches) > 1:
+            raise InputError(f"run id prefix {reference!r} is ambiguous ({len(matches)} runs)")
+        return matches[0]
 
     def list_runs(self) -> list[dict[str, Any]]:
         rows = self.conn.execute(

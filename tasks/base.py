@@ -52,6 +52,40 @@ class TaskData:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One paired unit of a metric, so `compare` can test two runs on the same samples.
+
+    The metric is the mean of its outcomes over the samples (and units) a run has; `compare`
+    pairs two runs on (sample id, unit). `unit` separates several outcomes of one sample (MT-Bench's
+    two turns, LIConBench's rounds). `kind` chooses the paired test: `binary` (0/1, McNemar),
+    `rating` (ordinal scores, Wilcoxon signed-rank and sign counts), `continuous` (Wilcoxon).
+    """
+
+    metric: str
+    value: float
+    unit: str = ""
+    kind: str = "continuous"
+    higher_is_better: bool = True
+
+
+@dataclass
+class SampleView:
+    """What a person reads for one sample in the HTML report.
+
+    `prompt` lists the user turns; `responses` the model's text per slot; `verdicts` one entry
+    per judged slot: {slot, verdict (what the judge decided, as text), score (a number or None),
+    rationale (the judge's own words, or None)}; `tags` are the fields a reader filters on.
+    """
+
+    prompt: list[str]
+    responses: dict[str, str]
+    reference: str | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    score: float | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class TaskResult:
     metrics: dict[str, float]
@@ -71,6 +105,8 @@ class Task(ABC):
     pooled: ClassVar[bool] = False
     #: The judge used when the run names none (e.g. refusal rules); None = the model itself.
     default_judge: ClassVar[str | None] = None
+    #: The metrics a leaderboard shows and `compare` gates on by default.
+    headline: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         self.options = dict(options or {})
@@ -146,3 +182,80 @@ class Task(ABC):
     @abstractmethod
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
         """Task-level metrics from per-sample scores."""
+
+    # -- reading stored results (classmethods: no data is loaded, only stored values are read) --
+    @classmethod
+    def headline_metrics(cls, settings: Mapping[str, Any]) -> list[str]:
+        """Headline metric names for a run with these stored settings (some depend on them)."""
+        return list(cls.headline)
+
+    @classmethod
+    def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
+        """Per-sample outcomes of the metrics that are means, for paired comparison.
+
+        Metrics that are not means of per-sample values (F1, fitted win rates) have none;
+        `compare` reports their deltas without a test.
+        """
+        return []
+
+    @classmethod
+    def present(
+        cls,
+        data: Mapping[str, Any],
+        scores: Mapping[str, Any] | None,
+        responses: Mapping[str, Mapping[str, Any]],
+        verdicts: Mapping[str, Mapping[str, Any]],
+    ) -> SampleView:
+        """A readable view of one stored sample; the default suits a single-prompt task."""
+        prompt = next(
+            (
+                str(data[key])
+                for key in ("prompt", "instruction", "question", "text")
+                if key in data
+            ),
+            "",
+        )
+        return SampleView(
+            prompt=[prompt] if prompt else [],
+            responses={slot: str(result.get("text", "")) for slot, result in responses.items()},
+            reference=str(data["reference"]) if data.get("reference") else None,
+            verdicts=[describe_verdict(slot, verdict) for slot, verdict in verdicts.items()],
+        )
+
+
+def describe_verdict(slot: str, verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """{slot, verdict, score, rationale} from any judge's stored verdict (see `SampleView`)."""
+    if verdict.get("failure"):
+        decided = "failed: " + str(verdict.get("error") or "no parseable verdict")
+    elif "rating" in verdict:
+        decided = f"rating {verdict['rating']}"
+    elif "winner" in verdict:
+        decided = f"winner: {verdict['winner']}"
+    elif "label" in verdict:
+        decided = str(verdict["label"])
+    elif "reward" in verdict:
+        decided = f"reward {verdict['reward']}"
+    else:
+        decided = ", ".join(f"{k}={v}" for k, v in sorted(verdict.items()) if k != "attempts")
+    score = next(
+        (
+            float(verdict[key])
+            for key in ("rating", "preference", "reward", "score")
+            if isinstance(verdict.get(key), (int, float)) and not isinstance(verdict[key], bool)
+        ),
+        None,
+    )
+    rationale = verdict.get("raw")
+    if rationale is None and verdict.get("passes"):
+        texts = [
+            f"{'candidate first' if p.get('candidate_first') else 'baseline first'}: "
+            + str(p.get("raw") or f"P(candidate)={p.get('p_candidate')}")
+            for p in verdict["passes"]
+        ]
+        rationale = "\n\n".join(texts)
+    if rationale is None and verdict.get("distribution"):
+        top = sorted(verdict["distribution"].items(), key=lambda kv: -kv[1])[:3]
+        rationale = "judge token probabilities: " + ", ".join(f"{k}: {v:.3f}" for k, v in top)
+    if rationale is None and verdict.get("matched"):
+        rationale = f"matched rule: {verdict['matched']}"
+    return {"slot": slot, "verdict": decided, "score": score, "rationale": rationale}

@@ -26,7 +26,7 @@ from evalharness.requests import (
 )
 from evalharness.stats import bootstrap_ci, mean
 
-from ..base import JudgeItem, Sample, Task, TaskData, TaskResult
+from ..base import JudgeItem, Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
 from .loader import load_difficulty, load_items
 from .metrics import RunPreferences, head_to_head, length_controlled
@@ -46,6 +46,33 @@ class AlpacaEval(Task):
     name = "alpaca_eval"
     description = "AlpacaEval-style win rate and length-controlled win rate against a reference"
     pooled = True
+
+    headline = ("length_controlled_winrate", "win_rate")
+
+    @classmethod
+    def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
+        """win_rate is 100 x mean(preference - 1) over judged instructions (AlpacaEval's rule)."""
+        preference = scores.get("preference")
+        if preference is None or not 1.0 <= preference <= 2.0:
+            return []
+        value = 100.0 * (float(preference) - 1.0)
+        return [
+            Outcome("win_rate", value),
+            Outcome(f"win_rate_{scores.get('dataset')}", value),
+        ]
+
+    @classmethod
+    def present(
+        cls,
+        data: Mapping[str, Any],
+        scores: Mapping[str, Any] | None,
+        responses: Mapping[str, Mapping[str, Any]],
+        verdicts: Mapping[str, Mapping[str, Any]],
+    ) -> SampleView:
+        view = super().present(data, scores, responses, verdicts)
+        view.score = (scores or {}).get("preference")
+        view.tags = {"dataset": str(data.get("dataset", ""))}
+        return view
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)

@@ -38,7 +38,7 @@ from evalharness.requests import (
 )
 from evalharness.stats import bootstrap_ci, mean
 
-from ..base import Sample, Task, TaskData, TaskResult
+from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
 from .loader import Splits, load_splits
 from .scoring import (
@@ -116,6 +116,55 @@ class LongICLBench(Task):
         "LongICLBench: in-context learning with 28-174 labels as the prompt grows by rounds"
     )
     needs_judge = False
+
+    @classmethod
+    def headline_metrics(cls, settings: Mapping[str, Any]) -> list[str]:
+        """The score at every round (or token budget) the run measured."""
+        return [str(point) for point in settings.get("points", [])]
+
+    @classmethod
+    def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
+        """Correct or not per round, for accuracy datasets; micro-F1 is not a per-item mean."""
+        if settings.get("metric") != ACCURACY:
+            return []
+        return [
+            Outcome(str(point), float(row["correct"]), kind="binary")
+            for point, row in (scores.get("points") or {}).items()
+        ]
+
+    @classmethod
+    def present(
+        cls,
+        data: Mapping[str, Any],
+        scores: Mapping[str, Any] | None,
+        responses: Mapping[str, Mapping[str, Any]],
+        verdicts: Mapping[str, Mapping[str, Any]],
+    ) -> SampleView:
+        item = data.get("item") or {}
+        inputs = item.get("inputs") or {}
+        text = " ".join(
+            str(v) if not isinstance(v, list) else " ".join(map(str, v)) for v in inputs.values()
+        )
+        points = (scores or {}).get("points") or {}
+        correct = [float(bool(row.get("correct"))) for row in points.values()]
+        gold = item.get("label", item.get("labels"))
+        return SampleView(
+            prompt=[text],
+            responses={slot: str(result.get("text", "")) for slot, result in responses.items()},
+            reference=None if gold is None else str(gold),
+            verdicts=[
+                {
+                    "slot": point,
+                    "verdict": ("correct" if row.get("correct") else "wrong")
+                    + ("" if row.get("valid", True) else " (not a label)"),
+                    "score": float(bool(row.get("correct"))),
+                    "rationale": f"prediction: {row.get('prediction')}",
+                }
+                for point, row in points.items()
+            ],
+            score=sum(correct) / len(correct) if correct else None,
+            tags={"dataset": str(data.get("dataset", ""))},
+        )
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)

@@ -33,7 +33,16 @@ from evalharness.requests import (
 )
 from evalharness.stats import bootstrap_ci, mean
 
-from ..base import JudgeItem, Sample, Task, TaskData, TaskResult
+from ..base import (
+    JudgeItem,
+    Outcome,
+    Sample,
+    SampleView,
+    Task,
+    TaskData,
+    TaskResult,
+    describe_verdict,
+)
 from ..registry import register_task
 from .loader import load_questions
 
@@ -95,6 +104,45 @@ def _round_robin(questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class MTBench(Task):
     name = "mt_bench"
     description = "MT-Bench: 80 two-turn questions, 8 categories, judged 1-10 (FastChat protocol)"
+
+    headline = ("score",)
+
+    @classmethod
+    def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
+        """One outcome per judged turn, under the overall, per-turn and category metrics."""
+        found = []
+        for turn in TURNS:
+            value = scores.get(turn)
+            if value is None:
+                continue
+            if isinstance(value, str):  # pairwise: the winner of the turn
+                value = {"candidate": 1.0, "tie": 0.5, "baseline": 0.0}[value]
+            for metric in ("score", f"score_{turn}", scores["category"]):
+                found.append(Outcome(metric, float(value), unit=turn, kind="rating"))
+        return found
+
+    @classmethod
+    def present(
+        cls,
+        data: Mapping[str, Any],
+        scores: Mapping[str, Any] | None,
+        responses: Mapping[str, Mapping[str, Any]],
+        verdicts: Mapping[str, Mapping[str, Any]],
+    ) -> SampleView:
+        judged = [
+            o.value for o in cls.outcomes(scores or {"category": ""}, {}) if o.metric == "score"
+        ]
+        references = data.get("reference") or []
+        return SampleView(
+            prompt=[str(turn) for turn in data.get("turns", [])],
+            responses={
+                slot: str(responses[slot].get("text", "")) for slot in TURNS if slot in responses
+            },
+            reference="\n\n".join(str(r) for r in references) if references else None,
+            verdicts=[describe_verdict(slot, verdicts[slot]) for slot in sorted(verdicts)],
+            score=sum(judged) / len(judged) if judged else None,
+            tags={"category": str(data.get("category", ""))},
+        )
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)

@@ -63,7 +63,7 @@ from evalharness.requests import (
 )
 from evalharness.stats import bootstrap_ci, mean
 
-from ..base import Sample, Task, TaskData, TaskResult
+from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
 from .generator import (
     ATTRIBUTES,
@@ -150,6 +150,53 @@ class TrueMatch(Task):
     name = "truematch"
     description = "Describe an item within a word budget so a frozen retriever picks it from a bag"
     needs_judge = False
+
+    headline = ("r_at_1",)
+
+    @classmethod
+    def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
+        """Retrieval credit (fractional on ties) and rank of the model's own description."""
+        credit = float(scores["r_at_1"])
+        return [
+            Outcome("r_at_1", credit),
+            Outcome(f"r_at_1_bag{scores['bag_size']}", credit),
+            Outcome("mean_rank", float(scores["rank"]), higher_is_better=False),
+        ]
+
+    @classmethod
+    def present(
+        cls,
+        data: Mapping[str, Any],
+        scores: Mapping[str, Any] | None,
+        responses: Mapping[str, Mapping[str, Any]],
+        verdicts: Mapping[str, Mapping[str, Any]],
+    ) -> SampleView:
+        gallery = [str(g) for g in data.get("gallery", [])]
+        target = data.get("target")
+        scores = scores or {}
+        retrieval = []
+        if "rank" in scores:
+            listing = "\n".join(
+                f"{'*' if i == target else ' '} {i}: {text}" for i, text in enumerate(gallery)
+            )
+            retrieval = [
+                {
+                    "slot": "retrieval",
+                    "verdict": f"rank {scores['rank']} of {len(gallery)}",
+                    "score": scores.get("r_at_1"),
+                    "rationale": f"gallery (* = the described item):\n{listing}",
+                }
+            ]
+        return SampleView(
+            prompt=[str(data.get("model_text", ""))],
+            responses={slot: str(result.get("text", "")) for slot, result in responses.items()},
+            reference=gallery[target]
+            if isinstance(target, int) and target < len(gallery)
+            else None,
+            verdicts=retrieval,
+            score=scores.get("r_at_1"),
+            tags={"bag_size": str(data.get("bag_size", ""))},
+        )
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
