@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalharness import __version__
+from evalharness.compare_cli import add_compare_parser, cmd_compare
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
 from evalharness.paths import default_store_path
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     from evalharness.train_cli import add_train_parsers
 
     add_train_parsers(commands)
+    add_compare_parser(commands)
 
     merge = commands.add_parser(
         "merge",
@@ -646,6 +648,7 @@ COMMANDS = {
     "train": lambda args: _train_cli().cmd_train(args),
     "methods": lambda args: _train_cli().cmd_methods(args),
     "pipeline": lambda args: _train_cli().cmd_pipeline(args),
+    "compare": cmd_compare,
 }
 
 

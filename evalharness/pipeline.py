@@ -1,16 +1,19 @@
-"""`evalharness pipeline CONFIG.yaml`: train → evaluate tuned and base → gate on regressions.
+"""`evalharness pipeline CONFIG.yaml`: train → evaluate tuned and base → gate with `compare`.
 
 The CI use: every fine-tune is trained, both the result and its starting point are evaluated on
-the same tasks with the same judge (cached runs are reused), and the command exits 1 when a
-gated metric of the tuned model is worse than the base's by more than its allowed drop.
+the same tasks with the same judge (cached runs are reused), and the two runs are compared sample
+by sample (`evalharness compare`). The command exits 1 when a gated metric of the tuned model is
+worse than the base's by more than its `max_drop` and the paired test says so at level `alpha`
+(a metric without a paired test, such as a fitted length-controlled win rate, is judged on its
+delta alone). Directions come from the task: a drop in `over_refusal` is an improvement.
 
 ```yaml
 train: {method: dpo, model: hf:base, data: prefs.jsonl, out: runs/dpo, max_steps: 50}
-evaluate: {tasks: [driftcaps], limit: 16, task_args: {driftcaps.data: builtin}}
+evaluate: {tasks: [driftcaps, mt_bench], limit: 16, task_args: {driftcaps.data: builtin}}
 gate:
-  - {metric: driftcaps.balanced_safety_accuracy, max_drop: 0.05}
+  - {metric: driftcaps.unsafe_refusal_rate, max_drop: 0.05}
+  - {metric: driftcaps.over_refusal, max_drop: 0.05, alpha: 0.1}
   - {metric: mt_bench.score, max_drop: 0.2}
-  - {metric: driftcaps.over_refusal_rate, max_drop: 0.05, higher_is_better: false}
 ```
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.paths import default_store_path
 from evalharness.records import read_yaml
 
 
@@ -29,16 +33,11 @@ class Gate:
     task: str
     metric: str
     max_drop: float
-    higher_is_better: bool
+    alpha: float = 0.05
 
     @property
     def name(self) -> str:
         return f"{self.task}.{self.metric}"
-
-    def check(self, base: float, tuned: float) -> tuple[float, bool]:
-        """(how much worse the tuned model is, whether that passes)."""
-        drop = base - tuned if self.higher_is_better else tuned - base
-        return drop, drop <= self.max_drop
 
 
 def read_pipeline(path: Path) -> dict[str, Any]:
@@ -64,14 +63,22 @@ def parse_gates(path: Path, entries: Any) -> list[Gate]:
         where = f"{path}: gate #{number}"
         if not isinstance(entry, dict) or "metric" not in entry:
             raise InputError(f"{where}: needs 'metric: TASK.METRIC'")
+        unknown = sorted(set(entry) - {"metric", "max_drop", "alpha"})
+        if unknown:
+            raise InputError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; known: metric, max_drop, alpha"
+            )
         task, sep, metric = str(entry["metric"]).partition(".")
         if not sep or not metric:
             raise InputError(f"{where}: metric {entry['metric']!r} is not TASK.METRIC")
         try:
             max_drop = float(entry.get("max_drop", 0.0))
+            alpha = float(entry.get("alpha", 0.05))
         except (TypeError, ValueError):
-            raise InputError(f"{where}: max_drop must be a number") from None
-        gates.append(Gate(task, metric, max_drop, bool(entry.get("higher_is_better", True))))
+            raise InputError(f"{where}: max_drop and alpha must be numbers") from None
+        if not 0.0 < alpha < 1.0:
+            raise InputError(f"{where}: alpha must be between 0 and 1, not {alpha}")
+        gates.append(Gate(task, metric, max_drop, alpha))
     return gates
 
 
@@ -79,7 +86,6 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
     """One `evalharness run` in process; returns its JSON result."""
     from evalharness.engine import Runner, RunSpec, no_progress
     from evalharness.modelspec import parse_model_spec
-    from evalharness.paths import default_store_path
     from evalharness.store import RunStore
 
     tasks = evaluate_config.get("tasks")
@@ -106,15 +112,40 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
         store.close()
 
 
-def metric_value(result: dict[str, Any], gate: Gate, model: str) -> float:
-    task = result["tasks"].get(gate.task)
-    if task is None:
-        raise InputError(f"gate {gate.name}: task {gate.task} was not evaluated")
-    value = task.get("metrics", {}).get(gate.metric)
-    if not isinstance(value, (int, float)):
-        names = ", ".join(sorted(task.get("metrics", {})))
-        raise InputError(f"gate {gate.name}: {model} has no such metric (it has: {names})")
-    return float(value)
+def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gate]) -> list[dict]:
+    """Compare the tuned run against the base (`compare`) and judge every gate on it."""
+    from evalharness.compare import compare_runs
+    from evalharness.store import RunStore
+
+    if not gates:
+        return []
+    store = RunStore(store_path)
+    try:
+        comparison = compare_runs(store, base_run, tuned_run, metrics=[g.name for g in gates])
+    finally:
+        store.close()
+    checks = []
+    for gate in gates:
+        task = comparison.tasks[gate.task]
+        row = next((m for m in task.metrics if m.metric == gate.metric), None)
+        if row is None or row.worse_by is None:
+            names = ", ".join(sorted(m.metric for m in task.metrics))
+            raise InputError(f"gate {gate.name}: no such metric in both runs (there are: {names})")
+        significant = None if row.p_value is None else row.p_value < gate.alpha
+        checks.append(
+            {
+                "metric": gate.name,
+                "base": row.a,
+                "tuned": row.b,
+                "worse_by": row.worse_by,
+                "max_drop": gate.max_drop,
+                "p_value": row.p_value,
+                "test": row.test,
+                "alpha": gate.alpha,
+                "passed": not (row.worse_by > gate.max_drop and significant is not False),
+            }
+        )
+    return checks
 
 
 def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
@@ -133,21 +164,8 @@ def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     tuned_spec = f"hf:{Path(train_config.out).resolve()}"
     base = evaluate(train_config.model, config["evaluate"], str(path))
     tuned = evaluate(tuned_spec, config["evaluate"], str(path))
-    checks = []
-    for gate in gates:
-        base_value = metric_value(base, gate, train_config.model)
-        tuned_value = metric_value(tuned, gate, tuned_spec)
-        drop, passed = gate.check(base_value, tuned_value)
-        checks.append(
-            {
-                "metric": gate.name,
-                "base": base_value,
-                "tuned": tuned_value,
-                "worse_by": drop,
-                "max_drop": gate.max_drop,
-                "passed": passed,
-            }
-        )
+    store_path = Path(config["evaluate"].get("store") or default_store_path())
+    checks = check_gates(store_path, base["run_id"], tuned["run_id"], gates)
     return {
         "trained": {"out": str(summary.out), "steps": summary.steps, **summary.eval_after},
         "base_run": base["run_id"],

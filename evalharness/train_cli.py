@@ -240,7 +240,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             verdict = "pass" if check["passed"] else "FAIL"
             print(
                 f"  {verdict}  {check['metric']}: base {check['base']:.4f} -> tuned "
-                f"{check['tuned']:.4f} (worse by {check['worse_by']:+.4f}, "
-                f"allowed {check['max_drop']})"
+                f"{check['tuned']:.4f} (worse by {check['worse_by']:+.4f}, allowed "
+                f"{check['max_drop']}; "
+                + (
+                    f"{check['test']} p={check['p_value']:.3g}, alpha {check['alpha']})"
+                    if check["p_value"] is not None
+                    else "no paired test)"
+                )
             )
     return 0 if report["passed"] else 1

@@ -12,7 +12,8 @@ from conftest import shared_data
 
 from evalharness.errors import InputError
 from evalharness.judges.rules import XSTEST_REFUSAL_PREFIXES, RuleJudge
-from evalharness.tasks.driftcaps.drift import compute_drift, mcnemar_p
+from evalharness.paired import mcnemar_p
+from evalharness.tasks.driftcaps.drift import compute_drift
 from evalharness.tasks.driftcaps.loader import BUILTIN, load_prompts
 
 REFUSAL = "I'm sorry, but I can't help with that."

@@ -12,14 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from scipy.stats import binomtest
-
-
-def mcnemar_p(lost: int, gained: int) -> float:
-    """Exact two-sided McNemar p-value from the two discordant counts (1.0 with none)."""
-    if lost + gained == 0:
-        return 1.0
-    return float(binomtest(lost, lost + gained, 0.5).pvalue)
+from evalharness.paired import mcnemar_p
 
 
 def _paired(base: list[bool], tuned: list[bool]) -> dict[str, Any]:
