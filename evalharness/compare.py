@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -102,11 +102,14 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         tasks = {}
         for name, task in self.tasks.items():
-            entry = asdict(task)
-            entry.pop("task")
-            for row, metric in zip(entry["metrics"], task.metrics, strict=True):
+            # Field by field rather than asdict(task): asdict deep-copies every per-sample row.
+            entry = {f.name: getattr(task, f.name) for f in fields(task) if f.name != "task"}
+            entry["metrics"] = []
+            for metric in task.metrics:
+                row = asdict(metric)
                 row["worse_by"] = metric.worse_by
                 row["ci"] = list(metric.ci) if metric.ci is not None else None
+                entry["metrics"].append(row)
             tasks[name] = entry
         return {
             "run_a": self.run_a,
