@@ -19,6 +19,7 @@ from evalharness.compare_cli import add_compare_parser, cmd_compare
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
 from evalharness.paths import default_store_path
+from evalharness.report_cli import add_report_parser, cmd_report
 from evalharness.verdict_cli import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
 
 #: The offline default suite: every task on its authored data, sized to run in minutes on a
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parsers(commands)
     add_compare_parser(commands)
+    add_report_parser(commands)
 
     merge = commands.add_parser(
         "merge",
@@ -438,6 +440,7 @@ COMMANDS = {
     "methods": lambda args: _train_cli().cmd_methods(args),
     "pipeline": lambda args: _train_cli().cmd_pipeline(args),
     "compare": cmd_compare,
+    "report": cmd_report,
 }
 
 

@@ -1,1 +1,1 @@
-"""Reports: static HTML (jinja2) for leaderboards, per-task and per-sample views, comparisons."""
+"""The static HTML report (`evalharness report`): collect, charts, panels, data, site."""

@@ -1,0 +1,75 @@
+"""`evalharness report`: a static HTML site (leaderboard, task, run, sample and compare pages).
+
+The site opens from file:// with no network: charts are inline SVG, sample data are script
+files loaded on demand. See `evalharness.reports.site` for how it is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from evalharness.errors import InputError
+from evalharness.paths import default_store_path
+
+
+def add_report_parser(commands: Any) -> None:
+    """Add the `report` subcommand to an argparse subparsers object."""
+    report = commands.add_parser(
+        "report",
+        help="write a static HTML report of stored runs (opens offline from file://)",
+        description="Leaderboard, a page per task with charts, a provenance page per run, "
+        "searchable per-sample pages and a run-versus-run comparison page, as a directory of "
+        "static files that needs no server and no network.",
+    )
+    report.add_argument(
+        "--store", default=None, help=f"run store (default: {default_store_path()})"
+    )
+    report.add_argument(
+        "--runs",
+        default=None,
+        help="comma-separated runs to include: ids, prefixes or 'latest' (default: all)",
+    )
+    report.add_argument("--out", required=True, help="output directory (created or replaced)")
+    report.add_argument("--json", action="store_true", help="print a JSON summary of the build")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build the report; InputError (one line, exit 2) for an unusable store, run or --out."""
+    from evalharness.reports.collect import resolve_runs
+    from evalharness.reports.site import build_report
+    from evalharness.store import RunStore
+
+    path = Path(args.store) if args.store else default_store_path()
+    if not path.is_file():
+        raise InputError(f"no run store at {path}")
+    references = None if args.runs is None else args.runs.split(",")
+    try:
+        store = RunStore(path)
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path} is not a run store ({exc})") from None
+    try:
+        run_ids = resolve_runs(store, references)
+        stats = build_report(store, Path(args.out), run_ids)
+    finally:
+        store.close()
+    summary: dict[str, Any] = {
+        "out": str(stats.out),
+        "pages": stats.pages,
+        "runs": stats.runs,
+        "samples": stats.samples,
+        "seconds": round(stats.seconds, 3),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"wrote {stats.pages} pages for {stats.runs} runs and {stats.samples} samples "
+            f"to {stats.out} in {stats.seconds:.1f} s; open {stats.out / 'index.html'}"
+        )
+        for note in stats.notes:
+            print(f"note: {note}")
+    return 0
