@@ -18,6 +18,10 @@ from cli_helpers import run_cli, write_lines
 from evalharness import scoring_cli
 
 TOLERANCE = 1e-4
+#: On the real 49k-vocabulary model float32 rounding (a different summation order over the
+#: vocabulary than lm-eval's full log-softmax) adds up per token: 10 tokens differed by 1.3e-4
+#: on an AMD EPYC, so the bound there is per continuation token.
+TOLERANCE_PER_TOKEN = 2e-5
 
 #: Rows covering lm-eval's tokenisation rules: trailing spaces of the context move to the
 #: continuation, an empty context conditions on BOS, several rows share one context (the
@@ -279,6 +283,7 @@ def test_score_agrees_with_lm_eval_on_the_default_model(
     ]
     theirs = lm.loglikelihood(instances, disable_tqdm=True)
     for row, mine, (logprob, greedy) in zip(rows, ours, theirs, strict=True):
-        assert abs(mine["logprob"] - logprob) <= TOLERANCE, (row, mine, logprob)
+        bound = max(TOLERANCE, TOLERANCE_PER_TOKEN * mine["n_tokens"])
+        assert abs(mine["logprob"] - logprob) <= bound, (row, mine, logprob)
         assert mine["is_greedy"] is greedy, row
     assert {greedy for _, greedy in theirs} == {True, False}
