@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
+from evalharness.backends.prompts import PromptEncoder
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.modelspec import ModelSpec
@@ -170,19 +171,15 @@ class HFBackend(Backend):
         return sorted(i for i in ids if i is not None)
 
     # -- prompts -------------------------------------------------------------------------
+    @property
+    def prompts(self) -> PromptEncoder:
+        return PromptEncoder(self.tokenizer)
+
     def render_chat(self, messages: Sequence[Message]) -> str:
-        """The chat prompt with a generation prompt; plain `role: text` lines without a template."""
-        as_dicts = [{"role": m.role, "content": m.content} for m in messages]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(
-                as_dicts, tokenize=False, add_generation_prompt=True
-            )
-        lines = [f"{m.role}: {m.content}" for m in messages]
-        return "\n".join(lines) + "\nassistant:"
+        return self.prompts.render_chat(messages)
 
     def encode(self, text: str, *, templated: bool) -> list[int]:
-        # A chat-rendered prompt already holds its special tokens; raw text gets the tokenizer's.
-        return self.tokenizer(text, add_special_tokens=not templated)["input_ids"]
+        return self.prompts.encode(text, templated=templated)
 
     # -- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
@@ -333,40 +330,7 @@ class HFBackend(Backend):
 
     # -- scoring -------------------------------------------------------------------------
     def encode_pair(self, request: ScoreRequest) -> tuple[list[int], list[int]]:
-        """Context and continuation token ids, split exactly as lm-evaluation-harness does.
-
-        Trailing whitespace of the context moves to the continuation; the whole text is encoded
-        once and the continuation is whatever follows the context's own encoding (even when a
-        token straddles the boundary). An empty context conditions on the BOS (else EOS) token.
-        """
-        if request.messages is not None:
-            context, templated = self.render_chat(request.messages) + request.context, True
-        else:
-            context, templated = request.context, False
-        if not context:
-            continuation = self.tokenizer(request.continuation, add_special_tokens=False)
-            continuation_ids = continuation["input_ids"]
-            prefix = self.tokenizer.bos_token_id
-            if prefix is None:
-                prefix = self.tokenizer.eos_token_id
-            if continuation_ids and continuation_ids[0] == prefix:
-                return continuation_ids[:1], continuation_ids[1:]
-            return [prefix], continuation_ids
-        stripped = context.rstrip()
-        continuation = context[len(stripped) :] + request.continuation
-        whole = self._encode_scored(stripped + continuation, templated)
-        context_ids = self._encode_scored(stripped, templated)
-        return context_ids, whole[len(context_ids) :]
-
-    def _encode_scored(self, text: str, templated: bool) -> list[int]:
-        """Raw text gets the tokenizer's special tokens unless it already starts with BOS."""
-        prefix = self.tokenizer.bos_token_id
-        if prefix is None:
-            prefix = self.tokenizer.eos_token_id
-        prefix_text = self.tokenizer.decode([prefix]) if prefix is not None else ""
-        if not templated and prefix_text and text.startswith(prefix_text):
-            templated = True
-        return self.encode(text, templated=templated)
+        return self.prompts.encode_pair(request)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         pairs = [self.encode_pair(r) for r in requests]
