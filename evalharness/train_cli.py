@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "eval_before": summary.eval_before,
         "eval_after": summary.eval_after,
     }
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # one of several launched processes: the main one reports
     if args.json:
         print(json.dumps(result))
     else:

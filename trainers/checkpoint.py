@@ -14,9 +14,19 @@ from .models import core_model
 
 
 def save_checkpoint(
-    model: Any, tokenizer: Any, out: Path, *, metadata: dict[str, Any], merge_lora: bool
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    *,
+    metadata: dict[str, Any],
+    merge_lora: bool,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Write safetensors weights, tokenizer and `train.json`; returns the directory."""
+    """Write safetensors weights, tokenizer and `train.json`; returns the directory.
+
+    `state_dict`: the full weights gathered from FSDP/DeepSpeed shards (the model object itself
+    then holds only this process's shard); None saves the model's own weights.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):
         model.save_pretrained(out / "adapter", safe_serialization=True)
@@ -24,7 +34,7 @@ def save_checkpoint(
             _write_metadata(out, metadata)
             return out
         model = model.merge_and_unload()
-    core_model(model).save_pretrained(out, safe_serialization=True)
+    core_model(model).save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     _write_metadata(out, metadata)
     return out

@@ -3,6 +3,11 @@
 Data → tokenised examples → (reference sums, once, cached) → for each batch: one policy forward
 through the fused scoring kernel → the loss's keyword inputs → `loss.mean()` → `accelerate`
 backward/step (gradient accumulation, multi-GPU and FSDP come from `accelerate launch`).
+
+Several processes (`accelerate launch`, `torchrun`): each trains on its shard of every epoch's
+batches (the data loader goes through `accelerator.prepare`), the reference sums are computed by
+the main process first and read from its cache by the others, logged metrics are means over the
+processes (examples: their sum), and only the main process writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -195,6 +201,27 @@ def load_splits(config: TrainConfig, data_format: str, tokenizer: Any) -> tuple[
     return train, held
 
 
+def cpu_only_launch() -> bool:
+    """True when several processes were launched (torchrun / `accelerate launch` set WORLD_SIZE)
+    on a machine without an accelerator.
+
+    `accelerate` forms a gloo process group on CPUs only when told `cpu=True`; without it every
+    process silently trains alone on all the data and all of them write the checkpoint.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    device = getattr(torch, "accelerator", None)
+    available = device.is_available() if device is not None else torch.cuda.is_available()
+    return not available
+
+
+def _sharded_weights(accelerator: Any) -> bool:
+    """FSDP and DeepSpeed hold a shard of the weights per process: saving gathers them."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
 class Trainer:
     """State of one run: models, data, reference sums, optimizer; `run()` trains and saves."""
 
@@ -212,8 +239,10 @@ class Trainer:
         self.hyper = hyperparameters(self.method, config.loss_args)
         set_seed(config.seed)
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=config.gradient_accumulation_steps
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            cpu=cpu_only_launch(),
         )
+        self._check_sharded_lora()
         self.is_reward_model = self.method.name == "reward"
         loaded = load_model(
             config.model,
@@ -270,7 +299,8 @@ class Trainer:
             return out
 
         size = self.config.batch_size
-        with disabled:
+        # The main process computes and caches the sums; the others then read its cache file.
+        with disabled, self.accelerator.main_process_first():
             for name, data in (("train", self.train_data), ("eval", self.eval_data)):
                 if len(data):
                     batches = data.in_order(size, self.kl_rows)
@@ -297,6 +327,31 @@ class Trainer:
             return None
         device = self.accelerator.device
         return lambda kind, index: sums[kind][index.cpu()].to(device)
+
+    def _check_sharded_lora(self) -> None:
+        if self.config.lora is not None and _sharded_weights(self.accelerator):
+            raise InputError(
+                "LoRA under FSDP/DeepSpeed is not supported by this trainer: use "
+                "configs/accelerate/multi_gpu.yaml (DDP) for LoRA runs"
+            )
+
+    def _mean_over_processes(self, record: dict[str, float]) -> dict[str, float]:
+        """Each process's step metrics, averaged over the processes (a no-op on one)."""
+        accelerator = self.accelerator
+        if accelerator.num_processes == 1 or not record:
+            return record
+        keys = sorted(record)
+        values = torch.tensor([record[k] for k in keys], device=accelerator.device)
+        means = accelerator.reduce(values, reduction="mean")
+        return {k: float(v) for k, v in zip(keys, means.tolist(), strict=True)}
+
+    def _sum_over_processes(self, count: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return count
+        total = self.accelerator.reduce(
+            torch.tensor(count, device=self.accelerator.device), reduction="sum"
+        )
+        return int(total)
 
     # -- one batch ------------------------------------------------------------------------
     def loss_inputs(self, scorer: Any, batch: dict[str, torch.Tensor], split: str) -> dict:
@@ -382,7 +437,8 @@ class Trainer:
 
         config, accelerator = self.config, self.accelerator
         out = Path(config.out)
-        log = MetricsLog(out / "metrics.jsonl")
+        main = accelerator.is_main_process
+        log = MetricsLog(out / "metrics.jsonl") if main else None
         scorer = self.model if self.is_reward_model else PolicyScorer(self.model)
         parameters = [p for p in scorer.parameters() if p.requires_grad]
         optimizer = adamw(parameters, config.learning_rate, config.weight_decay)
@@ -394,23 +450,29 @@ class Trainer:
             generator=generator,
             collate_fn=lambda indices: self.train_data.batch(list(indices), self.kl_rows),
         )
+        raw_optimizer = optimizer
+        scorer, optimizer, loader = accelerator.prepare(scorer, optimizer, loader)
+        # After `prepare`, len(loader) is this process's share of an epoch's batches.
         updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
         total = config.max_steps or max(1, math.ceil(updates_per_epoch * config.epochs))
+        # A prepared scheduler steps once per process per optimizer step (accelerate's
+        # convention), so its horizon is counted in process-steps.
+        processes = accelerator.num_processes
         scheduler = get_scheduler(
             "linear",
-            optimizer,
-            num_warmup_steps=int(total * config.warmup_ratio),
-            num_training_steps=total,
+            raw_optimizer,
+            num_warmup_steps=int(total * config.warmup_ratio) * processes,
+            num_training_steps=total * processes,
         )
-        scorer, optimizer, loader, scheduler = accelerator.prepare(
-            scorer, optimizer, loader, scheduler
-        )
+        scheduler = accelerator.prepare(scheduler)
         scorer.train()
         eval_before = self.evaluate(scorer)
-        if eval_before:
+        if eval_before and log:
             log.write({"step": 0, **eval_before})
         started, step, seen = time.monotonic(), 0, 0
-        bar = tqdm(total=total, desc=f"train {self.method.name}", disable=not self.progress)
+        bar = tqdm(
+            total=total, desc=f"train {self.method.name}", disable=not (self.progress and main)
+        )
         record: dict[str, float] = {}
         while step < total:
             for batch in loader:
@@ -426,28 +488,62 @@ class Trainer:
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
-                record = {"step": step, "examples": seen, **self.step_metrics(loss, inputs)}
+                metrics = self._mean_over_processes(self.step_metrics(loss, inputs))
+                record = {"step": step, "examples": self._sum_over_processes(seen), **metrics}
                 record["lr"] = scheduler.get_last_lr()[0]
                 if config.eval_every and step % config.eval_every == 0:
                     record.update(self.evaluate(scorer))
-                log.write(record)
+                if log:
+                    log.write(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if config.save_every and step % config.save_every == 0 and step < total:
-                    self._save(accelerator.unwrap_model(scorer), out / f"step-{step}", final=False)
+                    self._save_all(scorer, out / f"step-{step}", final=False)
                 if step >= total:
                     break
         bar.close()
         eval_after = self.evaluate(scorer)
-        if eval_after:
+        if eval_after and log:
             log.write({"step": step, **eval_after})
         seconds = time.monotonic() - started
+        seen = self._sum_over_processes(seen)
         summary = TrainSummary(out, step, seen, seconds, record, eval_before, eval_after)
-        self._save(accelerator.unwrap_model(scorer), out, final=True, summary=summary)
+        self._save_all(scorer, out, final=True, summary=summary)
         return summary
 
-    def _save(
+    def _save_all(
         self, scorer: Any, out: Path, *, final: bool, summary: TrainSummary | None = None
+    ) -> None:
+        """Every process takes part, the main one writes.
+
+        All processes wait for each other first (no one still stepping); under FSDP/DeepSpeed
+        `get_state_dict` gathers the full weights (a collective, so every process calls it);
+        the main process then saves the unwrapped model, and the others wait until it has.
+        """
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        state = accelerator.get_state_dict(scorer) if _sharded_weights(accelerator) else None
+        if accelerator.is_main_process:
+            if state is not None and not self.is_reward_model:
+                # PolicyScorer holds the model as `model`: its keys are the model's, prefixed.
+                state = {k.removeprefix("model."): v for k, v in state.items()}
+            self._save(
+                accelerator.unwrap_model(scorer),
+                out,
+                final=final,
+                summary=summary,
+                state_dict=state,
+            )
+        accelerator.wait_for_everyone()
+
+    def _save(
+        self,
+        scorer: Any,
+        out: Path,
+        *,
+        final: bool,
+        summary: TrainSummary | None = None,
+        state_dict: dict[str, Any] | None = None,
     ) -> None:
         model = scorer if self.is_reward_model else scorer.model
         metadata = {
@@ -455,6 +551,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "base": self.base_identity,
             "hyperparameters": self.hyper,
+            "processes": self.accelerator.num_processes,
         }
         if summary is not None:
             metadata.update(
@@ -465,7 +562,14 @@ class Trainer:
                 eval_before=summary.eval_before,
                 eval_after=summary.eval_after,
             )
-        save_checkpoint(model, self.tokenizer, out, metadata=metadata, merge_lora=final)
+        save_checkpoint(
+            model,
+            self.tokenizer,
+            out,
+            metadata=metadata,
+            merge_lora=final,
+            state_dict=state_dict,
+        )
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:

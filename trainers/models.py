@@ -121,6 +121,8 @@ class PolicyScorer(torch.nn.Module):
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.model = model
+        # FSDP's transformer-based wrap reads the layer classes from the wrapped module.
+        self._no_split_modules = getattr(core_model(model), "_no_split_modules", None)
 
     def forward(
         self,

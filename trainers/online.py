@@ -8,6 +8,7 @@ samples, so the "old" policy is the current one detached (ratio 1, the exact pol
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,13 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
 
     method = losses.method(config.method)
     hyper = hyperparameters(method, config.loss_args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # This loop is single-process: launched N times it would train N copies that all
+        # write the same checkpoint.
+        raise InputError(
+            f"method {method.name} trains in one process: run it without accelerate launch "
+            "or torchrun"
+        )
     if not config.reward or not config.reward.startswith("rm:"):
         raise InputError(f"method {method.name} needs --reward rm:DIR (a reward model)")
     if config.group_size < 2:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,8 @@ def reference_sums(
                 parts.setdefault(kind, []).append(values.detach().float().cpu())
     sums = {kind: torch.cat(values) for kind, values in parts.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
+    # One temporary file per process: concurrent writers never write into each other's file.
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
     save_file({k: v.contiguous() for k, v in sums.items()}, str(temporary))
     temporary.replace(path)
     return sums
