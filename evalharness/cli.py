@@ -440,6 +440,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from evalharness.serve import serve
 
     spec = _model_spec(args)
+    if spec.workers > 1:
+        raise InputError("serve runs the model in its own process: --workers is for run and score")
     backend = load_backend(spec)
     if not isinstance(backend, HFBackend):
         raise InputError(f"serve needs an hf: model, not {spec.raw!r}")

@@ -134,7 +134,9 @@ class ShardedBackend(Backend):
         self.replica_spec = replace(spec, workers=1)
         # Identity only: backends compute it without loading weights.
         self._local = load_backend(self.replica_spec)
-        self.batch_size = spec.batch_size * spec.workers
+        # The replica's own batch (vllm: hands its engine bigger ones than --batch-size).
+        self.replica_batch = self._local.batch_size
+        self.batch_size = self.replica_batch * spec.workers
         self.recorded = self._local.recorded
         self._actors: list[Any] = []
         self._where: list[str] = []
@@ -240,7 +242,8 @@ class ShardedBackend(Backend):
     def parts(self, n: int) -> list[tuple[int, int]]:
         """Contiguous [start, end) parts, at most one per worker, each whole `batch_size`
         batches (the last may be short): the batches one process would have been handed."""
-        step = self.spec.batch_size * max(1, math.ceil(n / (self.spec.batch_size * self.workers)))
+        batch = self.replica_batch
+        step = batch * max(1, math.ceil(n / (batch * self.workers)))
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
     def _call(self, method: str, requests: Sequence[Any]) -> list[Any]:
