@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -54,8 +52,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import measure  # beside this script
 import torch
-from measure import cpu_seconds  # beside this script
+from measure import cpu_seconds
 from rich.console import Console
 from rich.table import Table
 
@@ -175,18 +174,13 @@ def bench_batch_size(
 
 
 def machine_info() -> dict[str, Any]:
-    """Facts that decide CPU throughput, recorded next to the numbers."""
+    """The shared machine facts plus the library versions that decide generation speed."""
     import transformers
 
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
+        **measure.machine_info(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
         "cuda": torch.cuda.is_available(),
     }
 

@@ -44,8 +44,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -56,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from measure import machine_info  # beside this script
 from rich.console import Console
 from rich.table import Table
 
@@ -185,17 +184,6 @@ def measure(
         "speedup": None,
         "run_seconds_reported": result["seconds"],
         "judging": judging,
-    }
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
     }
 
 

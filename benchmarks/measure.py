@@ -10,7 +10,9 @@ import contextlib
 import ctypes
 import gc
 import os
+import platform
 from pathlib import Path
+from typing import Any
 
 
 def proc_status_kib(field: str) -> int:
@@ -57,3 +59,15 @@ def cpu_seconds() -> tuple[float, float] | None:
 def fmt(value: float | None, spec: str, suffix: str = "") -> str:
     """A table cell: `-` for a missing figure."""
     return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def machine_info() -> dict[str, Any]:
+    """Facts that decide CPU throughput, recorded next to the numbers."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": affinity,
+    }

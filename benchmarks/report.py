@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -47,7 +46,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from measure import fmt, proc_status_kib, reset_peak_rss, trim_heap  # beside this script
+from measure import (  # beside this script
+    fmt,
+    machine_info,
+    proc_status_kib,
+    reset_peak_rss,
+    trim_heap,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -59,17 +64,6 @@ from report_stores import ALL_TASKS, build_store  # noqa: E402
 DEFAULT_OUT = Path("benchmarks/results/report.json")
 TARGET_SECONDS = 10.0
 MIB = 1024**2
-
-
-def machine_info() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-    }
 
 
 def site_sizes(root: Path) -> dict[str, Any]:

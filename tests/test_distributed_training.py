@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import cli_env, free_port, write_lines
+from tiny_models import phrase
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 ROWS = 24
@@ -61,25 +62,9 @@ def test_two_process_dpo_run_shards_the_data_and_writes_one_checkpoint(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     rng = random.Random(0)
-    words = [
-        "the",
-        "a",
-        "of",
-        "and",
-        "water",
-        "is",
-        "good",
-        "cat",
-        "dog",
-        "runs",
-        "fast",
-        "slow",
-        "blue",
-        "red",
-    ]
     rows = [
         {
-            "prompt": " ".join(rng.choice(words) for _ in range(5)),
+            "prompt": phrase(rng),
             "chosen": " good water",
             "rejected": " bad cat dog",
         }

@@ -10,31 +10,11 @@ import pytest
 import torch
 from cli_helpers import run_cli, tiny_run_args, write_lines
 from conftest import shared_data
+from tiny_models import phrase
 
 from evalharness.trainers import losses
 from evalharness.trainers.config import LoraSettings, TrainConfig
 from evalharness.trainers.loop import Trainer, train
-
-WORDS = [
-    "the",
-    "a",
-    "of",
-    "and",
-    "water",
-    "is",
-    "good",
-    "cat",
-    "dog",
-    "runs",
-    "fast",
-    "slow",
-    "blue",
-    "red",
-]
-
-
-def phrase(rng: random.Random, n: int = 5) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -167,3 +167,13 @@ def build_tiny_classifier(directory: Path, labels: tuple[str, ...]) -> Path:
     LlamaForSequenceClassification(config).eval().save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+#: A few common words the tiny tokenizer knows: prompts for training-data fixtures.
+PROMPT_WORDS = ("the", "a", "of", "and", "water", "is", "good", "cat", "dog", "runs", "fast")
+PROMPT_WORDS += ("slow", "blue", "red")
+
+
+def phrase(rng: random.Random, n: int = 5) -> str:
+    """`n` random words from PROMPT_WORDS."""
+    return " ".join(rng.choice(PROMPT_WORDS) for _ in range(n))

@@ -95,6 +95,26 @@ def load_pretrained(spec: ModelSpec, directory: Path, model_class: Any) -> tuple
     return tokenizer, model.eval()
 
 
+def checkpoint_identity(
+    backend: str, spec: ModelSpec, directory: Path, weights: dict[str, Any]
+) -> dict[str, Any]:
+    """What makes a local checkpoint's answers what they are, for every local backend: the
+    weights, dtype, chat template and the checkpoint's decoding defaults (e.g. a repetition
+    penalty in generation_config.json changes answers too)."""
+    template = read_chat_template(directory)
+    generation_config = directory / "generation_config.json"
+    return {
+        "backend": backend,
+        "name": spec.raw,
+        **weights,
+        "dtype": spec.dtype,
+        "chat_template_sha256": sha256_hex(template) if template else None,
+        "generation_config_sha256": (
+            sha256_hex(generation_config.read_text()) if generation_config.exists() else None
+        ),
+    }
+
+
 #: Prompts in one batch sharing at least this many leading tokens reuse one prefix KV cache.
 PREFIX_CACHE_MIN_TOKENS = 256
 
@@ -119,19 +139,7 @@ class HFBackend(Backend):
         self.spec = spec
         self.batch_size = spec.batch_size
         self.directory, weights = resolve_local_dir(spec)
-        template = read_chat_template(self.directory)
-        generation_config = self.directory / "generation_config.json"
-        self._identity = {
-            "backend": "hf",
-            "name": spec.raw,
-            **weights,
-            "dtype": spec.dtype,
-            "chat_template_sha256": sha256_hex(template) if template else None,
-            # The checkpoint's decoding defaults (e.g. repetition_penalty) change answers too.
-            "generation_config_sha256": (
-                sha256_hex(generation_config.read_text()) if generation_config.exists() else None
-            ),
-        }
+        self._identity = checkpoint_identity("hf", spec, self.directory, weights)
         self._model: Any = None
         self._tokenizer: Any = None
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
-from evalharness.backends.hf import read_chat_template, resolve_local_dir
+from evalharness.backends.hf import checkpoint_identity, resolve_local_dir
 from evalharness.backends.prompts import PromptEncoder
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, ModelSpec
@@ -31,7 +31,6 @@ from evalharness.requests import (
     SamplingParams,
     ScoreRequest,
     ScoreResult,
-    sha256_hex,
 )
 
 log = logging.getLogger(__name__)
@@ -77,22 +76,15 @@ class VLLMBackend(Backend):
         self.batch_size = max(spec.batch_size, MIN_BATCH)
         # `vllm:default` (or any alias) is the built-in model, as the bare alias is for `hf:`.
         local = (
-            dataclasses.replace(spec, backend="builtin", name=ALIASES[spec.name.lower()])
+            dataclasses.replace(
+                spec, backend="builtin", name=ALIASES[spec.name.lower()].partition(":")[2]
+            )
             if spec.name.lower() in ALIASES
             else spec
         )
         self.directory, weights = resolve_local_dir(local)
-        template = read_chat_template(self.directory)
-        generation_config = self.directory / "generation_config.json"
         self._identity = {
-            "backend": "vllm",
-            "name": spec.raw,
-            **weights,
-            "dtype": spec.dtype,
-            "chat_template_sha256": sha256_hex(template) if template else None,
-            "generation_config_sha256": (
-                sha256_hex(generation_config.read_text()) if generation_config.exists() else None
-            ),
+            **checkpoint_identity("vllm", spec, self.directory, weights),
             # A shorter context cap changes which prompts fit.
             "max_model_len": spec.max_model_len,
         }
