@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
-from evalharness.backends.prompts import PromptEncoder
+from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.modelspec import ModelSpec
@@ -142,6 +142,7 @@ class HFBackend(Backend):
         self._identity = checkpoint_identity("hf", spec, self.directory, weights)
         self._model: Any = None
         self._tokenizer: Any = None
+        self._prompts: PromptEncoder | None = None
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -170,18 +171,15 @@ class HFBackend(Backend):
         return self._tokenizer
 
     def stop_token_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
         configured = getattr(self.model.generation_config, "eos_token_id", None)
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(configured)
-        return sorted(i for i in ids if i is not None)
+        return stop_token_ids(self.tokenizer.eos_token_id, configured)
 
     # -- prompts -------------------------------------------------------------------------
     @property
     def prompts(self) -> PromptEncoder:
-        return PromptEncoder(self.tokenizer)
+        if self._prompts is None:
+            self._prompts = PromptEncoder(self.tokenizer)
+        return self._prompts
 
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.prompts.render_chat(messages)
@@ -341,13 +339,7 @@ class HFBackend(Backend):
         return self.prompts.encode_pair(request)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        pairs = [self.encode_pair(r) for r in requests]
-        for request, (_, continuation) in zip(requests, pairs, strict=True):
-            if not continuation:
-                raise InputError(
-                    "score request has no continuation tokens left after its context (empty, "
-                    f"or merged into the context's last token): {request!r}"[:300]
-                )
+        pairs = self.prompts.encode_scored_pairs(requests)
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (context, _) in enumerate(pairs):
             by_context[tuple(context)].append(index)

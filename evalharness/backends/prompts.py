@@ -9,7 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from evalharness.errors import InputError
 from evalharness.requests import Message, ScoreRequest
+
+
+def stop_token_ids(tokenizer_eos: int | None, configured: int | list[int] | None) -> list[int]:
+    """The tokenizer's EOS plus the generation config's `eos_token_id` (an id or a list): every
+    local backend stops on the same tokens."""
+    ids = {tokenizer_eos}
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    return sorted(i for i in ids if i is not None)
 
 
 class PromptEncoder:
@@ -58,6 +70,19 @@ class PromptEncoder:
         whole = self._encode_scored(stripped + continuation, templated)
         context_ids = self._encode_scored(stripped, templated)
         return context_ids, whole[len(context_ids) :]
+
+    def encode_scored_pairs(
+        self, requests: Sequence[ScoreRequest]
+    ) -> list[tuple[list[int], list[int]]]:
+        """`encode_pair` for each request; one with no continuation tokens left is an error."""
+        pairs = [self.encode_pair(r) for r in requests]
+        for request, (_, continuation) in zip(requests, pairs, strict=True):
+            if not continuation:
+                raise InputError(
+                    "score request has no continuation tokens left after its context (empty, "
+                    f"or merged into the context's last token): {request!r}"[:300]
+                )
+        return pairs
 
     def boundary_token_id(self) -> int | None:
         """BOS, else EOS: what an empty context conditions on."""

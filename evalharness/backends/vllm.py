@@ -21,7 +21,7 @@ from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.backends.hf import checkpoint_identity, resolve_local_dir
-from evalharness.backends.prompts import PromptEncoder
+from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, ModelSpec
 from evalharness.requests import (
@@ -58,6 +58,12 @@ def vllm_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _first_line(exc: BaseException) -> str:
+    """vLLM's errors span many lines; ours are one."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _cuda_available() -> bool:
@@ -132,8 +138,9 @@ class VLLMBackend(Backend):
         try:
             self._llm = LLM(**self.engine_options())
         except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"{self.spec.raw}: vLLM engine failed to start: {first}") from exc
+            raise BackendError(
+                f"{self.spec.raw}: vLLM engine failed to start: {_first_line(exc)}"
+            ) from exc
         tokenizer = self._llm.get_tokenizer()
         self._prompts = PromptEncoder(tokenizer)
         self._stop_ids = self._read_stop_ids(tokenizer)
@@ -144,16 +151,11 @@ class VLLMBackend(Backend):
         """The tokenizer's EOS plus the generation config's, as `hf:` stops on."""
         from transformers import GenerationConfig
 
-        ids = {tokenizer.eos_token_id}
         try:
             configured = GenerationConfig.from_pretrained(self.directory).eos_token_id
         except OSError:
             configured = None
-        if isinstance(configured, int):
-            ids.add(configured)
-        elif configured:
-            ids.update(configured)
-        return sorted(i for i in ids if i is not None)
+        return stop_token_ids(tokenizer.eos_token_id, configured)
 
     @property
     def prompts(self) -> PromptEncoder:
@@ -240,8 +242,9 @@ class VLLMBackend(Backend):
         try:
             return self.llm.generate(prompts, params, use_tqdm=False)
         except refused as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{self.spec.raw}: vLLM refused a request: {first}") from None
+            raise InputError(
+                f"{self.spec.raw}: vLLM refused a request: {_first_line(exc)}"
+            ) from None
 
     # -- scoring -------------------------------------------------------------------------
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
@@ -250,13 +253,7 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams as VLLMSampling
         from vllm.inputs import TokensPrompt
 
-        pairs = [self.prompts.encode_pair(r) for r in requests]
-        for request, (_, continuation) in zip(requests, pairs, strict=True):
-            if not continuation:
-                raise InputError(
-                    "score request has no continuation tokens left after its context (empty, "
-                    f"or merged into the context's last token): {request!r}"[:300]
-                )
+        pairs = self.prompts.encode_scored_pairs(requests)
         # prompt_logprobs=0: only the prompt's own token at each position, with its rank.
         params = VLLMSampling(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self._run(
