@@ -11,8 +11,8 @@ What is measured
 
     naive     `torch.log_softmax((hidden @ weight.T).float(), -1).gather(1, targets[:, None])`,
               what a typical trainer does: it materialises the [N, V] logits (and more).
-    chunked   `evalharness.kernels.token_logprobs(..., impl="chunked")`, the PyTorch fallback
-              that never holds more than a chunk of rows x vocab of logits.
+    chunked   `evalharness.kernels.dispatch.token_logprobs(..., impl="chunked")`, the PyTorch
+              fallback that never holds more than a chunk of rows x vocab of logits.
     triton    `token_logprobs(..., impl="triton")`, the fused kernel (CUDA only: under
               TRITON_INTERPRET=1 on a CPU it is far too slow to benchmark).
     liger     Liger-Kernel's `LigerFusedLinearCrossEntropyLoss(reduction="none")`, called as
@@ -150,7 +150,7 @@ def build_path(name: str, cce_impl: str) -> Callable[..., Any]:
 
         return naive
     if name in ("chunked", "triton"):
-        from evalharness.kernels import token_logprobs
+        from evalharness.kernels.dispatch import token_logprobs
 
         return lambda hidden, weight, targets: token_logprobs(hidden, weight, targets, impl=name)
     if name == "liger":
@@ -342,7 +342,7 @@ def skip_reason(
     if path in PACKAGES and importlib.util.find_spec(PACKAGES[path]) is None:
         return f"skipped: {PACKAGES[path]} not installed"
     if path in ("chunked", "triton") and kernels_error is not None:
-        return f"skipped: evalharness.kernels.token_logprobs not importable ({kernels_error})"
+        return f"skipped: evalharness.kernels.dispatch not importable ({kernels_error})"
     if path == "naive":
         need = naive_estimate_bytes(n, v, mode)
         if need > args.max_naive_gib * GIB:
@@ -421,7 +421,7 @@ def device_slug(args: argparse.Namespace) -> str:
 
 def kernels_import_error() -> str | None:
     try:
-        from evalharness.kernels import token_logprobs  # noqa: F401
+        from evalharness.kernels.dispatch import token_logprobs  # noqa: F401
     except Exception as exc:  # ImportError, or anything the module raises while it is in flux
         return f"{type(exc).__name__}: {exc}".splitlines()[0]
     return None

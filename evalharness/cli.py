@@ -382,7 +382,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(_: argparse.Namespace) -> int:
-    from evalharness.tasks import available_tasks
+    from evalharness.tasks.registry import available_tasks
 
     for name, cls in available_tasks().items():
         print(f"{name}\t{cls.description}")

@@ -32,7 +32,8 @@ from evalharness.requests import (
     to_jsonable,
 )
 from evalharness.store import Link, RunStore
-from evalharness.tasks import JudgeItem, Sample, Task, TaskData, get_task_class
+from evalharness.tasks.base import JudgeItem, Sample, Task, TaskData
+from evalharness.tasks.registry import get_task_class
 
 #: How many judge items are judged and committed together.
 JUDGE_CHUNK = 8
@@ -314,7 +315,7 @@ class Runner:
     def _build_judges(self, spec: RunSpec, tasks: Sequence[Task], backend: Backend) -> dict:
         """task name -> judge. `--judge` when given, else the task's own default (e.g. rules
         for refusal), else the evaluated model itself; equal specs share one judge."""
-        from evalharness.judges import build_judge
+        from evalharness.judges.factory import build_judge
 
         built: dict[str, Any] = {}
         judges = {}

@@ -177,7 +177,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     """Refusal verdicts for completions produced elsewhere, one line per row, in file order."""
     from pathlib import Path
 
-    from evalharness.judges import build_judge
+    from evalharness.judges.factory import build_judge
     from evalharness.records import read_records, require
     from evalharness.tasks.base import JudgeItem
 

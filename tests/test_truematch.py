@@ -16,7 +16,8 @@ from cli_helpers import run_json
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.requests import GenerateResult
-from evalharness.tasks import Sample, get_task_class
+from evalharness.tasks.base import Sample
+from evalharness.tasks.registry import get_task_class
 from evalharness.tasks.truematch import generator as gen
 from evalharness.tasks.truematch import task as task_module
 from evalharness.tasks.truematch.retrievers import BM25Bigram, rank_of, separable

@@ -1,1 +1,0 @@
-"""The static HTML report (`evalharness report`): collect, charts, panels, data, site."""

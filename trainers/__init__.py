@@ -1,1 +1,0 @@
-"""Training: one loop, every alignment method a loss over per-sequence log-probabilities."""
