@@ -64,6 +64,7 @@ def test_pairwise_baseline_can_be_a_model_and_unknown_baseline_is_one_line(
     assert code == 2 and "neither a run" in err
 
 
+@pytest.mark.timing
 def test_flaky_judge_endpoint_completes_counts_failures_and_never_rejudges(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -73,11 +74,11 @@ def test_flaky_judge_endpoint_completes_counts_failures_and_never_rejudges(
         rate_limit_rate=0.2,
         server_error_rate=0.2,
         timeout_rate=0.1,
-        timeout_sleep_s=3.0,
+        timeout_sleep_s=30.0,  # far past --judge-timeout: a hang is never mistaken for load
         seed=3,
     )
     args = tiny_args(tiny_model_dir, store, "--limit", "4", "--judge-mode", "text")
-    flaky = [*args, "--judge-timeout", "1", "--judge-concurrency", "8"]
+    flaky = [*args, "--judge-timeout", "3", "--judge-concurrency", "8"]
     with running_judge_server(config) as url:
         # No HTTP retries: requests that fail now leave their items unjudged, not the run dead.
         first = run_json(capsys, *flaky, *api_judge(url, "--judge-http-retries", "0"))

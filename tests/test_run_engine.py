@@ -6,29 +6,27 @@ import json
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli, run_json, spawn_cli, tiny_run_args, write_lines
+from cli_helpers import MINI, run_cli, run_json, spawn_cli, tiny_run_args, write_lines
 
 from evalharness.store import RunStore
+from evalharness.testing.judge_server import (
+    ScriptedJudgeConfig,
+    create_judge_app,
+    running_judge_server,
+)
 
 
-def wait_for_responses(store: Path, count: int, timeout_s: float = 120) -> None:
-    """Poll the store another process writes until it holds `count` responses."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        done = 0
-        if store.exists():  # connecting first would create the file under the run's feet
-            try:
-                db = sqlite3.connect(store)
-                done = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-            except sqlite3.OperationalError:  # the run has not created its tables yet
-                done = 0
-        if done >= count:
-            return
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 300) -> None:
+    """Poll a state (never a sleep-and-hope) until it holds; the timeout only guards a hang."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.05)
-    raise AssertionError(f"{store} did not reach {count} responses in {timeout_s}s")
 
 
 def test_run_prints_the_documented_json_and_rerun_makes_no_calls(
@@ -94,20 +92,28 @@ def test_text_judge_failures_are_recorded_not_dropped(
     assert entry["counts"]["ratings"] == 4 - len(failed)
 
 
-def test_killed_run_resumes_with_exactly_the_expected_samples(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
+@pytest.mark.timing
+def test_killed_run_resumes_with_exactly_the_expected_samples(tmp_path: Path) -> None:
+    """SIGKILL mid-run at a known point: the model's server answers eight calls and holds the
+    ninth, so the run is still going when it is killed, however slow the machine is."""
     store = tmp_path / "runs.sqlite"
-    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json", max_new_tokens=48)
-    process = spawn_cli(*args)
-    wait_for_responses(store, 3)
-    process.kill()  # SIGKILL: no cleanup runs
-    process.wait()
-    before = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-    assert 3 <= before < 16
+    app = create_judge_app(ScriptedJudgeConfig(hold_after=8))
+    server = app.state.judge
+    with running_judge_server(app=app) as url:
+        model = ["--model", "openai:scripted", "--base-url", url, "--concurrency", "1"]
+        judge = ["--judge", "openai:scripted", "--judge-base-url", url, "--judge-mode", "text"]
+        args = ["run", *model, *MINI, *judge, "--store", str(store), "--json"]
+        process = spawn_cli(*args)
+        wait_until(lambda: server.stats()["held"] == 1 or process.poll() is not None, "a held call")
+        assert process.poll() is None, process.communicate()[1]
+        process.kill()  # SIGKILL: no cleanup runs
+        process.wait()
+        before = sqlite3.connect(store).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        assert 0 < before < 16
 
-    resumed = spawn_cli(*args)
-    out, err = resumed.communicate(timeout=300)
+        server.release()
+        resumed = spawn_cli(*args)
+        out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     result = json.loads(out)
     assert result["resumed"] is True
@@ -185,24 +191,38 @@ def test_unreachable_judge_endpoint_fails_cleanly_and_keeps_answers(
     assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
 
 
+@pytest.mark.timing
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    """Interrupt a run at a known point, however loaded the machine: the judge server answers
+    two verdict requests and holds the rest, so the run cannot finish before the signal."""
     store = tmp_path / "runs.sqlite"
-    args = tiny_run_args(tiny_model_dir, store, "--batch-size", "1", "--json", max_new_tokens=48)
-    process = spawn_cli(*args)
-    wait_for_responses(store, 2)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert "run the same command to resume" in err
-    db = sqlite3.connect(store)
-    assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+    app = create_judge_app(ScriptedJudgeConfig(hold_after=2))
+    judge = app.state.judge
+    with running_judge_server(app=app) as url:
+        judged = ["--judge", "openai:scripted", "--judge-base-url", url, "--judge-concurrency", "1"]
+        args = tiny_run_args(tiny_model_dir, store, *judged, "--json")
+        process = spawn_cli(*args)
+        wait_until(lambda: judge.stats()["held"] == 1 or process.poll() is not None, "a held call")
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err
+        assert "run the same command to resume" in err
+        db = sqlite3.connect(store)
+        assert db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 16  # answers kept
+        assert judge.stats()["requests"] == 2  # the held call never got in
 
-    finished = spawn_cli(*args)
-    out, err = finished.communicate(timeout=300)
+        judge.release()
+        finished = spawn_cli(*args)
+        out, err = finished.communicate(timeout=300)
     assert finished.returncode == 0, err
-    assert json.loads(out)["tasks"]["mt_bench"]["n"] == 8
+    result = json.loads(out)
+    assert result["tasks"]["mt_bench"]["n"] == 8
+    assert result["calls_made"]["model"] == 0  # resumed: every answer came from the store
+    assert db.execute("SELECT status FROM runs").fetchone()[0] == "complete"
     assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 16
 
 

@@ -307,6 +307,7 @@ def test_score_rejects_chat_contexts_before_any_request(dead_url: str) -> None:
         openai_backend(dead_url).score([request])
 
 
+@pytest.mark.timing
 def test_unreachable_endpoint_is_one_line_backend_error(dead_url: str, secret_key: str) -> None:
     started = time.monotonic()
     with pytest.raises(BackendError) as caught:

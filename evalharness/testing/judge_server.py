@@ -43,8 +43,13 @@ to its exponential backoff (0.5 s and up), which would make fault tests slow. La
 `asyncio.sleep` for every answered request (not for the immediate 429/500), so concurrent
 requests overlap as they do on a real server.
 
-`GET /stats` (and `app.state.judge.stats()` in Python) counts requests, outcomes and distinct
-bodies. `GET /v1/models` and `GET /health` are there for clients that probe first.
+With `hold_after=N` the server answers N requests and then holds every later one until
+`app.state.judge.release()`: a test can stop a client at a known point (to interrupt it, say)
+by waiting for that state instead of guessing at timings.
+
+`GET /stats` (and `app.state.judge.stats()` in Python) counts requests, outcomes, distinct
+bodies, the requests held now and the most requests answered at once (`peak_in_flight`).
+`GET /v1/models` and `GET /health` are there for clients that probe first.
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class ScriptedJudgeConfig:
     timeout_sleep_s: float = 30.0
     seed: int = 0
     pairwise_rule: PairwiseRule = "longer"
+    #: Answer this many requests, then hold every later one until `ScriptedJudge.release()`.
+    hold_after: int | None = None
 
     def __post_init__(self) -> None:
         rates = {
@@ -125,6 +132,8 @@ class ScriptedJudgeConfig:
                 raise ValueError(f"{name} must be within [0, 1], got {rate}")
         if sum(rates.values()) > 1.0 + 1e-9:
             raise ValueError(f"fault rates must sum to at most 1, got {sum(rates.values()):g}")
+        if self.hold_after is not None and self.hold_after < 0:
+            raise ValueError(f"hold_after must not be negative, got {self.hold_after}")
         if self.latency_s < 0 or self.timeout_sleep_s < 0:
             raise ValueError("latency_s and timeout_sleep_s must not be negative")
         if self.pairwise_rule not in ("longer", "first", "second"):
@@ -234,6 +243,11 @@ class ScriptedJudge:
         self._seen: dict[str, int] = {}
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._requests = 0
+        self._admitted = 0
+        self._held = 0
+        self._released = False
+        self._in_flight = 0
+        self._peak_in_flight = 0
 
     def admit(self, digest: str) -> tuple[int, Outcome]:
         """Record one arrival of a body; its attempt index and decided outcome."""
@@ -244,6 +258,38 @@ class ScriptedJudge:
             self._requests += 1
             self._counts[outcome] += 1
         return attempt, outcome
+
+    async def wait_for_turn(self) -> None:
+        """Return at once for the first `hold_after` requests; hold later ones until `release()`."""
+        limit = self.config.hold_after
+        with self._lock:
+            self._admitted += 1
+            if limit is None or self._admitted <= limit or self._released:
+                return
+            self._held += 1
+        try:
+            while not (self._released or self.closing):
+                await asyncio.sleep(_HANG_POLL_S)
+        finally:
+            with self._lock:
+                self._held -= 1
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count a request as in flight while it is being answered (for `peak_in_flight`)."""
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def release(self) -> None:
+        """Let held requests, and every later one, through."""
+        with self._lock:
+            self._released = True
 
     def reject(self) -> None:
         """Record one malformed request."""
@@ -258,6 +304,8 @@ class ScriptedJudge:
                 "requests": self._requests,
                 "outcomes": dict(self._counts),
                 "distinct_bodies": len(self._seen),
+                "held": self._held,
+                "peak_in_flight": self._peak_in_flight,
             }
 
     async def hang(self, seconds: float) -> None:
@@ -384,6 +432,7 @@ def create_judge_app(config: ScriptedJudgeConfig | None = None) -> FastAPI:
         if chat.stream or chat.n < 1:
             judge.reject()
             return _error(400, "streaming and n < 1 are not supported")
+        await judge.wait_for_turn()
         attempt, outcome = judge.admit(body_digest(payload))
         if outcome == "429":
             message = f"scripted rate limit (attempt {attempt})"
@@ -391,10 +440,11 @@ def create_judge_app(config: ScriptedJudgeConfig | None = None) -> FastAPI:
         if outcome == "500":
             message = f"scripted server error (attempt {attempt})"
             return _error(500, message, type_="server_error", headers=RETRY_NOW)
-        if outcome == "timeout":
-            await judge.hang(config.timeout_sleep_s)
-        elif config.latency_s > 0:
-            await asyncio.sleep(config.latency_s)
+        with judge.answering():
+            if outcome == "timeout":
+                await judge.hang(config.timeout_sleep_s)
+            elif config.latency_s > 0:
+                await asyncio.sleep(config.latency_s)
         if outcome == "garbage":
             text = GARBAGE_TEXT
         else:
