@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from evalharness import __version__
@@ -19,7 +20,6 @@ from evalharness.compare_cli import add_compare_parser, cmd_compare
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
 from evalharness.parity_cli import add_parity_parser, cmd_parity
-from evalharness.paths import default_store_path
 from evalharness.report_cli import add_report_parser, cmd_report
 from evalharness.verdict_cli import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
 
@@ -270,9 +270,9 @@ def _parse_task_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 def _open_store(path: str | None):  # noqa: ANN202 - RunStore, imported lazily
-    from evalharness.store import RunStore
+    from evalharness.store import open_store
 
-    return RunStore(path or default_store_path())
+    return open_store(path)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -371,6 +371,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise InputError("give --annotations (import verdicts) or --judge (judge now), not both")
     if not args.annotations and not args.judge:
         raise InputError("give --annotations FILE to import verdicts, or --judge SPEC to judge")
+    from evalharness.records import input_file
+
+    for option in ("outputs", "annotations", "difficulty"):  # errors name the flag used
+        if getattr(args, option):
+            input_file(Path(getattr(args, option)), f"--{option}")
     options = {"data": args.reference or args.annotations or "hub"}
     if args.difficulty:
         options["difficulty"] = args.difficulty
@@ -489,6 +494,13 @@ def _train_cli():  # noqa: ANN202 - the module, imported only when a training co
     return train_cli
 
 
+def _check_environment() -> None:
+    """Environment variables the user set are input too: check them before any work starts."""
+    from evalharness.kernels.implementations import check_scoring_env
+
+    check_scoring_env()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -501,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The built-in model is local: never let transformers wait on the hub for it.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
+        _check_environment()
         return COMMANDS[args.command](args)
     except (InputError, BackendError) as exc:
         print(f"evalharness: error: {exc}", file=sys.stderr)

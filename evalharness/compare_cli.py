@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.paths import default_store_path
 
 #: Changed samples printed per task in the text view (`--json` has them all).
 SHOWN_SAMPLE_DIFFS = 5
@@ -46,9 +45,9 @@ def add_compare_parser(commands: Any) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from evalharness.compare import compare_runs
-    from evalharness.store import RunStore
+    from evalharness.store import open_store
 
-    store = RunStore(args.store or default_store_path())
+    store = open_store(args.store)
     try:
         run_a = store.resolve_run(args.run_a)
         run_b = store.resolve_run(args.run_b)

@@ -25,7 +25,7 @@ from typing import Any
 
 from evalharness.errors import InputError
 from evalharness.paths import default_store_path
-from evalharness.records import read_yaml
+from evalharness.records import YamlLines, read_yaml_lines
 
 
 @dataclass(frozen=True)
@@ -40,27 +40,65 @@ class Gate:
         return f"{self.task}.{self.metric}"
 
 
-def read_pipeline(path: Path) -> dict[str, Any]:
-    config = read_yaml(path)
+def read_pipeline(path: Path) -> tuple[dict[str, Any], YamlLines]:
+    config, lines = read_yaml_lines(path, "config")
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping with train, evaluate and gate")
-    unknown = sorted(set(config) - {"train", "evaluate", "gate"})
+    unknown = sorted(set(config) - {"train", "evaluate", "gate"}, key=str)
     if unknown:
-        raise InputError(f"{path}: unknown section(s) {', '.join(unknown)}")
+        raise InputError(f"{lines.where(unknown[0])}: unknown section(s) {', '.join(unknown)}")
     for section in ("train", "evaluate"):
         if not isinstance(config.get(section), dict):
-            raise InputError(f"{path}: section '{section}' is missing or not a mapping")
-    return config
+            raise InputError(
+                f"{lines.where(section)}: section '{section}' is missing or not a mapping"
+            )
+    return config, lines
 
 
-def parse_gates(path: Path, entries: Any) -> list[Gate]:
+#: `evaluate:` keys and the types they must have (checked before training starts).
+EVALUATE_KEYS: dict[str, tuple[type, ...]] = {
+    "tasks": (list,),
+    "task_args": (dict,),
+    "judge": (str,),
+    "limit": (int,),
+    "seed": (int,),
+    "dtype": (str,),
+    "store": (str,),
+}
+
+
+def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines) -> None:
+    """The evaluate section's keys, types and store, checked before the (long) training."""
+    from evalharness.store import check_store_file
+
+    for key, value in evaluate_config.items():
+        kinds = EVALUATE_KEYS.get(str(key))
+        if kinds is None:
+            raise InputError(
+                f"{lines.where('evaluate', key)}: unknown key evaluate.{key}; "
+                f"known: {', '.join(EVALUATE_KEYS)}"
+            )
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise InputError(
+                f"{lines.where('evaluate', key)}: field 'evaluate.{key}' must be "
+                f"{' or '.join('a ' + k.__name__ for k in kinds)}, not {value!r}"
+            )
+    tasks = evaluate_config.get("tasks")
+    if not tasks:
+        raise InputError(f"{lines.where('evaluate')}: evaluate.tasks must be a non-empty list")
+    store = evaluate_config.get("store")
+    store_path = Path(store) if store else default_store_path()
+    check_store_file(store_path, f"{lines.where('evaluate', 'store')}: store {store_path}")
+
+
+def parse_gates(path: Path, entries: Any, lines: YamlLines | None = None) -> list[Gate]:
     if entries is None:
         return []
     if not isinstance(entries, list):
         raise InputError(f"{path}: 'gate' must be a list of {{metric, max_drop}} entries")
     gates = []
     for number, entry in enumerate(entries, start=1):
-        where = f"{path}: gate #{number}"
+        where = f"{lines.where('gate', number - 1) if lines else path}: gate #{number}"
         if not isinstance(entry, dict) or "metric" not in entry:
             raise InputError(f"{where}: needs 'metric: TASK.METRIC'")
         unknown = sorted(set(entry) - {"metric", "max_drop", "alpha"})
@@ -150,13 +188,21 @@ def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gat
 
 def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate both models, check the gates; returns a report (`passed` says it all)."""
-    from evalharness.trainers import losses
+    from evalharness.train_cli import check_method
     from evalharness.trainers.config import TrainConfig
 
-    config = read_pipeline(path)
-    gates = parse_gates(path, config.get("gate"))
-    train_config = TrainConfig.from_mapping(config["train"], f"{path}: train")
-    if losses.method(train_config.method).data_format == "prompt":
+    config, lines = read_pipeline(path)
+    gates = parse_gates(path, config.get("gate"), lines)
+
+    def locate(*keys: str) -> str:
+        return lines.where("train", *keys)
+
+    train_config = TrainConfig.from_mapping(
+        config["train"], str(path), locate=locate, section="train."
+    )
+    check_evaluate(path, config["evaluate"], lines)  # all checked before the (long) training
+    method = check_method(train_config, locate, "train.")
+    if method.data_format == "prompt":
         from evalharness.trainers.online import train_online as run_training
     else:
         from evalharness.trainers.loop import train as run_training

@@ -1,12 +1,16 @@
-"""Reading data files of records (JSONL, a JSON list, CSV) with errors that name file and line.
+"""Reading data files of records (JSONL, a JSON list, CSV, YAML) with errors that name file and
+line.
 
 Every task and importer reads user files through here, so a malformed file always fails the
-same way: one line naming the file, the line (or list element) and the field.
+same way: one line naming the file, the line (or list element) and the field. Readers take an
+optional `option` (`--input`, `mt_bench.data`, ...) so that a path that is missing or is a
+directory is reported against the option the user typed it into.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -14,9 +18,30 @@ from typing import Any
 from evalharness.errors import InputError
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def input_file(path: Path, option: str | None = None) -> Path:
+    """`path` (with `~` expanded) when it is an existing file; else an error naming `option`.
+
+    Checked before opening so that a directory is reported as such rather than as an `OSError`
+    whose wording differs between platforms.
+    """
+    path = path.expanduser()
+    label = f"{option}: {path}" if option else str(path)
+    if path.is_dir():
+        raise InputError(f"{label} is a directory, expected a file")
+    if not path.exists():
+        raise InputError(f"{label}: no such file")
+    return path
+
+
+def read_text(path: Path, option: str | None = None) -> str:
+    """A user file's UTF-8 text with universal newlines; an encoding error names the line."""
+    text = _decode(input_file(path, option))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_jsonl(path: Path, option: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) pairs; a malformed line is an error naming the file and line."""
-    return parse_jsonl(_read_text(path), str(path))
+    return parse_jsonl(read_text(path, option), str(path))
 
 
 def parse_jsonl(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
@@ -37,18 +62,16 @@ def parse_jsonl(text: str, source: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def read_records(path: Path, option: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(location, object) pairs from a JSON list, JSONL or CSV file, chosen by content/suffix.
 
     The location is `file:line` for JSONL and CSV, `file[index]` for a JSON list, ready to
     prefix an error message.
     """
-    path = path.expanduser()
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
+    path = input_file(path, option)
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
-    text = _read_text(path)
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             values = json.loads(text)
@@ -63,16 +86,65 @@ def read_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(f"{path}:{number}", row) for number, row in read_jsonl(path)]
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, option: str | None = None) -> Any:
     """`yaml.safe_load` of a file; a syntax error names the file and line."""
+    return read_yaml_lines(path, option)[0]
+
+
+class YamlLines(dict[tuple[str | int, ...], int]):
+    """Line numbers of a YAML document's keys and list items, by their path from the root.
+
+    `yaml.safe_load` forgets where a value was written; settings checked after loading use this
+    to name the line a user has to fix (`("train", "learning_rate")`, `("rules", 0)`).
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def where(self, *keys: str | int) -> str:
+        """`file:line` of the deepest of `keys` that has a line, else just the file."""
+        for end in range(len(keys), 0, -1):
+            line = self.get(tuple(keys[:end]))
+            if line is not None:
+                return f"{self.path}:{line}"
+        return str(self.path)
+
+
+def read_yaml_lines(path: Path, option: str | None = None) -> tuple[Any, YamlLines]:
+    """`read_yaml`, plus the line of every key and list item (see `YamlLines`)."""
     import yaml
 
+    text = read_text(path, option)
     try:
-        return yaml.safe_load(_read_text(path))
+        value = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise InputError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    lines = YamlLines(path)
+    if node is not None:
+        _collect_lines(node, (), lines, set())
+    return value, lines
+
+
+def _collect_lines(node: Any, prefix: tuple[str | int, ...], lines: YamlLines, seen: set) -> None:
+    """Walk the composed node tree (it keeps source marks; loaded values do not)."""
+    import yaml
+
+    if id(node) in seen:  # an alias of a node already walked (anchors can be recursive)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key, child in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                lines[(*prefix, str(key.value))] = key.start_mark.line + 1
+                _collect_lines(child, (*prefix, str(key.value)), lines, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, child in enumerate(node.value):
+            lines[(*prefix, index)] = child.start_mark.line + 1
+            _collect_lines(child, (*prefix, index), lines, seen)
 
 
 def require(where: str, row: dict[str, Any], field: str, kind: type | None = None) -> Any:
@@ -85,22 +157,31 @@ def require(where: str, row: dict[str, Any], field: str, kind: type | None = Non
     return value
 
 
-def _read_text(path: Path) -> str:
+def _decode(path: Path) -> str:
+    """The file as UTF-8, newlines untouched; bytes that are not UTF-8 name their line."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at column {column}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _read_csv(path: Path) -> list[tuple[str, dict[str, Any]]]:
     rows = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        try:
-            for row in reader:
-                rows.append((f"{path}:{reader.line_num}", dict(row)))
-        except csv.Error as exc:
-            raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    # Decoded up front (not streamed) so an encoding error is an InputError naming its line;
+    # newline="" keeps line breaks inside quoted fields as the csv module expects.
+    reader = csv.DictReader(io.StringIO(_decode(path), newline=""))
+    try:
+        for row in reader:
+            rows.append((f"{path}:{reader.line_num}", dict(row)))
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
     return rows

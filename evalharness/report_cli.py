@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-from evalharness.errors import InputError
 from evalharness.paths import default_store_path
 
 
@@ -41,16 +39,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Build the report; InputError (one line, exit 2) for an unusable store, run or --out."""
     from evalharness.reports.collect import resolve_runs
     from evalharness.reports.site import build_report
-    from evalharness.store import RunStore
+    from evalharness.store import open_store
 
-    path = Path(args.store) if args.store else default_store_path()
-    if not path.is_file():
-        raise InputError(f"no run store at {path}")
     references = None if args.runs is None else args.runs.split(",")
-    try:
-        store = RunStore(path)
-    except sqlite3.DatabaseError as exc:
-        raise InputError(f"{path} is not a run store ({exc})") from None
+    store = open_store(args.store, must_exist=True)
     try:
         run_ids = resolve_runs(store, references)
         stats = build_report(store, Path(args.out), run_ids)

@@ -38,7 +38,7 @@ class ScoreRow:
     row_id: Any = _NO_ID
 
 
-def read_score_rows(source: str) -> list[ScoreRow]:
+def read_score_rows(source: str, option: str = "--input") -> list[ScoreRow]:
     """Rows from a JSONL file (or `-` for stdin); a bad row is an error naming file and line."""
     if source == "-":
         try:
@@ -47,7 +47,7 @@ def read_score_rows(source: str) -> list[ScoreRow]:
             raise InputError("<stdin>: not UTF-8 text") from None
         records = [(f"<stdin>:{n}", row) for n, row in parse_jsonl(text, "<stdin>")]
     else:
-        records = read_records(Path(source))
+        records = read_records(Path(source), option)
     rows = []
     for where, record in records:
         context = require(where, record, "context", str)

@@ -8,6 +8,7 @@ batch is committed as soon as it finishes; a killed run loses at most the batch 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.paths import default_store_path
+
+#: The first 16 bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -76,6 +81,50 @@ CREATE TABLE IF NOT EXISTS identities (
 """
 
 
+def check_store_file(path: Path, label: str | None = None) -> None:
+    """An error unless `path` is absent, empty or an SQLite file; reads 16 bytes, writes none.
+
+    `sqlite3.connect` accepts any file and fails only at the first statement, with a
+    `DatabaseError` that does not say which file; this names it before anything is opened.
+    """
+    label = label or str(path)
+    if path.is_dir():
+        raise InputError(f"{label} is a directory, expected a run store file")
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if header and header != SQLITE_HEADER:
+        raise InputError(f"{label} is not a run store (not an SQLite database)")
+
+
+def _check_tables(conn: sqlite3.Connection, label: str) -> None:
+    """Refuse another program's SQLite database: adding our tables would change its file."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if tables and "runs" not in tables:
+        raise InputError(f"{label} is not a run store (an SQLite database without a 'runs' table)")
+
+
+def open_store(path: str | Path | None, *, must_exist: bool = False) -> RunStore:
+    """The store a command names: `--store PATH`, else $EVALHARNESS_STORE, else the default.
+
+    Errors say which of the three it was, so a stale environment variable is easy to spot.
+    """
+    if path:
+        label = f"--store {path}"
+    elif os.environ.get("EVALHARNESS_STORE"):
+        label = f"EVALHARNESS_STORE={os.environ['EVALHARNESS_STORE']}"
+    else:
+        label = f"run store {default_store_path()}"
+    store_path = Path(path) if path else default_store_path()
+    if must_exist and not store_path.exists():
+        raise InputError(f"no run store at {store_path}")
+    return RunStore(store_path, label=label)
+
+
 @dataclass(frozen=True)
 class Link:
     task: str
@@ -96,13 +145,34 @@ class RunStore:
     batch it was computing.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, label: str | None = None) -> None:
+        """Open (or create) the store; `label` names it in errors (e.g. `--store PATH`).
+
+        Anything that is not a run store (a directory, a text file, another program's SQLite
+        database) is refused before the first write, so a wrong `--store` never damages it.
+        """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30.0)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+        label = label or str(self.path)
+        check_store_file(self.path, label)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30.0)
+        except OSError as exc:
+            reason = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc)
+            raise InputError(f"{label}: cannot create it ({reason})") from None
+        except sqlite3.Error as exc:
+            raise InputError(f"{label}: cannot open the run store ({exc})") from None
+        try:
+            _check_tables(self.conn, label)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise InputError(f"{label} is not a run store ({exc})") from None
+        except InputError:
+            self.conn.close()
+            raise
 
     def close(self) -> None:
         self.conn.close()

@@ -115,25 +115,32 @@ def parse_loss_args(pairs: list[str]) -> dict[str, str]:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """Settings from `--config` YAML, overridden by any flag given on the command line."""
-    from evalharness.records import read_yaml
-    from evalharness.trainers.config import LoraSettings, TrainConfig
+    """Settings from `--config` YAML, overridden by any flag given on the command line.
+
+    Every value is type-checked here and the method and its hyperparameters are looked up, so
+    a mistake in the file is reported (with its line) before any model or data is loaded.
+    """
+    from evalharness.records import read_yaml_lines
+    from evalharness.trainers.config import TrainConfig
 
     mapping: dict[str, Any] = {}
     where = "command line"
+    locate = None
     if args.config:
         path = Path(args.config)
         where = str(path)
-        loaded = read_yaml(path)
+        loaded, lines = read_yaml_lines(path, "--config")
         if not isinstance(loaded, dict):
             raise InputError(f"{path}: expected a mapping of training settings")
         mapping.update(loaded)
+        locate = lines.where
     for flag, name in FLAG_FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
             mapping[name] = value
-    if args.loss_arg:
-        mapping["loss_args"] = {**mapping.get("loss_args", {}), **parse_loss_args(args.loss_arg)}
+    if args.loss_arg and isinstance(mapping.get("loss_args") or {}, dict):
+        given = mapping.get("loss_args") or {}
+        mapping["loss_args"] = {**given, **parse_loss_args(args.loss_arg)}
     if args.lora or args.qlora or args.lora_rank or args.lora_alpha:
         lora = mapping.get("lora") if isinstance(mapping.get("lora"), dict) else {}
         if args.qlora:
@@ -143,16 +150,31 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if args.lora_alpha:
             lora["alpha"] = args.lora_alpha
         mapping["lora"] = lora
-    config = TrainConfig.from_mapping(mapping, where)
-    if isinstance(config.lora, dict):
-        config.lora = LoraSettings(**config.lora)
+    config = TrainConfig.from_mapping(mapping, where, locate=locate)
+    check_method(config, locate or (lambda *keys: where))
     return config
 
 
+def check_method(config: Any, locate: Any, section: str = "") -> Any:
+    """The config's training method, its hyperparameters checked; errors name where they are."""
+    from evalharness.trainers import losses
+    from evalharness.trainers.loop import hyperparameters
+
+    try:
+        method = losses.method(config.method)
+    except InputError as exc:
+        raise InputError(f"{locate('method')}: field '{section}method': {exc}") from None
+    try:
+        hyperparameters(method, config.loss_args)
+    except InputError as exc:
+        raise InputError(f"{locate('loss_args')}: field '{section}loss_args': {exc}") from None
+    return method
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from_args(args)  # before importing torch: a bad file fails in a blink
     from evalharness.trainers import losses
 
-    config = config_from_args(args)
     method = losses.method(config.method)
     if method.data_format == "prompt":
         from evalharness.trainers.online import train_online as run_training

@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.paths import default_store_path
 
 
 def add_verdict_parsers(commands: Any) -> None:
@@ -46,9 +45,9 @@ def add_verdict_parsers(commands: Any) -> None:
 
 
 def open_store(path: str | None):  # noqa: ANN201 - RunStore, imported lazily
-    from evalharness.store import RunStore
+    from evalharness.store import open_store as open_run_store
 
-    return RunStore(path or default_store_path())
+    return open_run_store(path)
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:
@@ -67,7 +66,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         labels_a = {k: verdict_label(v) for k, v in store.get_run_verdicts(run_a, task).items()}
         if args.labels:
             labels_b = {}
-            for where, row in read_records(Path(args.labels)):
+            for where, row in read_records(Path(args.labels), "--labels"):
                 key = (str(require(where, row, "sample_id")), str(row.get("slot") or ""))
                 labels_b[key] = str(require(where, row, "label"))
             # A label file without slots matches a task with one verdict per sample.
@@ -181,10 +180,11 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from evalharness.records import read_records, require
     from evalharness.tasks.base import JudgeItem
 
+    records = read_records(Path(args.input), "--input")  # input errors before a judge loads
     judge = build_judge(args.judge, mode=args.judge_mode, base_url=args.judge_base_url)
     judge.check_protocol("refusal")
     rows = []
-    for where, row in read_records(Path(args.input)):
+    for where, row in records:
         fields = {
             "prompt": str(require(where, row, "prompt")),
             "text": str(require(where, row, "completion")),

@@ -25,7 +25,7 @@ def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
     """instruction -> annotation row, and the annotator's name."""
     rows: dict[str, dict[str, Any]] = {}
     annotators = set()
-    for where, row in read_records(path):
+    for where, row in read_records(path, "--judge annotations"):
         instruction = require(where, row, "instruction", str)
         require(where, row, "output_1", str)
         require(where, row, "output_2", str)
@@ -33,6 +33,8 @@ def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
             raise InputError(f"{where}: missing field 'preference'")
         rows[instruction] = row
         annotators.add(str(row.get("annotator") or "unknown_annotator"))
+    if not rows:
+        raise InputError(f"{path}: no annotations")
     if len(annotators) > 1:
         raise InputError(f"{path}: annotations from several annotators {sorted(annotators)}")
     return rows, annotators.pop() if annotators else "unknown_annotator"

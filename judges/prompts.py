@@ -6,6 +6,8 @@ Pairwise items carry the candidate and the baseline; each judging pass shows the
 
 from __future__ import annotations
 
+import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,25 @@ def render(
     if template == FASTCHAT:
         return render_fastchat(fields)
     return render_messages(template, {**fields, "mode": mode})
+
+
+#: The `{placeholders}` a FastChat `prompt_template` may use (those `render_fastchat` fills).
+FASTCHAT_PLACEHOLDERS = (
+    "question",
+    "answer",
+    "question_1",
+    "question_2",
+    "answer_1",
+    "answer_2",
+    "answer_a",
+    "answer_b",
+    "answer_a_1",
+    "answer_b_1",
+    "answer_a_2",
+    "answer_b_2",
+    "ref_answer_1",
+    "ref_answer_2",
+)
 
 
 def render_fastchat(fields: dict[str, Any]) -> tuple[Message, ...]:
@@ -71,14 +92,39 @@ FASTCHAT_FIELDS = ("name", "type", "system_prompt", "prompt_template", "output_f
 
 
 def load_fastchat_prompts(path: Path) -> dict[str, dict[str, Any]]:
-    """FastChat's `judge_prompts.jsonl`: prompt name -> record, checked field by field."""
+    """FastChat's `judge_prompts.jsonl`: prompt name -> record, checked field by field.
+
+    Each `prompt_template` is parsed here, when the task starts, so a stray brace or an unknown
+    `{placeholder}` is reported before any answer is generated, not when judging begins.
+    """
     prompts = {}
-    for number, row in read_jsonl(path.expanduser()):
+    for number, row in read_jsonl(path, "mt_bench.judge_prompts"):
         for field in FASTCHAT_FIELDS:
             if not isinstance(row.get(field), str):
                 raise InputError(f"{path}:{number}: missing field {field!r}")
+        check_prompt_template(row["prompt_template"], f"{path}:{number}: prompt {row['name']!r}")
         prompts[row["name"]] = {k: row[k] for k in FASTCHAT_FIELDS}
     return prompts
+
+
+def check_prompt_template(template: str, where: str) -> None:
+    """An error at `where` unless `template.format(**values)` can fill every placeholder."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise InputError(
+            f"{where}: field 'prompt_template' has unbalanced braces ({exc}); "
+            "write a literal brace as {{ or }}"
+        ) from None
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        root = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if root not in FASTCHAT_PLACEHOLDERS:
+            raise InputError(
+                f"{where}: field 'prompt_template' has unknown placeholder {{{name}}}; "
+                f"known: {', '.join(FASTCHAT_PLACEHOLDERS)}"
+            )
 
 
 def fastchat_prompt_name(protocol: str, turn: int, reference_guided: bool) -> str:

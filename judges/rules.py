@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from evalharness.errors import InputError
-from evalharness.records import read_yaml
+from evalharness.records import YamlLines, read_yaml_lines
 from evalharness.requests import Request, Result, canonical_json, sha256_hex
 from evalharness.tasks.base import JudgeItem
 
@@ -90,22 +90,34 @@ def load_rules(name: str) -> tuple[tuple[Rule, ...], str]:
         raise InputError(
             f"rules:{name}: not a built-in rule set ({', '.join(BUILTIN_RULES)}) nor a file"
         )
-    spec = read_yaml(path)
+    spec, lines = read_yaml_lines(path, "--judge")
     if not isinstance(spec, dict) or not isinstance(spec.get("rules"), list):
-        raise InputError(f"{path}: expected a mapping with a 'rules' list")
-    rules = []
-    for index, entry in enumerate(spec["rules"]):
-        if not isinstance(entry, dict) or "label" not in entry or "patterns" not in entry:
-            raise InputError(f"{path}: rules[{index}] needs 'label' and 'patterns'")
-        for pattern in entry["patterns"]:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InputError(
-                    f"{path}: rules[{index}]: bad pattern {pattern!r} ({exc})"
-                ) from None
-        rules.append(Rule(str(entry["label"]), tuple(entry["patterns"]), entry.get("window")))
+        raise InputError(f"{lines.where('rules')}: expected a mapping with a 'rules' list")
+    rules = [_rule(entry, index, lines) for index, entry in enumerate(spec["rules"])]
     return tuple(rules), str(spec.get("default", "no_match"))
+
+
+def _rule(entry: Any, index: int, lines: YamlLines) -> Rule:
+    """One `{label, patterns, window}` entry, its types checked where it is written."""
+    where = lines.where("rules", index)
+    if not isinstance(entry, dict) or "label" not in entry or "patterns" not in entry:
+        raise InputError(f"{where}: rules[{index}] needs 'label' and 'patterns'")
+    patterns = entry["patterns"]
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        where = lines.where("rules", index, "patterns")
+        raise InputError(f"{where}: rules[{index}].patterns must be a list of strings")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InputError(f"{where}: rules[{index}]: bad pattern {pattern!r} ({exc})") from None
+    window = entry.get("window")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool)):
+        where = lines.where("rules", index, "window")
+        raise InputError(f"{where}: rules[{index}].window must be an integer or null")
+    return Rule(str(entry["label"]), tuple(patterns), window)
 
 
 class RuleJudge(Judge):

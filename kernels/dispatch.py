@@ -8,22 +8,19 @@ interpreter and needs `TRITON_INTERPRET=1` (for tests: it is far too slow for re
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from typing import Literal
 
 import torch
 
+from evalharness.errors import InputError
+
 from .chunked import token_stats_chunked
+from .implementations import ENV_VAR, IMPLEMENTATIONS, implementation_from_env, triton_installed
 from .reference import token_stats_reference
 from .stats import IGNORE_INDEX, TokenStats, check_inputs
 
 Implementation = Literal["auto", "triton", "chunked", "reference"]
-IMPLEMENTATIONS: tuple[str, ...] = ("auto", "triton", "chunked", "reference")
-
-
-def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
 
 
 def triton_interpreted() -> bool:
@@ -31,20 +28,25 @@ def triton_interpreted() -> bool:
 
 
 def resolve_implementation(impl: str, device: torch.device) -> str:
-    """The concrete path for `impl` on `device`, or a ValueError saying why it cannot run."""
-    if impl == "auto":
-        impl = os.environ.get("EVALHARNESS_SCORING_IMPL", "auto") or "auto"
+    """The concrete path for `impl` on `device`, or an error saying why it cannot run.
+
+    A bad `impl` argument is a ValueError (a caller's bug); a bad EVALHARNESS_SCORING_IMPL is
+    an InputError naming the variable, since the user set it.
+    """
+    from_env = impl == "auto"
+    if from_env:
+        impl = implementation_from_env()
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown scoring implementation {impl!r}; choose from {IMPLEMENTATIONS}")
     if impl == "auto":
         return "triton" if device.type == "cuda" and triton_installed() else "chunked"
     if impl == "triton":
+        error = InputError if from_env else ValueError
+        source = f"{ENV_VAR}=triton" if from_env else "scoring implementation 'triton'"
         if not triton_installed():
-            raise ValueError("scoring implementation 'triton' needs the triton package")
+            raise error(f"{source} needs the triton package")
         if device.type != "cuda" and not triton_interpreted():
-            raise ValueError(
-                f"scoring implementation 'triton' on {device.type} tensors needs TRITON_INTERPRET=1"
-            )
+            raise error(f"{source} on {device.type} tensors needs TRITON_INTERPRET=1")
     return impl
 
 

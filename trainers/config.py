@@ -1,11 +1,26 @@
-"""Everything one training run needs, as one dataclass read from flags or a YAML mapping."""
+"""Everything one training run needs, as one dataclass read from flags or a YAML mapping.
+
+A mapping is checked against the field types when it is read, before anything is imported or
+loaded: PyYAML reads `5e-6` (no dot) as a string, which is converted because a number is what
+the user meant, while `learning_rate: fast` or `epochs: [1]` are one-line errors naming the file,
+the line and the field.
+"""
 
 from __future__ import annotations
 
+import difflib
+import math
+import types
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from evalharness.errors import InputError
+
+#: Where a setting was written: `locate("learning_rate")` -> "train.yaml:5" (or just a file).
+Locate = Callable[..., str]
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -57,21 +72,191 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_mapping(cls, mapping: dict[str, Any], where: str) -> TrainConfig:
-        """Build from a YAML mapping; unknown or missing keys are one-line errors at `where`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - known)
+    def from_mapping(
+        cls,
+        mapping: dict[str, Any],
+        where: str,
+        *,
+        locate: Locate | None = None,
+        section: str = "",
+    ) -> TrainConfig:
+        """Build from a YAML mapping; unknown, missing or mistyped keys are one-line errors.
+
+        `where` names the source (a file, "command line"); `locate` gives a field's `file:line`
+        when known, and `section` prefixes field names (`train.` in a pipeline file).
+        """
+        locate = locate or (lambda *keys: where)
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(mapping) - set(known), key=str)
         if unknown:
-            raise InputError(f"{where}: unknown training setting(s) {', '.join(unknown)}")
+            raise InputError(
+                f"{locate(unknown[0])}: unknown training setting(s) "
+                f"{', '.join(section + str(u) for u in unknown)}{_did_you_mean(unknown[0], known)}"
+            )
         missing = [name for name in ("method", "model", "data", "out") if name not in mapping]
         if missing:
-            raise InputError(f"{where}: missing training setting(s) {', '.join(missing)}")
-        values = dict(mapping)
-        if isinstance(values.get("lora"), dict):
-            try:
-                values["lora"] = LoraSettings(**values["lora"])
-            except TypeError as exc:
-                raise InputError(f"{where}: lora: {exc}") from None
-        elif values.get("lora") is True:
-            values["lora"] = LoraSettings()
+            names = ", ".join(section + m for m in missing)
+            raise InputError(f"{where}: missing training setting(s) {names}")
+        hints = get_type_hints(cls)
+        values = {}
+        for name, value in mapping.items():
+            label = f"{locate(name)}: field '{section}{name}'"
+            if name == "lora":
+                values[name] = _lora(value, label, lambda key: locate("lora", key), section)
+            elif name == "loss_args":
+                values[name] = _scalar_mapping(value, label)
+            elif name == "extra":
+                values[name] = _mapping(value, label)
+            else:
+                values[name] = convert(value, hints[name], label)
+        if values.get("dtype", "float32") not in DTYPES:
+            raise InputError(
+                f"{locate('dtype')}: field '{section}dtype' must be one of {', '.join(DTYPES)}, "
+                f"not {values['dtype']!r}"
+            )
         return cls(**values)
+
+
+class _NotConvertible(Exception):
+    """A value that is not of the kind a field wants (caught and reported with the field)."""
+
+
+def convert(value: Any, hint: Any, label: str) -> Any:
+    """`value` as the field type `hint` (str, int, float, bool, optionally `| None`).
+
+    Numbers written as strings ("5e-6", "1e3") are converted; anything else that does not fit
+    is an InputError: `LABEL must be a number, not 'fast'`.
+    """
+    members = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if value is None and type(None) in members:
+        return None
+    for member in members:
+        converter = _CONVERTERS.get(member)
+        if converter is None:
+            continue
+        try:
+            return converter(value)
+        except _NotConvertible:
+            continue
+    expected = " or ".join(_EXPECTED[m] for m in members if m in _EXPECTED)
+    raise InputError(f"{label} must be {expected}, not {_shown(value)}")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _as_float(value)
+    if not number.is_integer():
+        raise _NotConvertible
+    return int(number)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise _NotConvertible
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise _NotConvertible from None
+    else:
+        raise _NotConvertible
+    if not math.isfinite(number):
+        raise _NotConvertible
+    return number
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _NotConvertible
+    return value
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _NotConvertible
+    return value
+
+
+def _as_str_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _NotConvertible
+    return value
+
+
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {
+    int: _as_int,
+    float: _as_float,
+    bool: _as_bool,
+    str: _as_str,
+    list[str]: _as_str_list,
+}
+_EXPECTED = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list[str]: "a list of strings",
+    type(None): "null",
+}
+
+
+def _shown(value: Any) -> str:
+    """How a wrong value is quoted in an error: strings and numbers as written, else the kind."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list {value!r}" if len(repr(value)) <= 40 else "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _mapping(value: Any, label: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{label} must be a mapping, not {_shown(value)}")
+    return value
+
+
+def _scalar_mapping(value: Any, label: str) -> dict[str, Any]:
+    """Loss hyperparameters: names to numbers (or strings / booleans the loss converts)."""
+    values = _mapping(value, label)
+    for key, item in values.items():
+        if not isinstance(item, str | int | float | bool):
+            raise InputError(f"{label}: {key} must be a number, not {_shown(item)}")
+    return {str(key): item for key, item in values.items()}
+
+
+def _lora(value: Any, label: str, locate: Callable[[str], str], section: str) -> Any:
+    """`lora: true` (defaults), a mapping of LoraSettings fields, or false/null for none."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return LoraSettings()
+    if not isinstance(value, dict):
+        raise InputError(f"{label} must be true, false or a mapping, not {_shown(value)}")
+    known = [f.name for f in fields(LoraSettings)]
+    unknown = sorted(set(value) - set(known), key=str)
+    if unknown:
+        raise InputError(
+            f"{locate(unknown[0])}: unknown lora setting(s) {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(known)}"
+        )
+    hints = get_type_hints(LoraSettings)
+    converted = {
+        name: convert(item, hints[name], f"{locate(name)}: field '{section}lora.{name}'")
+        for name, item in value.items()
+    }
+    return LoraSettings(**converted)
+
+
+def _did_you_mean(name: Any, known: list[str]) -> str:
+    close = difflib.get_close_matches(str(name), known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -171,7 +171,31 @@ def _tokenize(
     return list(examples)
 
 
-def load_splits(config: TrainConfig, data_format: str, tokenizer: Any) -> tuple[list, list]:
+@dataclass
+class RowSplits:
+    """Training and held-out rows (validated, not tokenised) with where each came from."""
+
+    rows: list[dict[str, Any]]
+    locations: list[str]
+    eval_rows: list[dict[str, Any]]
+    eval_locations: list[str]
+
+
+def load_splits(
+    config: TrainConfig, data_format: str, tokenizer: Any, splits: RowSplits | None = None
+) -> tuple[list, list]:
+    """Tokenised training and held-out examples (`splits` when already read, else read now)."""
+    splits = splits or read_splits(config, data_format)
+    train = _tokenize(config, splits.rows, data_format, tokenizer, splits.locations)
+    if config.pack:
+        train = pack_examples(train, config.max_length)
+    eval_rows, eval_locations = splits.eval_rows, splits.eval_locations
+    held = _tokenize(config, eval_rows, data_format, tokenizer, eval_locations) if eval_rows else []
+    return train, held
+
+
+def read_splits(config: TrainConfig, data_format: str) -> RowSplits:
+    """Read and check the data before any model loads, so a bad file fails in seconds."""
     rows = load_rows(config.data, data_format, limit=config.limit)
     locations = list(rows.locations)
     eval_rows: list[dict[str, Any]] = []
@@ -189,16 +213,12 @@ def load_splits(config: TrainConfig, data_format: str, tokenizer: Any) -> tuple[
         rows, locations = [rows[i] for i in keep], [locations[i] for i in keep]
     if not rows:
         raise InputError(f"{config.data}: no training rows")
-    train = _tokenize(config, list(rows), data_format, tokenizer, locations)
-    if config.pack:
-        if config.method not in PACKABLE:
-            raise InputError(
-                f"packing works for {', '.join(sorted(PACKABLE))} (per-token losses without a "
-                f"reference), not {config.method}"
-            )
-        train = pack_examples(train, config.max_length)
-    held = _tokenize(config, eval_rows, data_format, tokenizer, eval_locations) if eval_rows else []
-    return train, held
+    if config.pack and config.method not in PACKABLE:
+        raise InputError(
+            f"packing works for {', '.join(sorted(PACKABLE))} (per-token losses without a "
+            f"reference), not {config.method}"
+        )
+    return RowSplits(list(rows), list(locations), eval_rows, eval_locations)
 
 
 def cpu_only_launch() -> bool:
@@ -244,6 +264,7 @@ class Trainer:
         )
         self._check_sharded_lora()
         self.is_reward_model = self.method.name == "reward"
+        splits = read_splits(config, self.method.data_format)
         loaded = load_model(
             config.model,
             config.dtype,
@@ -253,7 +274,7 @@ class Trainer:
         self.base_identity = loaded.identity
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
-        train, held = load_splits(config, self.method.data_format, self.tokenizer)
+        train, held = load_splits(config, self.method.data_format, self.tokenizer, splits)
         pad = self.tokenizer.pad_token_id
         self.train_data = Examples(train, self.method.data_format, pad, config.max_length)
         self.eval_data = Examples(held, self.method.data_format, pad, config.max_length)

@@ -314,7 +314,7 @@ class HeldoutLikelihood:
         from evalharness.modelspec import parse_model_spec
         from evalharness.scoring_cli import read_score_rows
 
-        rows = read_score_rows(str(rows_file))
+        rows = read_score_rows(str(rows_file), "--heldout")
         if not rows:
             raise InputError(f"{rows_file}: no rows to score")
         backend = HFBackend(parse_model_spec(f"hf:{like}", dtype="float32"))
@@ -371,6 +371,10 @@ def merge_command(
         raise InputError(f"--method linear needs exactly 2 models, got {len(paths)}")
     if method == "greedy" and not heldout:
         raise InputError("--method greedy needs --heldout FILE.jsonl to score soups")
+    if heldout:
+        from evalharness.scoring_cli import read_score_rows
+
+        read_score_rows(heldout, "--heldout")  # a bad file fails before any checkpoint is read
     target = Path(out).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise InputError(f"--out {target}: exists and is not an empty directory")

@@ -103,6 +103,7 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         raise InputError(f"method {method.name} needs --reward rm:DIR (a reward model)")
     if config.group_size < 2:
         raise InputError(f"method {method.name} needs --group-size of at least 2")
+    rows = load_rows(config.data, "prompt", limit=config.limit)  # a bad file fails before loads
     torch.manual_seed(config.seed)
     loaded = load_model(config.model, config.dtype)
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -113,7 +114,6 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         reference = load_model(config.reference or config.model, config.dtype).model
         reference.requires_grad_(False)
     rewarder = RewardModelBackend(parse_model_spec(config.reward))
-    rows = load_rows(config.data, "prompt", limit=config.limit)
     examples = tokenize_rows(
         list(rows), "prompt", tokenizer, max_length=config.max_length, where=list(rows.locations)
     )

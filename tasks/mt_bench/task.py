@@ -195,6 +195,7 @@ class MTBench(Task):
         data_hash = sha256_hex(canonical_json(questions))
         if limit is not None:
             questions = _round_robin(questions)[:limit]
+        self._check_fastchat_prompts(questions)
         samples = [Sample(id=str(q["question_id"]), data=q) for q in questions]
         seen = set()
         for sample in samples:
@@ -216,6 +217,21 @@ class MTBench(Task):
             ),
         }
         return TaskData(samples=samples, data_hash=data_hash, source=source, settings=settings)
+
+    def _check_fastchat_prompts(self, questions: list[dict[str, Any]]) -> None:
+        """Every FastChat prompt judging will ask for exists: checked before any generation."""
+        if self.fastchat_prompts is None:
+            return
+        protocol = self.judge_protocols()[0]
+        for question in questions:
+            guided = question["category"] in NEEDS_REFERENCE and bool(question.get("reference"))
+            for turn in (1, 2):
+                name = fastchat_prompt_name(protocol, turn, guided)
+                if name not in self.fastchat_prompts:
+                    raise InputError(
+                        f"{self.options['judge_prompts']}: no prompt named {name!r} (needed "
+                        f"for question {question['question_id']}, turn {turn})"
+                    )
 
     def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
         first, second = sample.data["turns"]

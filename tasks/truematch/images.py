@@ -23,7 +23,7 @@ from typing import Any
 
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
-from evalharness.records import read_records, require
+from evalharness.records import read_records, read_text, require
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,7 @@ def load_captions(path: Path) -> dict[str, str]:
     """Resolved image path -> caption."""
     path = path.expanduser()
     base = path.parent
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text.lstrip().startswith("{") and path.suffix.lower() == ".json":
         try:
             mapping = json.loads(text)
