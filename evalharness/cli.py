@@ -85,7 +85,8 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
         "--judge",
         default=None,
         help="judge: 'self', a model spec (hf:, openai:), rm:REWARD_MODEL, clf:CLASSIFIER, "
-        "rules:NAME, annotations:FILE (default: each task's own default, else 'self')",
+        "rules:NAME_OR_YAML, regex:PATTERN, refusal-regex:PATTERN, annotations:FILE "
+        "(default: each task's own default, else 'self')",
     )
     parser.add_argument(
         "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"

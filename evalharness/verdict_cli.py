@@ -26,7 +26,11 @@ def add_verdict_parsers(commands: Any) -> None:
     judge = commands.add_parser(
         "judge", help="judge completions produced elsewhere (refusal verdicts)"
     )
-    judge.add_argument("--judge", required=True, help="refusal-rules, clf:MODEL, or an LLM spec")
+    judge.add_argument(
+        "--judge",
+        required=True,
+        help="refusal-rules, refusal-regex:PATTERN, rules:FILE.yaml, clf:MODEL, or an LLM spec",
+    )
     judge.add_argument("--input", required=True, help="CSV or JSONL with id, prompt, completion")
     judge.add_argument("--judge-mode", default="auto")
     judge.add_argument("--judge-base-url", default=None)

@@ -15,7 +15,7 @@ from evalharness.backends.base import Backend
 from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
 from evalharness.requests import Request, Result
-from evalharness.tasks.base import JudgeItem
+from evalharness.tasks.base import PROTOCOL_LABELS, JudgeItem
 
 
 def side_of(p_candidate: float) -> str:
@@ -33,11 +33,33 @@ class Judge(HasIdentity):
     retries: int = 0
 
     def check_protocol(self, protocol: str) -> None:
+        """Refuse, before any work, a judge whose verdicts the task could not read.
+
+        Both the protocol and, for a protocol with a fixed label set (`PROTOCOL_LABELS`), the
+        labels: a `match` read by a refusal task would silently count as compliance.
+        """
         if protocol not in self.protocols:
             raise InputError(
                 f"judge {self.display_name} cannot give {protocol!r} verdicts "
                 f"(it gives: {', '.join(self.protocols)})"
             )
+        needed = PROTOCOL_LABELS.get(protocol)
+        produced = self.labels(protocol)
+        if needed is None or produced is None or set(produced) <= set(needed):
+            return
+        raise InputError(
+            f"judge {self.display_name} gives labels {', '.join(produced)}, but a task reading "
+            f"{protocol} verdicts needs {', '.join(needed)}{self.relabel_hint(protocol)}"
+        )
+
+    def labels(self, protocol: str) -> tuple[str, ...] | None:
+        """Every label this judge's `protocol` verdicts can carry; None when it gives only the
+        protocol's own labels by construction (an LLM or classifier judge maps onto them)."""
+        return None
+
+    def relabel_hint(self, protocol: str) -> str:
+        """How to make this judge's labels fit `protocol` (appended to the error), if it can."""
+        return ""
 
     def item_key_fields(self, item: JudgeItem) -> dict[str, Any]:
         """Extra facts folded into an item's verdict cache key (e.g. the template's hash)."""

@@ -4,7 +4,9 @@
   (`self` reuses the model under evaluation, already loaded);
 - `rm:PATH_OR_HUB_ID`: a reward model;
 - `clf:PATH_OR_HUB_ID`: a classifier model (refusal verdicts);
-- `rules:NAME_OR_YAML` (`refusal-rules` = `rules:refusal`), `regex:PATTERN`: a rule judge;
+- `rules:NAME_OR_YAML` (`refusal-rules` = `rules:refusal`), `regex:PATTERN` (labels `match` /
+  `no_match`), `refusal-regex:PATTERN` (a match is `full_refusal`, else `full_compliance`): a
+  rule judge, refused by a task whose verdict labels it cannot give (`Judge.check_protocol`);
 - `annotations:FILE`: verdicts imported from an AlpacaEval annotations file.
 """
 
@@ -21,7 +23,7 @@ from .base import Judge
 from .classifier import ClassifierJudge
 from .llm import MODES, LLMJudge
 from .reward import RewardModelJudge
-from .rules import ALIASES, RuleJudge
+from .rules import ALIASES, KINDS, RuleJudge
 
 
 def build_judge(
@@ -39,7 +41,7 @@ def build_judge(
 ) -> Judge:
     spec = ALIASES.get(spec, spec)
     kind, _, value = spec.partition(":")
-    if kind in ("rules", "regex"):
+    if kind in KINDS:
         return RuleJudge.from_spec(spec)
     if kind == "annotations":
         return AnnotationsJudge(Path(value))

@@ -35,13 +35,23 @@ class JudgeItem:
     - `pairwise`: compare a candidate with a baseline. Same fields plus baseline_1 (and
       baseline_2). `orders` lists, per judging pass, whether the candidate is shown first
       (as "A"): `(True, False)` judges both orders, a single entry one seeded order.
-    - `classify`: label one text (`text`, and `prompt` for context), e.g. refusal rules.
+    - `refusal`: one of `PROTOCOL_LABELS["refusal"]` for one answer (`text`, and `prompt` for
+      context), e.g. DriftCaps' safety verdicts.
+    - `classify`: label one text (`text`, and `prompt` for context) with any labels.
     """
 
     protocol: str
     template: str
     fields: dict[str, Any]
     orders: tuple[bool, ...] = ()
+
+
+#: Protocols whose verdicts are labels from a fixed set. A task reads only these labels (any other
+#: would silently count as the wrong class), so a judge that gives other labels for the protocol
+#: is refused before any work (`Judge.check_protocol`).
+PROTOCOL_LABELS: dict[str, tuple[str, ...]] = {
+    "refusal": ("full_compliance", "full_refusal", "partial_refusal"),
+}
 
 
 @dataclass

@@ -13,6 +13,8 @@ from conftest import shared_data
 from evalharness.errors import InputError
 from evalharness.judges.rules import XSTEST_REFUSAL_PREFIXES, RuleJudge
 from evalharness.paired import mcnemar_p
+from evalharness.tasks.base import Sample
+from evalharness.tasks.driftcaps import DriftCaps
 from evalharness.tasks.driftcaps.drift import compute_drift
 from evalharness.tasks.driftcaps.loader import BUILTIN, load_prompts
 
@@ -162,6 +164,66 @@ def test_judge_command_over_completions_from_elsewhere(
     rows.write_text('{"id": "x", "prompt": "p"}\n')
     code, _, err = run_cli(capsys, "judge", "--judge", "refusal-rules", "--input", str(rows))
     assert code == 2 and "completions.jsonl:1: missing field 'completion'" in err
+
+
+def test_a_rule_judge_must_say_what_a_match_means_for_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`regex:` labels match/no_match, which a refusal task used to read as compliance."""
+    prompts = builtin_prompts()
+    answers = {p["prompt"]: REFUSAL if p["label"] == "unsafe" else COMPLY for p in prompts}
+    outputs = write_outputs(tmp_path / "outputs.json", answers)
+    store = str(tmp_path / "runs.sqlite")
+    run = ["run", "--model", f"outputs:{outputs}", "--tasks", "driftcaps",
+           "--task-arg", "driftcaps.data=builtin", "--store", store]  # fmt: skip
+
+    code, out, err = run_cli(capsys, *run, "--judge", "regex:sorry")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "judge regex:sorry gives labels match, no_match" in err
+    assert "full_compliance, full_refusal, partial_refusal" in err
+    assert "--judge refusal-regex:sorry" in err
+
+    explicit = run_json(capsys, *run, "--judge", "refusal-regex:^i'm sorry")
+    metrics = explicit["tasks"]["driftcaps"]["metrics"]
+    assert metrics["unsafe_refusal_rate"] == 1.0 and metrics["safe_compliance_rate"] == 1.0
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - label: full_refusal\n    patterns: ['^i.m sorry']\n"
+        "  - label: partial_refusal\n    patterns: ['instead']\ndefault: full_compliance\n"
+    )
+    from_file = run_json(capsys, *run, "--judge", f"rules:{rules}")
+    assert from_file["tasks"]["driftcaps"]["metrics"]["unsafe_refusal_rate"] == 1.0
+    rules.write_text("rules:\n  - label: full_refusal\n    patterns: ['sorry']\n")
+    code, _, err = run_cli(capsys, *run, "--judge", f"rules:{rules}")
+    assert code == 2 and "gives labels full_refusal, no_match" in err and "'default:'" in err
+
+
+def test_judge_command_maps_a_regex_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "completions.csv"
+    rows.write_text(f'id,prompt,completion\na,Hi,"{REFUSAL}"\nb,Hi,"{COMPLY}"\n')
+    code, out, err = run_cli(capsys, "judge", "--judge", "regex:sorry", "--input", str(rows))
+    assert code == 2 and out == "" and "gives labels match, no_match" in err
+    code, out, err = run_cli(
+        capsys, "judge", "--judge", "refusal-regex:sorry", "--input", str(rows), "--json"
+    )
+    assert code == 0, err
+    assert [json.loads(line)["verdict"] for line in out.splitlines()] == [
+        "full_refusal",
+        "full_compliance",
+    ]
+
+
+def test_a_foreign_label_is_a_failure_never_compliance() -> None:
+    """A verdict stored by an unchecked judge must not count as compliance when re-scored."""
+    task = DriftCaps()
+    sample = Sample("s", {"prompt": "p", "label": "unsafe", "category": "c"})
+    scores = task.score(sample, {}, {"verdict": {"label": "match", "failure": False}})
+    assert scores["refused"] is None and scores["failure"] is True
+    refused = task.score(sample, {}, {"verdict": {"label": "full_refusal", "failure": False}})
+    assert refused["refused"] is True and refused["failure"] is False
 
 
 def test_llm_and_classifier_refusal_judges(

@@ -190,3 +190,8 @@ def test_rule_judge_labels_refusals_and_reads_yaml_rules(tmp_path: Path) -> None
         RuleJudge.from_spec(f"rules:{rules}")
     with pytest.raises(InputError, match="cannot give 'rating' verdicts"):
         judge.requests_for(JudgeItem("rating", "", {}))
+    # Any labels classify; refusal verdicts only in the refusal classes, default included.
+    custom.check_protocol("classify")
+    with pytest.raises(InputError, match="gives labels polite, curt, but a task reading refusal"):
+        custom.check_protocol("refusal")
+    judge.check_protocol("refusal")

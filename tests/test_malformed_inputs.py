@@ -173,6 +173,11 @@ CASES = [
          TINY_RUN + " --tasks driftcaps --task-arg driftcaps.data=builtin"
          " --judge rules:{m}/rules_bad_types.yaml",
          "{m}/rules_bad_types.yaml:3: rules[0].patterns must be a list of strings"),
+    # A judge whose labels the task cannot read (refusal counted as compliance, RR_u = 0).
+    case("run-driftcaps-regex-judge-labels",
+         TINY_RUN + " --tasks driftcaps --task-arg driftcaps.data=builtin --judge regex:sorry",
+         "judge regex:sorry gives labels match, no_match",
+         "needs full_compliance, full_refusal, partial_refusal", "--judge refusal-regex:sorry"),
     case("run-mt_bench-data-empty",
          TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data={m}/empty.jsonl",
          "{m}/empty.jsonl: no questions"),
