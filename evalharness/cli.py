@@ -358,11 +358,8 @@ def _execute(
             "[yellow]some items are not judged yet: run the same command again to judge only "
             "those[/yellow]"
         )
-    if model.raw in (result["judge"] or "").split(", "):
-        err_console.print(
-            "[dim]judged by the model itself: a demonstration of the pipeline, not a "
-            "meaningful judge; pass --judge for real grading[/dim]"
-        )
+    for warning in result["warnings"]:
+        err_console.print(warning, style="dim", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -396,6 +393,8 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 def run_summary(store: Any, run_id: str) -> dict[str, Any]:
+    from evalharness.engine import run_warnings
+
     run = store.get_run(run_id)
     tasks = {}
     for task in store.get_tasks(run_id):
@@ -408,12 +407,13 @@ def run_summary(store: Any, run_id: str) -> dict[str, Any]:
         "status": run["status"],
         "tasks": tasks,
         "calls_made": {"model": 0, "judge": 0},
+        "warnings": run_warnings(run["spec"]),
         "provenance": run["provenance"],
     }
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from evalharness.console import out_console, summary_table
+    from evalharness.console import err_console, out_console, summary_table
 
     store = _open_store(args.store)
     try:
@@ -427,6 +427,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         prov = summary["provenance"]
         out_console.print(f"status {summary['status']} · judge {summary['judge']}")
         out_console.print(f"packages {json.dumps(prov['packages'])}")
+        for warning in summary["warnings"]:
+            err_console.print(warning, style="dim", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -69,6 +69,8 @@ class RunOutcome:
     seconds: float
     status: str = "complete"
     judging: dict[str, Any] = field(default_factory=dict)
+    #: One-line reasons not to take the numbers at face value (see `run_warnings`).
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,9 +81,26 @@ class RunOutcome:
             "tasks": self.tasks,
             "calls_made": self.calls_made,
             "judging": self.judging,
+            "warnings": self.warnings,
             "resumed": self.resumed,
             "seconds": round(self.seconds, 3),
         }
+
+
+def run_warnings(spec: dict[str, Any]) -> list[str]:
+    """Warnings about a run, from the spec it stored (so `show` gives the ones `run` gave).
+
+    A task judged by the evaluated model grades its own answers: fine for trying the pipeline
+    out, meaningless as a score. Scripts and CI read `--json`, so it must say so there too.
+    """
+    warnings = []
+    self_judged = spec.get("self_judged") or []
+    if self_judged:
+        warnings.append(
+            f"{', '.join(self_judged)} judged by the model itself: a demonstration of the "
+            "pipeline, not a meaningful judge; pass --judge for real grading"
+        )
+    return warnings
 
 
 @dataclass
@@ -208,6 +227,7 @@ class Runner:
         judges = self._build_judges(spec, tasks, backend)
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
         judge_names = ", ".join(dict.fromkeys(j.display_name for j in judges.values())) or None
+        self_judged = sorted(name for name, judge in judges.items() if judge.backend is backend)
         baselines = {task.name: self._attach_baseline(task, loaded[task.name]) for task in tasks}
         task_info = {
             task.name: {
@@ -256,18 +276,16 @@ class Runner:
             tasks=task_info,
             seed=spec.seed,
         )
+        stored_spec = {
+            "tasks": spec.tasks,
+            "task_options": spec.task_options,
+            "limit": spec.limit,
+            "seed": spec.seed,
+            "judge_mode": spec.judge_mode,
+            "self_judged": self_judged,
+        }
         resumed = self.store.begin_run(
-            run_id,
-            model=spec.model.raw,
-            judge=judge_names,
-            spec={
-                "tasks": spec.tasks,
-                "task_options": spec.task_options,
-                "limit": spec.limit,
-                "seed": spec.seed,
-                "judge_mode": spec.judge_mode,
-            },
-            provenance=prov,
+            run_id, model=spec.model.raw, judge=judge_names, spec=stored_spec, provenance=prov
         )
         self.store.put_identity(backend.identity_hash, backend.identity)
         for judge in unique_judges:
@@ -309,6 +327,7 @@ class Runner:
             seconds=time.perf_counter() - started,
             status=status,
             judging=self.judge_stats.to_json() if judges else {},
+            warnings=run_warnings(stored_spec),
         )
 
     # -- judges, baselines, estimates, pools ---------------------------------------------

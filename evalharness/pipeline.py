@@ -6,6 +6,8 @@ by sample (`evalharness compare`). The command exits 1 when a gated metric of th
 worse than the base's by more than its `max_drop` and the paired test says so at level `alpha`
 (a metric without a paired test, such as a fitted length-controlled win rate, is judged on its
 delta alone). Directions come from the task: a drop in `over_refusal` is an improvement.
+Every gate fails, uncompared, when either evaluation is not `complete` (a `partial` run left
+items unjudged); a config without `gate:` entries is an error before training starts.
 
 ```yaml
 train: {method: dpo, model: hf:base, data: prefs.jsonl, out: runs/dpo, max_steps: 50}
@@ -92,10 +94,15 @@ def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines
 
 
 def parse_gates(path: Path, entries: Any, lines: YamlLines | None = None) -> list[Gate]:
-    if entries is None:
-        return []
+    """The `gate:` entries; none at all is an error, since a gate of nothing passes anything."""
+    where = lines.where("gate") if lines else str(path)
+    if entries is None or entries == []:
+        raise InputError(
+            f"{where}: no gates: list at least one {{metric: TASK.METRIC, max_drop: N}} under "
+            "'gate:' (without one the pipeline would pass whatever the fine-tune did)"
+        )
     if not isinstance(entries, list):
-        raise InputError(f"{path}: 'gate' must be a list of {{metric, max_drop}} entries")
+        raise InputError(f"{where}: 'gate' must be a list of {{metric, max_drop}} entries")
     gates = []
     for number, entry in enumerate(entries, start=1):
         where = f"{lines.where('gate', number - 1) if lines else path}: gate #{number}"
@@ -150,6 +157,45 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
         store.close()
 
 
+def evaluation_problem(role: str, result: dict[str, Any]) -> str | None:
+    """Why an evaluation cannot be gated on (None when it is complete).
+
+    A partial run's metrics leave out the items its judge could not judge, so comparing it
+    would gate on other samples than the other run's, or on none: the gate fails instead.
+    """
+    if result["status"] == "complete":
+        return None
+    reason = f"{role} run {result['run_id']} is {result['status']}"
+    judging = result.get("judging") or {}
+    unjudged = judging.get("unjudged") or {}
+    failed, over = unjudged.get("request_failed", 0), unjudged.get("over_budget", 0)
+    if failed or over:
+        reason += (
+            f" ({failed + over} of {judging.get('items', '?')} judge items unjudged: "
+            f"{failed} failed requests, {over} over budget)"
+        )
+    return reason
+
+
+def failed_gates(gates: list[Gate], reason: str) -> list[dict]:
+    """Every gate failed, unchecked, with `reason` (the rows `check_gates` returns)."""
+    return [
+        {
+            "metric": gate.name,
+            "base": None,
+            "tuned": None,
+            "worse_by": None,
+            "max_drop": gate.max_drop,
+            "p_value": None,
+            "test": None,
+            "alpha": gate.alpha,
+            "passed": False,
+            "reason": reason,
+        }
+        for gate in gates
+    ]
+
+
 def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gate]) -> list[dict]:
     """Compare the tuned run against the base (`compare`) and judge every gate on it."""
     from evalharness.compare import compare_runs
@@ -181,6 +227,7 @@ def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gat
                 "test": row.test,
                 "alpha": gate.alpha,
                 "passed": not (row.worse_by > gate.max_drop and significant is not False),
+                "reason": None,
             }
         )
     return checks
@@ -211,11 +258,20 @@ def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     base = evaluate(train_config.model, config["evaluate"], str(path))
     tuned = evaluate(tuned_spec, config["evaluate"], str(path))
     store_path = Path(config["evaluate"].get("store") or default_store_path())
-    checks = check_gates(store_path, base["run_id"], tuned["run_id"], gates)
+    problems = [evaluation_problem("base", base), evaluation_problem("tuned", tuned)]
+    if any(problems):
+        checks = failed_gates(gates, "not compared: " + "; ".join(p for p in problems if p))
+    else:
+        checks = check_gates(store_path, base["run_id"], tuned["run_id"], gates)
     return {
         "trained": {"out": str(summary.out), "steps": summary.steps, **summary.eval_after},
         "base_run": base["run_id"],
         "tuned_run": tuned["run_id"],
         "gates": checks,
+        "warnings": [
+            f"{role} run {result['run_id']}: {warning}"
+            for role, result in (("base", base), ("tuned", tuned))
+            for warning in result.get("warnings", [])
+        ],
         "passed": all(c["passed"] for c in checks),
     }

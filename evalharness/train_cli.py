@@ -261,8 +261,13 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     else:
         print(f"trained: {report['trained']['out']} ({report['trained']['steps']} steps)")
         print(f"base run {report['base_run']} · tuned run {report['tuned_run']}")
+        for warning in report["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
         for check in report["gates"]:
             verdict = "pass" if check["passed"] else "FAIL"
+            if check["reason"]:
+                print(f"  {verdict}  {check['metric']}: {check['reason']}")
+                continue
             print(
                 f"  {verdict}  {check['metric']}: base {check['base']:.4f} -> tuned "
                 f"{check['tuned']:.4f} (worse by {check['worse_by']:+.4f}, allowed "

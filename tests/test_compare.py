@@ -347,6 +347,7 @@ def test_pipeline_gates_with_compare(
     assert refusal["base"] >= 0.75 and refusal["tuned"] == 0.0
     assert refusal["p_value"] < 0.05 and refusal["passed"] is False
     assert over["worse_by"] <= 0 and over["passed"] is True  # it stopped over-refusing too
+    assert report["warnings"] == [] and refusal["reason"] is None  # refusal rules judged it
     # The same fine-tune passes a gate that allows it (the runs are cached: no new model calls).
     config["gate"] = [{"metric": "driftcaps.unsafe_refusal_rate", "max_drop": 1.0}]
     path.write_text(yaml.safe_dump(config))
@@ -365,3 +366,98 @@ def test_pipeline_gate_entries_are_checked(tmp_path: Path) -> None:
         parse_gates(path, [{"metric": "a.b"}, {"metric": "a.c", "alpha": 2}])
     gates = parse_gates(path, [{"metric": "driftcaps.over_refusal", "max_drop": 0.1}])
     assert gates[0].name == "driftcaps.over_refusal" and gates[0].alpha == 0.05
+
+
+@pytest.mark.parametrize(("gate", "line"), [("", None), ("gate:\n", 3), ("gate: []\n", 3)])
+def test_a_pipeline_without_gates_is_a_one_line_error_before_training(
+    gate: str, line: int | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gate of nothing passes any fine-tune, however bad: refused before training starts."""
+    data = _refusal_data(tmp_path / "rows.jsonl")
+    out = tmp_path / "tuned"
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        f"train: {{method: sft, model: hf:placeholder, data: {data}, out: {out}}}\n"
+        "evaluate: {tasks: [driftcaps]}\n" + gate
+    )
+    code, _, err = run_cli(capsys, "pipeline", str(path), "--quiet")
+    where = f"{path}:{line}" if line else str(path)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert f"{where}: no gates: list at least one" in err
+    assert not out.exists()
+
+
+def _fake_pipeline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, results: dict[str, dict[str, Any]]
+) -> Path:
+    """A pipeline config whose training is skipped and whose evaluations return `results`
+    (keyed base/tuned) for runs already in the store: gating, without the models' minutes."""
+    from types import SimpleNamespace
+
+    import evalharness.pipeline
+    import evalharness.trainers.loop
+
+    def train(config: Any, progress: bool) -> SimpleNamespace:
+        return SimpleNamespace(out=Path(config.out), steps=1, eval_after={})
+
+    def evaluate(model: str, config: dict[str, Any], where: str) -> dict[str, Any]:
+        return results["base" if model == "hf:base" else "tuned"]
+
+    monkeypatch.setattr(evalharness.trainers.loop, "train", train)
+    monkeypatch.setattr(evalharness.pipeline, "evaluate", evaluate)
+    store = tmp_path / "store.sqlite"
+    data = _refusal_data(tmp_path / "rows.jsonl")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        f"train: {{method: sft, model: hf:base, data: {data}, out: {tmp_path / 'tuned'}}}\n"
+        f"evaluate: {{tasks: [driftcaps], store: {store}}}\n"
+        "gate:\n"
+        "  - {metric: driftcaps.unsafe_refusal_rate, max_drop: 0.1}\n"
+        "  - {metric: driftcaps.over_refusal, max_drop: 0.1}\n"
+    )
+    return path
+
+
+def test_a_partial_evaluation_fails_every_gate_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Equal scores would pass, but the tuned run left 3 of 24 items unjudged: exit 1, saying so.
+
+    Warnings of either run (here: a task judged by the model itself) reach the report too.
+    """
+    from evalharness.engine import run_warnings
+
+    store = RunStore(tmp_path / "store.sqlite")
+    _store_run(store, "base", "driftcaps", _safety_scores(6), {"unsafe_refusal_rate": 0.5})
+    _store_run(store, "tuned", "driftcaps", _safety_scores(6), {"unsafe_refusal_rate": 0.5})
+    store.finish_run("tuned", status="partial")
+    store.close()
+    self_judged = run_warnings({"self_judged": ["mt_bench"]})
+    complete = {"run_id": "base", "status": "complete", "judging": {}, "warnings": []}
+    partial = {
+        "run_id": "tuned",
+        "status": "partial",
+        "judging": {"items": 24, "unjudged": {"request_failed": 3, "over_budget": 0}},
+        "warnings": self_judged,
+    }
+    path = _fake_pipeline(monkeypatch, tmp_path, {"base": complete, "tuned": partial})
+    code, out, err = run_cli(capsys, "pipeline", str(path), "--json", "--quiet")
+    assert code == 1, err
+    report = json.loads(out)
+    reason = (
+        "not compared: tuned run tuned is partial "
+        "(3 of 24 judge items unjudged: 3 failed requests, 0 over budget)"
+    )
+    assert [g["reason"] for g in report["gates"]] == [reason, reason]
+    assert not any(g["passed"] for g in report["gates"]) and report["passed"] is False
+    assert report["warnings"] == [f"tuned run tuned: {self_judged[0]}"]
+    assert self_judged[0].startswith("mt_bench judged by the model itself")
+    code, out, err = run_cli(capsys, "pipeline", str(path), "--quiet")
+    assert code == 1 and f"  FAIL  driftcaps.unsafe_refusal_rate: {reason}\n" in out
+    assert f"warning: tuned run tuned: {self_judged[0]}" in err
+    # The same runs, both complete, are compared and pass.
+    finished = {**partial, "status": "complete", "judging": {}}
+    path = _fake_pipeline(monkeypatch, tmp_path, {"base": complete, "tuned": finished})
+    code, out, err = run_cli(capsys, "pipeline", str(path), "--json", "--quiet")
+    assert code == 0, err
+    assert json.loads(out)["passed"] is True

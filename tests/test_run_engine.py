@@ -44,6 +44,9 @@ def test_run_prints_the_documented_json_and_rerun_makes_no_calls(
     # --limit takes categories round-robin: three samples cover three categories.
     assert first["calls_made"]["model"] == 6  # 3 questions x 2 turns
     assert first["calls_made"]["judge"] == 60  # 6 verdicts x 10 rating probabilities
+    # No --judge: MT-Bench is judged by the model itself, and --json says so too.
+    (warning,) = first["warnings"]
+    assert warning.startswith("mt_bench judged by the model itself: a demonstration")
 
     counts = RunStore(store).counts()
     second = run_json(capsys, *tiny_run_args(tiny_model_dir, store, "--limit", "3"))
@@ -51,9 +54,12 @@ def test_run_prints_the_documented_json_and_rerun_makes_no_calls(
     assert second["run_id"] == first["run_id"]
     assert second["tasks"] == first["tasks"]
     assert RunStore(store).counts() == counts
+    code, _, err = run_cli(capsys, *tiny_run_args(tiny_model_dir, store, "--limit", "3"))
+    assert code == 0 and warning in err  # the human output shows it on stderr, one line
 
     shown = run_json(capsys, "show", first["run_id"][:6], "--store", str(store))
     assert shown["tasks"]["mt_bench"]["metrics"] == metrics
+    assert shown["warnings"] == first["warnings"]
     assert shown["calls_made"] == {"model": 0, "judge": 0}
     assert shown["provenance"]["model"]["weights_sha256"]
 
