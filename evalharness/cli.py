@@ -42,7 +42,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16, auto")
     parser.add_argument("--batch-size", type=int, default=None, help="requests per batch (hf)")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for openai:")
-    parser.add_argument("--api-key-env", default=None, help="env var holding the API key")
+    parser.add_argument(
+        "--api-key-env",
+        default=None,
+        metavar="NAME",
+        help="env var holding the API key (openai: sends it; serve requires it from clients); "
+        "without it $OPENAI_API_KEY is sent to api.openai.com only",
+    )
     parser.add_argument("--concurrency", type=int, default=None, help="parallel API requests")
     parser.add_argument(
         "--trust-remote-code",
@@ -92,6 +98,13 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
         "--judge-mode", default="auto", help="auto, probs (token probabilities) or text"
     )
     parser.add_argument("--judge-base-url", default=None, help="endpoint for an openai: judge")
+    parser.add_argument(
+        "--judge-api-key-env",
+        default=None,
+        metavar="NAME",
+        help="env var holding an openai: judge's API key (without it $OPENAI_API_KEY is sent "
+        "to api.openai.com only)",
+    )
     parser.add_argument(
         "--judge-max-tokens", type=int, default=512, help="judge output budget in text mode"
     )
@@ -256,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--served-name", default=None, help="model name clients use")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without --api-key-env (anyone reaching it can use it)",
+    )
     return parser
 
 
@@ -314,6 +332,7 @@ def _execute(
         judge=judge,
         judge_mode=args.judge_mode,
         judge_base_url=args.judge_base_url,
+        judge_api_key_env=args.judge_api_key_env,
         judge_max_new_tokens=args.judge_max_tokens,
         judge_concurrency=args.judge_concurrency,
         judge_timeout_s=args.judge_timeout,
@@ -445,16 +464,36 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from evalharness.backends import load_backend
     from evalharness.backends.hf import HFBackend
-    from evalharness.serve import serve
+    from evalharness.serve import check_exposure, serve
 
     spec = _model_spec(args)
     if spec.workers > 1:
         raise InputError("serve runs the model in its own process: --workers is for run and score")
+    api_key = _serve_api_key(spec.api_key_env)
+    # Before anything loads, so a refused --host costs nothing and never binds.
+    warning = check_exposure(args.host, api_key, args.insecure)
+    if warning:
+        print(f"evalharness: warning: {warning}", file=sys.stderr)
     backend = load_backend(spec)
     if not isinstance(backend, HFBackend):
         raise InputError(f"serve needs an hf: model, not {spec.raw!r}")
-    serve(backend, args.served_name or spec.raw, host=args.host, port=args.port)
+    name = args.served_name or spec.raw
+    serve(backend, name, host=args.host, port=args.port, api_key=api_key, insecure=args.insecure)
     return 0
+
+
+def _serve_api_key(name: str | None) -> str | None:
+    """The key clients of `serve` must send, from the variable `--api-key-env` names.
+
+    A named variable that is unset or empty is an error: serving without the key the user
+    asked for would expose the model. The value is never printed.
+    """
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise InputError(f"--api-key-env {name}: ${name} is not set or is empty")
+    return value
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

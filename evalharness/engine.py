@@ -48,6 +48,9 @@ class RunSpec:
     judge: str | None = None
     judge_mode: str = "auto"
     judge_base_url: str | None = None
+    #: The variable holding an openai: judge's key; not part of the run id (the key is a secret
+    #: and does not change what the judge computes).
+    judge_api_key_env: str | None = None
     judge_max_new_tokens: int = 512
     judge_concurrency: int | None = None
     judge_timeout_s: float | None = None
@@ -349,6 +352,7 @@ class Runner:
                     model_backend=backend,
                     mode=spec.judge_mode,
                     base_url=spec.judge_base_url,
+                    api_key_env=spec.judge_api_key_env,
                     max_new_tokens=spec.judge_max_new_tokens,
                     concurrency=spec.judge_concurrency,
                     timeout_s=spec.judge_timeout_s,

@@ -25,6 +25,10 @@ class ModelSpec:
     `dtype`, `revision`, `base_url` and (vLLM) `max_model_len` are part of the model's
     identity; `batch_size`, `concurrency`, `api_key_env`, the other vLLM engine options and
     `workers` only change how fast it runs.
+
+    `api_key_env` names the variable holding the key (`openai:` sends it, `serve` demands it).
+    None, when no variable was named, sends `$OPENAI_API_KEY` to api.openai.com only, never to
+    another `base_url`: a key meant for OpenAI must not leak to a local or third-party server.
     """
 
     backend: str
@@ -34,7 +38,7 @@ class ModelSpec:
     dtype: str = "float32"
     batch_size: int = 8
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None
     concurrency: int = 8
     max_retries: int = 5
     timeout_s: float = 600.0

@@ -8,11 +8,15 @@ answer served here is the answer `HFBackend.generate` gives.
 
 The model is not thread-safe: every request runs in FastAPI's threadpool (plain `def`
 endpoints) and holds one lock while it touches the tokenizer or the model.
+
+Anyone who can reach the port can use the model, so a host other machines can reach is served
+only behind a Bearer key (or when the caller insists, `insecure`); loopback needs none.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import threading
 import time
 import uuid
@@ -28,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
+from evalharness.errors import InputError
 from evalharness.requests import Message, SamplingParams
 
 MAX_TOP_LOGPROBS = 20
@@ -37,6 +42,8 @@ DEFAULT_CHAT_MAX_TOKENS = 1024
 DEFAULT_COMPLETION_MAX_TOKENS = 16
 #: Rows of logits materialised at once when scoring (bounded memory for large vocabularies).
 LOGPROB_CHUNK = 256
+#: Answers without a key: liveness probes carry none, and it tells nothing about the model.
+HEALTH_PATH = "/health"
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -451,7 +458,7 @@ def create_app(backend: HFBackend, model_name: str, *, api_key: str | None = Non
     if api_key:
         _install_auth(app, api_key)
 
-    @app.get("/health")
+    @app.get(HEALTH_PATH)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -504,15 +511,52 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_auth(app: FastAPI, api_key: str) -> None:
-    expected = f"Bearer {api_key}".encode()
+    """Every route but the health check needs `Authorization: Bearer <api_key>`, else a 401."""
+    expected = api_key.encode()
 
     @app.middleware("http")
     async def require_key(request: Request, call_next: Any) -> Any:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if request.url.path == HEALTH_PATH:
+            return await call_next(request)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        # Constant time, so response timing does not reveal how much of a guess was right.
+        matches = hmac.compare_digest(token.strip().encode(), expected)
+        if scheme.lower() != "bearer" or not matches:
             # Never echo what was sent: it may be a real key meant for another server.
-            return error_response(401, "invalid or missing API key", code="invalid_api_key")
+            response = error_response(401, "invalid or missing API key", code="invalid_api_key")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         return await call_next(request)
+
+
+def is_loopback(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1: an address no other machine can connect to.
+
+    Any other name counts as reachable: it may resolve to a public interface.
+    """
+    name = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None, insecure: bool) -> str | None:
+    """Refuse to serve a reachable host without a key; with `insecure`, the warning to show.
+
+    Checked before the model loads or a port is bound, so a mistaken `--host 0.0.0.0` never
+    exposes the model, even briefly.
+    """
+    if api_key or is_loopback(host):
+        return None
+    if not insecure:
+        raise InputError(
+            f"--host {host} can be reached from other machines: pass --api-key-env NAME to "
+            "require a key, or --insecure to serve without one"
+        )
+    return f"serving on {host} without an API key: anyone who can reach it can use the model"
 
 
 def serve(
@@ -522,13 +566,16 @@ def serve(
     port: int = 8000,
     *,
     api_key: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Load the weights, then serve until interrupted.
 
     Loading first means a bad checkpoint fails before the port is bound, and the first request
-    is not slowed by loading.
+    is not slowed by loading. A host reachable from other machines needs `api_key`, or
+    `insecure` (the caller shows `check_exposure`'s warning).
     """
     import uvicorn
 
+    check_exposure(host, api_key, insecure)
     backend.model  # noqa: B018 - load now, not on the first request
     uvicorn.run(create_app(backend, model_name, api_key=api_key), host=host, port=port)

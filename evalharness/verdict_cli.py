@@ -34,6 +34,7 @@ def add_verdict_parsers(commands: Any) -> None:
     judge.add_argument("--input", required=True, help="CSV or JSONL with id, prompt, completion")
     judge.add_argument("--judge-mode", default="auto")
     judge.add_argument("--judge-base-url", default=None)
+    judge.add_argument("--judge-api-key-env", default=None, metavar="NAME")
     judge.add_argument("--json", action="store_true", help="one JSON object per row")
 
     agree = commands.add_parser(
@@ -185,7 +186,12 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from evalharness.tasks.base import JudgeItem
 
     records = read_records(Path(args.input), "--input")  # input errors before a judge loads
-    judge = build_judge(args.judge, mode=args.judge_mode, base_url=args.judge_base_url)
+    judge = build_judge(
+        args.judge,
+        mode=args.judge_mode,
+        base_url=args.judge_base_url,
+        api_key_env=args.judge_api_key_env,
+    )
     judge.check_protocol("refusal")
     rows = []
     for where, row in records:

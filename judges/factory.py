@@ -33,6 +33,7 @@ def build_judge(
     model_backend: Backend | None = None,
     mode: str = "auto",
     base_url: str | None = None,
+    api_key_env: str | None = None,
     max_new_tokens: int = 512,
     concurrency: int | None = None,
     timeout_s: float | None = None,
@@ -57,6 +58,7 @@ def build_judge(
         judge_spec = parse_model_spec(
             spec,
             base_url=base_url,
+            api_key_env=api_key_env,
             concurrency=concurrency,
             timeout_s=timeout_s,
             max_retries=http_retries,

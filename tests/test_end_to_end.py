@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import free_port, run_json, spawn_cli
+from cli_helpers import free_port, run_cli, run_json, spawn_cli, write_lines
 
 
 @pytest.mark.slow
@@ -46,12 +48,15 @@ def test_default_model_run_gives_real_scores_and_caches(
     assert again["tasks"] == first["tasks"]
 
 
-@pytest.fixture
-def served_tiny_model(tiny_model_dir: Path) -> str:
-    """`evalharness serve` as a real subprocess on a free loopback port."""
+@contextlib.contextmanager
+def serving(model_dir: Path, *extra: str) -> Iterator[str]:
+    """`evalharness serve` as a real subprocess on a free loopback port; yields the /v1 URL.
+
+    Readiness is polled on /health, the one route that never needs a key.
+    """
     port = free_port()
     process = spawn_cli(
-        "serve", "--model", f"hf:{tiny_model_dir}", "--port", str(port), "--served-name", "tiny"
+        "serve", "--model", f"hf:{model_dir}", "--port", str(port), "--served-name", "tiny", *extra
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -60,7 +65,7 @@ def served_tiny_model(tiny_model_dir: Path) -> str:
             if process.poll() is not None:
                 raise AssertionError(process.stderr.read() if process.stderr else "serve exited")
             try:
-                if httpx.get(f"{url}/v1/models", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -71,6 +76,12 @@ def served_tiny_model(tiny_model_dir: Path) -> str:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def served_tiny_model(tiny_model_dir: Path) -> Iterator[str]:
+    with serving(tiny_model_dir) as url:
+        yield url
 
 
 def test_run_against_evalharness_serve_over_http(
@@ -115,6 +126,41 @@ def test_run_against_evalharness_serve_over_http(
     assert "api_key" not in json.dumps(shown["provenance"]).lower()
     again = run_json(capsys, *args)
     assert again["calls_made"] == {"model": 0, "judge": 0}
+
+
+def test_serve_with_a_key_variable_requires_the_bearer_key(
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every route but /health answers 401 (OpenAI's error JSON) without the right key."""
+    key = "sk-serve-test-0d5e2b"
+    monkeypatch.setenv("EVALHARNESS_TEST_SERVE_KEY", key)  # the subprocess inherits it
+    chat = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    with serving(tiny_model_dir, "--api-key-env", "EVALHARNESS_TEST_SERVE_KEY") as url:
+        root = url.removesuffix("/v1")
+        assert httpx.get(f"{root}/health", timeout=10).status_code == 200
+        for headers in ({}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": key}):
+            for response in (
+                httpx.get(f"{url}/models", headers=headers, timeout=10),
+                httpx.post(f"{url}/chat/completions", json=chat, headers=headers, timeout=10),
+            ):
+                assert response.status_code == 401, response.text
+                error = response.json()["error"]
+                assert error["code"] == "invalid_api_key" and key not in response.text
+        good = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{url}/models", headers=good, timeout=10).status_code == 200
+        answer = httpx.post(f"{url}/chat/completions", json=chat, headers=good, timeout=60)
+        assert answer.status_code == 200, answer.text
+        # The openai: client reaches it only with the key named explicitly.
+        rows = write_lines(tmp_path / "rows.jsonl", ['{"context": "a", "continuation": " b"}'])
+        score = ["score", "--model", "openai:tiny", "--base-url", url, "--input", str(rows)]
+        code, _, err = run_cli(capsys, *score, "--api-key-env", "EVALHARNESS_TEST_SERVE_KEY")
+        assert code == 0, err
+        monkeypatch.setenv("OPENAI_API_KEY", key)  # never sent to a server not api.openai.com
+        code, _, err = run_cli(capsys, *score)
+        assert code == 2 and "(HTTP 401)" in err and key not in err
 
 
 @pytest.mark.slow

@@ -12,11 +12,13 @@ import hashlib
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from cli_helpers import MINI, run_cli, write_lines
 
 from evalharness.testing.judge_server import (
     A_END,
@@ -240,3 +242,74 @@ def test_server_stops_on_exit() -> None:
         assert httpx.get(f"{root}/health", timeout=5, trust_env=False).status_code == 200
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{root}/health", timeout=2, trust_env=False)
+
+
+def test_openai_key_never_goes_to_a_judge_base_url(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An `openai:` judge at `--judge-base-url` gets a placeholder, not `$OPENAI_API_KEY`."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-judge-test")
+    app = create_judge_app()
+    received: list[str] = []
+
+    @app.middleware("http")
+    async def record(request: Any, call_next: Any) -> Any:
+        if request.url.path.startswith("/v1/"):  # not the harness's own /health polls
+            received.append(request.headers.get("authorization", ""))
+        return await call_next(request)
+
+    rows = write_lines(
+        tmp_path / "rows.jsonl", ['{"id": "1", "prompt": "Hi?", "completion": "Hello."}']
+    )
+    monkeypatch.setenv("MY_JUDGE_KEY", "judge-key-123")
+    with running_judge_server(app=app) as url:
+        judge = ["--judge", "openai:scripted", "--judge-base-url", url, "--input", str(rows)]
+        code, out, err = run_cli(capsys, "judge", *judge, "--json")
+        assert code == 0, err
+        assert received and set(received) == {"Bearer EMPTY"}
+        assert "sk-secret" not in out + err
+        # Named explicitly, a key goes to any judge endpoint (`run` passes it the same way).
+        received.clear()
+        named = [*judge, "--judge-api-key-env", "MY_JUDGE_KEY"]
+        code, out, err = run_cli(capsys, "judge", *named, "--json")
+        assert code == 0, err
+        assert received and set(received) == {"Bearer judge-key-123"}
+        assert "judge-key-123" not in out + err
+
+
+def test_run_sends_the_named_key_to_its_judge_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --judge-api-key-env` reaches the judge; the model at `--base-url` gets none."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-run-test")
+    monkeypatch.setenv("MY_JUDGE_KEY", "judge-key-456")
+    app = create_judge_app()
+    received: list[str] = []
+
+    @app.middleware("http")
+    async def record(request: Any, call_next: Any) -> Any:
+        if request.url.path.startswith("/v1/"):
+            received.append(request.headers.get("authorization", ""))
+        return await call_next(request)
+
+    with running_judge_server(app=app) as url:
+        model = ["--model", "openai:scripted", "--base-url", url]
+        # Another name than the model's: the same spec would reuse the model as its own judge.
+        judge = ["--judge", "openai:grader", "--judge-base-url", url, "--judge-mode", "text"]
+        code, out, err = run_cli(
+            capsys,
+            "run",
+            *model,
+            *MINI,
+            "--limit",
+            "1",
+            *judge,
+            "--judge-api-key-env",
+            "MY_JUDGE_KEY",
+            "--store",
+            str(tmp_path / "runs.sqlite"),
+            "--json",
+        )
+    assert code == 0, err
+    assert set(received) == {"Bearer EMPTY", "Bearer judge-key-456"}
+    assert "judge-key-456" not in out + err and "sk-secret" not in out + err

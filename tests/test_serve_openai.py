@@ -19,12 +19,13 @@ import httpx
 import pytest
 import torch
 import uvicorn
+from cli_helpers import run_cli, write_lines
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from evalharness.backends import load_backend
 from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
-from evalharness.backends.openai_api import OpenAIBackend
+from evalharness.backends.openai_api import PLACEHOLDER_KEY, OpenAIBackend, api_key_for
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import parse_model_spec
 from evalharness.requests import (
@@ -34,7 +35,7 @@ from evalharness.requests import (
     SamplingParams,
     ScoreRequest,
 )
-from evalharness.serve import CompletionRequest, create_app, run_completion
+from evalharness.serve import CompletionRequest, create_app, is_loopback, run_completion
 
 MODEL = "tiny-chat"
 KEY_ENV = "EVALHARNESS_TEST_OPENAI_KEY"
@@ -81,8 +82,9 @@ def base_url(hf: HFBackend) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def secret_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every backend here names KEY_ENV explicitly, and a named variable must hold a key."""
     monkeypatch.setenv(KEY_ENV, SECRET)
     return SECRET
 
@@ -332,15 +334,23 @@ def test_api_key_is_sent_but_never_shown(
     hf: HFBackend, secret_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EVALHARNESS_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("EVALHARNESS_TEST_WRONG_KEY", "sk-wrong")
     with running_server(create_app(hf, MODEL, api_key=secret_key)) as url:
         backend = openai_backend(url)
         result = backend.generate([GenerateRequest(QUESTION, SamplingParams(max_new_tokens=2))])
         assert result[0].n_prompt_tokens > 0
-        with pytest.raises(InputError, match="rejected the API key") as caught:
-            openai_backend(url, api_key_env="EVALHARNESS_TEST_UNSET_KEY").generate(
+        with pytest.raises(InputError, match=r"rejected the API key from \$EVALHARNESS_TEST_WRONG"):
+            openai_backend(url, api_key_env="EVALHARNESS_TEST_WRONG_KEY").generate(
                 [GenerateRequest(QUESTION)]
             )
+        # A variable named but unset fails before any request, naming the variable.
+        with pytest.raises(InputError, match=r"\$EVALHARNESS_TEST_UNSET_KEY is not set") as caught:
+            openai_backend(url, api_key_env="EVALHARNESS_TEST_UNSET_KEY")
+        # No variable named: a server other than api.openai.com gets no key, and says so.
+        with pytest.raises(InputError, match="sent only to api.openai.com") as implicit:
+            openai_backend(url, api_key_env=None).generate([GenerateRequest(QUESTION)])
     shown = [str(caught.value), repr(caught.value), repr(backend), str(backend.identity)]
+    shown += [str(implicit.value)]
     assert not any(secret_key in text for text in shown)
     assert backend.identity == {
         "backend": "openai",
@@ -426,3 +436,103 @@ def test_shared_prefix_cache_gives_the_same_greedy_text(hf: HFBackend) -> None:
     alone = [hf.generate_token_ids([e], SamplingParams(max_new_tokens=6))[0] for e in encoded]
     assert [r.text for r in together] == [r.text for r in alone]
     assert [r.n_prompt_tokens for r in together] == [len(e) for e in encoded]
+
+
+# -- API keys: the client's, and the server's --------------------------------------------------
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://api.openai.com/v1",  # plain http would expose the key on the wire
+        "https://api.openai.com.example.test/v1",
+        "https://api.openai.com@example.test/v1",
+        "https://example.test/v1?api.openai.com",
+        "http://127.0.0.1:8000/v1",
+    ],
+)
+def test_openai_key_goes_to_api_openai_com_only(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
+    assert api_key_for(base_url, None) == PLACEHOLDER_KEY
+    assert api_key_for(base_url, "OPENAI_API_KEY") == "sk-openai"  # named: sent anywhere
+    for openai_url in ("https://api.openai.com/v1", "https://API.openai.com:443/v1/"):
+        assert api_key_for(openai_url, None) == "sk-openai"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert api_key_for("https://api.openai.com/v1", None) == PLACEHOLDER_KEY
+
+
+def test_cli_sends_openai_key_to_another_base_url_only_when_named(
+    hf: HFBackend,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--base-url` to a server that records the Authorization header of every request."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("MY_KEY", "sk-meant-for-this-server")
+    app = create_app(hf, MODEL)
+    received: list[str] = []
+
+    @app.middleware("http")
+    async def record(request: Any, call_next: Any) -> Any:
+        received.append(request.headers.get("authorization", ""))
+        return await call_next(request)
+
+    row = '{"context": "Rating: [[", "continuation": "7]]"}'
+    rows = write_lines(tmp_path / "rows.jsonl", [row])
+    score = ["score", "--model", f"openai:{MODEL}", "--input", str(rows)]
+    with running_server(app) as url:
+        code, out, err = run_cli(capsys, *score, "--base-url", url)
+        assert code == 0, err
+        implicit, received[:] = list(received), []
+        code, out, err = run_cli(capsys, *score, "--base-url", url, "--api-key-env", "MY_KEY")
+        assert code == 0, err
+    assert implicit and set(implicit) == {f"Bearer {PLACEHOLDER_KEY}"}
+    assert received and set(received) == {"Bearer sk-meant-for-this-server"}
+    assert "sk-" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("example.test", False),
+        ("localhost.example.test", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_serve_refuses_a_reachable_host_without_a_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before the model loads: a missing checkpoint shows how far each command got."""
+    missing = ["--model", f"hf:{tmp_path / 'no-model'}"]
+    code, out, err = run_cli(capsys, "serve", *missing, "--host", "0.0.0.0")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "--host 0.0.0.0" in err and "--api-key-env" in err
+    assert "no-model" not in err  # refused before the model was even looked for
+
+    code, _, err = run_cli(capsys, "serve", *missing, "--host", "0.0.0.0", "--insecure")
+    assert "warning" in err and "without an API key" in err
+    assert "no-model" in err and "--insecure to serve" not in err  # it went on to the model
+
+    monkeypatch.setenv("EVALHARNESS_TEST_SERVE_KEY", SECRET)
+    keyed = ["--api-key-env", "EVALHARNESS_TEST_SERVE_KEY"]
+    for host in ("0.0.0.0", "127.0.0.1"):
+        code, _, err = run_cli(capsys, "serve", *missing, "--host", host, *keyed)
+        assert "no-model" in err and "warning" not in err and SECRET not in err
+
+    monkeypatch.setenv("EVALHARNESS_TEST_SERVE_KEY", "")
+    code, out, err = run_cli(capsys, "serve", *missing, *keyed)
+    assert code == 2 and err.count("\n") == 1
+    assert "$EVALHARNESS_TEST_SERVE_KEY is not set or is empty" in err

@@ -5,7 +5,8 @@ client, whose built-in retries with exponential backoff handle 429s, 5xx, timeou
 connections. The engine calls backends synchronously, so each batch runs in its own event loop.
 
 The API key is read from the environment at call time and is never stored on the backend,
-never part of its identity and never part of an error message.
+never part of its identity and never part of an error message. `$OPENAI_API_KEY` is sent only
+to api.openai.com; any other server gets a key only from a variable named explicitly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from evalharness.backends.base import Backend, cut_at_stop
 from evalharness.errors import BackendError, InputError
@@ -32,6 +34,9 @@ from evalharness.requests import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+OPENAI_HOST = "api.openai.com"
+#: Read implicitly, and only for OpenAI's own endpoint.
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
 #: What the client sends when no key is set: local servers accept anything, and the library
 #: refuses to start without one.
 PLACEHOLDER_KEY = "EMPTY"
@@ -71,6 +76,7 @@ class OpenAIBackend(Backend):
         self._score_max_tokens = 0
         #: Every HTTP attempt by outcome, retries included (the client retries silently).
         self.attempts: Counter[str] = Counter()
+        self._api_key()  # a named but unset variable fails now, not after hours of work
 
     def error_counts(self) -> dict[str, int]:
         counts = {k: v for k, v in sorted(self.attempts.items()) if k.startswith("http_")}
@@ -93,7 +99,7 @@ class OpenAIBackend(Backend):
 
     # -- plumbing ------------------------------------------------------------------------
     def _api_key(self) -> str:
-        return os.environ.get(self.spec.api_key_env) or PLACEHOLDER_KEY
+        return api_key_for(self.base_url, self.spec.api_key_env)
 
     def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
         """Run `work(client)` on a client made inside the call's own event loop.
@@ -291,10 +297,8 @@ class OpenAIBackend(Backend):
             return BackendError(f"{where} unreachable {retries}: {detail}")
         if isinstance(exc, (AuthenticationError, PermissionDeniedError)):
             # The server's message may quote (part of) the key: leave it out entirely.
-            return InputError(
-                f"{where} rejected the API key from ${self.spec.api_key_env} "
-                f"(HTTP {exc.status_code})"
-            )
+            refused = key_refused(self.base_url, self.spec.api_key_env, api_key)
+            return InputError(f"{where} {refused} (HTTP {exc.status_code})")
         if isinstance(exc, APIStatusError):
             detail = scrub(error_detail(exc), api_key)
             status = exc.status_code
@@ -307,6 +311,56 @@ class OpenAIBackend(Backend):
             return InputError(f"{where} rejected the request (HTTP {status}): {detail}")
         detail = scrub(f"{type(exc).__name__}: {exc}", api_key)
         return BackendError(f"{where} failed: {detail}")
+
+
+def is_openai(base_url: str) -> bool:
+    """True only for https://api.openai.com itself: the one server `$OPENAI_API_KEY` is for.
+
+    The host is compared exactly after parsing, so `api.openai.com.example` or
+    `api.openai.com@example` do not pass, and plain http never does.
+    """
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.scheme == "https" and parts.hostname == OPENAI_HOST and port in (None, 443)
+
+
+def api_key_for(base_url: str, api_key_env: str | None) -> str:
+    """The key to send to `base_url`: from the named variable, else `$OPENAI_API_KEY` for
+    OpenAI only, else the placeholder.
+
+    Pointing `--base-url` at a local or third-party server must not hand it the user's OpenAI
+    key, so that variable is never read implicitly for them. A variable named explicitly must
+    hold a key: sending the placeholder instead would only fail later, less clearly.
+    """
+    if api_key_env is not None:
+        value = os.environ.get(api_key_env)
+        if not value:
+            raise InputError(f"the API key variable ${api_key_env} is not set or is empty")
+        return value
+    if is_openai(base_url):
+        return os.environ.get(OPENAI_KEY_ENV) or PLACEHOLDER_KEY
+    return PLACEHOLDER_KEY
+
+
+def key_refused(base_url: str, api_key_env: str | None, api_key: str) -> str:
+    """Why the server refused: which key was sent, never the key itself."""
+    if api_key_env is not None:
+        return f"rejected the API key from ${api_key_env}"
+    if api_key != PLACEHOLDER_KEY:
+        return f"rejected the API key from ${OPENAI_KEY_ENV}"
+    if is_openai(base_url):
+        return (
+            f"needs an API key: set ${OPENAI_KEY_ENV} or pass --api-key-env NAME "
+            "(--judge-api-key-env NAME for a judge)"
+        )
+    return (
+        f"needs an API key, and ${OPENAI_KEY_ENV} is sent only to {OPENAI_HOST}: name the "
+        "variable holding this server's key with --api-key-env NAME (--judge-api-key-env NAME "
+        "for a judge)"
+    )
 
 
 def counting_hooks(counts: Counter[str]) -> dict[str, list[Callable[[Any], Awaitable[None]]]]:
