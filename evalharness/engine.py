@@ -33,7 +33,7 @@ from evalharness.requests import (
 )
 from evalharness.store import Link, RunStore
 from evalharness.tasks.base import JudgeItem, Sample, Task, TaskData
-from evalharness.tasks.registry import get_task_class
+from evalharness.tasks.registry import available_tasks, get_task_class
 
 #: How many judge items are judged and committed together.
 JUDGE_CHUNK = 8
@@ -95,6 +95,7 @@ def run_warnings(spec: dict[str, Any]) -> list[str]:
 
     A task judged by the evaluated model grades its own answers: fine for trying the pipeline
     out, meaningless as a score. Scripts and CI read `--json`, so it must say so there too.
+    Each task adds its own (`Task.warnings`) from the settings stored in the spec.
     """
     warnings = []
     self_judged = spec.get("self_judged") or []
@@ -103,6 +104,10 @@ def run_warnings(spec: dict[str, Any]) -> list[str]:
             f"{', '.join(self_judged)} judged by the model itself: a demonstration of the "
             "pipeline, not a meaningful judge; pass --judge for real grading"
         )
+    registered = available_tasks()
+    for name, settings in (spec.get("task_settings") or {}).items():
+        if name in registered:  # a run stored by a task no longer installed has none
+            warnings.extend(f"{name}: {w}" for w in registered[name].warnings(settings))
     return warnings
 
 
@@ -286,6 +291,8 @@ class Runner:
             "seed": spec.seed,
             "judge_mode": spec.judge_mode,
             "self_judged": self_judged,
+            # What `run_warnings` needs to give each task's warnings again from the store.
+            "task_settings": {name: info["settings"] for name, info in task_info.items()},
         }
         resumed = self.store.begin_run(
             run_id, model=spec.model.raw, judge=judge_names, spec=stored_spec, provenance=prov

@@ -200,6 +200,12 @@ class Task(ABC):
         return list(cls.headline)
 
     @classmethod
+    def warnings(cls, settings: Mapping[str, Any]) -> list[str]:
+        """One-line reasons not to take this run's numbers at face value, from its stored
+        settings (not from loaded data), so `show` repeats exactly what `run` said."""
+        return []
+
+    @classmethod
     def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
         """Per-sample outcomes of the metrics that are means, for paired comparison.
 

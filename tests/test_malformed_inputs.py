@@ -90,6 +90,20 @@ CASES = [
     case("run-mt_bench-question_id",
          TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data={m}/mt_bench_question_id.jsonl",
          "{m}/mt_bench_question_id.jsonl:2: field 'question_id' must be an integer, not 'abc'"),
+    # mt_bench.reference=PATH is honoured for every data= source, never silently ignored.
+    case("run-mt_bench-reference-missing-builtin",
+         TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data=builtin"
+         " --task-arg mt_bench.reference={tmp}/no_such.jsonl",
+         "mt_bench.reference: {tmp}/no_such.jsonl: no such file"),
+    case("run-mt_bench-reference-missing-hub",
+         TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data=hub"
+         " --task-arg mt_bench.reference={tmp}/no_such.jsonl",
+         "mt_bench.reference: {tmp}/no_such.jsonl: no such file"),
+    case("run-mt_bench-reference-other-ids",
+         TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data=builtin"
+         " --task-arg mt_bench.reference={m}/mt_bench_reference_other_ids.jsonl",
+         "mt_bench.reference: {m}/mt_bench_reference_other_ids.jsonl: no question_id matches a"
+         " question of mt_bench.data=builtin (the file has ids 101-111, the questions 1-8)"),
     # 3. A store that is not a run store is refused before the first write, by every command.
     case("run-store-text",
          "run --model hf:{tiny} --tasks mt_bench --task-arg mt_bench.data=builtin"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import shared_data
@@ -11,6 +13,7 @@ from evalharness.errors import InputError
 from evalharness.judges.llm import rating_from_logprobs
 from evalharness.judges.parsing import parse_rating
 from evalharness.judges.templates import render_messages
+from evalharness.tasks.mt_bench import loader
 from evalharness.tasks.mt_bench.loader import fastchat_wheel_dir, load_from_path
 from evalharness.tasks.mt_bench.task import CATEGORIES as MT_BENCH_CATEGORIES
 from evalharness.tasks.registry import get_task_class
@@ -119,3 +122,94 @@ def test_judge_prompts_carry_the_reference_and_the_whole_dialogue() -> None:
     _, first = render_messages("mt_bench_single", {**fields, "turn": 1, "reference": None})
     assert "Q-TWO" not in first.content and "REF" not in first.content
     assert "[[5]]" in system.content
+
+
+def write_references(path: Path, answers: dict[int, list[str]]) -> Path:
+    """A reference file in FastChat's `reference_answer/gpt-4.jsonl` layout."""
+    rows = [
+        {"question_id": qid, "model_id": "gpt-4", "choices": [{"index": 0, "turns": turns}]}
+        for qid, turns in answers.items()
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_reference_file_is_honoured_for_builtin_data(tmp_path: Path) -> None:
+    """The authored set takes `reference=PATH` too: it replaces question 4's own reference and
+    changes the data hash, so a run with other references is another run."""
+    path = write_references(tmp_path / "gpt-4.jsonl", {4: ["FILE-ONE", "FILE-TWO"]})
+    plain = get_task_class("mt_bench")({"data": "builtin"}).load()
+    guided = get_task_class("mt_bench")({"data": "builtin", "reference": str(path)}).load()
+    math = next(s for s in guided.samples if s.id == "4")
+    assert math.data["reference"] == ["FILE-ONE", "FILE-TWO"]
+    assert guided.data_hash != plain.data_hash
+    assert guided.settings["references"] == {
+        "source": str(path.resolve()),
+        "needing_reference": 3,
+        "questions_with_reference": 3,  # the file covers one; inline references the other two
+    }
+    assert plain.settings["references"]["source"] == "builtin:mt_bench_mini.jsonl"
+
+
+def test_reference_file_is_honoured_for_hub_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        {"question_id": 101, "category": "reasoning", "turns": ["q1", "q2"], "reference": None},
+        {"question_id": 81, "category": "writing", "turns": ["q1", "q2"], "reference": None},
+    ]
+    monkeypatch.setattr(loader, "load_from_hub", lambda revision=None: [dict(r) for r in rows])
+    bare = get_task_class("mt_bench")({"data": "hub"}).load()
+    assert bare.settings["references"] == {
+        "source": None,
+        "needing_reference": 1,
+        "questions_with_reference": 0,
+    }
+    path = write_references(tmp_path / "gpt-4.jsonl", {101: ["R1", "R2"], 999: ["x", "y"]})
+    data = get_task_class("mt_bench")({"data": "hub", "reference": str(path)}).load()
+    assert next(s for s in data.samples if s.id == "101").data["reference"] == ["R1", "R2"]
+    assert data.settings["references"]["questions_with_reference"] == 1
+    assert data.data_hash != bare.data_hash
+
+
+@pytest.mark.parametrize("data", ["builtin", "hub", "auto"])
+def test_missing_reference_file_is_an_error_for_every_data_source(
+    data: str, tmp_path: Path
+) -> None:
+    """Checked before any question is read: `data=hub` must not fail on the download first."""
+    missing = tmp_path / "no_such.jsonl"
+    with pytest.raises(InputError, match=f"mt_bench.reference: {missing}: no such file"):
+        get_task_class("mt_bench")({"data": data, "reference": str(missing)}).load()
+
+
+def test_reference_file_matching_no_question_is_an_error(tmp_path: Path) -> None:
+    path = write_references(tmp_path / "gpt-4.jsonl", {101: ["a", "b"], 130: ["c", "d"]})
+    with pytest.raises(InputError) as raised:
+        get_task_class("mt_bench")({"data": "builtin", "reference": str(path)}).load()
+    assert str(raised.value) == (
+        f"mt_bench.reference: {path}: no question_id matches a question of mt_bench.data=builtin"
+        " (the file has ids 101-130, the questions 1-8)"
+    )
+
+
+def test_partial_reference_coverage_is_counted_and_warned(tmp_path: Path) -> None:
+    questions = tmp_path / "question.jsonl"
+    questions.write_text(
+        "".join(
+            json.dumps({"question_id": qid, "category": category, "turns": ["a", "b"]}) + "\n"
+            for qid, category in ((1, "math"), (2, "coding"), (3, "reasoning"), (4, "writing"))
+        )
+    )
+    path = write_references(tmp_path / "gpt-4.jsonl", {1: ["m1", "m2"]})
+    task_class = get_task_class("mt_bench")
+    data = task_class({"data": str(questions), "reference": str(path)}).load()
+    record = data.settings["references"]
+    assert record == {"source": str(path.resolve()), "needing_reference": 3,
+                      "questions_with_reference": 1}  # fmt: skip
+    (warning,) = task_class.warnings(data.settings)
+    assert warning.startswith("2 math/reasoning/coding questions graded without reference answers")
+    assert "mt_bench.reference=PATH" in warning
+    full = write_references(tmp_path / "all.jsonl", {q: ["r1", "r2"] for q in (1, 2, 3)})
+    covered = task_class({"data": str(questions), "reference": str(full)}).load()
+    assert task_class.warnings(covered.settings) == []
+    assert covered.data_hash != data.data_hash  # other references: another run id

