@@ -8,16 +8,23 @@ Two ways to read a verdict:
   the probability-weighted mean over 1-10 (as in G-Eval); a preference is P(A) / (P(A) + P(B))
   (AlpacaEval's weighted annotator). It cannot fail to parse, and gives a continuous signal.
 
-Pairwise items are judged in every order the item lists. With both orders, text verdicts that
-flip with the order become a tie (FastChat's rule) and probabilities are averaged, which
-cancels the judge's position bias; `consistent` records whether the two passes agreed.
+Pairwise items are judged in every order the item lists, and the orders combine by the mode's
+rule, the same for every task:
+- `text` (`combine_text`, FastChat's MT-Bench rule): the orders' common winner; a verdict that
+  flips with the order is a tie. preference = 2 (candidate), 1.5 (tie) or 1 (baseline).
+- `probs` (`combine_probs`, AlpacaEval's continuous preference): preference = 1 + the mean over
+  orders of P(candidate), so a flip is not a tie: 0.8 and 0.3 give 1.55, a weak win.
+Averaging cancels an additive position bias and keeps the item's signal, where FastChat's rule
+makes a tie of every item the order changes. In both modes `consistent` (`orders_agree`) says
+whether every order favoured the same side (`side_of`); `order_gap` measures the position bias
+of a probs verdict on the probability scale.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
@@ -183,29 +190,10 @@ class LLMJudge(Judge):
         if identical_answers(item):
             return {"preference": 1.5, "winner": "tie", "consistent": None, "failure": False}
         orders = item.orders or (True,)
-        passes = []
         if self.mode == "probs":
-            for index, candidate_first in enumerate(orders):
-                a, b = results[2 * index], results[2 * index + 1]
-                assert isinstance(a, ScoreResult) and isinstance(b, ScoreResult)
-                p_a = 1.0 / (1.0 + math.exp(b.logprob - a.logprob))
-                p_candidate = p_a if candidate_first else 1.0 - p_a
-                passes.append(
-                    {
-                        "candidate_first": candidate_first,
-                        "p_candidate": round(p_candidate, 6),
-                        "winner": side_of(p_candidate),
-                    }
-                )
-            p = sum(x["p_candidate"] for x in passes) / len(passes)
-            return _combine(passes, preference=1.0 + p)
-        for result, candidate_first in zip(results, orders, strict=True):
-            assert isinstance(result, GenerateResult)
-            letter = parse_pairwise(result.text)
-            winner = None if letter is None else _letter_to_side(letter, candidate_first)
-            passes.append(
-                {"candidate_first": candidate_first, "winner": winner, "raw": result.text}
-            )
+            pairs = zip(results[0::2], results[1::2], orders, strict=True)
+            return combine_probs([_probs_pass(a, b, first) for a, b, first in pairs])
+        passes = [_text_pass(r, first) for r, first in zip(results, orders, strict=True)]
         if any(x["winner"] is None for x in passes):
             return {
                 "preference": None,
@@ -215,9 +203,7 @@ class LLMJudge(Judge):
                 "error": "no [[A]], [[B]] or [[C]] found",
                 "passes": passes,
             }
-        winners = {x["winner"] for x in passes}
-        winner = winners.pop() if len(winners) == 1 else "tie"  # flips with order: a tie
-        return _combine(passes, preference=PREFERENCE[winner])
+        return combine_text(passes)
 
 
 def identical_answers(item: JudgeItem) -> bool:
@@ -234,15 +220,85 @@ def _letter_to_side(letter: str, candidate_first: bool) -> str:
     return "candidate" if letter == candidate_letter else "baseline"
 
 
-def _combine(passes: list[dict[str, Any]], preference: float) -> dict[str, Any]:
-    """The item's verdict; `consistent` is None when only one order was judged."""
-    consistent = len({x["winner"] for x in passes}) == 1 if len(passes) > 1 else None
+def _probs_pass(a: Result, b: Result, candidate_first: bool) -> dict[str, Any]:
+    """One order read from P("A]]") and P("B]]"): P(candidate) = P(A) / (P(A) + P(B)), or
+    P(B) / (P(A) + P(B)) when the candidate was shown second."""
+    assert isinstance(a, ScoreResult) and isinstance(b, ScoreResult)
+    p_a = 1.0 / (1.0 + math.exp(b.logprob - a.logprob))
+    p_candidate = p_a if candidate_first else 1.0 - p_a
+    return {
+        "candidate_first": candidate_first,
+        "p_candidate": round(p_candidate, 6),
+        "winner": side_of(p_candidate),
+    }
+
+
+def _text_pass(result: Result, candidate_first: bool) -> dict[str, Any]:
+    """One order read from the judge's marker; `winner` is None when there is none."""
+    assert isinstance(result, GenerateResult)
+    letter = parse_pairwise(result.text)
+    winner = None if letter is None else _letter_to_side(letter, candidate_first)
+    return {"candidate_first": candidate_first, "winner": winner, "raw": result.text}
+
+
+def combine_probs(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """probs mode: preference = 1 + mean over the orders of P(candidate is better).
+
+    AlpacaEval's weighted annotators read P(candidate) the same way in one random order; the
+    mean over both orders is that preference's expectation over the coin, without its noise,
+    so win rates stay comparable with AlpacaEval's. A flip is therefore not a tie: 0.8 and 0.3
+    give 1.55, a weak win, with `consistent` False.
+    """
+    p = sum(x["p_candidate"] for x in passes) / len(passes)
+    return _combine(passes, preference=1.0 + p)
+
+
+def combine_text(passes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """text mode, FastChat's MT-Bench rule: the winner every order agrees on, else a tie.
+
+    preference = 2 (candidate), 1.5 (tie) or 1 (baseline); a verdict that flips with the order
+    is a tie, as FastChat counts its "inconsistent" pairs.
+    """
+    winners = {x["winner"] for x in passes}
+    winner = winners.pop() if len(winners) == 1 else "tie"
+    return _combine(passes, preference=PREFERENCE[winner])
+
+
+def orders_agree(passes: Sequence[Mapping[str, Any]]) -> bool | None:
+    """One item's swap consistency, the same test in both modes: every order favours the same
+    side. A probs order favours the side its P(candidate) is on (> 0.5, < 0.5, exactly 0.5 a
+    tie), so `swap_consistency` means the same thing whichever mode judged. None for one order.
+    """
+    if len(passes) < 2:
+        return None
+    return len({x["winner"] for x in passes}) == 1
+
+
+def order_gap(verdict: Mapping[str, Any]) -> float | None:
+    """|P(candidate) shown first - P(candidate) shown second| of a probs verdict in both orders.
+
+    The judge's position bias on the preference scale: 0 when the order changes nothing, 1 when
+    the order alone decides. Read from the stored passes, so verdicts cached before this measure
+    existed have it too; None for text verdicts, one order, or identical answers (no call).
+    """
+    probs = {
+        x["candidate_first"]: x["p_candidate"]
+        for x in verdict.get("passes") or ()
+        if x.get("p_candidate") is not None
+    }
+    if set(probs) != {True, False}:
+        return None
+    return round(abs(probs[True] - probs[False]), 6)
+
+
+def _combine(passes: Sequence[dict[str, Any]], preference: float) -> dict[str, Any]:
+    """The item's verdict from its passes and their combined preference (1 to 2)."""
     return {
         "preference": round(preference, 6),
         "winner": side_of(preference - 1.0),
-        "consistent": consistent,
+        "consistent": orders_agree(passes),
         "failure": False,
-        "passes": passes,
+        "passes": list(passes),
     }
 
 

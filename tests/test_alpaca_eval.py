@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli, run_json
 
+from evalharness.store import RunStore
 from evalharness.tasks.alpaca_eval.loader import BUILTIN
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
 
@@ -163,15 +164,30 @@ def test_local_judge_both_orders_gives_continuous_preferences(
     args = ["run", "--model", f"hf:{tiny_model_dir}", "--tasks", "alpaca_eval", "--limit", "4"]
     for option in options:
         args += ["--task-arg", f"alpaca_eval.{option}"]
-    result = run_json(capsys, *args, "--store", str(tmp_path / "runs.sqlite"))
+    store = tmp_path / "runs.sqlite"
+    result = run_json(capsys, *args, "--judge-mode", "probs", "--store", str(store))
     entry = result["tasks"]["alpaca_eval"]
     assert result["calls_made"]["judge"] == 4 * 2 * 2  # 2 orders x P(A), P(B)
     assert entry["failures"] == 0 and entry["counts"]["both_orders"] == 4
-    assert 0.0 <= entry["metrics"]["swap_consistency"] <= 1.0
     assert 0.0 < entry["metrics"]["win_rate"] < 100.0
     for key in ("standard_error", "n_wins", "n_draws", "n_total", "avg_length"):
         assert key in entry["metrics"]
     assert entry["metrics"]["lc_variant"] == "minimal"
+    # The documented probs rule, recomputed from each stored verdict's two orders: preference
+    # = 1 + mean P(candidate); consistent = both orders on the same side of 0.5; the gap is
+    # |P(candidate) shown first - P(candidate) shown second|.
+    runs = RunStore(store)
+    verdicts = runs.get_run_verdicts(result["run_id"], "alpaca_eval").values()
+    runs.close()
+    agree, gaps = [], []
+    for verdict in verdicts:
+        p = {x["candidate_first"]: x["p_candidate"] for x in verdict["passes"]}
+        assert verdict["preference"] == pytest.approx(1.0 + (p[True] + p[False]) / 2, abs=1e-6)
+        agree.append((p[True] > 0.5) == (p[False] > 0.5) and (p[True] < 0.5) == (p[False] < 0.5))
+        gaps.append(abs(p[True] - p[False]))
+    assert len(agree) == 4
+    assert entry["metrics"]["swap_consistency"] == pytest.approx(sum(agree) / 4)
+    assert entry["metrics"]["order_gap"] == pytest.approx(sum(gaps) / 4, abs=1e-6)
 
 
 def test_agreement_between_two_annotators(

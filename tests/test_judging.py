@@ -3,6 +3,7 @@ rule judges. API judges are real HTTP servers on 127.0.0.1 (the scripted judge s
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from pathlib import Path
 
@@ -11,8 +12,12 @@ from cli_helpers import run_cli, run_json
 from cli_helpers import tiny_run_args as tiny_args
 
 from evalharness.errors import InputError
+from evalharness.judges.base import side_of
+from evalharness.judges.llm import LLMJudge, order_gap
 from evalharness.judges.prompts import load_fastchat_prompts, render_fastchat
 from evalharness.judges.rules import RuleJudge
+from evalharness.requests import GenerateResult, Result, ScoreResult
+from evalharness.store import RunStore
 from evalharness.tasks.base import JudgeItem
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
 
@@ -62,6 +67,107 @@ def test_pairwise_baseline_can_be_a_model_and_unknown_baseline_is_one_line(
     assert result["tasks"]["mt_bench"]["metrics"]["tie_rate"] == 1.0  # identical answers
     code, _, err = run_cli(capsys, *args, "--baseline", "nosuchrun", "--judge", "self")
     assert code == 2 and "neither a run" in err
+
+
+def test_pairwise_mt_bench_with_a_local_probs_judge_reports_swap_consistency(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    judge = ["--judge", "self", "--judge-mode", "probs"]
+    short = tiny_args(tiny_model_dir, store, "--limit", "2", max_new_tokens=3)
+    baseline = run_json(capsys, *short, *judge)
+    long = tiny_args(tiny_model_dir, store, "--limit", "2", "--mode", "pairwise")
+    result = run_json(capsys, *long, "--baseline", baseline["run_id"], *judge)
+    entry = result["tasks"]["mt_bench"]
+    metrics = entry["metrics"]
+    assert result["calls_made"]["judge"] == 4 * 2 * 2  # 2 orders x P(A), P(B)
+    assert entry["counts"]["verdicts"] == 4 and entry["counts"]["both_orders"] == 4
+    # Recomputed from the stored passes: the winner is the side of the mean P(candidate) (a
+    # flip is a tie only at exactly 0.5), consistency and the gap compare the two orders.
+    runs = RunStore(store)
+    verdicts = list(runs.get_run_verdicts(result["run_id"], "mt_bench").values())
+    runs.close()
+    sides, agree, gaps = [], [], []
+    for verdict in verdicts:
+        first, second = (
+            next(x["p_candidate"] for x in verdict["passes"] if x["candidate_first"] is order)
+            for order in (True, False)
+        )
+        sides.append(verdict["winner"])
+        assert verdict["winner"] == side_of((first + second) / 2)
+        agree.append(side_of(first) == side_of(second))
+        gaps.append(abs(first - second))
+    assert len(verdicts) == 4
+    assert metrics["tie_rate"] == sides.count("tie") / 4
+    assert metrics["swap_consistency"] == pytest.approx(sum(agree) / 4)
+    assert metrics["order_gap"] == pytest.approx(sum(gaps) / 4, abs=1e-6)
+
+
+def pairwise_item(orders: tuple[bool, ...] = (True, False), baseline: str = "theirs") -> JudgeItem:
+    fields = {"question_1": "Q?", "answer_1": "mine", "baseline_1": baseline, "turn": 1}
+    return JudgeItem("pairwise", "pairwise", fields, orders)
+
+
+def probs_results(*p_a: float) -> list[Result]:
+    """Log-probs of "A]]" and "B]]" per order whose renormalised P(A) is each of `p_a`."""
+    return [ScoreResult(math.log(p), 2, False) for q in p_a for p in (q, 1.0 - q)]
+
+
+def text_results(*texts: str) -> list[Result]:
+    return [GenerateResult(text) for text in texts]
+
+
+@pytest.mark.parametrize(
+    ("p_a", "preference", "winner", "consistent", "gap"),
+    [
+        # P(candidate) 0.8 shown first, 0.3 shown second: a flip, averaged to a weak win.
+        ((0.8, 0.7), 1.55, "candidate", False, 0.5),
+        ((0.8, 0.4), 1.7, "candidate", True, 0.2),  # 0.8 and 0.6: the same side
+        ((0.2, 0.9), 1.15, "baseline", True, 0.1),  # 0.2 and 0.1
+        ((0.8, 0.8), 1.5, "tie", False, 0.6),  # 0.8 and 0.2: a flip averaging to a tie
+        ((0.5, 0.5), 1.5, "tie", True, 0.0),  # exactly 0.5 twice: a consistent tie
+        ((0.5, 0.4), 1.55, "candidate", False, 0.1),  # 0.5 then 0.6: not the same side
+    ],
+)
+def test_probs_mode_averages_the_orders(
+    p_a: tuple[float, float], preference: float, winner: str, consistent: bool, gap: float
+) -> None:
+    judge = LLMJudge(backend=None, mode="probs", name="probe")  # type: ignore[arg-type]
+    verdict = judge.verdict(pairwise_item(), probs_results(*p_a))
+    assert verdict["preference"] == pytest.approx(preference)
+    assert verdict["winner"] == winner and verdict["consistent"] is consistent
+    assert order_gap(verdict) == pytest.approx(gap)
+
+
+@pytest.mark.parametrize(
+    ("texts", "preference", "winner", "consistent"),
+    [
+        (("[[A]]", "[[A]]"), 1.5, "tie", False),  # always the first answer: a flip is a tie
+        (("[[A]]", "[[B]]"), 2.0, "candidate", True),
+        (("[[B]]", "[[A]]"), 1.0, "baseline", True),
+        (("[[C]]", "[[C]]"), 1.5, "tie", True),
+        (("[[C]]", "[[B]]"), 1.5, "tie", False),  # tie, then candidate: they disagree
+    ],
+)
+def test_text_mode_counts_a_flip_as_a_tie(
+    texts: tuple[str, str], preference: float, winner: str, consistent: bool
+) -> None:
+    judge = LLMJudge(backend=None, mode="text", name="probe")  # type: ignore[arg-type]
+    verdict = judge.verdict(pairwise_item(), text_results(*texts))
+    assert verdict["preference"] == preference and verdict["winner"] == winner
+    assert verdict["consistent"] is consistent and order_gap(verdict) is None
+
+
+def test_one_order_or_identical_answers_have_no_swap_consistency() -> None:
+    judge = LLMJudge(backend=None, mode="probs", name="probe")  # type: ignore[arg-type]
+    single = judge.verdict(pairwise_item((False,)), probs_results(0.3))
+    assert single["preference"] == pytest.approx(1.7) and single["consistent"] is None
+    assert order_gap(single) is None
+    same = pairwise_item(baseline="mine")
+    assert judge.requests_for(same) == []
+    verdict = judge.verdict(same, [])
+    assert verdict["winner"] == "tie" and verdict["consistent"] is None
+    assert order_gap(verdict) is None
 
 
 @pytest.mark.timing

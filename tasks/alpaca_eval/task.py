@@ -1,11 +1,13 @@
 """AlpacaEval-style task: pairwise win rate against a reference, with length control.
 
 Each instruction is answered once (greedy) and compared with the reference output by a pairwise
-judge, in one seeded random order per instruction (AlpacaEval's protocol) or in both orders.
-LLM judges call outputs identical to the reference a tie without asking. Metrics follow
-AlpacaEval exactly (`metrics.head_to_head`); the length-controlled win rate is fitted per run,
-and refitted jointly over every stored run of the same judge and data, because length bias is a
-property of the judge (`metrics.length_controlled`).
+judge, in one seeded random order per instruction (AlpacaEval's protocol) or in both orders,
+combined by the judge mode's rule (`judges/llm.py`: probs averages P(candidate), AlpacaEval's
+continuous preference; text makes a flip a tie). Both orders also give `swap_consistency` and,
+in probs mode, `order_gap`. LLM judges call outputs identical to the reference a tie without
+asking. Metrics follow AlpacaEval exactly (`metrics.head_to_head`); the length-controlled win
+rate is fitted per run, and refitted jointly over every stored run of the same judge and data,
+because length bias is a property of the judge (`metrics.length_controlled`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.judges.llm import order_gap
 from evalharness.requests import (
     GenerateRequest,
     Message,
@@ -161,6 +164,7 @@ class AlpacaEval(Task):
             "preference": verdict.get("preference"),
             "winner": verdict.get("winner"),
             "consistent": verdict.get("consistent"),
+            "order_gap": order_gap(verdict),
             "failure": bool(verdict.get("failure")),
             "model_length": len(output),
             "baseline_length": len(self.reference(sample)),
@@ -196,6 +200,9 @@ class AlpacaEval(Task):
         both = [s["consistent"] for s in scores if s["consistent"] is not None]
         if both:
             metrics["swap_consistency"] = mean([float(c) for c in both])
+        gaps = [s["order_gap"] for s in scores if s.get("order_gap") is not None]
+        if gaps:  # probs verdicts in both orders; scores stored before it lack the key
+            metrics["order_gap"] = mean(gaps)
         for dataset in sorted({s["dataset"] for s in scores}):
             subset = [s["preference"] for s in scores if s["dataset"] == dataset]
             metrics[f"win_rate_{dataset}"] = head_to_head(subset)["win_rate"]

@@ -9,8 +9,11 @@ failure (rating -1): excluded from means, counted in `failures`.
 Modes:
 - `single` (default): each answer rated 1-10.
 - `pairwise`: each answer compared with a baseline's (a stored run or a model), judged in both
-  orders; a verdict that flips with the order is a tie. Reports win/tie/loss and how often the
-  judge agreed with itself across orders (swap consistency).
+  orders, combined by the judge mode's rule (`judges/llm.py`): in `text` mode a verdict that
+  flips with the order is a tie (FastChat's rule); in `probs` mode the winner is the side of
+  the mean P(candidate) over the orders, so a flip is a tie only when that mean is 0.5.
+  Reports win/tie/loss, how often the judge agreed with itself across orders (swap
+  consistency) and, in probs mode, the mean |P(candidate) first - P(candidate) second|.
 
 `judge_prompts=PATH` reads FastChat's `judge_prompts.jsonl` and judges with its exact prompts.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.judges.llm import order_gap
 from evalharness.judges.prompts import FASTCHAT, fastchat_prompt_name, load_fastchat_prompts
 from evalharness.requests import (
     GenerateRequest,
@@ -310,6 +314,7 @@ class MTBench(Task):
                 "category": sample.data["category"],
                 **{t: verdicts[t].get("winner") for t in TURNS},
                 **{f"{t}_consistent": verdicts[t].get("consistent") for t in TURNS},
+                **{f"{t}_order_gap": order_gap(verdicts[t]) for t in TURNS},
                 "failures": failures,
             }
         # A failed verdict has no rating (None): reward-model ratings can be negative, so -1
@@ -344,6 +349,7 @@ class MTBench(Task):
         points: dict[str, list[float]] = defaultdict(list)
         outcomes: dict[str, int] = {"win": 0, "tie": 0, "loss": 0}
         consistency: list[float] = []
+        gaps: list[float] = []
         for score in scores:
             for turn in TURNS:
                 winner = score[turn]
@@ -357,6 +363,8 @@ class MTBench(Task):
                 points[score["category"]].append(value)
                 if score[f"{turn}_consistent"] is not None:
                     consistency.append(float(score[f"{turn}_consistent"]))
+                if score.get(f"{turn}_order_gap") is not None:  # probs verdicts, both orders
+                    gaps.append(score[f"{turn}_order_gap"])
         n = sum(outcomes.values())
         metrics: dict[str, float] = {}
         if n:
@@ -368,6 +376,8 @@ class MTBench(Task):
             }
             if consistency:
                 metrics["swap_consistency"] = mean(consistency)  # type: ignore[assignment]
+            if gaps:
+                metrics["order_gap"] = mean(gaps)  # type: ignore[assignment]
             for name in _metric_order(points, "score")[1:]:
                 metrics[name] = mean(points[name])  # type: ignore[assignment]
         ci = {
