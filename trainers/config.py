@@ -86,13 +86,7 @@ class TrainConfig:
         when known, and `section` prefixes field names (`train.` in a pipeline file).
         """
         locate = locate or (lambda *keys: where)
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(mapping) - set(known), key=str)
-        if unknown:
-            raise InputError(
-                f"{locate(unknown[0])}: unknown training setting(s) "
-                f"{', '.join(section + str(u) for u in unknown)}{_did_you_mean(unknown[0], known)}"
-            )
+        _reject_unknown(mapping, cls, locate, "training", section)
         missing = [name for name in ("method", "model", "data", "out") if name not in mapping]
         if missing:
             names = ", ".join(section + m for m in missing)
@@ -242,19 +236,28 @@ def _lora(value: Any, label: str, locate: Callable[[str], str], section: str) ->
         return LoraSettings()
     if not isinstance(value, dict):
         raise InputError(f"{label} must be true, false or a mapping, not {_shown(value)}")
-    known = [f.name for f in fields(LoraSettings)]
-    unknown = sorted(set(value) - set(known), key=str)
-    if unknown:
-        raise InputError(
-            f"{locate(unknown[0])}: unknown lora setting(s) {', '.join(map(str, unknown))}; "
-            f"known: {', '.join(known)}"
-        )
+    _reject_unknown(value, LoraSettings, locate, "lora", f"{section}lora.")
     hints = get_type_hints(LoraSettings)
     converted = {
         name: convert(item, hints[name], f"{locate(name)}: field '{section}lora.{name}'")
         for name, item in value.items()
     }
     return LoraSettings(**converted)
+
+
+def _reject_unknown(
+    mapping: dict[str, Any], settings: type, locate: Callable[..., str], what: str, prefix: str
+) -> None:
+    """A misspelt key is an error at its line, with the closest known name: silently ignoring it
+    would train with the default the user meant to change."""
+    known = [f.name for f in fields(settings)]
+    unknown = sorted(set(mapping) - set(known), key=str)
+    if unknown:
+        names = ", ".join(prefix + str(u) for u in unknown)
+        raise InputError(
+            f"{locate(unknown[0])}: unknown {what} setting(s) {names}"
+            f"{_did_you_mean(unknown[0], known)}"
+        )
 
 
 def _did_you_mean(name: Any, known: list[str]) -> str:
