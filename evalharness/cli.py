@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
         "else the hub set)",
     )
     importer.add_argument("--difficulty", default=None, help="instruction_difficulty.csv")
+    importer.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="import even when annotations judged a different output_2 than --outputs holds "
+        "(those rows count as failures; default: refuse)",
+    )
     _add_judge_options(importer)
     importer.add_argument("--seed", type=int, default=0)
     _add_output_options(importer)
@@ -400,7 +406,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.name:
         model = model.with_options(raw=f"outputs:{args.name}")
     judge = f"annotations:{args.annotations}" if args.annotations else args.judge
+    if judge.startswith("annotations:"):
+        _check_annotated_outputs(Path(judge.partition(":")[2]), Path(args.outputs), args)
     return _execute(args, model, ["alpaca_eval"], {"alpaca_eval": options}, judge=judge)
+
+
+def _check_annotated_outputs(annotations: Path, outputs: Path, args: argparse.Namespace) -> None:
+    """Refuse, before anything is stored, annotations that judged other outputs than these.
+
+    A preference about another answer (an older generation, another model) would be counted
+    as this model's. With --allow-mismatch the import goes ahead and those rows are failures.
+    """
+    from evalharness.backends.outputs import read_outputs
+    from evalharness.console import err_console
+    from evalharness.judges.annotations import mismatched, read_annotations
+
+    rows, _ = read_annotations(annotations)
+    differing = mismatched(rows, read_outputs(outputs)[0])
+    if not differing:
+        return
+    what = (
+        f"{annotations}: {len(differing)} annotation(s) judged an output_2 other than "
+        f"--outputs holds (first: {differing[0][:50]!r})"
+    )
+    if not args.allow_mismatch:
+        raise InputError(f"{what}; fix the files, or pass --allow-mismatch to count them failed")
+    err_console.print(
+        f"warning: {what}; counted as failures", markup=False, highlight=False, soft_wrap=True
+    )
 
 
 def cmd_tasks(_: argparse.Namespace) -> int:

@@ -252,7 +252,7 @@ class Runner:
         for task in tasks:
             if task.pooled and task.name in judges:
                 # Runs judged by the same judge on the same data can share fitted terms.
-                judge_hash = judges[task.name].identity_hash
+                judge_hash = judges[task.name].pool_hash
                 material = [task.name, judge_hash, loaded[task.name].data_hash]
                 task_info[task.name]["pool"] = sha256_hex(canonical_json(material))
         if judges:

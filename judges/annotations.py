@@ -2,23 +2,37 @@
 
 AlpacaEval publishes, per model, the annotations its judge produced (`output_1` = baseline,
 `output_2` = model, `preference` in [1, 2]). Reading them lets the harness recompute every metric
-with its own code and no judge call. The judge's identity is the annotator's name, so all
-models annotated by one annotator pool together (e.g. for the joint length-controlled fit).
+with its own code and no judge call.
+
+A verdict is only as good as the file it came from, so the judge's identity (verdict cache key,
+run id) includes the file's sha256: a corrected file gives new verdicts and a new run id, and a
+row missing from one version of the file is asked of the next one. A row is used only when its
+instruction matches and its `output_2` is the output being judged (leading and trailing
+whitespace ignored, since exporters strip it inconsistently); otherwise the verdict is a counted
+failure, never a preference about some other answer. `pool_hash` (annotator only) is what the
+joint length-controlled fit should pool on: length bias belongs to the annotator, not the file.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from evalharness.errors import InputError
+from evalharness.hashing import sha256_file
 from evalharness.records import read_records, require
-from evalharness.requests import Request, Result
+from evalharness.requests import Request, Result, canonical_json, sha256_hex
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge, side_of
+
+#: How rows are matched to judged items; part of the identity so a new rule means new verdicts.
+MATCHING = "instruction, then output_2 == judged output (stripped)"
+#: Failure reasons (`reason` in the verdict), counted per run as `failures_<reason>`.
+NOT_IN_FILE = "not_in_annotations_file"
+MISMATCH = "annotation_mismatch"
 
 
 def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
@@ -40,6 +54,20 @@ def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
     return rows, annotators.pop() if annotators else "unknown_annotator"
 
 
+def same_output(annotated: str, judged: str) -> bool:
+    """Whitespace at either end is formatting, not content; anything else is another answer."""
+    return annotated.strip() == judged.strip()
+
+
+def mismatched(rows: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, str]) -> list[str]:
+    """Instructions whose annotated `output_2` is not the output `outputs` gives for them."""
+    return [
+        instruction
+        for instruction, row in rows.items()
+        if instruction in outputs and not same_output(row["output_2"], outputs[instruction])
+    ]
+
+
 def as_preference(value: Any) -> float | None:
     """AlpacaEval's encoding: 0 is a draw (1.5); anything outside [1, 2] is not a preference."""
     try:
@@ -53,16 +81,32 @@ def as_preference(value: Any) -> float | None:
     return number if 1.0 <= number <= 2.0 else None
 
 
+def failure(reason: str, error: str) -> dict[str, Any]:
+    """A verdict that gives no preference, with a countable reason and a readable error."""
+    return {"preference": None, "failure": True, "reason": reason, "error": error}
+
+
 class AnnotationsJudge(Judge):
     protocols: ClassVar[tuple[str, ...]] = ("pairwise",)
 
     def __init__(self, path: Path) -> None:
         self.path = path.expanduser()
         self.rows, self.annotator = read_annotations(self.path)
+        self.file_sha256 = sha256_file(self.path)
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"name": f"annotations:{self.annotator}", "protocol": "imported_annotations"}
+        return {
+            "name": f"annotations:{self.annotator}",
+            "protocol": "imported_annotations",
+            "file_sha256": self.file_sha256,
+            "matching": MATCHING,
+        }
+
+    @property
+    def pool_hash(self) -> str:
+        """The annotator without the file: runs of one annotator share its length bias."""
+        return sha256_hex(canonical_json({"name": f"annotations:{self.annotator}"}))
 
     def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
         self.check_protocol(item.protocol)
@@ -71,20 +115,19 @@ class AnnotationsJudge(Judge):
     def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
         row = self.rows.get(item.fields["question_1"])
         if row is None:
-            return {"preference": None, "failure": True, "error": f"not in {self.path.name}"}
+            return failure(NOT_IN_FILE, f"not in annotations file {self.path.name}")
+        if not same_output(row["output_2"], item.fields["answer_1"]):
+            return failure(MISMATCH, f"output_2 in {self.path.name} is not the judged output")
         preference = as_preference(row["preference"])
         if preference is None:
-            return {
-                "preference": None,
-                "failure": True,
-                "error": f"annotation preference {row['preference']!r} is not in [1, 2]",
-            }
+            error = f"annotation preference {row['preference']!r} is not in [1, 2]"
+            return failure("invalid_preference", error)
         return {
             "preference": preference,
             "winner": side_of(preference - 1.0),
             "consistent": None,
             "failure": False,
-            # The annotated pair may differ from the run's (re-generated, whitespace).
-            "same_outputs": row["output_2"] == item.fields["answer_1"]
-            and row["output_1"] == item.fields["baseline_1"],
+            # A reference other than the annotated output_1 (`--reference`) is recorded, not
+            # refused: the preference is still about this output_2 against that output_1.
+            "same_reference": same_output(row["output_1"], item.fields["baseline_1"]),
         }

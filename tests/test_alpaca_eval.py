@@ -249,3 +249,82 @@ def test_real_eval_set_loads_with_synthetic_annotations(
     assert metrics["win_rate"] == pytest.approx(expected["win_rate"], abs=1e-9)
     assert metrics["standard_error"] == pytest.approx(expected["standard_error"], abs=1e-9)
     assert set(metrics) >= {f"win_rate_{d}" for d in ("koala", "oasst", "vicuna")}
+
+
+def alpaca_entry(result: dict[str, Any]) -> dict[str, Any]:
+    return result["tasks"]["alpaca_eval"]
+
+
+def test_a_corrected_annotations_file_gives_new_verdicts_and_a_new_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " More." for r in references]
+    preferences = [2.0] * 6 + [1.0] * 6
+    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, preferences)
+    first = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    rows = json.loads(annotations.read_text())
+    rows[0]["preference"] = 1.0  # the correction
+    write_json(annotations, rows)
+    second = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    assert second["run_id"] != first["run_id"]
+    assert second["judging"]["judged"] == 12 and second["judging"]["cached"] == 0
+    corrected = expected_head_to_head([1.0] + preferences[1:])["win_rate"]
+    assert alpaca_entry(second)["metrics"]["win_rate"] == pytest.approx(corrected)
+    assert alpaca_entry(first)["metrics"]["win_rate"] == pytest.approx(50.0)
+
+
+def test_the_same_annotations_file_twice_is_one_run_and_no_new_verdicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " More." for r in references]
+    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [1.5] * 12)
+    first = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    again = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    assert again["run_id"] == first["run_id"]
+    assert again["calls_made"] == {"model": 0, "judge": 0}
+    assert again["judging"]["judged"] == 0 and again["judging"]["cached"] == 12
+
+
+def test_annotations_of_other_outputs_are_refused_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " More." for r in references]
+    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [2.0] * 12)
+    rows = json.loads(annotations.read_text())
+    rows[2]["output_2"] = "An older generation of this answer."
+    rows[5]["output_2"] = f"  {rows[5]['output_2']}\n"  # whitespace at the ends: the same output
+    write_json(annotations, rows)
+    args = ("import", "alpaca-eval", "--outputs", str(model_outputs), "--annotations")
+    code, out, err = run_cli(capsys, *args, str(annotations))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "m_annotations.json: 1 annotation(s) judged an output_2 other than" in err
+    assert repr(rows[2]["instruction"][:50]) in err and "--allow-mismatch" in err
+    code, out, err = run_cli(capsys, *args, str(annotations), "--allow-mismatch", "--json")
+    assert code == 0, err
+    assert "1 annotation(s)" in err and "counted as failures" in err
+    entry = alpaca_entry(json.loads(out))
+    assert entry["failures"] == 1 and entry["counts"]["failures_annotation_mismatch"] == 1
+    assert entry["metrics"]["n_total"] == 11
+
+
+def test_an_instruction_missing_from_the_annotations_is_asked_of_the_next_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+    outputs = [r["output"] + " More." for r in references]
+    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [2.0] * 12)
+    complete = json.loads(annotations.read_text())
+    write_json(annotations, complete[:4] + complete[5:])
+    args = ("--annotations", str(annotations), "--reference", str(BUILTIN))
+    partial = import_run(capsys, model_outputs, *args)
+    entry = alpaca_entry(partial)
+    assert entry["failures"] == 1 and entry["counts"]["failures_not_in_annotations_file"] == 1
+    assert entry["metrics"]["n_total"] == 11
+    write_json(annotations, complete)
+    fixed = import_run(capsys, model_outputs, *args)
+    assert fixed["run_id"] != partial["run_id"]
+    assert alpaca_entry(fixed)["failures"] == 0
+    assert alpaca_entry(fixed)["metrics"]["n_total"] == 12

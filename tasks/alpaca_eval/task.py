@@ -12,6 +12,7 @@ because length bias is a property of the judge (`metrics.length_controlled`).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,8 @@ class AlpacaEval(Task):
             "consistent": verdict.get("consistent"),
             "order_gap": order_gap(verdict),
             "failure": bool(verdict.get("failure")),
+            # Why there is no preference, when the judge says (imported annotations do).
+            "failure_reason": verdict.get("reason") if verdict.get("failure") else None,
             "model_length": len(output),
             "baseline_length": len(self.reference(sample)),
             "dataset": sample.data["dataset"],
@@ -206,11 +209,11 @@ class AlpacaEval(Task):
         for dataset in sorted({s["dataset"] for s in scores}):
             subset = [s["preference"] for s in scores if s["dataset"] == dataset]
             metrics[f"win_rate_{dataset}"] = head_to_head(subset)["win_rate"]
+        counts = {"judged": metrics["n_total"], "both_orders": len(both)}
+        reasons = Counter(s.get("failure_reason") for s in scores if s["failure"])
+        counts.update({f"failures_{r}": n for r, n in sorted(reasons.items()) if r})
         return TaskResult(
-            metrics=metrics,
-            failures=sum(s["failure"] for s in scores),
-            ci=ci,
-            counts={"judged": metrics["n_total"], "both_orders": len(both)},
+            metrics=metrics, failures=sum(s["failure"] for s in scores), ci=ci, counts=counts
         )
 
     def pooled_metrics(
