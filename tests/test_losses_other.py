@@ -275,6 +275,123 @@ def test_bco_matches_trl_with_running_delta() -> None:
         assert_close(actual, bco_reference(policy, ref, labels, delta, 0.2))
 
 
+class TrlRunningMoments:
+    """trl/trainer/utils.py `RunningMoments.update` (mean only; start mean 0, count 1e-24), with
+    `get_global_statistics` for several processes: sum values and counts over the processes,
+    then fold in their global mean with the global count."""
+
+    def __init__(self) -> None:
+        self.mean, self.count = 0.0, 1e-24
+
+    def update(self, per_process: list[np.ndarray]) -> None:
+        xs_count = sum(np.atleast_1d(xs).size for xs in per_process)
+        xs_mean = sum(np.atleast_1d(xs).sum() for xs in per_process) / xs_count
+        delta = xs_mean - self.mean
+        tot_count = self.count + xs_count
+        self.mean += delta * xs_count / tot_count
+        self.count = tot_count
+
+
+class PeerAccelerator:
+    """`accelerator.reduce(..., reduction="sum")` across this process and one simulated peer
+    whose [sum, count] for the current step is set before each call."""
+
+    num_processes = 2
+
+    def __init__(self) -> None:
+        self.peer = torch.zeros(2)
+
+    def reduce(self, tensor: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        assert reduction == "sum" and tensor.shape == (2,)
+        return tensor + self.peer.to(tensor.dtype)
+
+
+def _delta_keeper(accelerator=None, beta: float = 0.2):
+    """The loop's δ state and its update method, without building a model."""
+    from types import SimpleNamespace
+
+    from evalharness.trainers.loop import Trainer
+    from evalharness.trainers.metrics import RunningMean
+
+    keeper = SimpleNamespace(
+        hyper={"beta": beta},
+        accelerator=accelerator or SimpleNamespace(num_processes=1),
+        delta=RunningMean(),
+    )
+    return keeper, lambda inputs: Trainer._update_delta(keeper, inputs)
+
+
+def _pair_step(rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+    keys = (
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+    )
+    return {key: tensor(-rng.uniform(10, 40, size)) for key in keys}
+
+
+def _trl_bco_pair_step_rewards(inputs: dict[str, torch.Tensor], beta: float) -> np.ndarray:
+    """TRL 0.19.1 `bco_pair`: `torch.cat((chosen_rewards, rejected_rewards), 0).mean()`."""
+    chosen = beta * (inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]).numpy()
+    rejected = beta * (inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]).numpy()
+    return np.concatenate((chosen, rejected)).mean()
+
+
+def test_bco_pair_delta_counts_the_batch_mean_once_per_step() -> None:
+    """TRL folds one value per step, so a short last batch weighs as much as a full one."""
+    rng = np.random.default_rng(30)
+    keeper, update = _delta_keeper()
+    trl = TrlRunningMoments()
+    for size in (4, 4, 1):  # the last batch is short
+        inputs = _pair_step(rng, size)
+        trl.update([_trl_bco_pair_step_rewards(inputs, 0.2)])
+        update(inputs)
+        assert keeper.delta.mean == pytest.approx(trl.mean, abs=1e-6)
+    assert keeper.delta.count == 3
+
+
+def test_bco_delta_counts_every_row() -> None:
+    """TRL's `BCOTrainer` folds every row's reward, desirable and undesirable, once each."""
+    rng = np.random.default_rng(31)
+    keeper, update = _delta_keeper()
+    trl = TrlRunningMoments()
+    for size in (5, 2):
+        policy, ref = tensor(-rng.uniform(10, 40, size)), tensor(-rng.uniform(10, 40, size))
+        trl.update([0.2 * (policy - ref).numpy()])
+        update({"policy_logps": policy, "ref_logps": ref})
+        assert keeper.delta.mean == pytest.approx(trl.mean, abs=1e-6)
+    assert keeper.delta.count == 7
+
+
+def test_delta_is_gathered_across_processes_before_the_update() -> None:
+    """Under DDP both processes fold in the same global values: `bco_pair` one mean per process,
+    `bco` every row of every process (batches of unequal size included)."""
+    rng = np.random.default_rng(32)
+    accelerator = PeerAccelerator()
+    keeper, update = _delta_keeper(accelerator)
+    trl = TrlRunningMoments()
+    for mine, peers in ((3, 3), (2, 1)):
+        inputs, peer_inputs = _pair_step(rng, mine), _pair_step(rng, peers)
+        peer_value = _trl_bco_pair_step_rewards(peer_inputs, 0.2)
+        accelerator.peer = torch.tensor([float(peer_value), 1.0])
+        trl.update([_trl_bco_pair_step_rewards(inputs, 0.2), peer_value])
+        update(inputs)
+        assert keeper.delta.mean == pytest.approx(trl.mean, abs=1e-6)
+    assert keeper.delta.count == 4
+
+    keeper, update = _delta_keeper(accelerator)
+    trl = TrlRunningMoments()
+    for mine, peers in ((4, 4), (3, 1)):
+        policy, ref = tensor(-rng.uniform(10, 40, mine)), tensor(-rng.uniform(10, 40, mine))
+        peer_rewards = 0.2 * -rng.uniform(-15, 15, peers)
+        accelerator.peer = torch.tensor([float(peer_rewards.sum()), float(peers)])
+        trl.update([0.2 * (policy - ref).numpy(), peer_rewards])
+        update({"policy_logps": policy, "ref_logps": ref})
+        assert keeper.delta.mean == pytest.approx(trl.mean, abs=1e-6)
+    assert keeper.delta.count == 12
+
+
 # --- ranking ----------------------------------------------------------------------------------
 
 

@@ -17,13 +17,17 @@ tagged releases):
   cpo_alpha * nll` (l. 890); trl/experimental/orpo/orpo_trainer.py `log1mexp` (l. 87-91),
   `odds_ratio_loss` (l. 670-702), `average_log_prob=True` (l. 805), `loss = nll - losses.mean()`
   (l. 848). The same ORPO formula is in huggingface/trl@00cdca7bd3c6711e55666dffda0a0f892eaf5679.
+  ORPO's `concatenated_forward` takes its NLL labels from `concatenated_input_ids` where
+  `attention_mask == 1` ("orpo chosen nll loss is computed over the full prompt and response"),
+  while CPO's uses `concatenated_labels` (prompt at -100).
 - ASFT (not in TRL): turbo-llm/turbo-alignment@01c0ab630a7af957f5542543ff3f70e2cf5edfed,
   turbo_alignment/trainers/dpo.py `ASFTLoss.compute_loss`; a later revision of that class adds
   `beta` inside the sigmoids, `lambda_` and `ce_coef`, which is what is transcribed.
 
-Where TRL's loss holds a batch-level NLL (RPO, CPO, ORPO) the transcription uses the per-example
-mean token NLL that the module documents, and one test checks that its batch mean is TRL's
-token-mean NLL when the chosen lengths are equal.
+Where TRL's loss holds a batch-level NLL (RPO, CPO, SimPO's cpo_alpha, ORPO) the transcription
+adds TRL's scalar token-mean NLL, −Σ lp / Σ n over the batch, to every row as TRL does; the code
+splits the same quantity by rows (−lp_b·B/Σ n), so those cases compare batch means, and the
+token-level tests below rebuild TRL's cross-entropy from per-token log-probs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from evalharness.errors import InputError
 from evalharness.trainers import losses
@@ -82,6 +87,9 @@ def make_batch(seed: int, size: int = B) -> dict[str, np.ndarray]:
     }
     sums["lc"] = rng.integers(5, 41, size).astype(np.float64)
     sums["lr"] = rng.integers(5, 41, size).astype(np.float64)
+    # ORPO's NLL tokens: the chosen completion plus 3-30 prompt tokens of their own log-probs.
+    sums["pf"] = sums["pc"] - rng.uniform(5.0, 60.0, size)
+    sums["lf"] = sums["lc"] + rng.integers(3, 31, size)
     return sums
 
 
@@ -93,6 +101,8 @@ def as_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         "rr": "ref_rejected_logps",
         "lc": "chosen_lengths",
         "lr": "rejected_lengths",
+        "pf": "policy_chosen_full_logps",
+        "lf": "chosen_full_lengths",
     }
     return {names[k]: torch.tensor(v, dtype=torch.float64) for k, v in batch.items()}
 
@@ -116,7 +126,13 @@ def trl_dpo(b, beta, label_smoothing=0.0, rpo_alpha=0.0):
         -logsigmoid(beta * logits) * (1 - label_smoothing)
         - logsigmoid(-beta * logits) * label_smoothing
     )
-    return losses + rpo_alpha * (-b["pc"] / b["lc"])
+    return losses + rpo_alpha * trl_token_mean_nll(b["pc"], b["lc"])
+
+
+def trl_token_mean_nll(chosen_sums, chosen_lengths):
+    """`F.cross_entropy` (mean) over every scored chosen token of the batch, as a scalar that TRL
+    adds to every row: −Σ_b lp_b / Σ_b n_b."""
+    return -chosen_sums.sum() / chosen_lengths.sum()
 
 
 def trl_robust(b, beta, label_smoothing):
@@ -272,14 +288,14 @@ def trl_cpo_loss(chosen, rejected, beta, label_smoothing, loss_type, simpo_gamma
 def trl_cpo(b, beta, label_smoothing, cpo_alpha):
     """`sigmoid`: summed log-probs (average_log_prob False), plus cpo_alpha * NLL."""
     losses = trl_cpo_loss(b["pc"], b["pr"], beta, label_smoothing, "sigmoid")
-    return losses + cpo_alpha * (-b["pc"] / b["lc"])
+    return losses + cpo_alpha * trl_token_mean_nll(b["pc"], b["lc"])
 
 
 def trl_simpo(b, beta, simpo_gamma, label_smoothing, cpo_alpha):
     """`simpo`: get_batch_logps(average_log_prob=True) = sum / number of completion tokens."""
     chosen, rejected = b["pc"] / b["lc"], b["pr"] / b["lr"]
     losses = trl_cpo_loss(chosen, rejected, beta, label_smoothing, "simpo", simpo_gamma)
-    return losses + cpo_alpha * (-b["pc"] / b["lc"])
+    return losses + cpo_alpha * trl_token_mean_nll(b["pc"], b["lc"])
 
 
 def trl_log1mexp(x):
@@ -289,14 +305,15 @@ def trl_log1mexp(x):
 
 
 def trl_orpo(b, beta):
-    """odds_ratio_loss on averaged log-probs; per example nll − losses (`loss = nll - mean`)."""
+    """odds_ratio_loss on averaged completion log-probs; `loss = nll - losses.mean()` with the
+    NLL over prompt + chosen tokens (`pf`, `lf`)."""
     policy_chosen_logps, policy_rejected_logps = b["pc"] / b["lc"], b["pr"] / b["lr"]
     log_odds = (policy_chosen_logps - policy_rejected_logps) - (
         trl_log1mexp(policy_chosen_logps) - trl_log1mexp(policy_rejected_logps)
     )
     ratio = logsigmoid(log_odds)
     losses = beta * ratio
-    return -policy_chosen_logps - losses
+    return trl_token_mean_nll(b["pf"], b["lf"]) - losses
 
 
 def turbo_asft(b, beta, lambda_, ce_coef):
@@ -346,13 +363,24 @@ CASES = [
 ]
 
 
+def _has_batch_nll(name: str, hyper: dict) -> bool:
+    """TRL adds a batch-level scalar NLL here, which the code splits by rows: compare means."""
+    return name == "orpo" or (
+        name in ("dpo", "cpo", "simpo")
+        and bool(hyper.get("rpo_alpha", hyper.get("alpha", 1.0 if name == "cpo" else 0.0)))
+    )
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize(("name", "hyper", "reference"), CASES)
 def test_matches_source_per_example(name: str, hyper: dict, reference, seed: int) -> None:
     batch = make_batch(seed)
     got = call(name, as_inputs(batch), **hyper)
     assert got.shape == (B,) and got.dtype == torch.float64
-    np.testing.assert_allclose(got.numpy(), reference(batch), rtol=1e-6, atol=1e-6)
+    expected = reference(batch)
+    if _has_batch_nll(name, hyper):
+        got, expected = got.mean().reshape(1), np.atleast_1d(expected.mean())
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bco_pair_matches_trl_running_mean_over_steps() -> None:
@@ -377,18 +405,155 @@ def test_bco_pair_with_zero_delta_is_trl_1x() -> None:
     np.testing.assert_allclose(got.numpy(), -logsigmoid(r_w) - logsigmoid(-r_l), rtol=1e-6)
 
 
-def test_nll_batch_mean_is_trls_token_mean_when_lengths_are_equal() -> None:
-    """TRL's NLL is Σ(−lp_w)/Σ|y_w| over the batch; the per-example form averages to it here."""
-    batch = make_batch(7)
-    batch["lc"] = np.full(B, 17.0)
-    token_mean_nll = -batch["pc"].sum() / batch["lc"].sum()
-    inputs = as_inputs(batch)
-    with_rpo = call("dpo", inputs, beta=0.1, rpo_alpha=0.5).mean()
-    plain = call("dpo", inputs, beta=0.1).mean()
-    assert float(with_rpo - plain) == pytest.approx(0.5 * token_mean_nll, rel=1e-12)
-    with_cpo = call("cpo", inputs, beta=0.1, alpha=1.0).mean()
-    no_nll = call("cpo", inputs, beta=0.1, alpha=0.0).mean()
-    assert float(with_cpo - no_nll) == pytest.approx(token_mean_nll, rel=1e-12)
+# --- NLL terms: TRL's cross-entropy over the batch's tokens, rebuilt from logits ------------------
+
+# Three chosen rows, positions already aligned with their targets: prompt tokens, then completion
+# tokens, then padding. Completion lengths 1, 6, 2 and prompt lengths 2, 4, 1 differ on purpose:
+# a mean of per-example means and the token mean over the batch then disagree.
+PROMPT_LENGTHS, COMPLETION_LENGTHS, WIDTH, VOCAB = (2, 4, 1), (1, 6, 2), 10, 5
+
+
+def _chosen_tokens() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits `[3, T, V]` (leaf), targets, and the completion / attended masks `[3, T]`."""
+    generator = torch.Generator().manual_seed(20)
+    logits = torch.randn(3, WIDTH, VOCAB, generator=generator, dtype=torch.float64) * 2
+    targets = torch.randint(0, VOCAB, (3, WIDTH), generator=generator)
+    completion = torch.zeros(3, WIDTH, dtype=torch.bool)
+    attended = torch.zeros(3, WIDTH, dtype=torch.bool)
+    for row, (prompt, answer) in enumerate(zip(PROMPT_LENGTHS, COMPLETION_LENGTHS, strict=True)):
+        completion[row, prompt : prompt + answer] = True
+        attended[row, : prompt + answer] = True
+    # The short answer's token is unlikely, the long answer's tokens likely (as in real data).
+    target_logits = logits.gather(-1, targets[..., None]).squeeze(-1)
+    shift = torch.zeros(3, WIDTH, dtype=torch.float64)
+    shift[0], shift[1] = -6.0, 4.0
+    target_logits = target_logits + shift * completion
+    logits = logits.scatter(-1, targets[..., None], target_logits[..., None])
+    return logits.requires_grad_(True), targets, completion, attended
+
+
+def _trl_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor):
+    """TRL's `F.cross_entropy(logits.flatten(0, 1), labels.flatten())`, labels -100 off `mask`."""
+    labels = torch.where(mask, targets, torch.full_like(targets, -100))
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+
+def _pair_inputs(logits, targets, completion, attended) -> dict[str, torch.Tensor]:
+    """What the loop hands a pairwise loss: sums and counts of the scored tokens per row."""
+    token_logps = torch.log_softmax(logits, -1).gather(-1, targets[..., None]).squeeze(-1)
+    return {
+        "policy_chosen_logps": (token_logps * completion).sum(-1),
+        "chosen_lengths": completion.sum(-1).to(torch.float64),
+        "policy_chosen_full_logps": (token_logps * attended).sum(-1),
+        "chosen_full_lengths": attended.sum(-1).to(torch.float64),
+        "policy_rejected_logps": torch.tensor([-9.0, -14.0, -4.0], dtype=torch.float64),
+        "rejected_lengths": torch.tensor([3.0, 7.0, 2.0], dtype=torch.float64),
+        "ref_chosen_logps": torch.tensor([-7.0, -11.0, -6.0], dtype=torch.float64),
+        "ref_rejected_logps": torch.tensor([-8.0, -12.0, -5.0], dtype=torch.float64),
+    }
+
+
+def _dpo_rows(inputs: dict[str, torch.Tensor], beta: float) -> torch.Tensor:
+    h = (inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]) - (
+        inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]
+    )
+    return -F.logsigmoid(beta * h)
+
+
+def _assert_same_value_and_gradient(got: torch.Tensor, expected: torch.Tensor, logits) -> None:
+    (got_grad,) = torch.autograd.grad(got, logits, retain_graph=True)
+    (expected_grad,) = torch.autograd.grad(expected, logits, retain_graph=True)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_grad, expected_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_fixture_separates_the_two_nll_means() -> None:
+    """The per-example mean (the old code's) and TRL's token mean differ on this fixture."""
+    logits, targets, completion, attended = _chosen_tokens()
+    inputs = _pair_inputs(logits, targets, completion, attended)
+    per_example = (-inputs["policy_chosen_logps"] / inputs["chosen_lengths"]).mean().detach()
+    token_mean = _trl_cross_entropy(logits, targets, completion).detach()
+    assert float(per_example - token_mean) > 1.0, (per_example, token_mean)
+
+
+@pytest.mark.parametrize("rpo_alpha", [1.0, 0.5])
+def test_rpo_alpha_is_trls_token_mean_nll_over_chosen_completions(rpo_alpha: float) -> None:
+    """TRL 0.19.1: `losses + rpo_alpha * nll_loss`, nll_loss = cross-entropy over the chosen
+    completion tokens of the whole batch (prompt masked); the batch loss is the mean."""
+    logits, targets, completion, attended = _chosen_tokens()
+    inputs = _pair_inputs(logits, targets, completion, attended)
+    expected = (
+        _dpo_rows(inputs, 0.1) + rpo_alpha * _trl_cross_entropy(logits, targets, completion)
+    ).mean()
+    got = call("dpo", inputs, beta=0.1, rpo_alpha=rpo_alpha).mean()
+    _assert_same_value_and_gradient(got, expected, logits)
+
+
+def test_cpo_and_simpo_alpha_are_trls_token_mean_nll_over_chosen_completions() -> None:
+    """TRL CPOTrainer: `losses.mean() + cpo_alpha * nll_loss`, labels = `concatenated_labels`."""
+    logits, targets, completion, attended = _chosen_tokens()
+    inputs = _pair_inputs(logits, targets, completion, attended)
+    nll = _trl_cross_entropy(logits, targets, completion)
+    chosen, rejected = inputs["policy_chosen_logps"], inputs["policy_rejected_logps"]
+    cpo_rows = -F.logsigmoid(0.1 * (chosen - rejected))
+    got = call("cpo", inputs, beta=0.1, alpha=1.0).mean()
+    _assert_same_value_and_gradient(got, cpo_rows.mean() + 1.0 * nll, logits)
+    mean_w, mean_l = chosen / inputs["chosen_lengths"], rejected / inputs["rejected_lengths"]
+    simpo_rows = -F.logsigmoid(2.0 * (mean_w - mean_l - 1.0 / 2.0))
+    got = call("simpo", inputs, beta=2.0, gamma=1.0, alpha=0.5).mean()
+    _assert_same_value_and_gradient(got, simpo_rows.mean() + 0.5 * nll, logits)
+
+
+def test_orpo_nll_is_trls_token_mean_over_prompt_and_chosen_tokens() -> None:
+    """TRL ORPOTrainer: `loss = nll - losses.mean()`, the NLL's labels being every attended
+    chosen token (prompt included), the odds on completion-only mean log-probs."""
+    logits, targets, completion, attended = _chosen_tokens()
+    inputs = _pair_inputs(logits, targets, completion, attended)
+    mean_w = inputs["policy_chosen_logps"] / inputs["chosen_lengths"]
+    mean_l = inputs["policy_rejected_logps"] / inputs["rejected_lengths"]
+    log_odds = (mean_w - mean_l) - (
+        torch.log1p(-torch.exp(mean_w)) - torch.log1p(-torch.exp(mean_l))
+    )
+    expected = _trl_cross_entropy(logits, targets, attended) - (0.1 * F.logsigmoid(log_odds)).mean()
+    got = call("orpo", inputs, beta=0.1).mean()
+    _assert_same_value_and_gradient(got, expected, logits)
+    completion_only = _trl_cross_entropy(logits, targets, completion)
+    with_prompt = _trl_cross_entropy(logits, targets, attended)
+    assert abs(float((completion_only - with_prompt).detach())) > 0.1
+
+
+def test_pairwise_inputs_full_chosen_scores_the_prompt_too() -> None:
+    """`full_chosen` labels every attended token after the first (TRL's ORPO labels, shifted);
+    the completion sums read off that forward are those of the ordinary forward."""
+    from evalharness.trainers.inputs import pairwise_inputs
+    from evalharness.trainers.models import scored_mask
+
+    input_ids = torch.tensor(
+        [[5, 6, 7, 8, 0], [5, 9, 0, 0, 0], [4, 3, 2, 0, 0], [4, 3, 1, 1, 2]]
+    )  # rows 0-1 chosen, 2-3 rejected; prompt = the first two tokens
+    attention_mask = (torch.arange(5) < torch.tensor([[4], [2], [3], [5]])).long()
+    labels = torch.where(
+        (torch.arange(5) >= 2) & attention_mask.bool(), input_ids, torch.tensor(-100)
+    )
+    labels[1, 1] = 9  # row 1: a one-token prompt
+
+    def scorer(ids, mask, scored_labels):
+        """log p(token t+1) = −(id + position)/10 at each labelled position, 0 elsewhere."""
+        next_ids = torch.cat([ids[:, 1:], ids[:, :1]], dim=1).double()
+        values = -(next_ids + torch.arange(ids.shape[1])) / 10
+        return values * scored_mask(scored_labels), None
+
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    plain = pairwise_inputs(scorer, batch, None)
+    full = pairwise_inputs(scorer, batch, None, full_chosen=True)
+    for key, value in plain.items():
+        torch.testing.assert_close(full[key], value)
+    assert "policy_chosen_full_logps" not in plain
+    # Chosen row 0 scores tokens 6, 7, 8 at positions 0-2; row 1 scores token 9 at position 0.
+    expected = torch.tensor([-(6 + 0 + 7 + 1 + 8 + 2) / 10, -(9 + 0) / 10], dtype=torch.float64)
+    torch.testing.assert_close(full["policy_chosen_full_logps"], expected)
+    torch.testing.assert_close(full["chosen_full_lengths"], torch.tensor([3.0, 1.0]).double())
+    torch.testing.assert_close(full["chosen_lengths"], torch.tensor([2.0, 1.0]).double())
 
 
 # --- gradients -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .data.examples import IGNORE_INDEX
 from .models import scored_mask
 
 #: Reference quantities looked up per example index (precomputed once, cached on disk).
@@ -24,9 +25,23 @@ def row_sums(token_logps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 
 
 def pairwise_inputs(
-    scorer: Any, batch: dict[str, torch.Tensor], reference: ReferenceLookup | None
+    scorer: Any,
+    batch: dict[str, torch.Tensor],
+    reference: ReferenceLookup | None,
+    *,
+    full_chosen: bool = False,
 ) -> dict[str, torch.Tensor]:
-    token_logps, _ = scorer(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    """Completion sums and lengths of chosen and rejected rows (+ reference sums).
+
+    `full_chosen` also scores every attended token after the first, prompt included, and adds
+    the chosen rows' sums and counts (`policy_chosen_full_logps`, `chosen_full_lengths`): ORPO's
+    NLL as TRL computes it. It is the same forward with more labelled positions; the completion
+    sums are read off it with the original labels' mask, so they are unchanged.
+    """
+    labels = batch["labels"]
+    if full_chosen:
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+    token_logps, _ = scorer(batch["input_ids"], batch["attention_mask"], labels)
     sums, lengths = row_sums(token_logps, batch["labels"])
     half = sums.shape[0] // 2
     inputs = {
@@ -35,6 +50,10 @@ def pairwise_inputs(
         "chosen_lengths": lengths[:half],
         "rejected_lengths": lengths[half:],
     }
+    if full_chosen:
+        full_sums, full_lengths = row_sums(token_logps[:half], labels[:half])
+        inputs["policy_chosen_full_logps"] = full_sums
+        inputs["chosen_full_lengths"] = full_lengths
     if reference is not None:
         inputs["ref_chosen_logps"] = reference("chosen", batch["index"])
         inputs["ref_rejected_logps"] = reference("rejected", batch["index"])

@@ -39,6 +39,7 @@ from .inputs import (
     reward_model_inputs,
     sft_inputs,
 )
+from .losses.unpaired import delta_update_values
 from .metrics import MetricsLog, RunningMean, preference_metrics, token_metrics
 from .models import (
     PolicyScorer,
@@ -381,7 +382,8 @@ class Trainer:
         if self.is_reward_model:
             return reward_model_inputs(scorer, batch)
         if fmt == "pairwise":
-            inputs = pairwise_inputs(scorer, batch, lookup)
+            full = "policy_chosen_full_logps" in self.method.inputs
+            inputs = pairwise_inputs(scorer, batch, lookup, full_chosen=full)
         elif fmt == "binary":
             inputs = binary_inputs(scorer, batch, lookup)
         elif fmt == "ranking":
@@ -413,14 +415,18 @@ class Trainer:
         return per_example.mean(), inputs
 
     def _update_delta(self, inputs: dict[str, torch.Tensor]) -> None:
-        """BCO's δ: running mean of every row's implicit reward β·(lp − lp_ref), as TRL keeps."""
-        beta = float(self.hyper.get("beta", 0.1))
-        if "policy_chosen_logps" in inputs:
-            chosen = inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]
-            rejected = inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]
-            self.delta.update(beta * torch.cat([chosen, rejected]))
+        """BCO's δ, as TRL's `RunningMoments`: fold in this step's values (`bco`: every row's
+        β·r; `bco_pair`: the batch mean, once), summed with their count over processes first
+        (TRL's `get_global_statistics`), so every process keeps the same δ."""
+        values = delta_update_values(inputs, float(self.hyper.get("beta", 0.1))).float()
+        if self.accelerator.num_processes > 1:
+            count = torch.tensor([float(values.numel())], device=values.device)
+            total = self.accelerator.reduce(
+                torch.cat([values.sum().reshape(1), count]), reduction="sum"
+            )
+            self.delta.add(float(total[0]), int(round(float(total[1]))))
         else:
-            self.delta.update(beta * (inputs["policy_logps"] - inputs["ref_logps"]))
+            self.delta.update(values)
 
     def step_metrics(self, loss: torch.Tensor, inputs: dict[str, torch.Tensor]) -> dict:
         record = {"loss": float(loss.detach())}

@@ -21,8 +21,12 @@ class RunningMean:
         return self.total / self.count if self.count else 0.0
 
     def update(self, values: torch.Tensor) -> None:
-        self.total += float(values.detach().float().sum())
-        self.count += values.numel()
+        self.add(float(values.detach().float().sum()), values.numel())
+
+    def add(self, total: float, count: int) -> None:
+        """Fold in `count` values that sum to `total` (e.g. gathered from every process)."""
+        self.total += total
+        self.count += count
 
 
 def preference_metrics(inputs: dict[str, torch.Tensor], beta: float) -> dict[str, float]:

@@ -12,12 +12,17 @@ between releases, so each docstring names the release its formula was transcribe
   called it `aot_pair`) and `sigmoid_norm`; `experimental/cpo`, `experimental/orpo` for CPO,
   SimPO and ORPO. ASFT is not in TRL; its docstring names its source.
 
-Two conventions differ from TRL on purpose, because a per-example loss cannot hold a batch-level
-quantity:
+NLL terms under TRL's names (DPO's `rpo_alpha`, CPO's and SimPO's `alpha` = TRL's `cpo_alpha`,
+ORPO's NLL) are TRL's batch token mean, NLL = −Σ_b lp_b / Σ_b n_b over the batch's chosen rows:
+row b carries −lp_b·B/Σ n, so the batch mean is exactly TRL's cross-entropy (TRL instead adds the
+scalar to every row; same mean, same gradient, a different per-row split). RPO, CPO and SimPO
+count the chosen completion tokens (TRL masks the prompt in their labels); ORPO counts every
+chosen token after the first, prompt included (TRL's ORPO labels are the attended input ids).
+The normalisation holds within one batch, as in TRL. ASFT is not TRL's: its NLL stays its
+source's per-example mean, −lp(y_w)/|y_w|.
 
-- NLL terms (RPO, CPO's α, ORPO, ASFT) are each example's mean token NLL, −lp(y_w)/|y_w|. TRL
-  averages over all chosen tokens of the batch (and ORPO's NLL also covers the prompt tokens);
-  the two agree when the batch's chosen lengths are equal.
+One convention differs from TRL on purpose:
+
 - Reference-free methods that TRL feeds length-averaged log-probs (SimPO, ORPO, ASFT) and the two
   length-normalised losses (IPO, sigmoid_norm) receive sums and lengths and divide inside, so every
   method sees the same inputs. Lengths are clamped to ≥ 1 as TRL 1.16 does.
@@ -56,8 +61,19 @@ def _mean_logps(logps: Tensor, lengths: Tensor) -> Tensor:
 
 
 def _chosen_nll(policy_chosen_logps: Tensor, chosen_lengths: Tensor) -> Tensor:
-    """Mean token NLL of the chosen response: the SFT anchor that RPO, CPO, ORPO and ASFT add."""
+    """Each example's own mean token NLL, −lp_b/n_b: ASFT's SFT anchor (its source's form)."""
     return -_mean_logps(policy_chosen_logps, chosen_lengths)
+
+
+def _batch_token_nll(logps: Tensor, lengths: Tensor) -> Tensor:
+    """Rows −lp_b·B/Σ_c n_c, whose mean is TRL's NLL −Σ_b lp_b/Σ_b n_b over the batch's tokens.
+
+    TRL computes its NLL terms as one `cross_entropy` over every scored chosen token of the
+    batch, so a long answer weighs in proportion to its length; a mean of per-example means
+    (−lp_b/n_b) would weigh every answer alike and differs whenever the lengths do. The total
+    is clamped to ≥ 1 so an empty batch gives 0, not NaN.
+    """
+    return -logps * (logps.shape[0] / lengths.sum().clamp(min=1.0))
 
 
 def _smoothed_logistic(logits: Tensor, label_smoothing: float) -> Tensor:
@@ -107,13 +123,15 @@ def dpo(
 
     h = (lp_w − lp_ref,w) − (lp_l − lp_ref,l). ε > 0 is conservative DPO, for labels believed to
     be flipped with probability ε. α > 0 is RPO (TRL's `rpo_alpha`, paper value 1.0): the NLL term
-    keeps the chosen likelihood from falling while the margin grows. `chosen_lengths` is only
-    used by that term.
+    keeps the chosen likelihood from falling while the margin grows. As TRL's `nll_loss` it is
+    the token mean over the batch's chosen completions, NLL = −Σ_b lp_w,b / Σ_b |y_w,b| (row b
+    carries −lp_w,b·B/Σ|y_w|); this is also TRL 1.x's `sft` term of a `["sigmoid", "sft"]`
+    mixture. `chosen_lengths` is only used by that term.
     """
     h = _margin(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     losses = _smoothed_logistic(beta * h, label_smoothing)
     if rpo_alpha:
-        losses = losses + rpo_alpha * _chosen_nll(policy_chosen_logps, chosen_lengths)
+        losses = losses + rpo_alpha * _batch_token_nll(policy_chosen_logps, chosen_lengths)
     return losses
 
 
@@ -255,10 +273,13 @@ def bco_pair(
     """TRL 0.19.1 `bco_pair`: each response classified good/bad around the reward baseline δ.
 
     δ is a batch-spanning state, so the loop keeps it (an input, not a hyperparameter). To match
-    TRL, at every step the loop first folds in this batch's detached mean of β·[r_w ; r_l] (one
-    count per step, as `RunningMoments.update` on that scalar) and then passes the updated mean:
-    TRL updates δ BEFORE computing the loss, so the current batch is already inside its δ.
-    δ = 0 gives TRL 1.x's `bco_pair`, which dropped the running mean.
+    TRL, at every step the loop first folds in this batch's detached mean m = mean(β·[r_w ; r_l])
+    as ONE value (TRL's `RunningMoments.update` on that scalar: δ ← δ + (m − δ)/(count + 1)), so
+    δ is the plain mean of the per-step means and a short last batch weighs as much as a full
+    one. Under DDP each process contributes its own m (TRL's `get_global_statistics` sums values
+    and counts across processes), so a step adds one value per process. TRL updates δ BEFORE
+    computing the loss, so the current batch is already inside its δ; evaluation reads δ
+    without updating it. δ = 0 gives TRL 1.x's `bco_pair`, which dropped the running mean.
     """
     chosen = beta * (policy_chosen_logps - ref_chosen_logps)
     rejected = beta * (policy_rejected_logps - ref_rejected_logps)
@@ -450,10 +471,12 @@ def cpo(
 
     `alpha` is TRL's `cpo_alpha` (default 1.0): without the NLL term nothing holds the chosen
     likelihood up, and CPO's derivation needs it as the stand-in for the reference's KL.
-    Log-probs are sums here, as TRL's CPO uses for `sigmoid`.
+    Log-probs are sums here, as TRL's CPO uses for `sigmoid`. The NLL is TRL's `nll_loss`: the
+    token mean over the batch's chosen COMPLETION tokens (TRL's CPO labels mask the prompt),
+    −Σ_b lp_w,b / Σ_b |y_w,b|, row b carrying −lp_w,b·B/Σ|y_w|.
     """
     logits = beta * (policy_chosen_logps - policy_rejected_logps)
-    nll = _chosen_nll(policy_chosen_logps, chosen_lengths)
+    nll = _batch_token_nll(policy_chosen_logps, chosen_lengths)
     return _smoothed_logistic(logits, label_smoothing) + alpha * nll
 
 
@@ -479,13 +502,14 @@ def simpo(
     `gamma` is the margin γ itself, TRL's `simpo_gamma` (NOT the SimPO repo's
     `gamma_beta_ratio` = γ/β). Defaults are the SimPO paper's (β = 2, γ = 1, i.e. ratio 0.5),
     not TRL's generic β = 0.1, γ = 0.5 under which the margin swamps the log-prob term.
-    `alpha` > 0 adds TRL's `cpo_alpha` NLL (CPO-SimPO); SimPO itself has none.
+    `alpha` > 0 adds TRL's `cpo_alpha` NLL (CPO-SimPO), the same batch token mean over chosen
+    completion tokens as `cpo`'s; SimPO itself has none.
     """
     chosen = _mean_logps(policy_chosen_logps, chosen_lengths)
     rejected = _mean_logps(policy_rejected_logps, rejected_lengths)
     losses = _smoothed_logistic(beta * (chosen - rejected) - gamma, label_smoothing)
     if alpha:
-        losses = losses + alpha * _chosen_nll(policy_chosen_logps, chosen_lengths)
+        losses = losses + alpha * _batch_token_nll(policy_chosen_logps, chosen_lengths)
     return losses
 
 
@@ -493,7 +517,7 @@ def simpo(
     "orpo",
     data="pairwise",
     reference=False,
-    summary="ORPO NLL(chosen) − λ·log σ(log odds_w − log odds_l), λ = beta as in TRL",
+    summary="ORPO NLL(prompt + chosen) − λ·log σ(log odds_w − log odds_l), λ = beta as in TRL",
 )
 def orpo(
     *,
@@ -501,18 +525,24 @@ def orpo(
     policy_rejected_logps: Tensor,
     chosen_lengths: Tensor,
     rejected_lengths: Tensor,
+    policy_chosen_full_logps: Tensor,
+    chosen_full_lengths: Tensor,
     beta: float = 0.1,
 ) -> Tensor:
-    """TRL ORPOTrainer: −ℓ̄_w − λ·log σ(log odds(ℓ̄_w) − log odds(ℓ̄_l)), odds = P/(1−P), P = e^ℓ̄.
+    """TRL ORPOTrainer: NLL − λ·log σ(log odds(ℓ̄_w) − log odds(ℓ̄_l)), odds = P/(1−P), P = e^ℓ̄.
 
     One stage, no reference: the NLL does SFT while the odds-ratio term penalises the rejected
-    style. `beta` is the paper's λ (TRL's name, default 0.1). TRL's NLL also covers the prompt
-    tokens; this one covers the completion only (the only tokens the inputs describe).
+    style. `beta` is the paper's λ (TRL's name, default 0.1). The odds use the completion-only
+    means ℓ̄ = lp/|y| (TRL's `get_batch_logps` on prompt-masked labels). The NLL is TRL's
+    `chosen_nll_loss`, a cross-entropy whose labels are the attended input ids: the token mean
+    over EVERY chosen token after the first, prompt included, NLL = −Σ_b lp⁺_b / Σ_b n⁺_b with
+    lp⁺ = `policy_chosen_full_logps`, n⁺ = `chosen_full_lengths` (row b carries −lp⁺_b·B/Σn⁺).
     """
     chosen = _mean_logps(policy_chosen_logps, chosen_lengths)
     rejected = _mean_logps(policy_rejected_logps, rejected_lengths)
     odds_ratio = F.logsigmoid(_log_odds(chosen) - _log_odds(rejected))
-    return -chosen - beta * odds_ratio
+    nll = _batch_token_nll(policy_chosen_full_logps, chosen_full_lengths)
+    return nll - beta * odds_ratio
 
 
 @register(

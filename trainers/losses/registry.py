@@ -39,6 +39,9 @@ INPUTS: dict[str, str] = {
     "ref_rejected_logps": "[B] the same under the frozen reference",
     "chosen_lengths": "[B] number of chosen completion tokens (float)",
     "rejected_lengths": "[B] number of rejected completion tokens (float)",
+    "policy_chosen_full_logps": "[B] sum of log p over every chosen token after the first, "
+    "prompt included (ORPO's NLL, as TRL's)",
+    "chosen_full_lengths": "[B] number of those tokens (float)",
     # sft / binary: one completion per example, [B]
     "policy_logps": "[B] (ranking: [B, K]) sum of completion log-probs under the policy",
     "ref_logps": "[B] the same under the reference (PoFT: under the aligned model)",

@@ -57,6 +57,27 @@ def kto(
     return torch.where(labels.bool(), desirable, undesirable)
 
 
+def delta_update_values(inputs: dict[str, torch.Tensor], beta: float) -> torch.Tensor:
+    """The detached values TRL's `RunningMoments.update` folds into δ at one training step.
+
+    Each value counts once in δ's running mean, so the shape is the semantics:
+
+    - `bco` (`BCOTrainer.bco_loss`): every row's reward β·(lp − lp_ref), desirable and
+      undesirable alike, `[B]`: a step adds B values and δ is the mean over all rows seen.
+    - `bco_pair` (TRL 0.19.1 `DPOTrainer.dpo_loss`): the batch mean of β·[r_w ; r_l] as ONE
+      value, `[1]`: δ is the mean of per-step means, so a short last batch weighs as much as a
+      full one (counting its 2B rewards instead would weigh it by size).
+
+    Under DDP the caller sums values and counts over processes before folding them in, as TRL's
+    `get_global_statistics` does.
+    """
+    if "policy_chosen_logps" in inputs:
+        chosen = inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]
+        rejected = inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]
+        return (beta * torch.cat([chosen, rejected])).mean().reshape(1).detach()
+    return (beta * (inputs["policy_logps"] - inputs["ref_logps"])).detach()
+
+
 @register(
     "bco",
     data="binary",
@@ -80,7 +101,8 @@ def bco(
     count 1e-24, and each update with n values of mean m sets `mean += (m - mean) * n /
     (count + n)`, `count += n`, i.e. the plain (count-weighted, not exponential) mean of every
     value seen. `bco_loss` updates it with `beta * (policy_logps - ref_logps)` of *all* rows of
-    the batch, desirable and undesirable, detached and gathered across processes, *before*
+    the batch, desirable and undesirable, detached and gathered across processes (the loop sums
+    values and counts over processes; see `delta_update_values`), *before*
     computing the loss, so the current batch is already in its own delta; evaluation
     (`do_train=False`) reads it without updating. TRL's optional underlying-distribution
     matching (UDM: density-ratio weights from a prompt-embedding classifier) is not
