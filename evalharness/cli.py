@@ -395,7 +395,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.annotations and not args.judge:
         raise InputError("give --annotations FILE to import verdicts, or --judge SPEC to judge")
     from evalharness.records import input_file
+    from evalharness.store import check_store_file, store_location
 
+    check_store_file(*store_location(args.store))  # before reading files that may take a while
     for option in ("outputs", "annotations", "difficulty"):  # errors name the flag used
         if getattr(args, option):
             input_file(Path(getattr(args, option)), f"--{option}")

@@ -108,18 +108,21 @@ def _check_tables(conn: sqlite3.Connection, label: str) -> None:
         raise InputError(f"{label} is not a run store (an SQLite database without a 'runs' table)")
 
 
-def open_store(path: str | Path | None, *, must_exist: bool = False) -> RunStore:
-    """The store a command names: `--store PATH`, else $EVALHARNESS_STORE, else the default.
-
-    Errors say which of the three it was, so a stale environment variable is easy to spot.
-    """
+def store_location(path: str | Path | None) -> tuple[Path, str]:
+    """The store a command names (`--store PATH`, else $EVALHARNESS_STORE, else the default)
+    and how errors name it, so a stale environment variable is easy to spot."""
     if path:
         label = f"--store {path}"
     elif os.environ.get("EVALHARNESS_STORE"):
         label = f"EVALHARNESS_STORE={os.environ['EVALHARNESS_STORE']}"
     else:
         label = f"run store {default_store_path()}"
-    store_path = Path(path) if path else default_store_path()
+    return (Path(path) if path else default_store_path()), label
+
+
+def open_store(path: str | Path | None, *, must_exist: bool = False) -> RunStore:
+    """The store a command names (see `store_location`), opened; errors name where it came from."""
+    store_path, label = store_location(path)
     if must_exist and not store_path.exists():
         raise InputError(f"no run store at {store_path}")
     return RunStore(store_path, label=label)
