@@ -86,11 +86,6 @@ def read_records(path: Path, option: str | None = None) -> list[tuple[str, dict[
     return [(f"{path}:{number}", row) for number, row in read_jsonl(path)]
 
 
-def read_yaml(path: Path, option: str | None = None) -> Any:
-    """`yaml.safe_load` of a file; a syntax error names the file and line."""
-    return read_yaml_lines(path, option)[0]
-
-
 class YamlLines(dict[tuple[str | int, ...], int]):
     """Line numbers of a YAML document's keys and list items, by their path from the root.
 
@@ -112,17 +107,24 @@ class YamlLines(dict[tuple[str | int, ...], int]):
 
 
 def read_yaml_lines(path: Path, option: str | None = None) -> tuple[Any, YamlLines]:
-    """`read_yaml`, plus the line of every key and list item (see `YamlLines`)."""
+    """`yaml.safe_load` of a file, plus the line of every key and list item (`YamlLines`); a
+    syntax error names the file and line.
+
+    The text is parsed once: the composed node tree (which keeps source marks) gives the lines
+    and is then constructed into values, as `safe_load` itself does.
+    """
     import yaml
 
-    text = read_text(path, option)
+    loader = yaml.SafeLoader(read_text(path, option))
     try:
-        value = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+        value = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise InputError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    finally:
+        loader.dispose()
     lines = YamlLines(path)
     if node is not None:
         _collect_lines(node, (), lines, set())
