@@ -255,13 +255,18 @@ def alpaca_entry(result: dict[str, Any]) -> dict[str, Any]:
     return result["tasks"]["alpaca_eval"]
 
 
+def annotated_model(tmp_path: Path, preferences: list[float]) -> tuple[Path, Path]:
+    """A model "m" whose 12 outputs extend the references, annotated with `preferences`."""
+    references = reference_rows()
+    outputs = [r["output"] + " More." for r in references]
+    return make_model(tmp_path, "m", references, outputs, preferences)
+
+
 def test_a_corrected_annotations_file_gives_new_verdicts_and_a_new_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    references = reference_rows()
-    outputs = [r["output"] + " More." for r in references]
     preferences = [2.0] * 6 + [1.0] * 6
-    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, preferences)
+    model_outputs, annotations = annotated_model(tmp_path, preferences)
     first = import_run(capsys, model_outputs, "--annotations", str(annotations))
     rows = json.loads(annotations.read_text())
     rows[0]["preference"] = 1.0  # the correction
@@ -277,9 +282,7 @@ def test_a_corrected_annotations_file_gives_new_verdicts_and_a_new_run(
 def test_the_same_annotations_file_twice_is_one_run_and_no_new_verdicts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    references = reference_rows()
-    outputs = [r["output"] + " More." for r in references]
-    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [1.5] * 12)
+    model_outputs, annotations = annotated_model(tmp_path, [1.5] * 12)
     first = import_run(capsys, model_outputs, "--annotations", str(annotations))
     again = import_run(capsys, model_outputs, "--annotations", str(annotations))
     assert again["run_id"] == first["run_id"]
@@ -290,9 +293,7 @@ def test_the_same_annotations_file_twice_is_one_run_and_no_new_verdicts(
 def test_annotations_of_other_outputs_are_refused_unless_allowed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    references = reference_rows()
-    outputs = [r["output"] + " More." for r in references]
-    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [2.0] * 12)
+    model_outputs, annotations = annotated_model(tmp_path, [2.0] * 12)
     rows = json.loads(annotations.read_text())
     rows[2]["output_2"] = "An older generation of this answer."
     rows[5]["output_2"] = f"  {rows[5]['output_2']}\n"  # whitespace at the ends: the same output
@@ -313,9 +314,7 @@ def test_annotations_of_other_outputs_are_refused_unless_allowed(
 def test_an_instruction_missing_from_the_annotations_is_asked_of_the_next_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    references = reference_rows()
-    outputs = [r["output"] + " More." for r in references]
-    model_outputs, annotations = make_model(tmp_path, "m", references, outputs, [2.0] * 12)
+    model_outputs, annotations = annotated_model(tmp_path, [2.0] * 12)
     complete = json.loads(annotations.read_text())
     write_json(annotations, complete[:4] + complete[5:])
     args = ("--annotations", str(annotations), "--reference", str(BUILTIN))
