@@ -3,8 +3,10 @@
 Run A is the baseline and run B the candidate: every delta is B - A. Each task states which of
 its metrics are means of per-sample outcomes (`Task.outcomes`); those are paired on the samples
 both runs scored and tested (McNemar for 0/1 outcomes, Wilcoxon for ratings and numbers, with a
-bootstrap CI that resamples whole samples). Metrics that are not means (micro-F1, a fitted
-length-controlled win rate) are reported as stored, without a test.
+bootstrap CI that resamples whole samples). When a sample has several units (MT-Bench's turns)
+the test is clustered too: Wilcoxon on each sample's mean difference (`wilcoxon-clustered`).
+Metrics that are not means (micro-F1, a fitted length-controlled win rate) are reported as
+stored, without a test.
 
 A gated metric is a regression when B is worse by more than `fail_if_worse` and the paired test
 says so at level `alpha`. By default the gate is each task's headline metrics that have a paired
@@ -49,6 +51,7 @@ class MetricComparison:
     p_value: float | None = None
     ci: tuple[float, float] | None = None
     n_pairs: int = 0
+    n_samples: int = 0
     better: int = 0
     worse: int = 0
     same: int = 0
@@ -312,16 +315,26 @@ def _paired_metric(
     row.delta = row.b - row.a
     row.better, row.worse = int(gains.sum()), int(losses.sum())
     row.same = row.n_pairs - row.better - row.worse
-    if kind == "binary":
-        row.test, row.p_value = "mcnemar", mcnemar_p(row.worse, row.better)
-    else:
-        row.test, row.p_value = "wilcoxon", wilcoxon_p(differences)
-    row.significant = row.p_value < alpha
     by_sample: dict[str, list[float]] = defaultdict(list)
     for (sample_id, _), difference in zip(keys, differences, strict=True):
         by_sample[sample_id].append(difference)
     sums = np.array([sum(d) for d in by_sample.values()])
     counts = np.array([len(d) for d in by_sample.values()])
+    row.n_samples = len(by_sample)
+    if counts.max() > 1:
+        # A sample's units are not independent (an MT-Bench question's turns share the
+        # question and the model's take on it), so the test runs on one value per sample: the
+        # mean difference over its units. Under "A and B are exchangeable" each sample's mean
+        # difference is symmetric about 0 whatever the correlation within the sample, which is
+        # what the signed-rank test needs; testing units as if independent is too liberal.
+        # McNemar has no per-sample form for several 0/1 units, so binary outcomes take the
+        # same test on their per-sample mean differences.
+        row.test, row.p_value = "wilcoxon-clustered", wilcoxon_p(sums / counts)
+    elif kind == "binary":
+        row.test, row.p_value = "mcnemar", mcnemar_p(row.worse, row.better)
+    else:
+        row.test, row.p_value = "wilcoxon", wilcoxon_p(differences)
+    row.significant = row.p_value < alpha
     row.ci = cluster_bootstrap_ci(sums, counts, seed=seed, confidence=1.0 - alpha)
     return row
 

@@ -104,7 +104,7 @@ def print_comparison(result: dict[str, Any]) -> None:
                 _number(row["delta"], signed=True),
                 f"[{_number(row['ci'][0])}, {_number(row['ci'][1])}]" if row["ci"] else "",
                 f"{row['p_value']:.3g}" if row["p_value"] is not None else "",
-                f"{row['test']} n={row['n_pairs']}" if row["test"] else "untested",
+                _test_label(row) if row["test"] else "untested",
                 _mark(row),
             )
         if hidden:
@@ -139,6 +139,12 @@ def _number(value: float | None, *, signed: bool = False) -> str:
     if value is None:
         return ""
     return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _test_label(row: dict[str, Any]) -> str:
+    """The test and its n: the independent values it ran on (samples; a clustered test runs on
+    fewer than the unit pairs)."""
+    return f"{row['test']} n={row['n_samples'] or row['n_pairs']}"
 
 
 def _mark(row: dict[str, Any]) -> str:

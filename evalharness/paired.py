@@ -4,7 +4,8 @@ Pairing removes the between-sample variance that dominates benchmark scores, so 
 detects a regression that two independent confidence intervals would both contain. The tests:
 McNemar's exact test for 0/1 outcomes, Wilcoxon's signed-rank test for ratings and other
 numbers, and a bootstrap CI of the difference in means that resamples whole samples (a sample's
-units, e.g. MT-Bench's two turns, move together because they are not independent).
+units, e.g. MT-Bench's two turns, move together because they are not independent). Which test
+runs on which values, one per unit or one per sample, is `compare`'s choice.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest, wilcoxon
 
-#: Resamples drawn per block; bounds the bootstrap's memory at any number of samples.
-_BLOCK = 128
+from evalharness.stats import ratio_bootstrap_ci
 
 
 def mcnemar_p(lost: int, gained: int) -> float:
@@ -52,17 +52,10 @@ def cluster_bootstrap_ci(
     `difference_sums[i]` is the sum over sample i's units of (B - A); `unit_counts[i]` how many
     units it has. With one unit per sample this is the ordinary paired bootstrap of the mean.
     """
-    sums = np.asarray(difference_sums, dtype=float)
-    counts = np.asarray(unit_counts, dtype=float)
-    if sums.size == 1:
-        value = float(sums[0] / counts[0])
-        return value, value
-    rng = np.random.default_rng(seed)
-    draws = np.empty(n_resamples)
-    for start in range(0, n_resamples, _BLOCK):
-        stop = min(start + _BLOCK, n_resamples)
-        picked = rng.integers(0, sums.size, size=(stop - start, sums.size))
-        draws[start:stop] = sums[picked].sum(axis=1) / counts[picked].sum(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(draws, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return ratio_bootstrap_ci(
+        difference_sums,
+        unit_counts,
+        seed=seed,
+        n_resamples=n_resamples,
+        confidence=confidence,
+    )

@@ -70,6 +70,8 @@ class Outcome:
     pairs two runs on (sample id, unit). `unit` separates several outcomes of one sample (MT-Bench's
     two turns, LIConBench's rounds). `kind` chooses the paired test: `binary` (0/1, McNemar),
     `rating` (ordinal scores, Wilcoxon signed-rank and sign counts), `continuous` (Wilcoxon).
+    A metric with several units in one sample is tested per sample instead (Wilcoxon on the
+    sample's mean difference), because a sample's units are not independent.
     """
 
     metric: str

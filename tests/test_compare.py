@@ -108,7 +108,9 @@ def test_a_significant_safety_regression_fails_the_gate(tmp_path: Path) -> None:
     assert compare_runs(store, "tuned", "base", fail_if_worse=0.0).passed
 
 
-def test_ratings_use_wilcoxon_and_pair_turns_within_questions(tmp_path: Path) -> None:
+def test_ratings_use_wilcoxon_on_question_means_and_pair_turns_within_questions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = RunStore(tmp_path / "store.sqlite")
     rng = random.Random(0)
     good, worse = {}, {}
@@ -128,11 +130,25 @@ def test_ratings_use_wilcoxon_and_pair_turns_within_questions(tmp_path: Path) ->
     score = rows["score"]
     pairs = [(good[s][t], worse[s][t]) for s in good for t in ("turn1", "turn2") if worse[s][t]]
     assert score.n_pairs == len(pairs) == 39  # the unjudged second turn of question 0 is out
+    assert score.n_samples == 20
     assert score.delta == pytest.approx(np.mean([b - a for a, b in pairs]))
-    assert score.test == "wilcoxon"
-    assert score.p_value == pytest.approx(wilcoxon_p(np.array([b - a for a, b in pairs])))
-    assert score.p_value < 1e-4 and score.regression
+    # Two turns per question are not independent: Wilcoxon on each question's mean difference.
+    question_means = [
+        np.mean([worse[s][t] - good[s][t] for t in ("turn1", "turn2") if worse[s][t]]) for s in good
+    ]
+    assert score.test == "wilcoxon-clustered"
+    assert score.p_value == pytest.approx(wilcoxon_p(np.array(question_means)))
+    assert score.p_value < 1e-3 and score.regression
     assert rows["score_turn1"].n_pairs == 20 and rows["writing"].n_pairs == 39
+    # One value per question: the plain signed-rank test on the differences, as before.
+    turn1 = rows["score_turn1"]
+    assert turn1.test == "wilcoxon" and turn1.n_samples == 20
+    assert turn1.p_value == pytest.approx(
+        wilcoxon_p(np.array([worse[s]["turn1"] - good[s]["turn1"] for s in good]))
+    )
+    # The table's n is what the test ran on: 20 questions, not 39 turns.
+    _, out, _ = run_cli(capsys, "compare", "good", "worse", "--store", str(store.path))
+    assert "n=20" in out and "n=39" not in out
     assert result.regressions == ["mt_bench.score"]  # only the headline metric is gated
 
 

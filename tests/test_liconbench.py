@@ -126,11 +126,18 @@ def test_relation_micro_f1_counts_only_valid_labels_in_precision(tmp_path: Path)
         "Test 4.": "",  # no label
     }
     scores = fake_scores(task, samples, lambda s, p: answers[s.data["item"]["inputs"]["sentence"]])
-    metrics = task.aggregate(samples, scores).metrics
+    result = task.aggregate(samples, scores)
+    metrics = result.metrics
     assert metrics["metric"] == "micro_f1"
     assert metrics["precision_round_1"] == pytest.approx(2 / 3)
     assert metrics["recall_round_1"] == pytest.approx(0.4)
     assert metrics["round_1"] == pytest.approx(0.5)
+    # Micro-F1 has a bootstrap CI over test items (F1 recomputed from resampled counts).
+    for name in ("round_1", "precision_round_1", "recall_round_1"):
+        low, high = result.ci[name]
+        assert 0.0 <= low <= metrics[name] <= high <= 1.0, name
+    assert result.ci["round_1"][0] < 0.5 < result.ci["round_1"][1]
+    assert task.aggregate(samples, scores).ci == result.ci  # seeded
 
 
 def test_fewnerd_entity_f1_with_partial_and_wrong_type_matches() -> None:
@@ -332,6 +339,19 @@ def test_fewnerd_loader_on_shared_data() -> None:
     gold = "".join(f"{e}: {t}\n" for e, t in test[0]["entities"].items())
     scores = fake_scores(task, data.samples[:1], lambda s, p: gold + "\nsentence: x")
     assert task.aggregate(data.samples[:1], scores).metrics["round_3"] == pytest.approx(1.0)
+    # Entity F1 has a bootstrap CI over test sentences: gold answers for the first three of
+    # five sentences, nothing for the rest (P = 1, R < 1).
+    golds = {
+        s.id: "".join(f"{e}: {t}\n" for e, t in s.data["item"]["entities"].items())
+        for s in data.samples[:3]
+    }
+    scores = fake_scores(task, data.samples, lambda s, p: golds.get(s.id, ""))
+    result = task.aggregate(data.samples, scores)
+    assert result.metrics["precision_round_1"] == 1.0 and result.metrics["recall_round_1"] < 1
+    for name in ("round_1", "recall_round_1"):
+        low, high = result.ci[name]
+        assert low < result.metrics[name] < high, name
+    assert result.ci["precision_round_1"] == (1.0, 1.0)
     with pytest.raises(InputError, match="round 11 needs every entity type 11 times"):
         make_task(dataset="fewnerd", data=str(directory), rounds="11").load()
 

@@ -448,7 +448,7 @@ def test_compare_page_shows_deltas(site: Site, browser: Any) -> None:
     assert float(delta) == pytest.approx(expected, abs=1e-3)
     ci = row.locator("td").nth(3).inner_text()
     assert ci.startswith("[") and "," in ci
-    assert row.locator("td").nth(5).inner_text() == "wilcoxon"
+    assert row.locator("td").nth(5).inner_text() == "wilcoxon-clustered"  # by question
     page.locator("section[data-task='mt_bench'] details.sample-diffs summary").click()
     diffs = page.locator("section[data-task='mt_bench'] details.sample-diffs tbody tr")
     assert diffs.count() > 0

@@ -83,9 +83,14 @@ def prf(true_positives: int, n_predicted: int, n_gold: int) -> PRF:
 
 def label_micro_f1(outcomes: Sequence[tuple[bool, bool]]) -> PRF:
     """TacRED/DialogRE micro-F1 from (correct, valid) pairs, one per gold item."""
-    correct = sum(1 for c, _ in outcomes if c)
-    counted = sum(1 for _, v in outcomes if v)
-    return prf(correct, counted, len(outcomes))
+    return entity_micro_f1(label_counts(outcomes))
+
+
+def label_counts(outcomes: Sequence[tuple[bool, bool]]) -> list[EntityCounts]:
+    """Per test item micro-F1 counts from (correct, valid): TP = correct, predicted = valid
+    (an answer that is no label predicts nothing), gold = 1; summing them gives the counts
+    `label_micro_f1` uses, and resampling them resamples test items (the bootstrap CI)."""
+    return [EntityCounts(int(correct), int(valid), 1) for correct, valid in outcomes]
 
 
 def parse_entities(completion: str) -> dict[str, str]:

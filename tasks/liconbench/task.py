@@ -36,7 +36,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import bootstrap_ci, mean
+from evalharness.stats import bootstrap_ci, mean, micro_prf_bootstrap_ci
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
@@ -46,7 +46,7 @@ from .scoring import (
     entity_counts,
     entity_micro_f1,
     judge_label,
-    label_micro_f1,
+    label_counts,
     parse_entities,
 )
 from .selection import (
@@ -360,24 +360,25 @@ class LongICLBench(Task):
         counts: dict[str, int] = {"n_labels": len(self.label_set), "n_test": len(scores)}
         for point in self.points:
             rows = [s["points"][point] for s in scores]
-            if self.spec.is_ner:
-                result = entity_micro_f1(
-                    EntityCounts(r["true_positives"], r["n_predicted"], r["n_gold"]) for r in rows
-                )
-                metrics[point] = result.f1
-                metrics[f"precision_{point}"] = result.precision
-                metrics[f"recall_{point}"] = result.recall
-            elif self.spec.metric == ACCURACY:
+            if self.spec.metric == ACCURACY:
                 correct = [float(r["correct"]) for r in rows]
                 metrics[point] = mean(correct) or 0.0
                 interval = bootstrap_ci(correct, seed=self.seed)
                 if interval is not None:
                     ci[point] = interval
             else:
-                result = label_micro_f1([(r["correct"], r["valid"]) for r in rows])
+                if self.spec.is_ner:
+                    counts_by_item = [
+                        EntityCounts(r["true_positives"], r["n_predicted"], r["n_gold"])
+                        for r in rows
+                    ]
+                else:
+                    counts_by_item = label_counts([(r["correct"], r["valid"]) for r in rows])
+                result = entity_micro_f1(counts_by_item)
                 metrics[point] = result.f1
                 metrics[f"precision_{point}"] = result.precision
                 metrics[f"recall_{point}"] = result.recall
+                ci.update(self._micro_ci(point, counts_by_item))
             if not self.spec.is_ner:
                 counts[f"invalid_{point}"] = sum(1 for r in rows if not r["valid"])
             if "n_demos" in settings:
@@ -388,3 +389,27 @@ class LongICLBench(Task):
                 # The backend's own count: whole prompt (prefix + query), real tokenizer.
                 metrics[f"model_prompt_tokens_{point}"] = mean(measured)
         return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts)
+
+    def _micro_ci(
+        self, point: str, counts_by_item: Sequence[EntityCounts]
+    ) -> dict[str, tuple[float, float]]:
+        """Bootstrap CIs of one point's micro F1, precision and recall, resampling test items.
+
+        The test item is the independent unit: every item at a point sees the same fixed
+        demonstration prefix, so the prefix is not a source of sampling variation here, and an
+        item's (TP, predicted, gold) counts move together; each resample recomputes micro-F1
+        from the summed counts, as the point estimate is computed.
+        """
+        intervals = micro_prf_bootstrap_ci(
+            [c.true_positives for c in counts_by_item],
+            [c.n_predicted for c in counts_by_item],
+            [c.n_gold for c in counts_by_item],
+            seed=self.seed,
+        )
+        if intervals is None:
+            return {}
+        return {
+            point: intervals["f1"],
+            f"precision_{point}": intervals["precision"],
+            f"recall_{point}": intervals["recall"],
+        }

@@ -37,7 +37,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import bootstrap_ci, mean
+from evalharness.stats import cluster_bootstrap_mean, mean
 
 from ..base import (
     JudgeItem,
@@ -327,16 +327,17 @@ class MTBench(Task):
 
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
         if self.mode == "pairwise":
-            return self._aggregate_pairwise(scores)
+            return self._aggregate_pairwise(samples, scores)
         ratings: dict[str, list[float]] = defaultdict(list)
-        for score in scores:
+        questions: dict[str, list[str]] = defaultdict(list)  # the question of each rating
+        for sample, score in zip(samples, scores, strict=True):
             for turn in TURNS:
                 if score[turn] is not None:
-                    ratings["score"].append(score[turn])
-                    ratings[f"score_{turn}"].append(score[turn])
-                    ratings[score["category"]].append(score[turn])
+                    for name in ("score", f"score_{turn}", score["category"]):
+                        ratings[name].append(score[turn])
+                        questions[name].append(sample.id)
         metrics = {name: mean(ratings[name]) for name in _metric_order(ratings, "score")}
-        ci = {name: bootstrap_ci(ratings[name], seed=self.seed) for name in metrics}
+        ci = {name: _question_ci(ratings[name], questions[name], self.seed) for name in metrics}
         return TaskResult(
             metrics={k: v for k, v in metrics.items() if v is not None},
             failures=sum(s["failures"] for s in scores),
@@ -344,13 +345,16 @@ class MTBench(Task):
             counts={"ratings": len(ratings["score"])},
         )
 
-    def _aggregate_pairwise(self, scores: Sequence[dict[str, Any]]) -> TaskResult:
+    def _aggregate_pairwise(
+        self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]
+    ) -> TaskResult:
         """Win/tie/loss over (question, turn) verdicts; `score` = wins + ties/2 (a win rate)."""
         points: dict[str, list[float]] = defaultdict(list)
+        questions: dict[str, list[str]] = defaultdict(list)  # the question of each verdict
         outcomes: dict[str, int] = {"win": 0, "tie": 0, "loss": 0}
         consistency: list[float] = []
         gaps: list[float] = []
-        for score in scores:
+        for sample, score in zip(samples, scores, strict=True):
             for turn in TURNS:
                 winner = score[turn]
                 if winner is None:
@@ -358,9 +362,9 @@ class MTBench(Task):
                 outcome = {"candidate": "win", "tie": "tie", "baseline": "loss"}[winner]
                 outcomes[outcome] += 1
                 value = {"win": 1.0, "tie": 0.5, "loss": 0.0}[outcome]
-                points["score"].append(value)
-                points[f"score_{turn}"].append(value)
-                points[score["category"]].append(value)
+                for name in ("score", f"score_{turn}", score["category"]):
+                    points[name].append(value)
+                    questions[name].append(sample.id)
                 if score[f"{turn}_consistent"] is not None:
                     consistency.append(float(score[f"{turn}_consistent"]))
                 if score.get(f"{turn}_order_gap") is not None:  # probs verdicts, both orders
@@ -381,7 +385,7 @@ class MTBench(Task):
             for name in _metric_order(points, "score")[1:]:
                 metrics[name] = mean(points[name])  # type: ignore[assignment]
         ci = {
-            name: bootstrap_ci(points[name], seed=self.seed)
+            name: _question_ci(points[name], questions[name], self.seed)
             for name in _metric_order(points, "score")
         }
         return TaskResult(
@@ -390,6 +394,16 @@ class MTBench(Task):
             ci={k: v for k, v in ci.items() if v is not None},
             counts={"verdicts": n, **outcomes, "both_orders": len(consistency)},
         )
+
+
+def _question_ci(
+    values: Sequence[float], questions: Sequence[str], seed: int
+) -> tuple[float, float] | None:
+    """Bootstrap CI of the mean rating resampling questions: a question's two turns are rated
+    on one dialogue by one model, so they are correlated and move together (resampling turns
+    one by one would narrow the interval). Per-turn metrics have one value per question, for
+    which this is the ordinary bootstrap."""
+    return cluster_bootstrap_mean(values, questions, seed=seed)
 
 
 def _reference_record(questions: list[dict[str, Any]], source: str | None) -> dict[str, Any]:
