@@ -226,12 +226,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
             "name": m.name,
             "data": m.data_format,
             "reference": m.needs_reference,
-            "hyperparameters": {k: v for k, v in m.hyperparameters.items()},
+            "hyperparameters": {**m.hyperparameters, **m.input_options},
             "summary": m.summary,
         }
         for m in losses.methods()
     ]
+    options = option_defaults(rows)
     if args.json:
+        for row in rows:
+            row["options"] = {
+                name: losses.OPTIONS[name].meaning
+                for name in row["hyperparameters"]
+                if name in losses.OPTIONS
+            }
         print(json.dumps(rows, default=str))
         return 0
     from rich.console import Console
@@ -249,7 +256,41 @@ def cmd_methods(args: argparse.Namespace) -> int:
     console.print(table)
     for name, text in losses.DATA_FORMATS.items():
         console.print(f"[bold]{name}[/]: {text}")
+    console.print("[bold]options[/] (default; meaning):")
+    for name, defaults in options.items():
+        line = f"  {name} ({defaults}): {losses.OPTIONS[name].meaning}"
+        console.print(line, highlight=False, soft_wrap=True)
     return 0
+
+
+def option_defaults(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each documented option's default as shown: one value, or `method: value` where the
+    methods that take it differ (cpo_alpha is 1.0 for cpo, 0.0 for simpo)."""
+    from evalharness.trainers import losses
+
+    shown: dict[str, str] = {}
+    for name in sorted(losses.OPTIONS):
+        by_method = {
+            row["name"]: row["hyperparameters"][name]
+            for row in rows
+            if name in row["hyperparameters"]
+        }
+        if not by_method:
+            continue
+        values = {repr(value) for value in by_method.values()}
+        if len(values) == 1:
+            shown[name] = f"default {_shown_default(next(iter(by_method.values())))}"
+        else:
+            shown[name] = ", ".join(f"{m}: {_shown_default(v)}" for m, v in by_method.items())
+    return shown
+
+
+def _shown_default(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

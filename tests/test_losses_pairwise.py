@@ -24,6 +24,10 @@ tagged releases):
   turbo_alignment/trainers/dpo.py `ASFTLoss.compute_loss`; a later revision of that class adds
   `beta` inside the sigmoids, `lambda_` and `ce_coef`, which is what is transcribed.
 
+The last section (TRL 1.x: f-divergence scores, LD-DPO's `ld_alpha`, `loss_type` mixtures with
+`loss_weights`, AlphaPO's `alpha` in CPO/SimPO) transcribes in plain torch instead; its sources
+are named there.
+
 Where TRL's loss holds a batch-level NLL (RPO, CPO, SimPO's cpo_alpha, ORPO) the transcription
 adds TRL's scalar token-mean NLL, −Σ lp / Σ n over the batch, to every row as TRL does; the code
 splits the same quantity by rows (−lp_b·B/Σ n), so those cases compare batch means, and the
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,6 +69,7 @@ NAMES = {
     "simpo": False,
     "orpo": False,
     "asft_aligned": False,
+    "mixture": True,
 }  # name -> needs a reference model
 
 
@@ -344,12 +350,16 @@ CASES = [
     ("apo_down", dict(beta=0.1), lambda b: trl_apo_down(b, 0.1)),
     ("discopop", dict(beta=0.05, tau=0.05), lambda b: trl_discopop(b, 0.05, 0.05)),
     ("sigmoid_norm", dict(beta=2.0), lambda b: trl_sigmoid_norm(b, 2.0)),
-    ("cpo", dict(beta=0.1, alpha=1.0), lambda b: trl_cpo(b, 0.1, 0.0, 1.0)),
-    ("cpo", dict(beta=0.2, label_smoothing=0.1, alpha=0.5), lambda b: trl_cpo(b, 0.2, 0.1, 0.5)),
+    ("cpo", dict(beta=0.1, cpo_alpha=1.0), lambda b: trl_cpo(b, 0.1, 0.0, 1.0)),
+    (
+        "cpo",
+        dict(beta=0.2, label_smoothing=0.1, cpo_alpha=0.5),
+        lambda b: trl_cpo(b, 0.2, 0.1, 0.5),
+    ),
     ("simpo", dict(beta=2.0, gamma=1.0), lambda b: trl_simpo(b, 2.0, 1.0, 0.0, 0.0)),
     (
         "simpo",
-        dict(beta=0.1, gamma=0.5, label_smoothing=0.1, alpha=1.0),
+        dict(beta=0.1, gamma=0.5, label_smoothing=0.1, cpo_alpha=1.0),
         lambda b: trl_simpo(b, 0.1, 0.5, 0.1, 1.0),
     ),
     ("orpo", dict(beta=0.1), lambda b: trl_orpo(b, 0.1)),
@@ -367,7 +377,7 @@ def _has_batch_nll(name: str, hyper: dict) -> bool:
     """TRL adds a batch-level scalar NLL here, which the code splits by rows: compare means."""
     return name == "orpo" or (
         name in ("dpo", "cpo", "simpo")
-        and bool(hyper.get("rpo_alpha", hyper.get("alpha", 1.0 if name == "cpo" else 0.0)))
+        and bool(hyper.get("rpo_alpha", hyper.get("cpo_alpha", 1.0 if name == "cpo" else 0.0)))
     )
 
 
@@ -489,18 +499,18 @@ def test_rpo_alpha_is_trls_token_mean_nll_over_chosen_completions(rpo_alpha: flo
     _assert_same_value_and_gradient(got, expected, logits)
 
 
-def test_cpo_and_simpo_alpha_are_trls_token_mean_nll_over_chosen_completions() -> None:
+def test_cpo_and_simpo_cpo_alpha_are_trls_token_mean_nll_over_chosen_completions() -> None:
     """TRL CPOTrainer: `losses.mean() + cpo_alpha * nll_loss`, labels = `concatenated_labels`."""
     logits, targets, completion, attended = _chosen_tokens()
     inputs = _pair_inputs(logits, targets, completion, attended)
     nll = _trl_cross_entropy(logits, targets, completion)
     chosen, rejected = inputs["policy_chosen_logps"], inputs["policy_rejected_logps"]
     cpo_rows = -F.logsigmoid(0.1 * (chosen - rejected))
-    got = call("cpo", inputs, beta=0.1, alpha=1.0).mean()
+    got = call("cpo", inputs, beta=0.1, cpo_alpha=1.0).mean()
     _assert_same_value_and_gradient(got, cpo_rows.mean() + 1.0 * nll, logits)
     mean_w, mean_l = chosen / inputs["chosen_lengths"], rejected / inputs["rejected_lengths"]
     simpo_rows = -F.logsigmoid(2.0 * (mean_w - mean_l - 1.0 / 2.0))
-    got = call("simpo", inputs, beta=2.0, gamma=1.0, alpha=0.5).mean()
+    got = call("simpo", inputs, beta=2.0, gamma=1.0, cpo_alpha=0.5).mean()
     _assert_same_value_and_gradient(got, simpo_rows.mean() + 0.5 * nll, logits)
 
 
@@ -744,12 +754,19 @@ def test_every_method_is_registered_as_pairwise(registry, name: str, needs_refer
     assert refs <= set(method.inputs) if needs_reference else not refs & set(method.inputs)
 
 
+#: Inputs the loop gives only when an option asks for them (LD-DPO's unweighted chosen sums).
+OPTIONAL_INPUTS = {"policy_chosen_nll_logps"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_inputs_have_no_default_and_hyperparameters_do(registry, name: str) -> None:
-    """The loop computes every input (none optional); a user may leave any hyperparameter out."""
+    """The loop computes every input (none optional but LD-DPO's unweighted sums); a user may
+    leave any hyperparameter out."""
     method = registry.method(name)
     parameters = inspect.signature(method.loss).parameters
-    assert all(parameters[p].default is inspect.Parameter.empty for p in method.inputs)
+    required = [p for p in method.inputs if p not in OPTIONAL_INPUTS]
+    assert all(parameters[p].default is inspect.Parameter.empty for p in required)
+    assert all(parameters[p].default is None for p in set(method.inputs) & OPTIONAL_INPUTS)
     assert all(v is not inspect.Parameter.empty for v in method.hyperparameters.values())
     assert "beta" in method.hyperparameters
 
@@ -759,12 +776,611 @@ def test_hyperparameter_names_the_trainer_exposes(registry) -> None:
         "beta": 0.1,
         "label_smoothing": 0.0,
         "rpo_alpha": 0.0,
+        "f_divergence_type": "reverse_kl",
+        "f_alpha_divergence_coef": 1.0,
     }
+    assert registry.method("dpo").input_options == {"ld_alpha": None}
+    assert registry.method("cpo").input_options == {}
     assert registry.method("bco_pair").inputs[-1] == "delta"
-    assert set(registry.method("simpo").hyperparameters) == {
-        "beta",
-        "gamma",
-        "label_smoothing",
-        "alpha",
+    assert registry.method("simpo").hyperparameters == {
+        "beta": 2.0,
+        "gamma": 1.0,
+        "label_smoothing": 0.0,
+        "cpo_alpha": 0.0,
+        "alpha": 0.0,
     }
+    assert registry.method("cpo").hyperparameters["cpo_alpha"] == 1.0
     assert registry.method("discopop").hyperparameters["tau"] == 0.05
+
+
+# --- TRL 1.x: f-divergence scores, LD-DPO, loss mixtures; AlphaPO in CPO/SimPO ------------------
+#
+# Transcribed in plain torch (float64), as written in huggingface/trl's 2026 source (TRL 1.x,
+# read from the code index, not from a tagged wheel): trl/trainer/dpo_trainer.py
+# `DPOTrainer._compute_loss` (the `ld_alpha` block on `per_token_logps`, the `f_divergence_type`
+# block turning log-ratios into `chosen_scores`/`rejected_scores`, and the loop
+# `for loss_type, loss_weight in zip(self.loss_types, self.loss_weights)` adding
+# `per_sequence_loss.mean() * loss_weight`), and trl/experimental/cpo/cpo_trainer.py
+# `CPOTrainer.cpo_loss` (AlphaPO: `(1 - chosen_probs.pow(-self.alpha)) / self.alpha`). One
+# adaptation: TRL's alpha-divergence clamp table lists float16/bfloat16/float32 and computes in
+# `.float()`; for these float64 tensors the transcription keeps float64 with the float32 cap 80.
+
+
+def trl1x_scores(chosen_logratios, rejected_logratios, f_divergence_type, f_alpha_divergence_coef):
+    """`_compute_loss`: log-ratios → chosen_scores, rejected_scores."""
+    if f_divergence_type == "reverse_kl":  # standard DPO
+        chosen_scores = chosen_logratios
+        rejected_scores = rejected_logratios
+    elif f_divergence_type == "forward_kl":
+        # f'(t) = 1 - 1/t  -> drop constant -> -exp(-logratio)
+        chosen_scores = -torch.exp(-chosen_logratios)
+        rejected_scores = -torch.exp(-rejected_logratios)
+    elif f_divergence_type == "js_divergence":
+        # f'(t) = log(2t/(t+1)) -> drop log 2
+        chosen_scores = F.logsigmoid(chosen_logratios)
+        rejected_scores = F.logsigmoid(rejected_logratios)
+    elif f_divergence_type == "alpha_divergence":
+        # alpha-divergence: f'(t) = (t^(α-1) - 1)/(α-1)
+        if abs(f_alpha_divergence_coef - 1.0) < 1e-6:
+            chosen_scores = chosen_logratios
+            rejected_scores = rejected_logratios
+        else:
+            coef = 1.0 / (f_alpha_divergence_coef - 1.0)
+            t_chosen = (f_alpha_divergence_coef - 1.0) * chosen_logratios
+            t_rejected = (f_alpha_divergence_coef - 1.0) * rejected_logratios
+            dtype = t_chosen.dtype
+            clamp_max = {torch.float16: 11.0, torch.bfloat16: 80.0, torch.float32: 80.0}.get(
+                dtype, 80.0
+            )
+            wide = torch.float64 if dtype == torch.float64 else torch.float32
+            t_chosen_float = torch.clamp(t_chosen.to(wide), max=clamp_max)
+            t_rejected_float = torch.clamp(t_rejected.to(wide), max=clamp_max)
+            chosen_scores = torch.exp(t_chosen_float).to(dtype) * coef
+            rejected_scores = torch.exp(t_rejected_float).to(dtype) * coef
+    else:
+        raise ValueError(f"Unknown f_divergence_type: {f_divergence_type}")
+    return chosen_scores, rejected_scores
+
+
+def trl1x_per_sequence_loss(loss_type, t, beta, label_smoothing=0.0, discopop_tau=0.05):
+    """One branch of `_compute_loss`'s loss loop; `t` holds its tensors by TRL's names."""
+    chosen_scores, rejected_scores = t["chosen_scores"], t["rejected_scores"]
+    chosen_logratios, rejected_logratios = t["chosen_logratios"], t["rejected_logratios"]
+    delta_score = chosen_scores - rejected_scores
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * delta_score)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * delta_score)
+    if loss_type == "ipo":
+        chosen_avg_score = chosen_scores / t["chosen_len"].clamp(min=1.0)
+        rejected_avg_score = rejected_scores / t["rejected_len"].clamp(min=1.0)
+        ipo_delta = chosen_avg_score - rejected_avg_score
+        return (ipo_delta - 1 / (2 * beta)) ** 2
+    if loss_type == "exo_pair":
+        epsilon = torch.tensor(label_smoothing, dtype=torch.float64)
+        qw = torch.sigmoid(beta * delta_score)
+        log_qw = F.logsigmoid(beta * delta_score)
+        log_pw = torch.log1p(-epsilon)
+        ql = torch.sigmoid(-beta * delta_score)
+        log_ql = F.logsigmoid(-beta * delta_score)
+        log_pl = torch.log(epsilon)
+        return qw * (log_qw - log_pw) + ql * (log_ql - log_pl)
+    if loss_type == "nca_pair":
+        chosen_rewards = beta * chosen_scores
+        rejected_rewards = beta * rejected_scores
+        return (
+            -F.logsigmoid(chosen_rewards)
+            - 0.5 * F.logsigmoid(-chosen_rewards)
+            - 0.5 * F.logsigmoid(-rejected_rewards)
+        )
+    if loss_type == "robust":
+        clean_loss_term = -(1 - label_smoothing) * F.logsigmoid(beta * delta_score)
+        flipped_loss_term = -label_smoothing * F.logsigmoid(-beta * delta_score)
+        return (clean_loss_term - flipped_loss_term) / (1 - 2 * label_smoothing)
+    if loss_type == "bco_pair":
+        chosen_rewards = beta * chosen_scores
+        rejected_rewards = beta * rejected_scores
+        return -F.logsigmoid(chosen_rewards) - F.logsigmoid(-rejected_rewards)
+    if loss_type == "sppo_hard":
+        winner_margin_error = (chosen_scores - 0.5 / beta) ** 2
+        loser_margin_error = (rejected_scores + 0.5 / beta) ** 2
+        return winner_margin_error + loser_margin_error
+    if loss_type == "aot":
+        logratios = t["chosen_logps"] - t["rejected_logps"]
+        ref_logratios = t["ref_chosen_logps"] - t["ref_rejected_logps"]
+        delta = torch.sort(logratios, dim=0)[0] - torch.sort(ref_logratios, dim=0)[0]
+        return (
+            -F.logsigmoid(beta * delta) * (1 - label_smoothing)
+            - F.logsigmoid(-beta * delta) * label_smoothing
+        )
+    if loss_type == "apo_zero":
+        losses_chosen = 1 - torch.sigmoid(beta * chosen_logratios)
+        losses_rejected = torch.sigmoid(beta * rejected_logratios)
+        return losses_chosen + losses_rejected
+    if loss_type == "apo_down":
+        losses_chosen = torch.sigmoid(beta * chosen_logratios)
+        losses_rejected = 1 - torch.sigmoid(beta * delta_score)
+        return losses_chosen + losses_rejected
+    if loss_type == "discopop":
+        logits = delta_score * beta
+        log_ratio_modulation = torch.sigmoid(logits / discopop_tau)
+        logistic_component = -F.logsigmoid(logits)
+        exp_component = torch.exp(-logits)
+        return (
+            logistic_component * (1 - log_ratio_modulation) + exp_component * log_ratio_modulation
+        )
+    if loss_type == "sigmoid_norm":
+        chosen_avg_score = chosen_scores / t["chosen_len"].clamp(min=1.0)
+        rejected_avg_score = rejected_scores / t["rejected_len"].clamp(min=1.0)
+        return -F.logsigmoid(beta * (chosen_avg_score - rejected_avg_score))
+    if loss_type == "sft":
+        # F.cross_entropy over the chosen completion tokens, expanded to every row.
+        nll = -t["chosen_logps"].sum() / t["chosen_len"].sum()
+        return nll.expand(t["chosen_logps"].shape[0])
+    raise ValueError(loss_type)
+
+
+def trl1x_tensors(inputs, f_divergence_type="reverse_kl", f_alpha_divergence_coef=1.0):
+    """The names `_compute_loss` has in scope once the log-probs are in."""
+    chosen_logratios = inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]
+    rejected_logratios = inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]
+    chosen_scores, rejected_scores = trl1x_scores(
+        chosen_logratios, rejected_logratios, f_divergence_type, f_alpha_divergence_coef
+    )
+    return {
+        "chosen_logps": inputs["policy_chosen_logps"],
+        "rejected_logps": inputs["policy_rejected_logps"],
+        "ref_chosen_logps": inputs["ref_chosen_logps"],
+        "ref_rejected_logps": inputs["ref_rejected_logps"],
+        "chosen_logratios": chosen_logratios,
+        "rejected_logratios": rejected_logratios,
+        "chosen_scores": chosen_scores,
+        "rejected_scores": rejected_scores,
+        "chosen_len": inputs["chosen_lengths"],
+        "rejected_len": inputs["rejected_lengths"],
+    }
+
+
+def trl1x_loss(inputs, loss_types, loss_weights, beta, **kwargs):
+    """The loop: `loss += per_sequence_loss.mean() * loss_weight` (weights default to 1.0)."""
+    f_options = {k: kwargs.pop(k) for k in list(kwargs) if k.startswith("f_")}
+    t = trl1x_tensors(inputs, **f_options)
+    loss_weights = loss_weights or [1.0] * len(loss_types)
+    loss = 0.0
+    for loss_type, loss_weight in zip(loss_types, loss_weights, strict=True):
+        loss += trl1x_per_sequence_loss(loss_type, t, beta, **kwargs).mean() * loss_weight
+    return loss
+
+
+def small_ratio_inputs(seed: int, size: int = B) -> dict[str, torch.Tensor]:
+    """Sums as `make_batch`, references within ±3 nats of the policy (so e^(±r) stays moderate),
+    plus one row whose log-ratios (±200) reach the alpha-divergence clamp."""
+    inputs = as_inputs(make_batch(seed, size))
+    generator = torch.Generator().manual_seed(seed)
+    for side in ("chosen", "rejected"):
+        shift = (torch.rand(size, generator=generator, dtype=torch.float64) - 0.5) * 6
+        inputs[f"ref_{side}_logps"] = inputs[f"policy_{side}_logps"] - shift
+    inputs["ref_chosen_logps"][0] = inputs["policy_chosen_logps"][0] - 200.0
+    inputs["ref_rejected_logps"][0] = inputs["policy_rejected_logps"][0] + 200.0
+    return inputs
+
+
+#: Our name -> TRL 1.x's `loss_type`, for every loss whose TRL 1.x branch reads the scores.
+F_DIVERGENCE_LOSSES = {
+    "dpo": "sigmoid",
+    "robust": "robust",
+    "hinge": "hinge",
+    "ipo": "ipo",
+    "exo_pair": "exo_pair",
+    "nca_pair": "nca_pair",
+    "bco_pair": "bco_pair",
+    "sppo_hard": "sppo_hard",
+    "apo_down": "apo_down",
+    "discopop": "discopop",
+    "sigmoid_norm": "sigmoid_norm",
+}
+F_DIVERGENCES = [
+    ("forward_kl", 1.0),
+    ("js_divergence", 1.0),
+    ("alpha_divergence", 0.5),
+    ("alpha_divergence", 1.5),
+    ("alpha_divergence", 1.0),
+]
+#: Smoothing where the loss needs or takes it (exo_pair needs ε > 0; TRL 1.x's sigmoid has none).
+SMOOTHING = {"robust": 0.1, "exo_pair": 1e-3}
+
+
+@pytest.mark.parametrize(("kind", "coef"), F_DIVERGENCES)
+@pytest.mark.parametrize("name", F_DIVERGENCE_LOSSES)
+def test_f_divergence_matches_trl_1x(name: str, kind: str, coef: float) -> None:
+    inputs = small_ratio_inputs(30)
+    if name == "bco_pair":
+        inputs["delta"] = torch.tensor(0.0, dtype=torch.float64)  # TRL 1.x has no running mean
+    hyper = dict(beta=0.5, f_divergence_type=kind, f_alpha_divergence_coef=coef)
+    smoothing = SMOOTHING.get(name)
+    if smoothing is not None:
+        hyper["label_smoothing"] = smoothing
+    got = call(name, inputs, **hyper)
+    t = trl1x_tensors(inputs, kind, coef)
+    expected = trl1x_per_sequence_loss(
+        F_DIVERGENCE_LOSSES[name], t, 0.5, label_smoothing=smoothing or 0.0
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", F_DIVERGENCE_LOSSES)
+def test_every_f_divergence_changes_the_loss_and_reverse_kl_is_plain(name: str) -> None:
+    """reverse_kl (the default) is bit-for-bit the plain loss; the others are not."""
+    inputs = small_ratio_inputs(31)
+    if name == "bco_pair":
+        inputs["delta"] = torch.tensor(0.0, dtype=torch.float64)
+    plain = call(name, inputs, beta=0.5)
+    assert torch.equal(call(name, inputs, beta=0.5, f_divergence_type="reverse_kl"), plain)
+    for kind, coef in F_DIVERGENCES[:3]:
+        changed = call(name, inputs, beta=0.5, f_divergence_type=kind, f_alpha_divergence_coef=coef)
+        assert not torch.allclose(changed, plain), kind
+
+
+def test_alpha_divergence_zero_is_forward_kl_and_trl_019_coefficient_is_one_minus_alpha() -> None:
+    """TRL 0.19.1 `dpo_loss` wrote logits = (e^(−a·r_l) − e^(−a·r_w))/a: a = 1 − α in TRL 1.x."""
+    inputs = small_ratio_inputs(32)
+    forward = call("dpo", inputs, beta=0.5, f_divergence_type="forward_kl")
+    alpha_zero = call(
+        "dpo", inputs, beta=0.5, f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.0
+    )
+    torch.testing.assert_close(alpha_zero, forward)
+    r_w = inputs["policy_chosen_logps"] - inputs["ref_chosen_logps"]
+    r_l = inputs["policy_rejected_logps"] - inputs["ref_rejected_logps"]
+    a = 0.3
+    logits_019 = (torch.exp(-a * r_l) - torch.exp(-a * r_w)) / a
+    rows = slice(1, None)  # row 0 reaches the 1.x clamp, which 0.19.1's `cap_exp` places elsewhere
+    got = call(
+        "dpo", inputs, beta=0.5, f_divergence_type="alpha_divergence", f_alpha_divergence_coef=1 - a
+    )
+    torch.testing.assert_close(got[rows], -F.logsigmoid(0.5 * logits_019)[rows])
+
+
+def test_unknown_f_divergence_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="f_divergence_type='kl'"):
+        call("dpo", as_inputs(make_batch(33)), f_divergence_type="kl")
+
+
+# LD-DPO: the tokens past a pair's shared length, weighted by ld_alpha.
+
+
+def trl1x_ld_logps(per_token_logps, shift_completion_mask, ld_alpha):
+    """`_compute_loss` / `compute_ref_log_probs` with `self.ld_alpha` set (batch = [chosen;
+    rejected]); non-completion positions of `per_token_logps` are already 0, as TRL sets them."""
+    comp_pos = shift_completion_mask.cumsum(dim=1)
+    comp_lens = shift_completion_mask.sum(dim=1).long()
+    chosen_lens, rejected_lens = comp_lens.chunk(2, dim=0)
+    shared_lens = torch.minimum(chosen_lens, rejected_lens)
+    shared_lens = torch.cat([shared_lens, shared_lens], dim=0)
+    shared_mask = (comp_pos > 0) & (comp_pos <= shared_lens.unsqueeze(1))  # shared: 1 <= pos <= len
+    tail_mask = comp_pos > shared_lens.unsqueeze(1)  # tail: pos > shared_len
+    shared_logps = (per_token_logps * shared_mask).sum(dim=1)
+    tail_logps = (per_token_logps * tail_mask).sum(dim=1)
+    return shared_logps + ld_alpha * tail_logps
+
+
+def _ld_batch() -> tuple[dict[str, torch.Tensor], torch.Tensor, Any]:
+    """Three pairs (rows 0-2 chosen, 3-5 rejected) with prompts of 2-3 tokens, completions of
+    4/2, 1/5 and 3/3 tokens and right padding, and a scorer returning fixed token log-probs."""
+    from evalharness.trainers.models import scored_mask
+
+    width = 10
+    prompts, completions = (2, 3, 2, 2, 3, 2), (4, 1, 3, 2, 5, 3)
+    labels = torch.full((6, width), -100)
+    input_ids = torch.ones((6, width), dtype=torch.long)
+    attention_mask = torch.zeros((6, width), dtype=torch.long)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+        labels[row, prompt : prompt + completion] = 7
+        attention_mask[row, : prompt + completion] = 1
+    values = -torch.rand(6, width, generator=torch.Generator().manual_seed(34), dtype=torch.float64)
+
+    def scorer(ids, mask, scored_labels):
+        return values * scored_mask(scored_labels), None
+
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    return batch, values * scored_mask(labels), scorer
+
+
+@pytest.mark.parametrize("ld_alpha", [0.0, 0.3, 1.0])
+def test_ld_alpha_sums_match_trl_1x(ld_alpha: float) -> None:
+    from evalharness.trainers.inputs import pairwise_inputs
+    from evalharness.trainers.models import scored_mask
+
+    batch, token_logps, scorer = _ld_batch()
+    plain = pairwise_inputs(scorer, batch, None)
+    got = pairwise_inputs(scorer, batch, None, ld_alpha=ld_alpha)
+    expected = trl1x_ld_logps(token_logps, scored_mask(batch["labels"]).long(), ld_alpha)
+    torch.testing.assert_close(got["policy_chosen_logps"], expected[:3], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got["policy_rejected_logps"], expected[3:], rtol=1e-12, atol=1e-12)
+    # Lengths stay token counts; the NLL terms keep the unweighted chosen sums.
+    torch.testing.assert_close(got["chosen_lengths"], plain["chosen_lengths"])
+    torch.testing.assert_close(got["policy_chosen_nll_logps"], plain["policy_chosen_logps"])
+    assert "policy_chosen_nll_logps" not in plain
+    if ld_alpha == 1.0:
+        torch.testing.assert_close(got["policy_chosen_logps"], plain["policy_chosen_logps"])
+    else:  # pairs 0 and 1 have a verbose tail, pair 2 (equal lengths) has none
+        assert not torch.allclose(got["policy_chosen_logps"][:2], plain["policy_chosen_logps"][:2])
+        torch.testing.assert_close(got["policy_chosen_logps"][2], plain["policy_chosen_logps"][2])
+
+
+def test_rpo_and_sft_terms_read_the_unweighted_sums_under_ld_alpha() -> None:
+    """TRL's NLL is a cross-entropy over the logits: ld_alpha never reaches it."""
+    inputs = as_inputs(make_batch(35))
+    plain_sums = inputs["policy_chosen_logps"].clone()
+    inputs["policy_chosen_nll_logps"] = plain_sums
+    inputs["policy_chosen_logps"] = plain_sums * 0.7  # as if LD-weighted
+    nll = trl_token_mean_nll(plain_sums.numpy(), inputs["chosen_lengths"].numpy())
+    dpo_rows = call("dpo", inputs, rpo_alpha=0.0)
+    got = call("dpo", inputs, rpo_alpha=1.0).mean()
+    torch.testing.assert_close(got, dpo_rows.mean() + nll)
+    inputs["delta"] = torch.tensor(0.0, dtype=torch.float64)
+    got = call("mixture", inputs, loss_type=["sigmoid", "sft"]).mean()
+    torch.testing.assert_close(got, dpo_rows.mean() + nll)
+
+
+def _pair_file(path) -> str:
+    import json
+
+    rows = [
+        {"prompt": f"say {word}", "chosen": " good water", "rejected": " bad cat dog runs"}
+        for word in ("one", "two", "three", "four", "five", "six")
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_ld_alpha_weights_policy_and_reference_alike_in_the_loop(tiny_model_dir, tmp_path) -> None:
+    """Before any step the policy is the reference, so with LD applied to both every log-ratio
+    is 0 and DPO's loss is log 2; weighting only one side (TRL 0.19.1 did: `not is_ref_model`)
+    would leave a non-zero ratio on every pair with a verbose tail."""
+    from evalharness.trainers.config import TrainConfig
+    from evalharness.trainers.loop import Trainer, _to_device
+    from evalharness.trainers.models import PolicyScorer
+
+    def first_batch(loss_args: dict) -> dict[str, torch.Tensor]:
+        trainer = Trainer(
+            TrainConfig(
+                method="dpo",
+                model=f"hf:{tiny_model_dir}",
+                data=_pair_file(tmp_path / "pairs.jsonl"),
+                out=str(tmp_path / "out"),
+                batch_size=6,
+                loss_args=loss_args,
+            ),
+            progress=False,
+        )
+        batch = _to_device(trainer.train_data.batch(list(range(6))), trainer.accelerator.device)
+        with torch.no_grad():
+            inputs = trainer.loss_inputs(PolicyScorer(trainer.model), batch, "train")
+            loss = trainer.method.loss(
+                **{k: inputs[k] for k in trainer.method.inputs if k in inputs}, **trainer.hyper
+            )
+        return {**inputs, "loss": loss}
+
+    plain = first_batch({})
+    weighted = first_batch({"ld_alpha": 0.25})
+    for side in ("chosen", "rejected"):
+        torch.testing.assert_close(
+            weighted[f"ref_{side}_logps"], weighted[f"policy_{side}_logps"], rtol=1e-5, atol=1e-5
+        )
+    # The rejected answers are the longer ones: only their sums carry a down-weighted tail.
+    assert torch.all(weighted["policy_rejected_logps"] > plain["policy_rejected_logps"] + 1e-3)
+    torch.testing.assert_close(weighted["policy_chosen_logps"], plain["policy_chosen_logps"])
+    torch.testing.assert_close(weighted["policy_chosen_nll_logps"], plain["policy_chosen_logps"])
+    torch.testing.assert_close(
+        weighted["loss"], torch.full_like(weighted["loss"], math.log(2.0)), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_ld_alpha_is_an_option_of_reference_methods_only() -> None:
+    from evalharness.trainers.loop import hyperparameters
+
+    assert hyperparameters(losses.method("ipo"), {"ld_alpha": "0.5"})["ld_alpha"] == 0.5
+    with pytest.raises(InputError, match="no hyperparameter ld_alpha"):
+        hyperparameters(losses.method("cpo"), {"ld_alpha": 0.5})
+
+
+# Mixtures: TRL's `loss_type` list with `loss_weights`.
+
+MPO = dict(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("hyper", "kwargs"),
+    [
+        (MPO, {}),
+        (
+            dict(loss_type="sigmoid,hinge,ipo,sft", loss_weights="1,0.5,0.25,2"),
+            dict(f_divergence_type="js_divergence"),
+        ),
+        (
+            dict(loss_type=["robust", "exo_pair", "discopop", "apo_zero", "aot"]),
+            dict(
+                label_smoothing=0.1,
+                f_divergence_type="alpha_divergence",
+                f_alpha_divergence_coef=0.5,
+            ),
+        ),
+    ],
+)
+def test_mixture_matches_trl_1x_loss_loop(hyper: dict, kwargs: dict) -> None:
+    inputs = small_ratio_inputs(36)
+    inputs["delta"] = torch.tensor(0.0, dtype=torch.float64)  # TRL 1.x's bco_pair: no δ
+    got = call("mixture", inputs, beta=0.5, **hyper, **kwargs)
+    names = hyper["loss_type"]
+    names = names.split(",") if isinstance(names, str) else names
+    weights = hyper.get("loss_weights")
+    weights = [float(w) for w in weights.split(",")] if isinstance(weights, str) else weights
+    expected = trl1x_loss(inputs, names, weights, 0.5, **kwargs)
+    torch.testing.assert_close(got.mean(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_mixture_parts_are_the_methods_and_bco_pair_reads_delta() -> None:
+    inputs = as_inputs(make_batch(37))
+    inputs["delta"] = torch.tensor(0.4, dtype=torch.float64)
+    torch.testing.assert_close(call("mixture", inputs), call("dpo", inputs))
+    torch.testing.assert_close(
+        call("mixture", inputs, loss_type="bco_pair", loss_weights=[2.0]),
+        2.0 * call("bco_pair", inputs),
+    )
+
+
+@pytest.mark.parametrize(
+    ("hyper", "message"),
+    [
+        (dict(loss_type="sigmoid,nope"), "'nope' is not one of"),
+        (dict(loss_type="dpo"), "`dpo` is `sigmoid`"),
+        (dict(loss_type=["sigmoid", "sft"], loss_weights=[1.0]), "1 value"),
+        (dict(loss_type="sigmoid", loss_weights="x"), "'x' is not a number"),
+        (dict(loss_type="exo_pair"), "label_smoothing=0.0"),
+    ],
+)
+def test_bad_mixtures_are_input_errors(hyper: dict, message: str) -> None:
+    inputs = as_inputs(make_batch(38))
+    inputs["delta"] = torch.tensor(0.0, dtype=torch.float64)
+    with pytest.raises(InputError, match=message):
+        call("mixture", inputs, **hyper)
+
+
+# AlphaPO: TRL CPOTrainer's `alpha` reshapes CPO's and SimPO's rewards.
+
+
+def trl_cpo_loss_alphapo(chosen, rejected, beta, label_smoothing, loss_type, simpo_gamma, alpha):
+    """`CPOTrainer.cpo_loss` with `self.alpha` (the `sigmoid` and `simpo` branches)."""
+    if alpha != 0.0:
+        chosen_probs = torch.exp(chosen)
+        rejected_probs = torch.exp(rejected)
+        policy_chosen_rewards = (1 - chosen_probs.pow(-alpha)) / alpha
+        policy_rejected_rewards = (1 - rejected_probs.pow(-alpha)) / alpha
+        logits = policy_chosen_rewards - policy_rejected_rewards
+    else:
+        logits = chosen - rejected
+    if loss_type == "simpo":
+        logits = logits - simpo_gamma / beta
+    return (
+        -F.logsigmoid(beta * logits) * (1 - label_smoothing)
+        - F.logsigmoid(-beta * logits) * label_smoothing
+    )
+
+
+@pytest.mark.parametrize("alpha", [0.05, -0.02])
+def test_cpo_alphapo_matches_trl(alpha: float) -> None:
+    inputs = as_inputs(make_batch(39))
+    chosen, rejected = inputs["policy_chosen_logps"], inputs["policy_rejected_logps"]
+    expected = trl_cpo_loss_alphapo(chosen, rejected, 0.1, 0.1, "sigmoid", 0.5, alpha)
+    got = call("cpo", inputs, beta=0.1, label_smoothing=0.1, cpo_alpha=0.0, alpha=alpha)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    nll = trl_token_mean_nll(chosen.numpy(), inputs["chosen_lengths"].numpy())
+    got = call("cpo", inputs, beta=0.1, label_smoothing=0.1, alpha=alpha).mean()  # cpo_alpha 1
+    torch.testing.assert_close(got, expected.mean() + nll, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("alpha", [0.25, 1.0])
+def test_simpo_alphapo_matches_trl(alpha: float) -> None:
+    """SimPO's rewards are of mean token log-probs (`average_log_prob=True` for `simpo`)."""
+    inputs = as_inputs(make_batch(40))
+    chosen = inputs["policy_chosen_logps"] / inputs["chosen_lengths"]
+    rejected = inputs["policy_rejected_logps"] / inputs["rejected_lengths"]
+    expected = trl_cpo_loss_alphapo(chosen, rejected, 2.0, 0.0, "simpo", 1.0, alpha)
+    got = call("simpo", inputs, beta=2.0, gamma=1.0, alpha=alpha)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(got, call("simpo", inputs, beta=2.0, gamma=1.0))
+
+
+def test_alphapo_stays_finite_where_trls_probability_underflows() -> None:
+    """p^(−α) with p = e^lp underflowing to 0 is ∞ in TRL's form; e^(−α·lp) is the same number."""
+    inputs = as_inputs(make_batch(41, 3))
+    inputs["policy_chosen_logps"] = torch.tensor([-800.0, -30.0, -40.0], dtype=torch.float64)
+    assert not torch.isfinite(torch.exp(inputs["policy_chosen_logps"]).pow(-0.1)).all()
+    assert torch.isfinite(call("cpo", inputs, alpha=0.1)).all()
+
+
+# Config, command line and `evalharness methods`.
+
+MIXTURE_YAML = """\
+method: mixture
+model: hf:base
+data: prefs.jsonl
+out: runs/mpo
+loss_args:
+  loss_type: [sigmoid, bco_pair, sft]
+  loss_weights: [0.8, 0.2, 1.0]
+  f_divergence_type: js_divergence
+  ld_alpha: 0.5
+"""
+
+
+def test_yaml_loss_type_list_round_trips_through_the_config() -> None:
+    import yaml
+
+    from evalharness.trainers.config import TrainConfig
+    from evalharness.trainers.loop import hyperparameters
+
+    config = TrainConfig.from_mapping(yaml.safe_load(MIXTURE_YAML), "train.yaml")
+    assert config.loss_args["loss_type"] == ["sigmoid", "bco_pair", "sft"]
+    again = TrainConfig.from_mapping(yaml.safe_load(yaml.safe_dump(config.to_dict())), "again")
+    assert again == config
+    values = hyperparameters(losses.method("mixture"), again.loss_args)
+    assert values["loss_type"] == ["sigmoid", "bco_pair", "sft"]
+    assert values["loss_weights"] == [0.8, 0.2, 1.0]
+    assert values["f_divergence_type"] == "js_divergence" and values["ld_alpha"] == 0.5
+    # The command line's `--loss-arg loss_type=a,b,c` reads the same.
+    cli = hyperparameters(
+        losses.method("mixture"),
+        {"loss_type": "sigmoid,bco_pair,sft", "loss_weights": "0.8,0.2,1.0"},
+    )
+    assert cli["loss_type"] == values["loss_type"] and cli["loss_weights"] == values["loss_weights"]
+
+
+def test_a_bad_mixture_fails_on_the_command_line_before_any_load(capsys, tmp_path) -> None:
+    from cli_helpers import run_cli
+
+    code, _, err = run_cli(
+        capsys, "train", "--method", "mixture", "--model", "hf:/nonexistent",
+        "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o"),
+        "--loss-arg", "loss_type=sigmoid,nope", "--quiet",
+    )  # fmt: skip
+    assert code == 2
+    assert "loss_type 'nope' is not one of" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        capsys, "train", "--method", "dpo", "--model", "hf:/nonexistent",
+        "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o"),
+        "--loss-arg", "f_divergence_type=kl", "--quiet",
+    )  # fmt: skip
+    assert code == 2 and "f_divergence_type='kl'" in err
+
+
+NEW_OPTIONS = {
+    "f_divergence_type": "default reverse_kl",
+    "f_alpha_divergence_coef": "default 1.0",
+    "ld_alpha": "default null",
+    "loss_type": "default sigmoid",
+    "loss_weights": "default []",
+    "alpha": "default 0.0",
+    "cpo_alpha": "cpo: 1.0, simpo: 0.0",
+}
+
+
+def test_methods_command_documents_every_new_option(capsys) -> None:
+    import json
+
+    from cli_helpers import run_cli
+
+    code, out, _ = run_cli(capsys, "methods")
+    assert code == 0
+    lines = out.splitlines()
+    for name, default in NEW_OPTIONS.items():
+        line = next((x for x in lines if x.strip().startswith(f"{name} (")), None)
+        assert line is not None, name
+        assert f"{name} ({default}): " in line and len(line.split("): ", 1)[1]) > 20, line
+    assert "mixture" in out
+    code, out, _ = run_cli(capsys, "methods", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["dpo"]["hyperparameters"]["ld_alpha"] is None
+    assert rows["dpo"]["options"]["f_divergence_type"].startswith("DPO family")
+    assert rows["mixture"]["hyperparameters"]["loss_type"] == "sigmoid"
+    assert set(rows["simpo"]["options"]) == {"alpha", "cpo_alpha"}

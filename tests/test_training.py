@@ -86,6 +86,7 @@ def test_every_method_is_registered_with_its_data_format() -> None:
             "apo_down",
             "discopop",
             "sigmoid_norm",
+            "mixture",
             "cpo",
             "simpo",
             "orpo",
@@ -320,7 +321,7 @@ def test_methods_lists_every_method_with_its_data(capsys: pytest.CaptureFixture[
     code, stdout, _ = run_cli(capsys, "methods", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(stdout)}
-    assert len(rows) == 30
+    assert len(rows) == 31
     assert rows["kto"]["data"] == "binary" and rows["kto"]["reference"] is True
     assert rows["simpo"]["hyperparameters"]["gamma"] is not None
 

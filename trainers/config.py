@@ -40,7 +40,8 @@ class TrainConfig:
     model: str
     data: str
     out: str
-    loss_args: dict[str, float] = field(default_factory=dict)
+    # Loss hyperparameters: numbers, strings, booleans, or lists of them (`loss_type`).
+    loss_args: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None  # default: the starting model (or LoRA base); PoFT: aligned
     eval_data: str | None = None
     eval_fraction: float = 0.0  # held out from `data` when no eval_data is given
@@ -220,12 +221,19 @@ def _mapping(value: Any, label: str) -> dict[str, Any]:
 
 
 def _scalar_mapping(value: Any, label: str) -> dict[str, Any]:
-    """Loss hyperparameters: names to numbers (or strings / booleans the loss converts)."""
+    """Loss hyperparameters: names to numbers (or strings / booleans the loss converts), or to
+    lists of them (TRL's `loss_type: [sigmoid, bco_pair, sft]` and its `loss_weights`)."""
     values = _mapping(value, label)
+    scalar = str | int | float | bool
     for key, item in values.items():
-        if not isinstance(item, str | int | float | bool):
-            raise InputError(f"{label}: {key} must be a number, not {_shown(item)}")
-    return {str(key): item for key, item in values.items()}
+        is_list = isinstance(item, list) and all(isinstance(v, scalar) for v in item)
+        if not (isinstance(item, scalar) or is_list):
+            raise InputError(
+                f"{label}: {key} must be a number, a string or a list of them, not {_shown(item)}"
+            )
+    return {
+        str(key): list(item) if isinstance(item, list) else item for key, item in values.items()
+    }
 
 
 def _lora(value: Any, label: str, locate: Callable[[str], str], section: str) -> Any:

@@ -24,12 +24,34 @@ def row_sums(token_logps: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return (token_logps * mask).sum(-1), mask.sum(-1).to(token_logps.dtype)
 
 
+def ld_weighted_sums(
+    token_logps: torch.Tensor, mask: torch.Tensor, ld_alpha: float
+) -> torch.Tensor:
+    """LD-DPO's per-sequence log-probs: shared part + ld_alpha x verbose part, `[2B]`.
+
+    Rows are B chosen then B rejected. A pair's shared length is min(|y_w|, |y_l|) completion
+    tokens; each row's first that many completion tokens count fully, the rest ("verbose",
+    only the longer answer has any) are weighted by ld_alpha, so a long answer cannot win on
+    length alone (Liu et al. 2024, arXiv 2409.06411). Transcribed from TRL 1.x
+    `DPOTrainer._compute_loss` / `compute_ref_log_probs` (huggingface/trl 2026 source): the
+    completion position is `mask.cumsum`, shared = position <= min length, verbose = beyond.
+    """
+    position = mask.cumsum(dim=-1)
+    lengths = mask.sum(dim=-1)
+    half = lengths.shape[0] // 2
+    shared_length = torch.minimum(lengths[:half], lengths[half:]).repeat(2).unsqueeze(-1)
+    shared = mask & (position <= shared_length)
+    verbose = mask & (position > shared_length)
+    return (token_logps * shared).sum(-1) + ld_alpha * (token_logps * verbose).sum(-1)
+
+
 def pairwise_inputs(
     scorer: Any,
     batch: dict[str, torch.Tensor],
     reference: ReferenceLookup | None,
     *,
     full_chosen: bool = False,
+    ld_alpha: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Completion sums and lengths of chosen and rejected rows (+ reference sums).
 
@@ -37,6 +59,11 @@ def pairwise_inputs(
     the chosen rows' sums and counts (`policy_chosen_full_logps`, `chosen_full_lengths`): ORPO's
     NLL as TRL computes it. It is the same forward with more labelled positions; the completion
     sums are read off it with the original labels' mask, so they are unchanged.
+
+    `ld_alpha` (LD-DPO) makes the chosen and rejected sums `ld_weighted_sums`, as TRL does for
+    the policy and the reference alike (the loop scores the reference with the same call);
+    lengths stay token counts, and the plain chosen sums go to `policy_chosen_nll_logps`, the
+    NLL terms' tokens (TRL's cross-entropy does not see ld_alpha).
     """
     labels = batch["labels"]
     if full_chosen:
@@ -44,12 +71,17 @@ def pairwise_inputs(
     token_logps, _ = scorer(batch["input_ids"], batch["attention_mask"], labels)
     sums, lengths = row_sums(token_logps, batch["labels"])
     half = sums.shape[0] // 2
+    preference = sums
+    if ld_alpha is not None:
+        preference = ld_weighted_sums(token_logps, scored_mask(batch["labels"]), ld_alpha)
     inputs = {
-        "policy_chosen_logps": sums[:half],
-        "policy_rejected_logps": sums[half:],
+        "policy_chosen_logps": preference[:half],
+        "policy_rejected_logps": preference[half:],
         "chosen_lengths": lengths[:half],
         "rejected_lengths": lengths[half:],
     }
+    if ld_alpha is not None:
+        inputs["policy_chosen_nll_logps"] = sums[:half]
     if full_chosen:
         full_sums, full_lengths = row_sums(token_logps[:half], labels[:half])
         inputs["policy_chosen_full_logps"] = full_sums

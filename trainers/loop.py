@@ -72,8 +72,9 @@ class TrainSummary:
 
 
 def hyperparameters(method: losses.Method, given: dict[str, Any]) -> dict[str, Any]:
-    """The loss's keyword hyperparameters: defaults overridden by `given`, types checked."""
-    known = method.hyperparameters
+    """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
+    overridden by `given`, types checked, documented options converted (`losses.OPTIONS`)."""
+    known = {**method.hyperparameters, **method.input_options}
     unknown = sorted(set(given) - set(known))
     if unknown:
         choices = ", ".join(sorted(known)) or "none"
@@ -84,7 +85,10 @@ def hyperparameters(method: losses.Method, given: dict[str, Any]) -> dict[str, A
     for name, value in given.items():
         default = known[name]
         try:
-            if isinstance(default, bool):
+            option = losses.OPTIONS.get(name)
+            if option is not None and option.convert is not None:
+                values[name] = option.convert(value)
+            elif isinstance(default, bool):
                 values[name] = str(value).lower() in ("1", "true", "yes")
             elif isinstance(default, int):
                 values[name] = int(value)
@@ -92,8 +96,10 @@ def hyperparameters(method: losses.Method, given: dict[str, Any]) -> dict[str, A
                 values[name] = float(value)
             else:
                 values[name] = value
-        except ValueError:
+        except (TypeError, ValueError):
             raise InputError(f"{method.name}: {name}={value!r} is not a number") from None
+        except InputError as error:
+            raise InputError(f"{method.name}: {error}") from None
     missing = [n for n, v in values.items() if v is inspect.Parameter.empty]
     if missing:
         raise InputError(f"method {method.name} needs {', '.join(missing)}")
@@ -258,6 +264,8 @@ class Trainer:
                 f"method {self.method.name} is online: use trainers.online (generation in the loop)"
             )
         self.hyper = hyperparameters(self.method, config.loss_args)
+        # Input options change the sums the loop computes, so they never reach the loss.
+        self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -305,7 +313,7 @@ class Trainer:
             """The reference's sums, by kind, from the same input functions training uses."""
             batch = _to_device(batch, self.accelerator.device)
             if self.method.data_format == "pairwise":
-                sums = pairwise_inputs(scorer, batch, None)
+                sums = pairwise_inputs(scorer, batch, None, ld_alpha=self.ld_alpha)
                 return {
                     "chosen": sums["policy_chosen_logps"],
                     "rejected": sums["policy_rejected_logps"],
@@ -326,11 +334,19 @@ class Trainer:
             for name, data in (("train", self.train_data), ("eval", self.eval_data)):
                 if len(data):
                     batches = data.in_order(size, self.kl_rows)
+                    fingerprint = batch_fingerprint(batches)
+                    if self.ld_alpha is not None:  # LD-weighted sums: a cache of their own
+                        fingerprint += f"|ld_alpha={self.ld_alpha!r}"
                     self.reference[name] = reference_sums(
-                        identity, batch_fingerprint(batches), batches, score_batch
+                        identity, fingerprint, batches, score_batch
                     )
         if ref_model is not self.model:
             del scorer, ref_model  # the reference is not needed again: free its memory
+
+    @property
+    def ld_alpha(self) -> float | None:
+        """LD-DPO's weight of the tokens past a pair's shared length (None: plain sums)."""
+        return self.options.get("ld_alpha")
 
     def _reference_model(self, loaded: Any) -> tuple[Any, dict[str, Any]]:
         """A separate frozen model, or the policy itself (LoRA: adapters disabled)."""
@@ -383,7 +399,9 @@ class Trainer:
             return reward_model_inputs(scorer, batch)
         if fmt == "pairwise":
             full = "policy_chosen_full_logps" in self.method.inputs
-            inputs = pairwise_inputs(scorer, batch, lookup, full_chosen=full)
+            inputs = pairwise_inputs(
+                scorer, batch, lookup, full_chosen=full, ld_alpha=self.ld_alpha
+            )
         elif fmt == "binary":
             inputs = binary_inputs(scorer, batch, lookup)
         elif fmt == "ranking":
@@ -577,7 +595,7 @@ class Trainer:
             "method": self.method.name,
             "config": self.config.to_dict(),
             "base": self.base_identity,
-            "hyperparameters": self.hyper,
+            "hyperparameters": {**self.hyper, **self.options},
             "processes": self.accelerator.num_processes,
         }
         if summary is not None:

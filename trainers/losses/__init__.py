@@ -1,15 +1,26 @@
 """Every alignment method as one loss function; `get(name)` returns it.
 
 Modules by family: `supervised` (sft, dft, asft_anchored, poft, reward), `pairwise` (the DPO
-family, cpo, simpo, orpo, asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft),
-`online` (grpo, rloo). Importing them registers their methods.
+family and its `mixture`, cpo, simpo, orpo, asft_aligned), `unpaired` (kto, bco), `ranking`
+(rrhf, pro, aft), `online` (grpo, rloo). Importing them registers their methods.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .registry import DATA_FORMATS, INPUTS, Method, get, method, methods, register
+from .registry import (
+    DATA_FORMATS,
+    INPUT_OPTIONS,
+    INPUTS,
+    OPTIONS,
+    Method,
+    describe,
+    get,
+    method,
+    methods,
+    register,
+)
 
 FAMILIES = ("supervised", "pairwise", "unpaired", "ranking", "online")
 
@@ -19,4 +30,15 @@ def _load_all() -> None:
         importlib.import_module(f"{__name__}.{family}")
 
 
-__all__ = ["DATA_FORMATS", "INPUTS", "Method", "get", "method", "methods", "register"]
+__all__ = [
+    "DATA_FORMATS",
+    "INPUTS",
+    "INPUT_OPTIONS",
+    "OPTIONS",
+    "Method",
+    "describe",
+    "get",
+    "method",
+    "methods",
+    "register",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -41,6 +41,8 @@ INPUTS: dict[str, str] = {
     "rejected_lengths": "[B] number of rejected completion tokens (float)",
     "policy_chosen_full_logps": "[B] sum of log p over every chosen token after the first, "
     "prompt included (ORPO's NLL, as TRL's)",
+    "policy_chosen_nll_logps": "[B] policy_chosen_logps before LD-DPO's ld_alpha weighting, for "
+    "NLL terms (given only when ld_alpha is set)",
     "chosen_full_lengths": "[B] number of those tokens (float)",
     # sft / binary: one completion per example, [B]
     "policy_logps": "[B] (ranking: [B, K]) sum of completion log-probs under the policy",
@@ -64,6 +66,35 @@ INPUTS: dict[str, str] = {
     "rejected_rewards": "[B] scalar head output on rejected",
     "margins": "[B] optional preference margins m (reward model), 0 when absent",
 }
+
+
+@dataclass(frozen=True)
+class Option:
+    """What a hyperparameter means (one line, for `evalharness methods`) and how a value given
+    in a config or on the command line becomes the one the loss receives (None: as given)."""
+
+    meaning: str
+    convert: Callable[[Any], Any] | None = None
+
+
+#: Hyperparameters documented by name, whichever methods take them (`describe` adds one).
+OPTIONS: dict[str, Option] = {}
+
+#: Settings that change how the loop computes a method's inputs, not the loss: they apply to
+#: every pairwise method with a reference (TRL's DPOTrainer family), with these defaults.
+INPUT_OPTIONS: dict[str, object] = {"ld_alpha": None}
+
+
+def describe(name: str, meaning: str, convert: Callable[[Any], Any] | None = None) -> None:
+    """Document hyperparameter `name`; `convert` checks and normalises a user's value."""
+    OPTIONS[name] = Option(meaning, convert)
+
+
+describe(
+    "ld_alpha",
+    "LD-DPO: log-probs past a pair's shared length min(|y_w|, |y_l|) weighted by ld_alpha "
+    "(policy and reference); null = off",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,18 @@ class Method:
             for name, parameter in inspect.signature(self.loss).parameters.items()
             if name not in INPUTS
         }
+
+    @property
+    def input_options(self) -> dict[str, object]:
+        """Settings the loop applies while computing the inputs (`INPUT_OPTIONS`), by default.
+
+        LD-DPO's `ld_alpha` reweights the per-sequence sums of the policy and the reference
+        before any loss sees them (as TRL does before its loss loop), so it belongs to every
+        pairwise method with a reference rather than to one loss.
+        """
+        if self.data_format == "pairwise" and self.needs_reference:
+            return dict(INPUT_OPTIONS)
+        return {}
 
 
 _METHODS: dict[str, Method] = {}
