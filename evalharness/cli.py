@@ -276,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--served-name", default=None, help="model name clients use")
     serve.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="most rows (prompts x choices) of waiting requests run in one batch (default 32)",
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
         help="serve a non-loopback --host without --api-key-env (anyone reaching it can use it)",
@@ -504,6 +510,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spec = _model_spec(args)
     if spec.workers > 1:
         raise InputError("serve runs the model in its own process: --workers is for run and score")
+    if args.max_batch < 1:
+        raise InputError(f"--max-batch must be at least 1, not {args.max_batch}")
     api_key = _serve_api_key(spec.api_key_env)
     # Before anything loads, so a refused --host costs nothing and never binds.
     warning = check_exposure(args.host, api_key, args.insecure)
@@ -513,7 +521,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not isinstance(backend, HFBackend):
         raise InputError(f"serve needs an hf: model, not {spec.raw!r}")
     name = args.served_name or spec.raw
-    serve(backend, name, host=args.host, port=args.port, api_key=api_key, insecure=args.insecure)
+    serve(
+        backend,
+        name,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        insecure=args.insecure,
+        max_batch=args.max_batch,
+    )
     return 0
 
 

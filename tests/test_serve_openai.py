@@ -7,7 +7,6 @@ the `openai:` backend must then give what the `hf:` backend gives on the same we
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 import time
@@ -18,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 import torch
-import uvicorn
 from cli_helpers import run_cli, write_lines
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from local_server import running_server
 
 from evalharness.backends import load_backend
 from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
@@ -36,37 +35,12 @@ from evalharness.requests import (
     ScoreRequest,
 )
 from evalharness.serve import CompletionRequest, create_app, is_loopback, run_completion
+from evalharness.serve.worker import ModelWorker
 
 MODEL = "tiny-chat"
 KEY_ENV = "EVALHARNESS_TEST_OPENAI_KEY"
 SECRET = "sk-test-SECRET-7c1f0e9a4b"
 QUESTION = (Message("user", "What is the capital of France?"),)
-
-
-@contextlib.contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """Serve `app` on a free 127.0.0.1 port in a thread; yields the `/v1` base URL.
-
-    The socket is bound here and handed to uvicorn, so no other process can take the port
-    between choosing it and listening on it.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +256,7 @@ def test_backend_works_from_threads_and_running_loops(base_url: str) -> None:
 def test_score_falls_back_when_max_tokens_0_is_rejected(hf: HFBackend) -> None:
     """Servers such as older vLLM refuse max_tokens=0; scoring then asks for one new token."""
     app = FastAPI()
-    lock = threading.Lock()
+    worker = ModelWorker(hf)
     rejected: list[int] = []
 
     @app.post("/v1/completions")
@@ -291,8 +265,7 @@ def test_score_falls_back_when_max_tokens_0_is_rejected(hf: HFBackend) -> None:
             rejected.append(0)
             error = {"message": "max_tokens must be at least 1", "type": "invalid_request_error"}
             return JSONResponse(status_code=400, content={"error": error})
-        with lock:
-            return run_completion(hf, request, MODEL)
+        return run_completion(worker, request, MODEL)
 
     requests = [ScoreRequest("7]]", "Rating: [["), ScoreRequest("ity", "the model")]
     with running_server(app) as url:

@@ -282,12 +282,17 @@ class HFBackend(Backend):
         sampling: SamplingParams,
         stop: tuple[str, ...] = (),
         prefix_cache: Any = None,
+        streamer: Any = None,
+        keep_stop_token: bool = False,
     ) -> list[tuple[list[int], str]]:
         """One left-padded batch through `model.generate`: new token ids (cut at the first stop
         token) and the finish reason ("stop" or "length") per prompt.
 
         `prefix_cache` (one prompt only) holds the KV cache of the prompt's first tokens; a copy
-        is used, so the same cache serves the next prompt.
+        is used, so the same cache serves the next prompt. `streamer` (one prompt only) is a
+        transformers streamer that sees each new token as it is generated (the server's SSE).
+        `keep_stop_token` keeps the stop token that ended a row (the server reports it in
+        logprobs, as vLLM does, and lm-eval relies on it).
         """
         import copy
 
@@ -311,6 +316,9 @@ class HFBackend(Backend):
         if prefix_cache is not None:
             assert len(prompts) == 1, "a prefix cache serves one prompt at a time"
             kwargs["past_key_values"] = copy.deepcopy(prefix_cache)
+        if streamer is not None:
+            assert len(prompts) == 1, "a streamer follows one prompt"
+            kwargs["streamer"] = streamer
         if stop:
             # Ends each row at a stop string instead of running to max_new_tokens.
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
@@ -329,7 +337,7 @@ class HFBackend(Backend):
             finish = "length"
             for position, token in enumerate(new_tokens):
                 if token in stop_ids:
-                    new_tokens, finish = new_tokens[:position], "stop"
+                    new_tokens, finish = new_tokens[: position + keep_stop_token], "stop"
                     break
             outputs.append((new_tokens, finish))
         return outputs

@@ -1,0 +1,358 @@
+"""The one thread that runs the served model, batching whatever requests are waiting.
+
+The model is not thread-safe and a forward pass over one short prompt leaves most of the hardware
+idle, so HTTP handlers never touch it: they queue a job and wait for its result. The worker takes
+every job waiting (up to `max_batch`, after a short `window_s` for stragglers) and runs them
+together: generation jobs with the same sampling settings are one left-padded `generate` call, and
+scoring jobs one right-padded forward pass. This is dynamic batching, not continuous batching: a
+batch runs to the end before the next one starts, which is what `transformers.generate` allows.
+
+Streaming jobs run alone (a transformers streamer follows one sequence); their tokens are handed to
+the waiting handler as they are generated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalharness.backends.hf import HFBackend
+from evalharness.requests import SamplingParams
+
+#: Rows of logits materialised at once when scoring (bounded memory for large vocabularies).
+LOGPROB_CHUNK = 256
+#: Most tokens (rows x padded width) in one scoring forward; larger batches are split.
+MAX_BATCH_TOKENS = 16384
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability given its prefix, and the most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass
+class _GenerateJob:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    n: int
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _ScoreJob:
+    ids: list[int]
+    start: int
+    top_k: int
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _StreamJob:
+    prompt_ids: list[int]
+    sampling: SamplingParams
+    tokens: queue.Queue = field(default_factory=queue.Queue)
+    #: Set when the reader stops early (client gone, stop string found): generation ends.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class _Cancelled(Exception):
+    """Raised inside `generate` by the streamer to end a generation nobody reads any more."""
+
+
+#: Put on a stream's queue after its last token; an exception is put there instead on failure.
+_END = object()
+
+
+@dataclass
+class WorkerStats:
+    """How requests were grouped: `largest_batch` > 1 shows concurrent requests shared a pass."""
+
+    jobs: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+
+
+class ModelWorker:
+    """Runs every model call of a server on one thread, batching the jobs that wait together."""
+
+    def __init__(self, backend: HFBackend, *, max_batch: int = 32, window_s: float = 0.002):
+        self.backend = backend
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.stats = WorkerStats()
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._open = threading.Event()
+        self._open.set()
+        #: 1 while the worker holds a job it took but has not started (see `pending`).
+        self._in_hand = 0
+
+    # -- what handlers call (any thread) -----------------------------------------------------
+    def submit_generate(
+        self, prompt_ids: list[int], sampling: SamplingParams, n: int = 1
+    ) -> Future:
+        """`n` generations for one prompt; the future gives `[(new ids, finish reason)] * n`,
+        the ids ending with the stop token when one ended the row (finish reason "stop").
+        Submit every prompt of a request before waiting on any, so they batch."""
+        return self._submit(_GenerateJob(prompt_ids, sampling, n))
+
+    def submit_score(self, ids: list[int], start: int, top_k: int) -> Future:
+        """Log-probabilities of `ids[start:]`, each given all tokens before it."""
+        if start < 1:
+            raise ValueError("the first token has no prefix to be scored against")
+        if start >= len(ids):
+            done: Future = Future()
+            done.set_result([])
+            return done
+        return self._submit(_ScoreJob(ids, start, top_k))
+
+    def stream(self, prompt_ids: list[int], sampling: SamplingParams) -> Iterator[int]:
+        """New token ids as they are generated (the stop token is not yielded)."""
+        job = _StreamJob(prompt_ids, sampling)
+        self._ensure_started()
+        self._jobs.put(job)
+        try:
+            while True:
+                item = job.tokens.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled.set()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Queue jobs without running them until the block ends (then they run as one batch).
+
+        For tests and benchmarks that need to know which requests share a batch; a batch that
+        is already running finishes first.
+        """
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
+
+    def pending(self) -> int:
+        """Jobs queued and not yet started."""
+        return self._jobs.qsize() + self._in_hand
+
+    def close(self) -> None:
+        """Stop the thread after the jobs already queued."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _submit(self, job: _GenerateJob | _ScoreJob) -> Future:
+        self._ensure_started()
+        self._jobs.put(job)
+        return job.future
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="evalharness-model", daemon=True
+                )
+                self._thread.start()
+
+    # -- the worker thread -------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            self._open.wait()
+            first = self._jobs.get()
+            if first is None:
+                return
+            self._in_hand = 1
+            self._open.wait()
+            jobs = [first, *self._collect_more()]
+            self._in_hand = 0
+            stop = None in jobs
+            jobs = [job for job in jobs if job is not None]
+            self.stats.jobs += len(jobs)
+            self._run(jobs)
+            if stop:
+                return
+
+    def _collect_more(self) -> list[Any]:
+        """Jobs that arrive within the window (or were already waiting), up to `max_batch`."""
+        found: list[Any] = []
+        deadline = time.monotonic() + self.window_s
+        while len(found) + 1 < self.max_batch:
+            try:
+                found.append(self._jobs.get(timeout=max(deadline - time.monotonic(), 0.0)))
+            except queue.Empty:
+                break
+            if found[-1] is None:
+                break
+        return found
+
+    def _run(self, jobs: list[Any]) -> None:
+        streams = [job for job in jobs if isinstance(job, _StreamJob)]
+        scores = [job for job in jobs if isinstance(job, _ScoreJob)]
+        groups: dict[SamplingParams, list[_GenerateJob]] = {}
+        for job in jobs:
+            if isinstance(job, _GenerateJob):
+                groups.setdefault(job.sampling, []).append(job)
+        for group in groups.values():
+            self._guarded(group, self._run_generate)
+        for batch in _token_budget_batches(scores):
+            self._guarded(batch, self._run_score)
+        for job in streams:
+            self._run_stream(job)
+
+    def _guarded(self, jobs: Sequence[Any], run: Any) -> None:
+        """Run a batch; its failure fails each of its requests, never the worker."""
+        self._count_batch(sum(getattr(job, "n", 1) for job in jobs))
+        try:
+            run(jobs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+
+    def _count_batch(self, rows: int) -> None:
+        self.stats.batches += 1
+        self.stats.largest_batch = max(self.stats.largest_batch, rows)
+
+    def _run_generate(self, jobs: Sequence[_GenerateJob]) -> None:
+        prompts = [job.prompt_ids for job in jobs for _ in range(job.n)]
+        outputs = self.backend.generate_ids(prompts, jobs[0].sampling, keep_stop_token=True)
+        offset = 0
+        for job in jobs:
+            job.future.set_result(outputs[offset : offset + job.n])
+            offset += job.n
+
+    def _run_score(self, jobs: Sequence[_ScoreJob]) -> None:
+        results = batch_logprobs(
+            self.backend, [(job.ids, job.start) for job in jobs], max(j.top_k for j in jobs)
+        )
+        for job, scored in zip(jobs, results, strict=True):
+            trimmed = [
+                TokenLogprob(s.token_id, s.logprob, s.top[: job.top_k])
+                if job.top_k
+                else TokenLogprob(s.token_id, s.logprob, ())
+                for s in scored
+            ]
+            job.future.set_result(trimmed)
+
+    def _run_stream(self, job: _StreamJob) -> None:
+        if job.cancelled.is_set():
+            return
+        self._count_batch(1)
+        try:
+            self.backend.generate_ids([job.prompt_ids], job.sampling, streamer=_QueueStreamer(job))
+            job.tokens.put(_END)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+            job.tokens.put(exc)
+
+
+class _QueueStreamer:
+    """A transformers streamer that queues each new token id (the prompt, sent first, is not)."""
+
+    def __init__(self, job: _StreamJob) -> None:
+        self._job = job
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self._job.cancelled.is_set():
+            raise _Cancelled
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        for token in value.reshape(-1).tolist():
+            self._job.tokens.put(int(token))
+
+    def end(self) -> None:
+        """`generate` calls this when done; the worker queues the end after the call returns."""
+
+
+def _token_budget_batches(jobs: list[_ScoreJob]) -> Iterator[list[_ScoreJob]]:
+    """Jobs sorted by length, cut so that no forward pass exceeds MAX_BATCH_TOKENS."""
+    batch: list[_ScoreJob] = []
+    for job in sorted(jobs, key=lambda j: len(j.ids)):
+        if batch and (len(batch) + 1) * len(job.ids) > MAX_BATCH_TOKENS:
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
+
+
+def batch_logprobs(
+    backend: HFBackend, sequences: Sequence[tuple[list[int], int]], top_k: int
+) -> list[list[TokenLogprob]]:
+    """Per sequence `(ids, start)`, the log-probabilities of `ids[start:]` in one forward pass.
+
+    Rows are right-padded and masked, so each row's tokens see only their own prefix. Logits
+    are computed as `HFBackend.score` does (decoder hidden states times the LM head in float32),
+    so a served echo score equals the local score to float precision.
+    """
+    import torch
+
+    model = backend.model
+    decoder = getattr(model, model.base_model_prefix)
+    head = model.get_output_embeddings()
+    weight = head.weight.float()
+    bias = head.bias.float() if getattr(head, "bias", None) is not None else None
+    width = max(len(ids) for ids, _ in sequences)
+    pad = backend.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, (ids, _) in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+    results: list[list[TokenLogprob]] = []
+    with torch.inference_mode():
+        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        for row, (ids, start) in enumerate(sequences):
+            predicting = hidden[row, start - 1 : len(ids) - 1]
+            scored: list[TokenLogprob] = []
+            for offset in range(0, predicting.shape[0], LOGPROB_CHUNK):
+                rows = predicting[offset : offset + LOGPROB_CHUNK].float()
+                logits = rows @ weight.T
+                if bias is not None:
+                    logits += bias
+                logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+                first = start + offset
+                scored.extend(
+                    _rows_to_logprobs(logprobs, ids[first : first + rows.shape[0]], top_k)
+                )
+            results.append(scored)
+    return results
+
+
+def _rows_to_logprobs(logprobs: Any, targets: list[int], top_k: int) -> list[TokenLogprob]:
+    """Per-row target logprob and top-k alternatives (descending) from a `[rows, vocab]` tensor."""
+    import torch
+
+    index = torch.tensor(targets, dtype=torch.long, device=logprobs.device)[:, None]
+    chosen = logprobs.gather(1, index)[:, 0].tolist()
+    if top_k > 0:
+        values, indices = logprobs.topk(min(top_k, logprobs.shape[1]), dim=-1)
+        tops = [
+            tuple(zip(i, v, strict=True))
+            for i, v in zip(indices.tolist(), values.tolist(), strict=True)
+        ]
+    else:
+        tops = [() for _ in targets]
+    return [
+        TokenLogprob(token_id=t, logprob=lp, top=top)
+        for t, lp, top in zip(targets, chosen, tops, strict=True)
+    ]
