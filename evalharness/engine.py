@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalharness import provenance
+from evalharness import pool_history, provenance
 from evalharness.backends import Backend, load_backend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ModelSpec, parse_model_spec
@@ -251,10 +251,15 @@ class Runner:
         }
         for task in tasks:
             if task.pooled and task.name in judges:
-                # Runs judged by the same judge on the same data can share fitted terms.
-                judge_hash = judges[task.name].pool_hash
-                material = [task.name, judge_hash, loaded[task.name].data_hash]
-                task_info[task.name]["pool"] = sha256_hex(canonical_json(material))
+                # Runs judged by the same judge on the same data against the same baseline,
+                # with the same task settings that shape the fit, can share fitted terms.
+                task_info[task.name]["pool"] = pool_history.pool_key(
+                    task.name,
+                    judges[task.name].pool_hash,
+                    loaded[task.name].data_hash,
+                    baselines[task.name],
+                    task.pool_fields(),
+                )
         if judges:
             self._estimate(tasks, loaded, judges, spec.max_judge_calls)
         judge_hashes = sorted({j.identity_hash for j in unique_judges})
@@ -442,9 +447,11 @@ class Runner:
         task_info: dict[str, dict[str, Any]],
         results: dict[str, dict[str, Any]],
     ) -> None:
-        """Metrics fitted across every stored run in a task's pool (same judge, same data).
+        """Metrics fitted across every stored run in a task's pool (see `pool_history.pool_key`).
 
-        The pool's other runs are updated too, so they stay comparable with the new one.
+        The pool's other runs are updated too, so they stay comparable with the new one; every
+        change to a stored run's numbers is recorded in its `pool_history` with the fit's id
+        and date (`pool_history.apply_fit`).
         """
         for task in tasks:
             pool = task_info[task.name].get("pool")
@@ -460,6 +467,13 @@ class Runner:
                 for member in members
             }
             updates = task.pooled_metrics(scores)
+            if not updates:
+                continue
+            fit = pool_history.Fit(
+                fit_id=pool_history.fit_id(pool, scores),
+                date=pool_history.utc_date(),
+                runs=sorted(updates),
+            )
             for member, update in updates.items():
                 if member == run_id:
                     entry = results[task.name]
@@ -468,7 +482,9 @@ class Runner:
                     if not found or not found[0]["metrics"]:
                         continue
                     entry = found[0]["metrics"]
-                entry["metrics"].update(update)
+                scored = self.store.get_run(member)
+                own_date = pool_history.utc_date(scored["updated_at"] if scored else None)
+                pool_history.apply_fit(entry, member, update, fit, own_date)
                 self.store.put_task_metrics(member, task.name, entry, entry["failures"])
 
     # -- stages --------------------------------------------------------------------------
@@ -676,6 +692,9 @@ class Runner:
                 "ci": {k: list(v) for k, v in outcome.ci.items()},
                 "counts": outcome.counts,
             }
+            if task.pooled:  # a re-scored run keeps the record of its pooled fits
+                stored = [t for t in self.store.get_tasks(run_id) if t["task"] == task.name]
+                pool_history.carry_over(stored[0]["metrics"] if stored else None, entry)
             self.store.put_task_metrics(run_id, task.name, entry, outcome.failures)
             results[task.name] = entry
         return results

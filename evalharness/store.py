@@ -338,7 +338,8 @@ class RunStore:
         return {(sample_id, slot): json.loads(verdict) for sample_id, slot, verdict in rows}
 
     def runs_in_pool(self, task: str, pool: str) -> list[str]:
-        """Runs whose `task` was scored with the same pool key (same judge and data)."""
+        """Runs whose `task` was scored with the same pool key (same judge, data, baseline and
+        task settings that shape the fit; see `evalharness.pool_history.pool_key`)."""
         rows = self.conn.execute(
             "SELECT run_id, info_json FROM run_tasks WHERE task = ? AND metrics_json IS NOT NULL "
             "ORDER BY run_id",

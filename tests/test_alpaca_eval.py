@@ -327,3 +327,152 @@ def test_an_instruction_missing_from_the_annotations_is_asked_of_the_next_file(
     assert fixed["run_id"] != partial["run_id"]
     assert alpaca_entry(fixed)["failures"] == 0
     assert alpaca_entry(fixed)["metrics"]["n_total"] == 12
+
+
+# ---------------------------------------------------------------------------------------------
+# The joint length-controlled fit: who shares it, and the record of what it changed
+
+
+def lengthy_model(tmp_path: Path, name: str, extra: int) -> tuple[Path, Path]:
+    """A model whose answers are the references padded by up to about 2 * `extra` characters,
+    annotated by a judge whose soft preference rises with the padding."""
+    references = reference_rows()
+    rng = np.random.default_rng(len(name) + extra)
+    pads = [int(rng.integers(0, 2 * extra + 1)) for _ in references]
+    outputs = [
+        r["output"] + " More." * (pad // 6 + 1) for r, pad in zip(references, pads, strict=True)
+    ]
+    prefs = [
+        1.0 + 1.0 / (1.0 + math.exp(-(len(o) - len(r["output"]) - extra) / 40.0))
+        for o, r in zip(outputs, references, strict=True)
+    ]
+    return make_model(tmp_path, name, references, outputs, prefs)
+
+
+def lc_entry(capsys: pytest.CaptureFixture[str], run_id: str) -> dict[str, Any]:
+    return alpaca_entry(run_json(capsys, "show", run_id))
+
+
+def test_only_runs_with_the_same_length_control_variant_share_a_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    difficulty = write_json(
+        tmp_path / "difficulty.json",
+        [
+            {"instruction": r["instruction"], "instruction_difficulty": k % 3 - 1.0}
+            for k, r in enumerate(reference_rows())
+        ],
+    )
+    runs = {}
+    for name, extra in (("m1", 30), ("m2", 90), ("m3", 40), ("m4", 120)):
+        outputs, annotations = lengthy_model(tmp_path, name, extra)
+        args = ["--annotations", str(annotations)]
+        if name in ("m3", "m4"):
+            args += ["--difficulty", str(difficulty)]
+        runs[name] = import_run(capsys, outputs, *args)["run_id"]
+    for name, variant, partner in (
+        ("m1", "minimal", "m2"), ("m2", "minimal", "m1"), ("m3", "full", "m4"),
+        ("m4", "full", "m3"),
+    ):  # fmt: skip
+        entry = lc_entry(capsys, runs[name])
+        assert entry["metrics"]["lc_variant"] == variant, name
+        assert entry["metrics"]["lc_fit"] == "joint over 2 runs of this judge", name
+        assert entry["pool_history"][-1]["runs"] == sorted([runs[name], runs[partner]])
+
+
+def test_only_runs_against_the_same_baseline_share_a_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    references = reference_rows()
+
+    def outputs_file(name: str, extra: int) -> Path:
+        rng = np.random.default_rng(extra)
+        rows = [
+            {"instruction": r["instruction"], "output": r["output"][: int(rng.integers(10, 80))]
+             + " More." * int(rng.integers(0, extra)), "generator": name}
+            for r in references
+        ]  # fmt: skip
+        return write_json(tmp_path / f"{name}.json", rows)
+
+    baselines = {"b1": outputs_file("b1", 6), "b2": outputs_file("b2", 12)}
+    store = str(tmp_path / "runs.sqlite")
+    runs = {}
+    with running_judge_server(ScriptedJudgeConfig(pairwise_rule="longer")) as url:
+        for name, extra, baseline in (("m1", 4, "b1"), ("m2", 9, "b1"), ("m3", 5, "b2"),
+                                      ("m4", 10, "b2")):  # fmt: skip
+            result = run_json(
+                capsys, "run", "--model", f"outputs:{outputs_file(name, extra)}",
+                "--tasks", "alpaca_eval", "--task-arg", "alpaca_eval.data=builtin",
+                "--task-arg", f"alpaca_eval.baseline=outputs:{baselines[baseline]}",
+                "--judge", "openai:scripted", "--judge-base-url", url, "--store", store,
+            )  # fmt: skip
+            runs[name] = result["run_id"]
+    for name, partner in (("m1", "m2"), ("m2", "m1"), ("m3", "m4"), ("m4", "m3")):
+        entry = alpaca_entry(run_json(capsys, "show", runs[name], "--store", store))
+        assert entry["metrics"]["lc_fit"] == "joint over 2 runs of this judge", name
+        assert entry["pool_history"][-1]["runs"] == sorted([runs[name], runs[partner]])
+    # The baseline's identity separates pools; how its spec was written does not.
+    from evalharness.pool_history import pool_key
+
+    key = ("alpaca_eval", "judge", "data")
+    assert pool_key(*key, {"model": "h1", "spec": "a"}, {}) == pool_key(
+        *key, {"model": "h1", "spec": "b"}, {}
+    )
+    assert pool_key(*key, {"model": "h1"}, {}) != pool_key(*key, {"model": "h2"}, {})
+    assert pool_key(*key, None, {}) != pool_key(*key, {"run": "r1"}, {})
+
+
+def test_a_refit_of_a_stored_run_is_recorded_and_reproducible(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evalharness.tasks.alpaca_eval.task import AlpacaEval
+
+    imports = {}
+    for name, extra in (("a", 30), ("b", 100), ("c", 60)):
+        imports[name] = lengthy_model(tmp_path, name, extra)
+    alone = import_run(capsys, imports["a"][0], "--annotations", str(imports["a"][1]))
+    a = alone["run_id"]
+    own = alpaca_entry(alone)["metrics"]["length_controlled_winrate"]
+    own_ci = alpaca_entry(alone)["ci"]["length_controlled_winrate"]
+    assert own_ci[0] < own < own_ci[1]  # the single-run fit's bootstrap CI
+    b = import_run(capsys, imports["b"][0], "--annotations", str(imports["b"][1]))["run_id"]
+    after_b = lc_entry(capsys, a)
+    history = after_b["pool_history"]
+    assert [r["fit_id"] for r in history][0] == "own" and len(history) == 2
+    # What `show` said before the refit is kept, with the CI that went with it.
+    assert history[0]["metrics"]["length_controlled_winrate"] == own
+    assert history[0]["metrics"]["lc_fit"] == "single_run"
+    assert history[0]["ci"]["length_controlled_winrate"] == own_ci
+    joint = history[1]
+    assert joint["n_runs"] == 2 and joint["runs"] == sorted([a, b])
+    assert len(joint["fit_id"]) == 12 and joint["date"].endswith("+00:00")
+    shown = after_b["metrics"]["length_controlled_winrate"]
+    assert shown == joint["metrics"]["length_controlled_winrate"] != own
+    assert after_b["metrics"]["pool_fit_id"] == joint["fit_id"]
+    assert after_b["metrics"]["pool_fit_date"] == joint["date"]
+    low, high = after_b["ci"]["length_controlled_winrate"]
+    assert low < shown < high and [low, high] == joint["ci"]["length_controlled_winrate"]
+
+    import_run(capsys, imports["c"][0], "--annotations", str(imports["c"][1]))
+    after_c = lc_entry(capsys, a)
+    assert after_c["pool_history"][:2] == history
+    assert after_c["pool_history"][2]["n_runs"] == 3
+    assert after_c["pool_history"][2]["fit_id"] != joint["fit_id"]
+    # Re-running a's own command refits the same members: nothing new to record.
+    import_run(capsys, imports["a"][0], "--annotations", str(imports["a"][1]))
+    assert lc_entry(capsys, a) == after_c
+    # The number `show` prints is reproducible from the runs its record names.
+    store = RunStore(tmp_path / "store.sqlite")
+    members = after_c["pool_history"][-1]["runs"]
+    scores = {
+        run: [(s["sample_id"], s["scores"]) for s in store.get_samples(run, "alpaca_eval")]
+        for run in members
+    }
+    store.close()
+    again = AlpacaEval({}).pooled_metrics(scores)[a]
+    assert again.metrics["length_controlled_winrate"] == pytest.approx(
+        after_c["metrics"]["length_controlled_winrate"], abs=1e-9
+    )
+    assert list(again.ci["length_controlled_winrate"]) == pytest.approx(
+        after_c["ci"]["length_controlled_winrate"], abs=1e-9
+    )

@@ -13,6 +13,7 @@ from scipy.optimize import minimize
 
 from evalharness.tasks.alpaca_eval.metrics import (
     L2_PENALTY,
+    LC_RESAMPLES,
     LengthControlled,
     RunPreferences,
     head_to_head,
@@ -365,3 +366,57 @@ def test_near_separable_runs_still_converge() -> None:
         # The middle run has no length difference, so only its own labels set its number.
         alone = length_controlled({"middle": middle}, diff).win_rates["middle"]
         assert lc.win_rates["middle"] == pytest.approx(alone, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# length_controlled: bootstrap confidence intervals
+
+
+def _width(interval: tuple[float, float]) -> float:
+    return interval[1] - interval[0]
+
+
+def test_bootstrap_ci_of_a_single_run(simulated: dict[str, RunPreferences]) -> None:
+    run = simulated["A"]
+    assert length_controlled({"A": run}).ci == {}  # only when asked for
+    lc = length_controlled({"A": run}, n_resamples=LC_RESAMPLES, seed=3)
+    low, high = lc.ci["A"]
+    assert low < lc.win_rates["A"] < high
+    # Seeded: the same data and seed give the same interval, another seed another one.
+    assert length_controlled({"A": run}, n_resamples=LC_RESAMPLES, seed=3).ci == lc.ci
+    assert length_controlled({"A": run}, n_resamples=LC_RESAMPLES, seed=4).ci != lc.ci
+    # An eighth of the instructions: the interval is much wider (about sqrt(8) times).
+    first = slice(0, N_ITEMS // 8)
+    fewer = RunPreferences(
+        run.item_ids[first], run.preferences[first], run.model_lengths[first],
+        run.baseline_lengths[first],
+    )  # fmt: skip
+    small = length_controlled({"A": fewer}, n_resamples=LC_RESAMPLES, seed=3)
+    assert small.ci["A"][0] < small.win_rates["A"] < small.ci["A"][1]
+    assert _width(small.ci["A"]) > 2 * _width(lc.ci["A"])
+
+
+def test_bootstrap_ci_of_a_joint_fit(simulated: dict[str, RunPreferences]) -> None:
+    """One draw of instructions per resample for every run, the joint GLM refitted each time."""
+    base = simulated["A"].baseline_lengths
+    reference = RunPreferences(simulated["A"].item_ids, [1.5] * N_ITEMS, list(base), list(base))
+    runs = {**simulated, "ref": reference}
+    difficulty = {i: float(k % 7) for k, i in enumerate(simulated["A"].item_ids)}
+    for diff in (None, difficulty):
+        lc = length_controlled(runs, diff, n_resamples=60, seed=0)
+        assert lc.win_rates == length_controlled(runs, diff).win_rates  # the point estimate
+        for name in simulated:
+            assert lc.ci[name][0] < lc.win_rates[name] < lc.ci[name][1], name
+        assert lc.ci["ref"] == (50.0, 50.0)
+
+
+def test_bootstrap_ci_when_a_resample_misses_every_judged_item() -> None:
+    """A run with one valid verdict among 12 items has none in about a third of the resamples;
+    those resamples give it no value, the others still give it an interval."""
+    ids = [f"i{k}" for k in range(12)]
+    lengths = [100 + 10 * k for k in range(12)]
+    sparse = RunPreferences(ids, [1.8] + [None] * 11, lengths, [150] * 12)
+    dense = RunPreferences(ids, [1.2, 1.9, 1.4, 1.7] * 3, lengths[::-1], [150] * 12)
+    lc = length_controlled({"sparse": sparse, "dense": dense}, n_resamples=50, seed=1)
+    assert set(lc.ci) == {"sparse", "dense"}
+    assert lc.ci["dense"][0] <= lc.win_rates["dense"] <= lc.ci["dense"][1]
