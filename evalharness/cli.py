@@ -467,7 +467,7 @@ def run_summary(store: Any, run_id: str) -> dict[str, Any]:
         "status": run["status"],
         "tasks": tasks,
         "calls_made": {"model": 0, "judge": 0},
-        "warnings": run_warnings(run["spec"]),
+        "warnings": run_warnings(run["spec"], tasks),
         "provenance": run["provenance"],
     }
 

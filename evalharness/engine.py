@@ -28,6 +28,7 @@ from evalharness.requests import (
     ScoreRequest,
     canonical_json,
     result_from_json,
+    result_to_json,
     sha256_hex,
     to_jsonable,
 )
@@ -90,12 +91,20 @@ class RunOutcome:
         }
 
 
-def run_warnings(spec: dict[str, Any]) -> list[str]:
-    """Warnings about a run, from the spec it stored (so `show` gives the ones `run` gave).
+#: The per-task count of samples with an input cut to fit a model's context (`counts`).
+#: Named apart from tasks' own counts (TrueMatch's `truncated` counts descriptions it cut).
+TRUNCATED_COUNT = "context_truncated"
+
+
+def run_warnings(spec: dict[str, Any], tasks: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Warnings about a run, from the spec and per-task entries it stored (so `show` gives the
+    ones `run` gave).
 
     A task judged by the evaluated model grades its own answers: fine for trying the pipeline
     out, meaningless as a score. Scripts and CI read `--json`, so it must say so there too.
-    Each task adds its own (`Task.warnings`) from the settings stored in the spec.
+    Each task adds its own (`Task.warnings`) from the settings stored in the spec. A task whose
+    samples had inputs cut to fit a model's context (`TRUNCATED_COUNT` in its counts) says how
+    many: their scores saw less than the whole input.
     """
     warnings = []
     self_judged = spec.get("self_judged") or []
@@ -108,7 +117,23 @@ def run_warnings(spec: dict[str, Any]) -> list[str]:
     for name, settings in (spec.get("task_settings") or {}).items():
         if name in registered:  # a run stored by a task no longer installed has none
             warnings.extend(f"{name}: {w}" for w in registered[name].warnings(settings))
+    for name, entry in (tasks or {}).items():
+        cut = ((entry or {}).get("counts") or {}).get(TRUNCATED_COUNT, 0)
+        if cut:
+            warnings.append(
+                f"{name}: {cut} of {entry.get('n', '?')} samples had an input longer than the "
+                "model's (or judge's) context, cut to fit (a prompt loses its start, a reward "
+                "model's input its end): their scores saw less than the whole input"
+            )
     return warnings
+
+
+def any_truncated(results: Any) -> bool:
+    """Whether any of these results (or stored verdicts) had an input cut to fit a context."""
+    return any(
+        (r.get("truncated") if isinstance(r, dict) else getattr(r, "truncated", False))
+        for r in results
+    )
 
 
 @dataclass
@@ -342,7 +367,7 @@ class Runner:
             seconds=time.perf_counter() - started,
             status=status,
             judging=self.judge_stats.to_json() if judges else {},
-            warnings=run_warnings(stored_spec),
+            warnings=run_warnings(stored_spec, results),
         )
 
     # -- judges, baselines, estimates, pools ---------------------------------------------
@@ -551,7 +576,7 @@ class Runner:
                 self.store.put_responses(
                     model_hash,
                     [
-                        (p.key, to_jsonable(p.request), to_jsonable(r))
+                        (p.key, to_jsonable(p.request), result_to_json(r))
                         for p, r in zip(chunk, results, strict=True)
                     ],
                 )
@@ -650,7 +675,7 @@ class Runner:
                         leave_unjudged(entry, failed[0].error)
                         advance(1)
                         continue
-                    verdict = judge.verdict(entry.item, own)
+                    verdict = judge.marked_verdict(entry.item, own)
                     if verdict.get("failure") and verdict.get("retryable"):
                         if attempt < judge.retries:
                             stats.parse_retries += 1
@@ -685,12 +710,20 @@ class Runner:
             }
             self.store.put_sample_scores(run_id, task.name, scores)
             outcome = task.aggregate(samples, [scores[s.id] for s in samples])
+            counts = dict(outcome.counts)
+            cut = sum(
+                any_truncated(responses[(task.name, s.id)].values())
+                or any_truncated(verdicts[(task.name, s.id)].values())
+                for s in samples
+            )
+            if cut:  # absent means none, as in runs stored before it was counted
+                counts[TRUNCATED_COUNT] = cut
             entry = {
                 "n": len(samples),
                 "failures": outcome.failures,
                 "metrics": outcome.metrics,
                 "ci": {k: list(v) for k, v in outcome.ci.items()},
-                "counts": outcome.counts,
+                "counts": counts,
             }
             if task.pooled:  # a re-scored run keeps the record of its pooled fits
                 stored = [t for t in self.store.get_tasks(run_id) if t["task"] == task.name]

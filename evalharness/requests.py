@@ -93,12 +93,18 @@ class ClassifyRequest:
 Request = GenerateRequest | CompleteRequest | ScoreRequest | RewardRequest | ClassifyRequest
 
 
+# `truncated` on a result: its input was longer than the model's context and was cut to fit
+# (see `evalharness.backends.context` for what is cut); the engine counts and warns about it.
+# Stored only when true, so results stored before the flag existed read as not truncated.
+
+
 @dataclass(frozen=True)
 class GenerateResult:
     text: str
     n_prompt_tokens: int = 0
     n_generated_tokens: int = 0
     finish_reason: str = "stop"
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,16 +112,19 @@ class ScoreResult:
     logprob: float
     n_tokens: int
     is_greedy: bool
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
 class RewardResult:
     reward: float
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
 class ClassifyResult:
     probabilities: dict[str, float]
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,15 @@ Result = GenerateResult | ScoreResult | RewardResult | ClassifyResult
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses (nested) to plain JSON values."""
     return asdict(obj)
+
+
+def result_to_json(result: Result) -> dict[str, Any]:
+    """A result as stored: `truncated` only when true, so a result that fit is stored exactly
+    as before the flag existed."""
+    data = asdict(result)
+    if not data.get("truncated"):
+        data.pop("truncated", None)
+    return data
 
 
 def canonical_json(value: Any) -> str:

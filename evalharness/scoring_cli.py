@@ -3,7 +3,9 @@
 Reads JSONL rows `{"context": str, "continuation": str, "id"?: any}` and prints one JSON line per
 row, in input order: `{"id"?, "logprob", "n_tokens", "is_greedy"}`, the numbers lm-eval's
 `loglikelihood` gives (summed log-probability of the continuation's tokens, and whether every one
-of them is the model's argmax). The backend does the tokenisation split and the batching.
+of them is the model's argmax). The backend does the tokenisation split and the batching. A
+row too long for the model's context is left-truncated as lm-eval does and says
+`"truncated": true`.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def _length(request: ScoreRequest) -> int:
 def output_line(row: ScoreRow, result: ScoreResult) -> str:
     out: dict[str, Any] = {} if row.row_id is _NO_ID else {"id": row.row_id}
     out.update(logprob=result.logprob, n_tokens=result.n_tokens, is_greedy=result.is_greedy)
+    if result.truncated:
+        out["truncated"] = True
     return json.dumps(out)
 
 

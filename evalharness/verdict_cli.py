@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from evalharness.errors import InputError
@@ -200,6 +201,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
             "text": str(require(where, row, "completion")),
         }
         rows.append((str(require(where, row, "id")), JudgeItem("refusal", "refusal", fields)))
+    truncated = 0
     for start in range(0, len(rows), 64):
         chunk = rows[start : start + 64]
         verdicts = _judge_items(judge, [item for _, item in chunk])
@@ -207,7 +209,16 @@ def cmd_judge(args: argparse.Namespace) -> int:
             out = {"id": row_id, "verdict": verdict.get("label")}
             if verdict.get("failure"):
                 out["error"] = verdict.get("error")
+            if verdict.get("truncated"):
+                out["truncated"] = True  # the completion was cut to fit the judge's context
+                truncated += 1
             print(json.dumps(out) if args.json else f"{row_id}\t{out['verdict']}")
+    if truncated:
+        print(
+            f"evalharness: warning: {truncated} of {len(rows)} rows were longer than the "
+            "judge model's context and were cut to fit",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -221,7 +232,8 @@ def _judge_items(judge: Any, items: list[Any]) -> list[dict[str, Any]]:
         results = judge.backend.answer(flat) if flat else []
         cursor, retry = 0, []
         for index, group in zip(pending, requests, strict=True):
-            verdicts[index] = judge.verdict(items[index], results[cursor : cursor + len(group)])
+            own = results[cursor : cursor + len(group)]
+            verdicts[index] = judge.marked_verdict(items[index], own)
             cursor += len(group)
             if verdicts[index].get("failure") and verdicts[index].get("retryable"):
                 retry.append(index)

@@ -80,6 +80,15 @@ class Judge(HasIdentity):
     def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
         """The backend requests needed to judge `item`; `attempt` > 0 is a retry."""
 
+    def marked_verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
+        """`verdict`, with `truncated: True` when an input was cut to fit the judge model's
+        context (a reward model's dialogue, an LLM judge's prompt): the verdict saw less than
+        the whole answer. Stored with the verdict, so a cached one keeps saying so."""
+        verdict = self.verdict(item, results)
+        if any(getattr(result, "truncated", False) for result in results):
+            verdict["truncated"] = True
+        return verdict
+
     @abstractmethod
     def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
         """Read a verdict from the results.

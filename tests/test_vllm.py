@@ -175,9 +175,16 @@ def test_generation_limits_and_stop_strings(engine: VLLMBackend) -> None:
     assert " 10" not in stopped.text and full.text.startswith(stopped.text.strip())
 
 
-def test_too_long_prompt_is_a_one_line_error(engine: VLLMBackend) -> None:
-    with pytest.raises(InputError, match="vLLM refused a request") as raised:
-        engine.generate([ask("word " * (MAX_MODEL_LEN + 100))])
+def test_too_long_inputs_are_cut_as_hf_cuts_them_and_marked(engine: VLLMBackend) -> None:
+    """Not refused by the engine (which would end the run), nor silently stopped at
+    max_model_len: the prompt loses its start, the result says `truncated`."""
+    (long,) = engine.generate([ask("word " * (MAX_MODEL_LEN + 100))])
+    assert long.truncated and long.n_prompt_tokens == MAX_MODEL_LEN - 24
+    assert not engine.generate([ask("Hello")])[0].truncated
+    (scored,) = engine.score([ScoreRequest(continuation=" word", context="word " * MAX_MODEL_LEN)])
+    assert scored.truncated and scored.n_tokens >= 1
+    with pytest.raises(InputError, match="leaves no room") as raised:
+        engine.generate([ask("Hello", max_new_tokens=MAX_MODEL_LEN)])
     assert "\n" not in str(raised.value)
 
 

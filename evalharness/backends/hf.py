@@ -7,10 +7,12 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
+from evalharness.backends.context import causal_lm_limit, fit_prompt, fit_scored
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
@@ -170,6 +172,11 @@ class HFBackend(Backend):
         self._load()
         return self._tokenizer
 
+    @property
+    def context_limit(self) -> int | None:
+        """Tokens the model reads at most (prompt plus generated); None when nothing says."""
+        return causal_lm_limit(self.model.config, self.tokenizer)
+
     def stop_token_ids(self) -> list[int]:
         configured = getattr(self.model.generation_config, "eos_token_id", None)
         return stop_token_ids(self.tokenizer.eos_token_id, configured)
@@ -190,11 +197,29 @@ class HFBackend(Backend):
     # -- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         encoded = [self.encode(self.render_chat(r.messages), templated=True) for r in requests]
-        return self._generate_encoded(encoded, [(r.sampling, ()) for r in requests])
+        return self._generate_fitted(encoded, [(r.sampling, ()) for r in requests])
 
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
         encoded = [self.encode(r.prompt, templated=False) for r in requests]
-        return self._generate_encoded(encoded, [(r.sampling, r.stop) for r in requests])
+        return self._generate_fitted(encoded, [(r.sampling, r.stop) for r in requests])
+
+    def _generate_fitted(
+        self,
+        encoded: list[list[int]],
+        settings: list[tuple[SamplingParams, tuple[str, ...]]],
+    ) -> list[GenerateResult]:
+        """Prompts too long for the context lose their start (`fit_prompt`); their results
+        say `truncated`."""
+        limit = self.context_limit
+        fitted = [
+            fit_prompt(prompt, sampling.max_new_tokens, limit)
+            for prompt, (sampling, _) in zip(encoded, settings, strict=True)
+        ]
+        results = self._generate_encoded([prompt for prompt, _ in fitted], settings)
+        return [
+            replace(result, truncated=True) if cut else result
+            for result, (_, cut) in zip(results, fitted, strict=True)
+        ]
 
     def _generate_encoded(
         self,
@@ -347,7 +372,13 @@ class HFBackend(Backend):
         return self.prompts.encode_pair(request)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        pairs = self.prompts.encode_scored_pairs(requests)
+        limit = self.context_limit
+        # The model reads all but the last token: limit + 1 tokens fit, as lm-eval counts.
+        fitted = [
+            (fit_scored(context, continuation, None if limit is None else limit + 1), continuation)
+            for context, continuation in self.prompts.encode_scored_pairs(requests)
+        ]
+        pairs = [(context, continuation) for (context, _), continuation in fitted]
         by_context: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (context, _) in enumerate(pairs):
             by_context[tuple(context)].append(index)
@@ -364,7 +395,10 @@ class HFBackend(Backend):
                 shared = self._score_shared_context(list(context), [pairs[i][1] for i in indices])
                 for index, result in zip(indices, shared, strict=True):
                     results[index] = result
-        return all_results(results)
+        return [
+            replace(result, truncated=True) if cut else result
+            for result, ((_, cut), _) in zip(all_results(results), fitted, strict=True)
+        ]
 
     def _decoder(self) -> Any:
         from evalharness.kernels.causal_lm import decoder_of
@@ -380,10 +414,14 @@ class HFBackend(Backend):
         return LMHead.of(self.model).stats(hidden, torch.as_tensor(targets))
 
     def _score_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[ScoreResult]:
-        """Right-padded batch of whole sequences; logits only at continuation positions."""
+        """Right-padded batch of whole sequences; logits only at continuation positions.
+
+        The last continuation token is never an input (nothing after it is scored), so a pair
+        that fits the context by lm-eval's count (limit + 1 tokens) is never one position over.
+        """
         import torch
 
-        sequences = [c + t for c, t in pairs]
+        sequences = [c + t[:-1] for c, t in pairs]
         width = max(len(s) for s in sequences)
         input_ids = torch.full((len(sequences), width), self.tokenizer.pad_token_id)
         attention = torch.zeros((len(sequences), width), dtype=torch.long)

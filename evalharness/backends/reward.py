@@ -5,6 +5,9 @@ Reward models (OpenAssistant deberta, Skywork, ones trained by `trainers/`) are
 goes through the tokenizer's chat template when it has one, as the model was trained on.
 Classifiers (e.g. a refusal or safety classifier) have several labels and answer
 `ClassifyRequest`s with the probability of each label named in the model's `id2label`.
+
+An input longer than the model's context (`classifier_limit`) is truncated by the tokenizer at
+that length, on its configured side, and its result says `truncated`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend
+from evalharness.backends.context import classifier_limit
 from evalharness.backends.hf import load_pretrained, read_chat_template, resolve_local_dir
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec
@@ -75,27 +79,34 @@ class RewardModelBackend(Backend):
 
     def _logits(
         self, texts: list[str], pairs: list[str | None] | None = None, templated: bool = False
-    ) -> list[list[float]]:
-        """Output logits per text, batched by length."""
+    ) -> list[tuple[list[float], bool]]:
+        """Output logits per text, batched by length, and whether the text was truncated."""
         import torch
 
+        limit = classifier_limit(self._model.config, self._tokenizer)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        found: dict[int, list[float]] = {}
+        found: dict[int, tuple[list[float], bool]] = {}
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             chunk_pairs = [pairs[i] for i in chunk] if pairs else None
-            batch = self._tokenizer(
+            inputs = (
                 [texts[i] for i in chunk],
                 chunk_pairs if chunk_pairs and all(p is not None for p in chunk_pairs) else None,
+            )
+            # Lengths before truncation: the tokenizer cuts without saying so.
+            full = self._tokenizer(*inputs, add_special_tokens=not templated)["input_ids"]
+            batch = self._tokenizer(
+                *inputs,
                 return_tensors="pt",
                 padding=True,
-                truncation=True,
+                truncation=limit is not None,
+                max_length=limit,
                 add_special_tokens=not templated,
             )
             with torch.inference_mode():
                 logits = self._model(**batch).logits.float()
-            for index, row in zip(chunk, logits.tolist(), strict=True):
-                found[index] = row
+            for index, ids, row in zip(chunk, full, logits.tolist(), strict=True):
+                found[index] = (row, limit is not None and len(ids) > limit)
         return [found[i] for i in range(len(texts))]
 
     def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
@@ -107,7 +118,7 @@ class RewardModelBackend(Backend):
             )
         texts = [self.render(r.messages) for r in requests]
         rows = self._logits(texts, templated=bool(self._tokenizer.chat_template))
-        return [RewardResult(reward=row[0]) for row in rows]
+        return [RewardResult(reward=row[0], truncated=cut) for row, cut in rows]
 
     def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
         import math
@@ -118,13 +129,12 @@ class RewardModelBackend(Backend):
             raise InputError(f"{self.spec.raw} has one output: use it as rm:, not clf:")
         rows = self._logits([r.text for r in requests], [r.text_pair for r in requests])
         results = []
-        for row in rows:
+        for row, cut in rows:
             top = max(row)
             weights = [math.exp(v - top) for v in row]
             total = sum(weights)
-            results.append(
-                ClassifyResult({str(labels[i]): weights[i] / total for i in range(len(row))})
-            )
+            probabilities = {str(labels[i]): weights[i] / total for i in range(len(row))}
+            results.append(ClassifyResult(probabilities, truncated=cut))
         return results
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:

