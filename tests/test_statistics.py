@@ -137,6 +137,12 @@ def test_mt_bench_pairwise_ci_resamples_questions() -> None:
     values = [points[i % 3] for i in range(40)]
     one_each = cluster_bootstrap_mean(values, [x.id for x in samples], seed=0)
     assert result.ci["score"] == pytest.approx(one_each)
+    # Every rate has its interval, resampling questions too.
+    for name, winner in (("win_rate", "candidate"), ("tie_rate", "tie"), ("loss_rate", "baseline")):
+        indicator = [float(winners[i % 3] == winner) for i in range(40) for _ in range(2)]
+        clusters = [x.id for x in samples for _ in range(2)]
+        assert result.ci[name] == cluster_bootstrap_mean(indicator, clusters, seed=0)
+        assert result.ci[name][0] <= result.metrics[name] <= result.ci[name][1]
 
 
 # -- compare's gate on two identical models ------------------------------------------------

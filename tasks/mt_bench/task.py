@@ -352,6 +352,10 @@ class MTBench(Task):
         points: dict[str, list[float]] = defaultdict(list)
         questions: dict[str, list[str]] = defaultdict(list)  # the question of each verdict
         outcomes: dict[str, int] = {"win": 0, "tie": 0, "loss": 0}
+        # Rates and order checks are means of per-verdict values too: kept apart from `points`
+        # (whose names are the score metrics) only so each gets its question-level CI.
+        rates: dict[str, list[float]] = defaultdict(list)
+        rate_questions: dict[str, list[str]] = defaultdict(list)
         consistency: list[float] = []
         gaps: list[float] = []
         for sample, score in zip(samples, scores, strict=True):
@@ -365,10 +369,16 @@ class MTBench(Task):
                 for name in ("score", f"score_{turn}", score["category"]):
                     points[name].append(value)
                     questions[name].append(sample.id)
+                found = {f"{kind}_rate": float(outcome == kind) for kind in outcomes}
                 if score[f"{turn}_consistent"] is not None:
                     consistency.append(float(score[f"{turn}_consistent"]))
+                    found["swap_consistency"] = consistency[-1]
                 if score.get(f"{turn}_order_gap") is not None:  # probs verdicts, both orders
                     gaps.append(score[f"{turn}_order_gap"])
+                    found["order_gap"] = gaps[-1]
+                for name, rate in found.items():
+                    rates[name].append(rate)
+                    rate_questions[name].append(sample.id)
         n = sum(outcomes.values())
         metrics: dict[str, float] = {}
         if n:
@@ -388,6 +398,8 @@ class MTBench(Task):
             name: _question_ci(points[name], questions[name], self.seed)
             for name in _metric_order(points, "score")
         }
+        for name in rates:
+            ci[name] = _question_ci(rates[name], rate_questions[name], self.seed)
         return TaskResult(
             metrics=metrics,
             failures=sum(s["failures"] for s in scores),
