@@ -21,3 +21,21 @@ __version__ = "0.1.0"
 _PACKAGE_DIR = _Path(__file__).resolve().parent
 if not (_PACKAGE_DIR / "tasks").is_dir() and (_PACKAGE_DIR.parent / "pyproject.toml").is_file():
     __path__.append(str(_PACKAGE_DIR.parent))  # noqa: F821 (a package's __path__)
+
+#: The Python API, imported on first use so `import evalharness` (and the CLI) stays light.
+_API = {
+    "evaluate": "evalharness.api",
+    "compare": "evalharness.api",
+    "Results": "evalharness.api",
+    "ResultFrames": "evalharness.api",
+    "EvalCallback": "evalharness.callback",
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> object:
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'evalharness' has no attribute {name!r}")

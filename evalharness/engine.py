@@ -13,7 +13,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalharness import pool_history, provenance
 from evalharness.backends import Backend, load_backend
@@ -35,6 +35,9 @@ from evalharness.requests import (
 from evalharness.store import Link, RunStore
 from evalharness.tasks.base import JudgeItem, Sample, Task, TaskData
 from evalharness.tasks.registry import available_tasks, get_task_class
+
+if TYPE_CHECKING:  # for annotations only: `_build_judges` imports the judges lazily
+    from evalharness.judges.base import Judge
 
 #: How many judge items are judged and committed together.
 JUDGE_CHUNK = 8
@@ -241,10 +244,18 @@ class Runner:
         store: RunStore,
         progress: Progress = no_progress,
         notify: Callable[[str], None] = lambda message: None,
+        *,
+        use_backend: Backend | None = None,
+        use_judge: Judge | None = None,
     ) -> None:
+        """`use_backend` and `use_judge`, when given, replace the ones the spec would build:
+        importers whose answers and ratings are keyed by the task's own question ids
+        (FastChat's files) build them from the questions before the run starts."""
         self.store = store
         self.progress = progress
         self.notify = notify
+        self.use_backend = use_backend
+        self.use_judge = use_judge
         self.calls = {"model": 0, "judge": 0, "baseline": 0}
         self.judge_stats = JudgeStats()
 
@@ -252,7 +263,7 @@ class Runner:
     def run(self, spec: RunSpec) -> RunOutcome:
 
         started = time.perf_counter()
-        backend = load_backend(spec.model)
+        backend = self.use_backend or load_backend(spec.model)
         tasks = [
             get_task_class(name)(spec.task_options.get(name), spec.seed) for name in spec.tasks
         ]
@@ -382,6 +393,8 @@ class Runner:
             if not task.needs_judge:
                 continue
             judge_spec = spec.judge or task.default_judge or "self"
+            if self.use_judge is not None:
+                built.setdefault(judge_spec, self.use_judge)
             if judge_spec not in built:
                 built[judge_spec] = build_judge(
                     judge_spec,

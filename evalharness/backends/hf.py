@@ -172,6 +172,12 @@ class HFBackend(Backend):
         self._load()
         return self._tokenizer
 
+    def _on_device(self, tensor: Any) -> Any:
+        """Inputs go where the model is (a model handed over by a training loop may be on a
+        GPU; a loaded checkpoint stays on the CPU)."""
+        device = getattr(self.model, "device", None)
+        return tensor if device is None or tensor.device == device else tensor.to(device)
+
     @property
     def context_limit(self) -> int | None:
         """Tokens the model reads at most (prompt plus generated); None when nothing says."""
@@ -267,7 +273,11 @@ class HFBackend(Backend):
 
         cache = DynamicCache()
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+            self.model(
+                input_ids=self._on_device(torch.tensor([prefix])),
+                past_key_values=cache,
+                use_cache=True,
+            )
         results = []
         for prompt in prompts:
             results += self.generate_token_ids([prompt], sampling, stop, prefix_cache=cache)
@@ -355,7 +365,11 @@ class HFBackend(Backend):
                 do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=None
             )
         with torch.inference_mode():
-            output = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+            output = self.model.generate(
+                input_ids=self._on_device(input_ids),
+                attention_mask=self._on_device(attention),
+                **kwargs,
+            )
         outputs = []
         for row in range(len(prompts)):
             new_tokens = output[row, width:].tolist()
@@ -411,7 +425,7 @@ class HFBackend(Backend):
 
         from evalharness.kernels.causal_lm import LMHead
 
-        return LMHead.of(self.model).stats(hidden, torch.as_tensor(targets))
+        return LMHead.of(self.model).stats(hidden, torch.as_tensor(targets, device=hidden.device))
 
     def _score_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[ScoreResult]:
         """Right-padded batch of whole sequences; logits only at continuation positions.
@@ -430,7 +444,7 @@ class HFBackend(Backend):
             attention[row, : len(seq)] = 1
         with torch.inference_mode():
             hidden = self._decoder()(
-                input_ids=input_ids, attention_mask=attention
+                input_ids=self._on_device(input_ids), attention_mask=self._on_device(attention)
             ).last_hidden_state
             rows, positions, targets = [], [], []
             for row, (context, continuation) in enumerate(pairs):
@@ -452,14 +466,16 @@ class HFBackend(Backend):
         with torch.inference_mode():
             cache = DynamicCache()
             out = self._decoder()(
-                input_ids=torch.tensor([context]), past_key_values=cache, use_cache=True
+                input_ids=self._on_device(torch.tensor([context])),
+                past_key_values=cache,
+                use_cache=True,
             )
             last_hidden = out.last_hidden_state[0, -1:]
             for continuation in continuations:
                 hidden = last_hidden
                 if len(continuation) > 1:
                     step = self._decoder()(
-                        input_ids=torch.tensor([continuation[:-1]]),
+                        input_ids=self._on_device(torch.tensor([continuation[:-1]])),
                         past_key_values=cache,
                         use_cache=True,
                     )

@@ -1,0 +1,66 @@
+"""An `hf:` backend over a model already in memory: evaluating inside a training loop.
+
+Writing a checkpoint every N steps only to read it back is slow and fills disks; this backend
+runs the live `transformers` model and tokenizer directly, through the same batching, chat
+template and decoding code as `HFBackend`, so its answers are the answers a saved checkpoint of
+the same weights gives.
+
+The cache key must change whenever the weights do, so the identity hashes the parameters and
+buffers (names, dtypes, shapes and bytes) each time a backend is built: a few seconds per
+billion parameters, paid once per evaluation, not per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from evalharness.backends.hf import HFBackend
+from evalharness.modelspec import ModelSpec
+from evalharness.requests import sha256_hex
+
+
+def state_sha256(model: Any) -> str:
+    """One hash over the model's state dict: every tensor's name, dtype, shape and bytes."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
+        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit words
+            data = data.view(torch.int16)
+        digest.update(data.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class InMemoryHFBackend(HFBackend):
+    """`HFBackend` over a live model and tokenizer; nothing is loaded or written."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 8) -> None:
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.spec = ModelSpec(
+            backend="hf", name=name, raw=f"memory:{name}", dtype=dtype, batch_size=batch_size
+        )
+        self.batch_size = batch_size
+        self.directory = None
+        template = getattr(tokenizer, "chat_template", None)
+        generation = getattr(model, "generation_config", None)
+        self._identity = {
+            "backend": "hf",
+            "name": self.spec.raw,
+            "weights_sha256": state_sha256(model),
+            "dtype": dtype,
+            "chat_template_sha256": sha256_hex(template) if template else None,
+            "generation_config_sha256": (
+                sha256_hex(generation.to_json_string()) if generation is not None else None
+            ),
+        }
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._model = model
+        self._tokenizer = tokenizer
+        self._prompts = None
+
+    def _load(self) -> None:
+        """Already loaded: the model and tokenizer were given."""

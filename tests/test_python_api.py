@@ -1,0 +1,144 @@
+"""The Python API: `evaluate`, `compare`, `Results.to_pandas`, and `EvalCallback` in a TRL run.
+
+Each is held to the CLI on the same inputs: the same run id and numbers for a spec string, the
+same numbers for a model in memory as for its saved checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import run_cli
+
+import evalharness
+from evalharness.errors import InputError
+
+#: A judged task, small and cheap on the tiny model: it judges itself (probabilities mode), so
+#: its ratings are real numbers that move when the weights do.
+TASK = "mt_bench"
+OPTIONS = {"mt_bench": {"data": "builtin", "max_new_tokens": "8"}}
+LIMIT = 2
+
+
+def cli_run(capsys: pytest.CaptureFixture[str], model: str, store: Path) -> dict[str, Any]:
+    capsys.readouterr()  # what ran before (a trainer's log lines) is not the command's output
+    code, stdout, _ = run_cli(
+        capsys,
+        "run",
+        "--model",
+        model,
+        "--tasks",
+        TASK,
+        "--task-arg",
+        "mt_bench.data=builtin",
+        "--task-arg",
+        "mt_bench.max_new_tokens=8",
+        "--limit",
+        str(LIMIT),
+        "--store",
+        str(store),
+        "--json",
+    )
+    assert code == 0
+    return json.loads(stdout)
+
+
+def test_evaluate_is_the_cli_run(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    results = evalharness.evaluate(
+        f"hf:{tiny_model_dir}", [TASK], limit=LIMIT, store=store, task_options=OPTIONS
+    )
+    assert results.status == "complete"
+    assert results.raw["calls_made"]["model"] > 0
+    cli = cli_run(capsys, f"hf:{tiny_model_dir}", store)
+    assert cli["run_id"] == results.run_id
+    assert cli["calls_made"] == {"model": 0, "judge": 0}  # answered from the API run's cache
+    assert cli["tasks"][TASK]["metrics"] == results.metrics[TASK]
+    frames = results.to_pandas()
+    row = frames.metrics.set_index(["task", "metric"]).loc[(TASK, "score")]
+    assert row["value"] == results.metrics[TASK]["score"]
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+    assert len(frames.samples) == LIMIT
+    assert {"task", "sample_id", "turn1", "turn2"} <= set(frames.samples.columns)
+    comparison = evalharness.compare(results, cli["run_id"])
+    assert comparison.passed and comparison.to_json()["tasks"]
+
+
+def test_a_model_in_memory_scores_as_its_checkpoint(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    store = tmp_path / "runs.sqlite"
+    results = evalharness.evaluate(
+        model, TASK, tokenizer=tokenizer, limit=LIMIT, store=store, task_options=OPTIONS
+    )
+    assert model.training  # given back as it came
+    cli = cli_run(capsys, f"hf:{tiny_model_dir}", store)
+    assert cli["run_id"] != results.run_id  # another identity: the weights in memory
+    for metric, value in cli["tasks"][TASK]["metrics"].items():
+        assert results.metrics[TASK][metric] == pytest.approx(value, abs=1e-4), metric
+    with pytest.raises(InputError, match="tokenizer"):
+        evalharness.evaluate(model, TASK, store=store)
+    with pytest.raises(InputError, match="not in tasks"):
+        evalharness.evaluate(model, TASK, tokenizer=tokenizer, task_options={"other": {}})
+
+
+def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """10 SFT steps on TRL's conversational format; metrics at steps 5 and 10 are logged and
+    equal what the CLI gives for the checkpoints the trainer saved at those steps."""
+    trl = pytest.importorskip("trl")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Name a river number {i}."},
+                {"role": "assistant", "content": "The river is long and the model answers."},
+            ]
+        }
+        for i in range(20)
+    ]
+    config = trl.SFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        max_steps=10,
+        per_device_train_batch_size=2,
+        learning_rate=5e-3,
+        save_steps=5,
+        logging_steps=5,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        save_only_model=True,
+    )
+    trainer = trl.SFTTrainer(
+        model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    store = tmp_path / "runs.sqlite"
+    callback = evalharness.EvalCallback(
+        trainer, tasks=[TASK], every_n_steps=5, limit=LIMIT, store=store, task_options=OPTIONS
+    )
+    trainer.add_callback(callback)
+    trainer.train()
+
+    logged = [e for e in trainer.state.log_history if "evalharness/mt_bench/score" in e]
+    assert [e["step"] for e in logged] == [5, 10]
+    assert [step for step, _ in callback.results] == [5, 10]
+    assert logged[0]["evalharness/mt_bench/score"] != logged[1]["evalharness/mt_bench/score"]
+    for entry in logged:
+        checkpoint = tmp_path / "sft" / f"checkpoint-{entry['step']}"
+        cli = cli_run(capsys, f"hf:{checkpoint}", store)
+        want = cli["tasks"][TASK]["metrics"]["score"]
+        assert entry["evalharness/mt_bench/score"] == pytest.approx(want, abs=1e-4)
