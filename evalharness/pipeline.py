@@ -62,6 +62,10 @@ EVALUATE_KEYS: dict[str, tuple[type, ...]] = {
     "tasks": (list,),
     "task_args": (dict,),
     "judge": (str,),
+    "judge_mode": (str,),
+    "judge_base_url": (str,),
+    "judge_api_key_env": (str,),
+    "max_judge_calls": (int,),
     "limit": (int,),
     "seed": (int,),
     "dtype": (str,),
@@ -128,10 +132,13 @@ def parse_gates(path: Path, entries: Any, lines: YamlLines | None = None) -> lis
 
 
 def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[str, Any]:
-    """One `evalharness run` in process; returns its JSON result."""
-    from evalharness.engine import Runner, RunSpec, no_progress
+    """One `evalharness run` in process (`evalharness.evaluate`); returns its JSON result.
+
+    An `openai:` judge's key comes from the variable `judge_api_key_env` names, never from the
+    YAML itself (a key in a committed CI file would leak).
+    """
+    from evalharness.api import evaluate as evaluate_run
     from evalharness.modelspec import parse_model_spec
-    from evalharness.store import RunStore
 
     tasks = evaluate_config.get("tasks")
     if not tasks or not isinstance(tasks, list):
@@ -142,19 +149,20 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
         if not sep:
             raise InputError(f"{where}: task_args key {key!r} is not TASK.OPTION")
         task_options.setdefault(task, {})[option] = str(value)
-    spec = RunSpec(
-        model=parse_model_spec(model, dtype=str(evaluate_config.get("dtype", "float32"))),
-        tasks=[str(t) for t in tasks],
+    results = evaluate_run(
+        parse_model_spec(model, dtype=str(evaluate_config.get("dtype", "float32"))),
+        [str(t) for t in tasks],
         task_options=task_options,
         judge=evaluate_config.get("judge"),
+        judge_mode=evaluate_config.get("judge_mode") or "auto",
+        judge_base_url=evaluate_config.get("judge_base_url"),
+        judge_api_key_env=evaluate_config.get("judge_api_key_env"),
+        max_judge_calls=evaluate_config.get("max_judge_calls"),
         limit=evaluate_config.get("limit"),
         seed=int(evaluate_config.get("seed", 0)),
+        store=evaluate_config.get("store") or default_store_path(),
     )
-    store = RunStore(Path(evaluate_config.get("store") or default_store_path()))
-    try:
-        return Runner(store, progress=no_progress, notify=lambda message: None).run(spec).to_json()
-    finally:
-        store.close()
+    return results.raw
 
 
 def evaluation_problem(role: str, result: dict[str, Any]) -> str | None:

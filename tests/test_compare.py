@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from fastapi import FastAPI, Request
+from local_server import running_server
 from scipy.stats import binomtest, wilcoxon
 
 from evalharness.compare import compare_runs
@@ -477,3 +479,49 @@ def test_a_partial_evaluation_fails_every_gate_with_its_reason(
     code, out, err = run_cli(capsys, "pipeline", str(path), "--json", "--quiet")
     assert code == 0, err
     assert json.loads(out)["passed"] is True
+
+
+def test_pipeline_evaluate_passes_judge_settings_and_the_named_key(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An `openai:` judge in pipeline YAML: its URL, mode and the key from the named variable
+    reach the judge server (the YAML holds the variable's name, never the key)."""
+    from evalharness.pipeline import check_evaluate, evaluate
+    from evalharness.records import read_yaml_lines
+
+    seen: list[str] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict[str, Any]:
+        seen.append(request.headers.get("authorization", ""))
+        message = {"role": "assistant", "content": "Fine. Rating: [[7]]"}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "judge",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+
+    monkeypatch.setenv("PIPELINE_JUDGE_KEY", "sk-pipeline-judge")
+    with running_server(app) as url:
+        section = {
+            "tasks": ["mt_bench"],
+            "task_args": {"mt_bench.data": "builtin", "mt_bench.max_new_tokens": 4},
+            "limit": 1,
+            "judge": "openai:judge",
+            "judge_mode": "text",
+            "judge_base_url": url,
+            "judge_api_key_env": "PIPELINE_JUDGE_KEY",
+            "store": str(tmp_path / "store.sqlite"),
+        }
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(json.dumps({"evaluate": section}))
+        _, lines = read_yaml_lines(path, "config")
+        check_evaluate(path, section, lines)  # the keys are known and well typed
+        result = evaluate(f"hf:{tiny_model_dir}", section, str(path))
+    assert result["status"] == "complete"
+    assert result["tasks"]["mt_bench"]["metrics"]["score"] == 7.0
+    assert seen and set(seen) == {"Bearer sk-pipeline-judge"}
