@@ -106,3 +106,21 @@ def test_two_ray_workers_started_from_the_root(tiny_model_dir: Path, tmp_path: P
     result = run_at_root("-m", "evalharness", *args, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(result.stdout)["tasks"]["mt_bench"]["n"] == 2
+
+
+def test_every_package_folder_is_listed_for_the_wheel() -> None:
+    """pyproject lists packages by name, so a new sub-package missing there is left out of the
+    wheel while an editable install (the tests) still finds it: list every folder with code."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    roots = {"evalharness": ROOT / "evalharness"}
+    roots.update({name: ROOT / path for name, path in setuptools["package-dir"].items()})
+    found = set()
+    for name, folder in roots.items():
+        for path in [folder, *folder.rglob("*")]:
+            if path.is_dir() and any(path.glob("*.py")) and "__pycache__" not in path.parts:
+                relative = path.relative_to(folder).parts
+                found.add(".".join((name, *relative)))
+    assert found - listed == set(), "add these to [tool.setuptools] packages"
