@@ -85,6 +85,19 @@ def add_train_parsers(commands: Any) -> None:
     train.add_argument("--lora-rank", type=int)
     train.add_argument("--lora-alpha", type=int)
     train.add_argument("--qlora", action="store_true", help="LoRA on a 4-bit base (CUDA only)")
+    train.add_argument(
+        "--peft",
+        metavar="TYPE",
+        help="train a PEFT adapter: lora, dora, rslora, pissa, olora, corda, adalora, ia3, vera, "
+        "loha, lokr, oft, boft (--lora means --peft lora)",
+    )
+    train.add_argument(
+        "--peft-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an argument of peft's config class for --peft, e.g. r=8 (a YAML value; repeatable)",
+    )
     train.add_argument("--group-size", type=int, help="online methods: samples per prompt")
     train.add_argument("--max-new-tokens", type=int, help="online methods: sample length")
     train.add_argument("--temperature", type=float, help="online methods: sampling temperature")
@@ -141,7 +154,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if args.loss_arg and isinstance(mapping.get("loss_args") or {}, dict):
         given = mapping.get("loss_args") or {}
         mapping["loss_args"] = {**given, **parse_loss_args(args.loss_arg)}
-    if args.lora or args.qlora or args.lora_rank or args.lora_alpha:
+    if args.peft or args.peft_arg:
+        mapping["peft"] = _peft_mapping(args, mapping)
+        mapping.pop("lora", None)  # a flag overrides the file: --peft replaces its lora:
+    elif args.lora or args.qlora or args.lora_rank or args.lora_alpha:
         lora = mapping.get("lora") if isinstance(mapping.get("lora"), dict) else {}
         if args.qlora:
             lora["load_in_4bit"] = True
@@ -153,6 +169,41 @@ def config_from_args(args: argparse.Namespace) -> Any:
     config = TrainConfig.from_mapping(mapping, where, locate=locate)
     check_method(config, locate or (lambda *keys: where))
     return config
+
+
+def parse_peft_args(pairs: list[str]) -> dict[str, Any]:
+    """`--peft-arg NAME=VALUE` pairs; each value read as YAML (8, 0.1, true, [q_proj, v_proj])."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--peft-arg expects NAME=VALUE, got {pair!r}")
+        try:
+            values[name.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--peft-arg {name.strip()}: {value!r} is not a YAML value") from None
+    return values
+
+
+def _peft_mapping(args: argparse.Namespace, mapping: dict[str, Any]) -> dict[str, Any]:
+    """The `peft:` mapping from --peft/--peft-arg (and --qlora) over the file's own `peft:`."""
+    if args.lora or args.lora_rank or args.lora_alpha:
+        raise InputError(
+            "--lora/--lora-rank/--lora-alpha set a plain LoRA; with --peft use --peft-arg r=N "
+            "and --peft-arg lora_alpha=N"
+        )
+    given = mapping.get("peft")
+    peft = dict(given) if isinstance(given, dict) else {"type": given} if given else {}
+    if args.peft:
+        peft["type"] = args.peft
+    elif "type" not in peft:
+        raise InputError("--peft-arg needs --peft TYPE (or a peft: type in --config)")
+    peft.update(parse_peft_args(args.peft_arg))
+    if args.qlora:
+        peft["load_in_4bit"] = True
+    return peft
 
 
 def check_method(config: Any, locate: Any, section: str = "") -> Any:

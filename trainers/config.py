@@ -33,6 +33,27 @@ class LoraSettings:
     target_modules: list[str] | str = "all-linear"
     load_in_4bit: bool = False  # QLoRA: needs bitsandbytes and a GPU
 
+    def as_peft(self) -> PeftSettings:
+        """The same adapter in the general form (`lora:` is `peft: {type: lora}`)."""
+        args = {
+            "r": self.rank,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": self.target_modules,
+        }
+        return PeftSettings("lora", args, self.load_in_4bit)
+
+
+@dataclass
+class PeftSettings:
+    """Any adapter of the PEFT family (`trainers.adapters.PEFT_TYPES`) with its peft config
+    arguments; the reference is the base with the adapter disabled (a separate copy of the
+    base for PiSSA-style initialisations, which rewrite the base weights)."""
+
+    type: str = "lora"
+    args: dict[str, Any] = field(default_factory=dict)
+    load_in_4bit: bool = False  # a 4-bit base (QLoRA and the like): bitsandbytes and a GPU
+
 
 @dataclass
 class TrainConfig:
@@ -56,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     lora: LoraSettings | None = None
+    peft: PeftSettings | None = None  # the general form; `lora` is `peft: {type: lora}`
     dtype: str = "float32"
     seed: int = 0
     limit: int | None = None  # first N training rows (smoke runs)
@@ -71,6 +93,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def adapter(self) -> PeftSettings | None:
+        """The adapter to train, from `peft` or `lora` (None: full fine-tuning)."""
+        if self.peft is not None:
+            return self.peft
+        return self.lora.as_peft() if self.lora is not None else None
 
     @classmethod
     def from_mapping(
@@ -98,6 +127,8 @@ class TrainConfig:
             label = f"{locate(name)}: field '{section}{name}'"
             if name == "lora":
                 values[name] = _lora(value, label, lambda key: locate("lora", key), section)
+            elif name == "peft":
+                values[name] = _peft(value, label, lambda key: locate("peft", key), section)
             elif name == "loss_args":
                 values[name] = _scalar_mapping(value, label)
             elif name == "extra":
@@ -108,6 +139,11 @@ class TrainConfig:
             raise InputError(
                 f"{locate('dtype')}: field '{section}dtype' must be one of {', '.join(DTYPES)}, "
                 f"not {values['dtype']!r}"
+            )
+        if values.get("lora") is not None and values.get("peft") is not None:
+            raise InputError(
+                f"{locate('peft')}: field '{section}peft': give either lora or peft, not both "
+                f"(lora is peft type lora)"
             )
         return cls(**values)
 
@@ -251,6 +287,46 @@ def _lora(value: Any, label: str, locate: Callable[[str], str], section: str) ->
         for name, item in value.items()
     }
     return LoraSettings(**converted)
+
+
+def _peft(value: Any, label: str, locate: Callable[[str], str], section: str) -> Any:
+    """`peft: NAME` or `peft: {type: NAME, load_in_4bit: BOOL, ...peft config arguments}`.
+
+    The type is checked without importing anything; the arguments are checked by building
+    peft's own config object (its fields and its validation), so a mistake is reported here,
+    with its line, before any model or data is loaded.
+    """
+    from . import adapters
+
+    if value is None or value is False:
+        return None
+    if isinstance(value, str):
+        value = {"type": value}
+    if not isinstance(value, dict):
+        raise InputError(f"{label} must be a type name or a mapping, not {_shown(value)}")
+    where = f"{section}peft"
+    if "type" not in value:
+        raise InputError(f"{label}: needs {where}.type, one of {', '.join(adapters.PEFT_TYPES)}")
+    try:
+        name = adapters.check_type(value["type"])
+    except InputError as exc:
+        raise InputError(f"{locate('type')}: field '{where}.type': {exc}") from None
+    load_in_4bit = convert(
+        value.get("load_in_4bit", False),
+        bool,
+        f"{locate('load_in_4bit')}: field '{where}.load_in_4bit'",
+    )
+    args = {str(k): v for k, v in value.items() if k not in ("type", "load_in_4bit")}
+    known = adapters.argument_names(name)
+    for key in args:
+        if key not in known:
+            message = adapters.unknown_argument_error(name, key)
+            raise InputError(f"{locate(key)}: field '{where}.{key}': {message}")
+    try:
+        adapters.build_config(name, args)
+    except InputError as exc:
+        raise InputError(f"{label}: {exc}") from None
+    return PeftSettings(name, args, load_in_4bit)
 
 
 def _reject_unknown(

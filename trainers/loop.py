@@ -28,7 +28,7 @@ import torch
 
 from evalharness.errors import InputError
 
-from . import losses
+from . import adapters, losses
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import collate, load_rows, mismatched_pairs, pack_examples, tokenize_rows
@@ -45,7 +45,6 @@ from .models import (
     PolicyScorer,
     adamw,
     adapters_disabled,
-    add_lora,
     core_model,
     load_model,
     reference_hidden,
@@ -58,6 +57,8 @@ log = logging.getLogger(__name__)
 PACKABLE = {"sft", "dft"}
 #: Methods whose loss reads the reference's full distribution per token (kept in memory).
 PER_TOKEN_REFERENCE = {"asft_anchored"}
+#: Training rows CorDA's calibration pass runs (one forward each).
+CALIBRATION_ROWS = 16
 
 
 @dataclass
@@ -278,7 +279,7 @@ class Trainer:
             config.model,
             config.dtype,
             sequence_classifier=self.is_reward_model,
-            load_in_4bit=config.lora is not None and config.lora.load_in_4bit,
+            load_in_4bit=config.adapter is not None and config.adapter.load_in_4bit,
         )
         self.base_identity = loaded.identity
         self.tokenizer = loaded.tokenizer
@@ -288,13 +289,44 @@ class Trainer:
         self.train_data = Examples(train, self.method.data_format, pad, config.max_length)
         self.eval_data = Examples(held, self.method.data_format, pad, config.max_length)
         self.kl_rows = "policy_kl_logps" in self.method.inputs
-        if config.lora is not None:
-            task = "SEQ_CLS" if self.is_reward_model else "CAUSAL_LM"
-            self.model = add_lora(self.model, config.lora, task_type=task)
+        self.initial_adapter: Path | None = None
+        if config.adapter is not None:
+            self._add_adapter(config.adapter)
         self.ref_model: Any = None
         self.reference: dict[str, dict[str, torch.Tensor]] = {}
         self._prepare_reference(loaded)
         self.delta = RunningMean()
+
+    def _add_adapter(self, settings: Any) -> None:
+        """Wrap the policy with the PEFT adapter (peft's config class for `settings.type`).
+
+        AdaLoRA's schedule spans the run's optimizer steps; CorDA calibrates on the first
+        training examples; PiSSA-style adapters keep their initial state, from which the saved
+        adapter is converted to a plain LoRA on the original base.
+        """
+        batches = math.ceil(len(self.train_data) / self.config.batch_size)
+        steps = planned_steps(self.config, math.ceil(batches / self.accelerator.num_processes))
+        self.model = adapters.add_adapter(
+            self.model,
+            settings.type,
+            settings.args,
+            task_type="SEQ_CLS" if self.is_reward_model else "CAUSAL_LM",
+            total_steps=steps,
+            calibration=self._calibrate,
+        )
+        if adapters.mutates_base(settings.type, settings.args):
+            self.initial_adapter = Path(self.config.out) / "adapter-init"
+            if self.accelerator.is_main_process:
+                adapters.save_initial_adapter(self.model, self.initial_adapter)
+
+    def _calibrate(self, model: Any) -> None:
+        """Forward passes over the first training examples, one row each (CorDA's covariance)."""
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for batch in self.train_data.in_order(1)[:CALIBRATION_ROWS]:
+                for key, ids in batch.items():
+                    if key.endswith("input_ids"):
+                        model(input_ids=ids.to(device))
 
     # -- reference ------------------------------------------------------------------------
     def _prepare_reference(self, loaded: Any) -> None:
@@ -349,9 +381,15 @@ class Trainer:
         return self.options.get("ld_alpha")
 
     def _reference_model(self, loaded: Any) -> tuple[Any, dict[str, Any]]:
-        """A separate frozen model, or the policy itself (LoRA: adapters disabled)."""
+        """A separate frozen model, or the policy itself (an adapter: adapters disabled, unless
+        its initialisation rewrote the base weights, as PiSSA's does)."""
         spec = self.config.reference
-        if spec is None and self.config.lora is not None:
+        adapter = self.config.adapter
+        if (
+            spec is None
+            and adapter is not None
+            and not adapters.mutates_base(adapter.type, adapter.args)
+        ):
             return self.model, self.base_identity
         if spec is None:
             spec = self.config.model
@@ -367,10 +405,10 @@ class Trainer:
         return lambda kind, index: sums[kind][index.cpu()].to(device)
 
     def _check_sharded_lora(self) -> None:
-        if self.config.lora is not None and _sharded_weights(self.accelerator):
+        if self.config.adapter is not None and _sharded_weights(self.accelerator):
             raise InputError(
-                "LoRA under FSDP/DeepSpeed is not supported by this trainer: use "
-                "configs/accelerate/multi_gpu.yaml (DDP) for LoRA runs"
+                "PEFT adapters (LoRA and the rest) under FSDP/DeepSpeed are not supported by this "
+                "trainer: use configs/accelerate/multi_gpu.yaml (DDP) for adapter runs"
             )
 
     def _mean_over_processes(self, record: dict[str, float]) -> dict[str, float]:
@@ -498,8 +536,7 @@ class Trainer:
         raw_optimizer = optimizer
         scorer, optimizer, loader = accelerator.prepare(scorer, optimizer, loader)
         # After `prepare`, len(loader) is this process's share of an epoch's batches.
-        updates_per_epoch = math.ceil(len(loader) / config.gradient_accumulation_steps)
-        total = config.max_steps or max(1, math.ceil(updates_per_epoch * config.epochs))
+        total = planned_steps(config, len(loader))
         # A prepared scheduler steps once per process per optimizer step (accelerate's
         # convention), so its horizon is counted in process-steps.
         processes = accelerator.num_processes
@@ -527,6 +564,8 @@ class Trainer:
                     if accelerator.sync_gradients and config.max_grad_norm:
                         accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
                     optimizer.step()
+                    if accelerator.sync_gradients:
+                        adapters.after_optimizer_step(self.model, step)
                     scheduler.step()
                     optimizer.zero_grad()
                 seen += len(batch["index"])
@@ -597,6 +636,7 @@ class Trainer:
             "base": self.base_identity,
             "hyperparameters": {**self.hyper, **self.options},
             "processes": self.accelerator.num_processes,
+            "adapter": _adapter_metadata(self.config),
         }
         if summary is not None:
             metadata.update(
@@ -614,7 +654,22 @@ class Trainer:
             metadata=metadata,
             merge_lora=final,
             state_dict=state_dict,
+            initial_adapter=self.initial_adapter,
         )
+
+
+def planned_steps(config: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer steps of the run: `max_steps`, else epochs of this process's batches."""
+    updates_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    return config.max_steps or max(1, math.ceil(updates_per_epoch * config.epochs))
+
+
+def _adapter_metadata(config: TrainConfig) -> dict[str, Any] | None:
+    """The adapter type and its peft arguments as given (None: full fine-tuning)."""
+    adapter = config.adapter
+    if adapter is None:
+        return None
+    return {"type": adapter.type, "args": adapter.args, "load_in_4bit": adapter.load_in_4bit}
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:

@@ -1,4 +1,4 @@
-"""Loading the policy (full or LoRA), its reference, and scoring batches through the kernel.
+"""Loading the policy (full or with a PEFT adapter), its reference, and scoring batches.
 
 Every log-probability in training comes from `PolicyScorer`: decoder → last hidden states →
 `evalharness.kernels` (no `[tokens, vocab]` logits). It is an `nn.Module` so that `accelerate`
@@ -17,8 +17,6 @@ import torch
 from evalharness.backends.hf import load_pretrained, resolve_local_dir
 from evalharness.kernels.causal_lm import causal_lm_token_stats, decoder_of
 from evalharness.modelspec import parse_model_spec
-
-from .config import LoraSettings
 
 
 @dataclass
@@ -91,27 +89,13 @@ def _load_4bit(spec: Any, directory: Path) -> tuple[Any, Any]:
     return tokenizer, prepare_model_for_kbit_training(model)
 
 
-def add_lora(model: Any, settings: LoraSettings, *, task_type: str = "CAUSAL_LM") -> Any:
-    """Wrap `model` with LoRA adapters; only they train."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        task_type=task_type,
-    )
-    return get_peft_model(model, config)
-
-
 def core_model(model: Any) -> Any:
-    """The transformers model inside a PEFT wrapper (LoRA layers stay injected in it)."""
+    """The transformers model inside a PEFT wrapper (adapter layers stay injected in it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def adapters_disabled(model: Any) -> AbstractContextManager[Any]:
-    """Run as the reference: a LoRA model with its adapters off; anything else unchanged."""
+    """Run as the reference: a PEFT model with its adapters off; anything else unchanged."""
     return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
 
 

@@ -17,7 +17,7 @@ import torch
 
 from evalharness.errors import InputError
 
-from . import losses
+from . import adapters, losses
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import load_rows, tokenize_rows
@@ -27,7 +27,6 @@ from .models import (
     PolicyScorer,
     adamw,
     adapters_disabled,
-    add_lora,
     core_model,
     load_model,
     scored_mask,
@@ -39,6 +38,14 @@ def prompt_messages(prompt: Any) -> list[dict[str, str]]:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
     return [dict(m) for m in prompt]
+
+
+def _calibrate(model: Any, prompts: list[tuple[Any, list[int]]]) -> None:
+    """Forward passes over the first prompts, one each (CorDA's covariance)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for _, ids in prompts[:16]:
+            model(input_ids=torch.tensor([ids], device=device))
 
 
 def sample_group(
@@ -107,21 +114,34 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     torch.manual_seed(config.seed)
     loaded = load_model(config.model, config.dtype)
     tokenizer, model = loaded.tokenizer, loaded.model
-    if config.lora is not None:
-        model = add_lora(model, config.lora)
-    reference = None
-    if float(hyper.get("beta", 0.0) or 0.0) > 0 and config.lora is None:
-        reference = load_model(config.reference or config.model, config.dtype).model
-        reference.requires_grad_(False)
-    rewarder = RewardModelBackend(parse_model_spec(config.reward))
     examples = tokenize_rows(
         list(rows), "prompt", tokenizer, max_length=config.max_length, where=list(rows.locations)
     )
     prompts = [(prompt_messages(e.prompt), list(e.prompt_ids)) for e in examples]
+    total = config.max_steps or max(1, int(len(prompts) / config.batch_size * config.epochs))
+    adapter, initial_adapter = config.adapter, None
+    if adapter is not None:
+        model = adapters.add_adapter(
+            model,
+            adapter.type,
+            adapter.args,
+            total_steps=total,
+            calibration=lambda m: _calibrate(m, prompts),
+        )
+        if adapters.mutates_base(adapter.type, adapter.args):
+            initial_adapter = Path(config.out) / "adapter-init"
+            adapters.save_initial_adapter(model, initial_adapter)
+    reference = None
+    # The base with adapters disabled is the reference, unless the adapter's initialisation
+    # rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of the base.
+    own_reference = adapter is None or adapters.mutates_base(adapter.type, adapter.args)
+    if float(hyper.get("beta", 0.0) or 0.0) > 0 and own_reference:
+        reference = load_model(config.reference or config.model, config.dtype).model
+        reference.requires_grad_(False)
+    rewarder = RewardModelBackend(parse_model_spec(config.reward))
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = adamw(parameters, config.learning_rate, config.weight_decay)
-    total = config.max_steps or max(1, int(len(prompts) / config.batch_size * config.epochs))
     log = MetricsLog(Path(config.out) / "metrics.jsonl")
     started, step, record = time.monotonic(), 0, {}
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress)
@@ -175,6 +195,7 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             if config.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
+            adapters.after_optimizer_step(model, step)
             optimizer.zero_grad()
             step += 1
             reward_tensor = torch.tensor(rewards)
@@ -200,6 +221,14 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         "base": loaded.identity,
         "hyperparameters": hyper,
         "final": record,
+        "adapter": None if adapter is None else {"type": adapter.type, "args": adapter.args},
     }
-    save_checkpoint(model, tokenizer, Path(config.out), metadata=metadata, merge_lora=True)
+    save_checkpoint(
+        model,
+        tokenizer,
+        Path(config.out),
+        metadata=metadata,
+        merge_lora=True,
+        initial_adapter=initial_adapter,
+    )
     return summary
