@@ -1,7 +1,8 @@
 """`evalharness` command line: the parser and the run/import/show/serve commands.
 
 Command groups with their own module: compare (`compare_cli`), judge/agreement/drift
-(`verdict_cli`), train/methods/pipeline (`train_cli`), score (`scoring_cli`).
+(`verdict_cli`), train/methods/pipeline (`train_cli`), score (`scoring_cli`), export
+(`export_cli`); `import mt-bench` is `mt_bench_import`.
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from evalharness import __version__
+from evalharness.api import DEFAULT_TASK_OPTIONS
 from evalharness.compare_cli import add_compare_parser, cmd_compare
 from evalharness.errors import BackendError, InputError
+from evalharness.export_cli import add_export_parser, cmd_export
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
+from evalharness.mt_bench_import import add_mt_bench_import_options, import_mt_bench
 from evalharness.parity_cli import add_parity_parser, cmd_parity
 from evalharness.report_cli import add_report_parser, cmd_report
 from evalharness.verdict_cli import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
 
-#: The offline default suite: every task on its authored data, sized to run in minutes on a
-#: laptop CPU with the built-in model.
-DEFAULT_TASK_OPTIONS = {
-    "mt_bench": {"data": "builtin", "max_new_tokens": "256"},
-    "alpaca_eval": {"data": "builtin", "max_new_tokens": "256"},
-    "driftcaps": {"data": "builtin", "max_new_tokens": "128"},
-    "liconbench": {"dataset": "synthetic", "rounds": "1,2", "test_per_label": "1"},
-    "truematch": {"bags": "2"},
-}
 DEFAULT_TASKS = list(DEFAULT_TASK_OPTIONS)
 
 
@@ -201,10 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         help="create a run from outputs (and verdicts) produced elsewhere",
         description="alpaca-eval: read AlpacaEval model_outputs.json, and its annotations when "
-        "given (no judge call is made); or judge the outputs with --judge.",
+        "given (no judge call is made); or judge the outputs with --judge. mt-bench: read "
+        "FastChat model_answer/X.jsonl, and its ratings from --judgments, or judge with --judge.",
     )
-    importer.add_argument("format", choices=["alpaca-eval"])
-    importer.add_argument("--outputs", required=True, help="model_outputs.json (or JSONL)")
+    importer.add_argument("format", choices=["alpaca-eval", "mt-bench"])
+    importer.add_argument("--outputs", default=None, help="model_outputs.json (or JSONL)")
     importer.add_argument(
         "--annotations", default=None, help="AlpacaEval annotations.json for these outputs"
     )
@@ -222,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="import even when annotations judged a different output_2 than --outputs holds "
         "(those rows count as failures; default: refuse)",
     )
+    add_mt_bench_import_options(importer)
     _add_judge_options(importer)
     importer.add_argument("--seed", type=int, default=0)
     _add_output_options(importer)
@@ -254,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_parser(commands)
     add_report_parser(commands)
     add_parity_parser(commands)
+    add_export_parser(commands)
 
     merge = commands.add_parser(
         "merge",
@@ -333,38 +331,40 @@ def _execute(
     tasks: list[str],
     task_options: dict[str, dict[str, str]],
     judge: str | None,
+    **runner_options: Any,
 ) -> int:
+    """Run through `evalharness.evaluate` and print; `runner_options` (a prebuilt backend or
+    judge) go to the engine's `Runner`."""
+    from evalharness.api import evaluate
     from evalharness.console import err_console, out_console, rich_progress, summary_table
-    from evalharness.engine import Runner, RunSpec, no_progress
+    from evalharness.engine import no_progress
 
-    spec = RunSpec(
-        model=model,
-        tasks=tasks,
-        task_options=task_options,
-        judge=judge,
-        judge_mode=args.judge_mode,
-        judge_base_url=args.judge_base_url,
-        judge_api_key_env=args.judge_api_key_env,
-        judge_max_new_tokens=args.judge_max_tokens,
-        judge_concurrency=args.judge_concurrency,
-        judge_timeout_s=args.judge_timeout,
-        judge_http_retries=args.judge_http_retries,
-        judge_retries=args.judge_retries,
-        max_judge_calls=args.max_judge_calls,
-        limit=getattr(args, "limit", None),
-        seed=args.seed,
-    )
-    store = _open_store(args.store)
-    progress = no_progress if (args.no_progress or args.json) else rich_progress
-    notify = (lambda message: None) if args.json else err_console.print
     try:
-        outcome = Runner(store, progress=progress, notify=notify).run(spec)
+        results = evaluate(
+            model,
+            tasks,
+            task_options=task_options,
+            judge=judge,
+            judge_mode=args.judge_mode,
+            judge_base_url=args.judge_base_url,
+            judge_api_key_env=args.judge_api_key_env,
+            judge_max_new_tokens=args.judge_max_tokens,
+            judge_concurrency=args.judge_concurrency,
+            judge_timeout_s=args.judge_timeout,
+            judge_http_retries=args.judge_http_retries,
+            judge_retries=args.judge_retries,
+            max_judge_calls=args.max_judge_calls,
+            limit=getattr(args, "limit", None),
+            seed=args.seed,
+            store=args.store,
+            progress=no_progress if (args.no_progress or args.json) else rich_progress,
+            notify=(lambda message: None) if args.json else err_console.print,
+            runner_options=runner_options,
+        )
     except KeyboardInterrupt:
         err_console.print("interrupted: finished work is stored; run the same command to resume")
         return 130
-    finally:
-        store.close()
-    result = outcome.to_json()
+    result = results.raw
     if args.json:
         print(json.dumps(result))
         return 0
@@ -372,7 +372,7 @@ def _execute(
     calls = result["calls_made"]
     out_console.print(
         f"run {result['run_id']} · {calls['model']} model calls, {calls['judge']} judge calls"
-        f" · {result['seconds']:.1f}s · store {store.path}"
+        f" · {result['seconds']:.1f}s · store {results.store_path}"
     )
     judging = result["judging"]
     if judging:
@@ -396,6 +396,10 @@ def _execute(
 
 def cmd_import(args: argparse.Namespace) -> int:
     """AlpacaEval outputs (+ annotations) become a run; metrics come from the harness's code."""
+    if args.format == "mt-bench":
+        return import_mt_bench(args, _execute)
+    if not args.outputs:
+        raise InputError("import alpaca-eval needs --outputs FILE (model_outputs.json)")
     if args.annotations and args.judge:
         raise InputError("give --annotations (import verdicts) or --judge (judge now), not both")
     if not args.annotations and not args.judge:
@@ -578,6 +582,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "report": cmd_report,
     "parity": cmd_parity,
+    "export": cmd_export,
 }
 
 
