@@ -26,7 +26,7 @@ from evalharness.errors import InputError
 from evalharness.paired import cluster_bootstrap_ci, mcnemar_p, wilcoxon_p
 from evalharness.store import RunStore
 from evalharness.tasks.base import Outcome, Task
-from evalharness.tasks.registry import available_tasks
+from evalharness.tasks.registry import stored_task_class
 
 #: Task info fields whose difference makes two runs' scores not comparable as they stand.
 _INFO_FIELDS = {
@@ -158,7 +158,8 @@ def compare_runs(
     warnings = _provenance_warnings(runs["A"], runs["B"], tasks_a, tasks_b, shared)
     compared = {}
     for name in shared:
-        task_class = available_tasks().get(name, Task)
+        settings = tasks_b[name]["info"].get("settings") or {}
+        task_class = stored_task_class(name, settings) or Task
         compared[name] = _compare_task(
             name,
             task_class,

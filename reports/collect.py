@@ -17,7 +17,7 @@ from typing import Any
 from evalharness.errors import InputError
 from evalharness.store import RunStore
 from evalharness.tasks.base import SampleView, Task
-from evalharness.tasks.registry import available_tasks
+from evalharness.tasks.registry import stored_task_class
 
 #: Leaderboard columns shown for a task without headline metrics (e.g. one no longer registered).
 FALLBACK_HEADLINE_LIMIT = 6
@@ -100,9 +100,10 @@ def format_time(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def task_class(name: str) -> type[Task] | None:
-    """The registered class of a stored task name, or None when it is no longer known."""
-    return available_tasks().get(name)
+def task_class(name: str, settings: Mapping[str, Any] | None = None) -> type[Task] | None:
+    """The class that reads a stored task (`stored_task_class`), or None when it is no longer
+    known; `settings` (the task's stored settings) identify a task.yaml folder's runs."""
+    return stored_task_class(name, settings)
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -132,8 +133,8 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
     stored = row["metrics"] or {}
     metrics = dict(stored.get("metrics") or {})
     ci = {k: iv for k, v in (stored.get("ci") or {}).items() if (iv := _interval(v)) is not None}
-    cls = task_class(row["task"])
     info = row["info"] or {}
+    cls = task_class(row["task"], info.get("settings"))
     return TaskResult(
         task=row["task"],
         n=int(stored.get("n", row["n"]) or 0),
@@ -213,7 +214,8 @@ def sample_records(store: RunStore, run_id: str, task: str) -> Iterator[SampleRe
 
     Three queries per run and task (samples, responses, verdicts), never one per sample.
     """
-    cls = task_class(task)
+    stored = [t for t in store.get_tasks(run_id) if t["task"] == task]
+    cls = task_class(task, (stored[0]["info"] or {}).get("settings") if stored else None)
     samples = store.get_samples(run_id, task)
     responses = store.get_run_responses(run_id, task)
     verdicts: dict[str, dict[str, Any]] = {}
