@@ -41,6 +41,7 @@ from evalharness.reports.data import PAGE_SIZE, detail, js_json, sample_index, w
 from evalharness.reports.data import write_text as write_file
 from evalharness.reports.panels import TaskContext, drift_tables, task_panels
 from evalharness.store import RunStore
+from evalharness.tasks.base import Task
 
 #: A file in every report directory; only a directory holding it is ever replaced.
 MARKER = ".evalharness-report"
@@ -291,10 +292,20 @@ class SiteWriter:
             task=task,
             n=n,
             fallbacks=self.fallbacks[(run.run_id, task)],
-            known=task_class(task) is not None,
+            known=self.class_of(task, run) is not None,
             others=others,
             config=config,
         )
+
+    def class_of(self, task: str, run: Any = None) -> type[Task] | None:
+        """The class that reads `task` as stored (by `run`, else by any run that has it): a
+        task.yaml folder's runs name their folder in the stored settings, not a registry name."""
+        for candidate in [run] if run is not None else self.runs:
+            if task in candidate.tasks:
+                found = task_class(task, candidate.tasks[task].info.get("settings"))
+                if found is not None:
+                    return found
+        return None
 
     # -- pages ----------------------------------------------------------------------------
     def index(self) -> None:
@@ -315,7 +326,7 @@ class SiteWriter:
             rows.append({"run": run, "cells": cells})
         cards = []
         for task in self.tasks:
-            cls = task_class(task)
+            cls = self.class_of(task)
             cards.append(
                 {
                     "task": task,
@@ -337,7 +348,7 @@ class SiteWriter:
                 for run in self.runs
                 if task in run.tasks
             ]
-            cls = task_class(task)
+            cls = self.class_of(task)
             ctx = TaskContext(task, entries)
             drift = []
             if task == "driftcaps" and task in self.kept_scores:

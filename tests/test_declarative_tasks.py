@@ -153,6 +153,14 @@ def test_judged_folder_task_caches_compares_and_presents(
     assert view.prompt == ["Explain in two sentences why the sky looks blue."]
     assert view.verdicts and view.verdicts[0]["score"] == view.score
 
+    # The report reads the folder task's runs with its class, not the generic fallback.
+    site = tmp_path / "site"
+    code, _, err = run_cli(capsys, "report", "--store", str(store), "--out", str(site))
+    assert code == 0, err
+    pages = [p.read_text() for p in site.rglob("*.html")]
+    assert any("my_rubric" in page for page in pages)
+    assert not any("not registered in this installation" in page for page in pages)
+
 
 def test_registered_judged_example_runs_and_reruns_from_the_cache(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
