@@ -13,13 +13,10 @@ speed-up and the largest batch the worker ran. Answers must be the same both way
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +46,6 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
     model = LlamaForCausalLM(config).to(getattr(torch, args.dtype)).to(args.device).eval()
     model.generation_config.eos_token_id = None  # run every request to --new-tokens
     return model, tokenizer
-
-
-@contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    import uvicorn
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1/completions"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def timed(url: str, bodies: list[dict[str, Any]], concurrent: bool) -> tuple[float, list[Any]]:
@@ -105,6 +83,8 @@ def main() -> None:
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "serve_batching.json"))
     args = parser.parse_args()
 
+    from local_server import running_server
+
     from evalharness.backends.in_memory import InMemoryHFBackend
     from evalharness.serve import create_app
 
@@ -140,7 +120,8 @@ def main() -> None:
         ],
     }
     rows = []
-    with serving(app) as url:
+    with running_server(app) as base_url:
+        url = f"{base_url}/completions"
         timed(url, workloads["generate"][:2], concurrent=False)  # warm-up
         for name, bodies in workloads.items():
             sequential, one_by_one = timed(url, bodies, concurrent=False)
