@@ -190,6 +190,35 @@ def test_lora_run_merges_into_a_checkpoint_the_harness_evaluates(
     assert code == 0
 
 
+def test_a_trainer_run_earlier_in_the_process_does_not_set_our_precision(
+    tiny_model_dir: Path, data_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """accelerate keeps one state per process: a bf16 trainer before (TRL's SFTConfig turns
+    bf16 on) must not make this loop score policy and reference under different autocast."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    Accelerator(mixed_precision="bf16", cpu=True)  # what an earlier TRL run leaves behind
+    try:
+        summary = train(
+            TrainConfig(
+                method="dpo",
+                model=f"hf:{tiny_model_dir}",
+                data=str(data_files["pairwise"]),
+                out=str(tmp_path / "dpo"),
+                max_steps=1,
+                batch_size=4,
+                eval_fraction=0.25,
+                lora=LoraSettings(rank=4, alpha=8),
+            ),
+            progress=False,
+        )
+        assert AcceleratorState().mixed_precision == "no"
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    assert summary.eval_before["eval/rewards/margin"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_dpo_on_real_preferences_generalises(tiny_model_dir: Path, tmp_path: Path) -> None:
     """HH-RLHF (harmless): held-out implicit-reward accuracy above chance, margin above 0."""
     rows = [

@@ -250,11 +250,26 @@ def _sharded_weights(accelerator: Any) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def fresh_accelerator(**options: Any) -> Any:
+    """An `Accelerator` configured by this run (and its launcher) alone.
+
+    accelerate keeps one process-wide `AcceleratorState`: a trainer that ran earlier in the same
+    process (a notebook, a test; TRL's `SFTConfig` turns bf16 on) would hand its mixed
+    precision to this loop, and policy and reference would then be scored under different
+    autocast settings. The distributed `PartialState` (set up by `accelerate launch`) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(**options)
+
+
 class Trainer:
     """State of one run: models, data, reference sums, optimizer; `run()` trains and saves."""
 
     def __init__(self, config: TrainConfig, *, progress: bool = True) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = config
@@ -268,7 +283,7 @@ class Trainer:
         # Input options change the sums the loop computes, so they never reach the loss.
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
-        self.accelerator = Accelerator(
+        self.accelerator = fresh_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             cpu=cpu_only_launch(),
         )
