@@ -15,7 +15,7 @@ What is built
 What is timed
     `evalharness.reports.site.build_report` in-process, the whole build: reading the store,
     one index, one search chunk and 100-sample detail chunks per run and task, every page,
-    and the comparisons (each pair of runs in both orders, through evalharness.compare).
+    and the comparisons (each pair of runs in both orders, through evalharness.comparison).
     Imports (the task registry pulls in pandas and scipy) and one small untimed build come
     first, so import and first-use costs stay out of the number. The table shows the time
     per build step, the page count, the number and size of files, the largest chunk a page

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalharness.backends.base import Backend
-    from evalharness.compare import Comparison
+    from evalharness.comparison import Comparison
     from evalharness.engine import Progress
 
 #: The offline default suite (`evalharness run` without `--tasks`): every task on its authored
@@ -196,7 +196,7 @@ def compare(
     """Compare run B against baseline run A (`evalharness compare A B`): paired deltas, tests,
     CIs and the gate (`Comparison.passed`). Runs are ids or `Results`; with `Results` the
     store is theirs unless `store` is given."""
-    from evalharness.compare import compare_runs
+    from evalharness.comparison import compare_runs
     from evalharness.store import open_store
 
     if store is None:

@@ -44,7 +44,7 @@ def add_compare_parser(commands: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evalharness.compare import compare_runs
+    from evalharness.comparison import compare_runs
     from evalharness.store import open_store
 
     store = open_store(args.store)

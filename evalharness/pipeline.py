@@ -206,7 +206,7 @@ def failed_gates(gates: list[Gate], reason: str) -> list[dict]:
 
 def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gate]) -> list[dict]:
     """Compare the tuned run against the base (`compare`) and judge every gate on it."""
-    from evalharness.compare import compare_runs
+    from evalharness.comparison import compare_runs
     from evalharness.store import RunStore
 
     if not gates:

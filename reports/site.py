@@ -429,7 +429,7 @@ class SiteWriter:
         )
         note = None
         if compare is None:
-            note = "Comparisons are not available: this installation has no evalharness.compare."
+            note = "Comparisons are not available: this installation has no evalharness.comparison."
         elif plan.capped:
             note = (
                 f"{plan.possible} pairs of runs share a task; only the {len(plan.pairs)} pairs "

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from local_server import running_server
 from scipy.stats import binomtest, wilcoxon
 
-from evalharness.compare import compare_runs
+from evalharness.comparison import compare_runs
 from evalharness.paired import cluster_bootstrap_ci, mcnemar_p, wilcoxon_p
 from evalharness.store import RunStore
 

@@ -142,3 +142,16 @@ def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
         cli = cli_run(capsys, f"hf:{checkpoint}", store)
         want = cli["tasks"][TASK]["metrics"]["score"]
         assert entry["evalharness/mt_bench/score"] == pytest.approx(want, abs=1e-4)
+
+
+def test_no_submodule_shadows_an_api_name() -> None:
+    """`evalharness.compare` is the function even after every submodule is imported (a module
+    `evalharness/compare.py` would replace it as an attribute of the package once imported)."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(evalharness.__path__[:1]):
+        if module.name != "__main__":  # that one runs the CLI
+            importlib.import_module(f"evalharness.{module.name}")
+    for name in ("evaluate", "compare", "Results", "EvalCallback"):
+        assert not isinstance(getattr(evalharness, name), type(evalharness)), name

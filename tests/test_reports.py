@@ -428,7 +428,7 @@ def test_model_and_judge_text_is_inert(site: Site, browser: Any) -> None:
 
 
 def test_compare_page_shows_deltas(site: Site, browser: Any) -> None:
-    pytest.importorskip("evalharness.compare")
+    pytest.importorskip("evalharness.comparison")
     store = RunStore(site.store)
     try:
         metrics = {r: {t["task"]: t["metrics"] for t in store.get_tasks(r)} for r in site.run_ids}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from evalharness.compare import _outcomes, _paired_metric
+from evalharness.comparison import _outcomes, _paired_metric
 from evalharness.stats import bootstrap_ci, cluster_bootstrap_mean, micro_prf_bootstrap_ci
 from evalharness.tasks.base import Sample
 from evalharness.tasks.registry import get_task_class
