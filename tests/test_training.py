@@ -198,6 +198,7 @@ def test_a_trainer_run_earlier_in_the_process_does_not_set_our_precision(
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=False)  # whatever earlier tests left
     Accelerator(mixed_precision="bf16", cpu=True)  # what an earlier TRL run leaves behind
     try:
         summary = train(
