@@ -211,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="reference outputs (model_outputs format; default: the annotations' output_1, "
         "else the hub set)",
     )
-    importer.add_argument("--difficulty", default=None, help="instruction_difficulty.csv")
+    importer.add_argument(
+        "--calibration",
+        default=None,
+        help="AlpacaEval's df_gamed.csv for length_controlled_winrate (default: the Hugging Face "
+        "cache of tatsu-lab/alpaca_eval; 'none': skip it)",
+    )
+    # Replaced by --calibration; still parsed so that the task can say so in one line.
+    importer.add_argument("--difficulty", default=None, help=argparse.SUPPRESS)
     importer.add_argument(
         "--allow-mismatch",
         action="store_true",
@@ -408,12 +415,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     from evalharness.store import check_store_file, store_location
 
     check_store_file(*store_location(args.store))  # before reading files that may take a while
-    for option in ("outputs", "annotations", "difficulty"):  # errors name the flag used
+    for option in ("outputs", "annotations"):  # errors name the flag used
         if getattr(args, option):
             input_file(Path(getattr(args, option)), f"--{option}")
+    if args.calibration and args.calibration not in ("hub", "none"):
+        input_file(Path(args.calibration), "--calibration")
     options = {"data": args.reference or args.annotations or "hub"}
-    if args.difficulty:
-        options["difficulty"] = args.difficulty
+    for option in ("calibration", "difficulty"):  # the task refuses `difficulty`, saying why
+        if getattr(args, option):
+            options[option] = getattr(args, option)
     model = parse_model_spec(f"outputs:{args.outputs}")
     if args.name:
         model = model.with_options(raw=f"outputs:{args.name}")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalharness import pool_history, provenance
+from evalharness import provenance
 from evalharness.backends import Backend, load_backend
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ModelSpec, parse_model_spec
@@ -285,17 +285,6 @@ class Runner:
             }
             for task in tasks
         }
-        for task in tasks:
-            if task.pooled and task.name in judges:
-                # Runs judged by the same judge on the same data against the same baseline,
-                # with the same task settings that shape the fit, can share fitted terms.
-                task_info[task.name]["pool"] = pool_history.pool_key(
-                    task.name,
-                    judges[task.name].pool_hash,
-                    loaded[task.name].data_hash,
-                    baselines[task.name],
-                    task.pool_fields(),
-                )
         if judges:
             self._estimate(tasks, loaded, judges, spec.max_judge_calls)
         judge_hashes = sorted({j.identity_hash for j in unique_judges})
@@ -309,6 +298,8 @@ class Runner:
             ),
             "tasks": {
                 name: {k: info[k] for k in ("options", "data_hash", "baseline")}
+                # Only tasks with extra inputs add the key: other run ids stay as they were.
+                | ({"inputs": loaded[name].extra_inputs} if loaded[name].extra_inputs else {})
                 for name, info in task_info.items()
             },
             "limit": spec.limit,
@@ -355,7 +346,6 @@ class Runner:
                 )
                 verdicts.update(found)
             results = self._score(run_id, tasks, loaded, responses, verdicts)
-            self._pool(run_id, tasks, task_info, results)
         except BaseException:
             self.store.finish_run(run_id, status="interrupted")
             raise
@@ -381,7 +371,7 @@ class Runner:
             warnings=run_warnings(stored_spec, results),
         )
 
-    # -- judges, baselines, estimates, pools ---------------------------------------------
+    # -- judges, baselines, estimates ----------------------------------------------------
     def _build_judges(self, spec: RunSpec, tasks: Sequence[Task], backend: Backend) -> dict:
         """task name -> judge. `--judge` when given, else the task's own default (e.g. rules
         for refusal), else the evaluated model itself; equal specs share one judge."""
@@ -477,53 +467,6 @@ class Runner:
                 f"--max-judge-calls {budget} is below that: items past the budget stay "
                 "unjudged and a re-run continues where this one stops"
             )
-
-    def _pool(
-        self,
-        run_id: str,
-        tasks: Sequence[Task],
-        task_info: dict[str, dict[str, Any]],
-        results: dict[str, dict[str, Any]],
-    ) -> None:
-        """Metrics fitted across every stored run in a task's pool (see `pool_history.pool_key`).
-
-        The pool's other runs are updated too, so they stay comparable with the new one; every
-        change to a stored run's numbers is recorded in its `pool_history` with the fit's id
-        and date (`pool_history.apply_fit`).
-        """
-        for task in tasks:
-            pool = task_info[task.name].get("pool")
-            if not pool:
-                continue
-            members = self.store.runs_in_pool(task.name, pool)
-            if run_id not in members:
-                members.append(run_id)
-            scores = {
-                member: [
-                    (s["sample_id"], s["scores"]) for s in self.store.get_samples(member, task.name)
-                ]
-                for member in members
-            }
-            updates = task.pooled_metrics(scores)
-            if not updates:
-                continue
-            fit = pool_history.Fit(
-                fit_id=pool_history.fit_id(pool, scores),
-                date=pool_history.utc_date(),
-                runs=sorted(updates),
-            )
-            for member, update in updates.items():
-                if member == run_id:
-                    entry = results[task.name]
-                else:
-                    found = [t for t in self.store.get_tasks(member) if t["task"] == task.name]
-                    if not found or not found[0]["metrics"]:
-                        continue
-                    entry = found[0]["metrics"]
-                scored = self.store.get_run(member)
-                own_date = pool_history.utc_date(scored["updated_at"] if scored else None)
-                pool_history.apply_fit(entry, member, update, fit, own_date)
-                self.store.put_task_metrics(member, task.name, entry, entry["failures"])
 
     # -- stages --------------------------------------------------------------------------
     def _generate(
@@ -738,9 +681,6 @@ class Runner:
                 "ci": {k: list(v) for k, v in outcome.ci.items()},
                 "counts": counts,
             }
-            if task.pooled:  # a re-scored run keeps the record of its pooled fits
-                stored = [t for t in self.store.get_tasks(run_id) if t["task"] == task.name]
-                pool_history.carry_over(stored[0]["metrics"] if stored else None, entry)
             self.store.put_task_metrics(run_id, task.name, entry, outcome.failures)
             results[task.name] = entry
         return results

@@ -83,7 +83,7 @@ def import_mt_bench(args: argparse.Namespace, execute: Callable[..., int]) -> in
         raise InputError("give --judgments (import ratings) or --judge (judge now), not both")
     if not args.judgments and not args.judge:
         raise InputError("give --judgments FILE to import ratings, or --judge SPEC to judge")
-    for option in ("outputs", "annotations", "difficulty"):
+    for option in ("outputs", "annotations", "calibration", "difficulty"):
         if getattr(args, option, None):
             raise InputError(f"--{option} is for import alpaca-eval, not mt-bench")
     check_store_file(*store_location(args.store))

@@ -337,16 +337,6 @@ class RunStore:
         ).fetchall()
         return {(sample_id, slot): json.loads(verdict) for sample_id, slot, verdict in rows}
 
-    def runs_in_pool(self, task: str, pool: str) -> list[str]:
-        """Runs whose `task` was scored with the same pool key (same judge, data, baseline and
-        task settings that shape the fit; see `evalharness.pool_history.pool_key`)."""
-        rows = self.conn.execute(
-            "SELECT run_id, info_json FROM run_tasks WHERE task = ? AND metrics_json IS NOT NULL "
-            "ORDER BY run_id",
-            (task,),
-        ).fetchall()
-        return [run_id for run_id, info in rows if json.loads(info).get("pool") == pool]
-
     # -- cache ---------------------------------------------------------------------------
     def put_identity(self, identity_hash: str, identity: dict[str, Any]) -> None:
         with self.conn:

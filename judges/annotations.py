@@ -9,8 +9,7 @@ run id) includes the file's sha256: a corrected file gives new verdicts and a ne
 row missing from one version of the file is asked of the next one. A row is used only when its
 instruction matches and its `output_2` is the output being judged (leading and trailing
 whitespace ignored, since exporters strip it inconsistently); otherwise the verdict is a counted
-failure, never a preference about some other answer. `pool_hash` (annotator only) is what the
-joint length-controlled fit should pool on: length bias belongs to the annotator, not the file.
+failure, never a preference about some other answer.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any, ClassVar
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
 from evalharness.records import read_records, require
-from evalharness.requests import Request, Result, canonical_json, sha256_hex
+from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge, side_of
@@ -102,11 +101,6 @@ class AnnotationsJudge(Judge):
             "file_sha256": self.file_sha256,
             "matching": MATCHING,
         }
-
-    @property
-    def pool_hash(self) -> str:
-        """The annotator without the file: runs of one annotator share its length bias."""
-        return sha256_hex(canonical_json({"name": f"annotations:{self.annotator}"}))
 
     def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
         self.check_protocol(item.protocol)

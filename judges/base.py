@@ -32,13 +32,6 @@ class Judge(HasIdentity):
     #: How many more times an item whose verdict did not parse is asked again.
     retries: int = 0
 
-    @property
-    def pool_hash(self) -> str:
-        """What runs must share to pool fitted terms (the length-controlled GLM): the judge's
-        identity, unless a judge says a coarser one will do (imported annotations: the annotator,
-        whichever file of its verdicts a run came from)."""
-        return self.identity_hash
-
     def check_protocol(self, protocol: str) -> None:
         """Refuse, before any work, a judge whose verdicts the task could not read.
 

@@ -118,13 +118,20 @@ def mt_bench_panels(ctx: TaskContext) -> list[Panel]:
 
 
 def alpaca_eval_panels(ctx: TaskContext) -> list[Panel]:
-    headline = ctx.present_metrics(["win_rate", "length_controlled_winrate", "discrete_win_rate"])
+    headline = ctx.present_metrics(
+        [
+            "win_rate",
+            "length_controlled_winrate",
+            "length_controlled_minimal_winrate",  # without AlpacaEval's calibration file
+            "discrete_win_rate",
+        ]
+    )
     per_dataset = ctx.metrics_where(lambda m: m.startswith("win_rate_"))
     return _bars(
         ctx,
         "Win rates against the reference",
         headline,
-        caption="Win rate in percent; whiskers are the stored 95% CI (win_rate only).",
+        caption="Win rates in percent; whiskers are the stored 95% bootstrap CIs, where kept.",
         y_label="%",
         domain=PERCENT,
     ) + _bars(ctx, "Win rate per dataset", per_dataset, y_label="%", domain=PERCENT)

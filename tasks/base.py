@@ -60,6 +60,10 @@ class TaskData:
     data_hash: str
     source: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Inputs besides the options and the data that the task's numbers depend on (JSON values,
+    #: e.g. the hash of AlpacaEval's calibration file): part of the run id, so a run stored with
+    #: other ones is a different run and is never rescored with these. None adds nothing.
+    extra_inputs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,27 +110,12 @@ class TaskResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class PooledResult:
-    """One run's metrics from a fit over its whole pool (`Task.pooled_metrics`).
-
-    `metrics` replace the run's stored values of the same names and `ci` their intervals; a
-    metric without an interval here loses the one it had (it belonged to the old number).
-    """
-
-    metrics: dict[str, Any]
-    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-
 class Task(ABC):
     """Base class for a task family; register subclasses with `@register_task`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
     needs_judge: ClassVar[bool] = True
-    #: True when some metrics are fitted across all stored runs of the same judge, data, baseline
-    #: and `pool_fields` (see `pooled_metrics`).
-    pooled: ClassVar[bool] = False
     #: The judge used when the run names none (e.g. refusal rules); None = the model itself.
     default_judge: ClassVar[str | None] = None
     #: The metrics a leaderboard shows and `compare` gates on by default.
@@ -184,24 +173,6 @@ class Task(ABC):
     def attach_baseline(self, responses: Mapping[str, Mapping[str, Result]]) -> None:
         """Receive the baseline's responses per sample id (same slots as this task's)."""
         raise NotImplementedError(f"{self.name} does not compare against a baseline")
-
-    def pool_fields(self) -> dict[str, Any]:
-        """What else, besides the judge, the data and the baseline, runs must share to be
-        fitted together (JSON values; called after `load`). A fit over runs that differ in
-        any of these would mix incomparable numbers, e.g. two variants of a fitted model."""
-        return {}
-
-    def pooled_metrics(
-        self, runs: Mapping[str, Sequence[tuple[str, dict[str, Any] | None]]]
-    ) -> dict[str, PooledResult]:
-        """Metrics fitted jointly over runs; `runs` maps run id -> (sample id, scores) pairs.
-
-        Returns run id -> the metrics (and intervals) to merge into that run's stored entry.
-        The engine records every such change in the run's `pool_history`
-        (`evalharness.pool_history`); a fit must depend only on `runs`, so that the same
-        members give the same numbers.
-        """
-        return {}
 
     @abstractmethod
     def score(

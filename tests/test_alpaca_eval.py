@@ -1,5 +1,6 @@
 """AlpacaEval-style task: importing outputs and annotations, judging existing outputs, the
-length-controlled fit pooled across runs, agreement between annotators."""
+length-controlled win rate of one model at a time (equal to alpaca-eval's, never touched by other
+runs, and its named fallback without calibration), agreement between annotators."""
 
 from __future__ import annotations
 
@@ -87,55 +88,15 @@ def test_import_recomputes_published_style_metrics_without_judge_calls(
         assert metrics[key] == expected[key], key
     assert shown["tasks"]["alpaca_eval"]["failures"] == 1  # the annotation without preference
     assert metrics["avg_length"] == int(np.mean([len(o) for o in outputs]))
-    assert metrics["lc_fit"] == "single_run" and 0 < metrics["length_controlled_winrate"] < 100
-
-
-def test_joint_length_control_across_runs_of_one_annotator(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    references = reference_rows()
-    rng = np.random.default_rng(0)
-
-    def length_biased_judge(outputs: list[str]) -> list[float]:
-        """Equal quality, but the judge prefers whichever answer is longer."""
-        return [
-            1.0 + 1.0 / (1.0 + math.exp(-1.5 * math.tanh((len(o) - len(r["output"])) / 150)))
-            for o, r in zip(outputs, references, strict=True)
-        ]
-
-    filler = "This point matters because it shapes the result. "
-    plain = [r["output"] + filler * int(rng.integers(0, 3)) for r in references]
-    padded = [o + filler * int(rng.integers(3, 8)) for o in plain]
-    short = [r["output"][: int(rng.integers(20, 60))] for r in references]
-    runs = {}
-    for name, outs in (("plain", plain), ("padded", padded), ("short", short)):
-        prefs = length_biased_judge(outs)
-        outputs_path, annotations = make_model(tmp_path, name, references, outs, prefs)
-        runs[name] = import_run(capsys, outputs_path, "--annotations", str(annotations))
-    plain = [r["output"] for r in references]
-    # The reference against itself: 50 exactly, raw and length-controlled.
-    same, same_annotations = make_model(
-        tmp_path, "reference_model", references, plain, [1.5] * len(references)
+    # Not AlpacaEval's instructions: no calibration, the fallback under its own name, said once.
+    assert metrics["lc_glm"] == "length_controlled_minimal"
+    assert 0 < metrics["length_controlled_minimal_winrate"] < 100
+    assert "length_controlled_winrate" not in metrics and "lc_standard_error" not in metrics
+    assert shown["warnings"] == result["warnings"] and len(result["warnings"]) == 1
+    assert (
+        "no length_controlled_winrate: the instructions are not all from AlpacaEval"
+        in (result["warnings"][0])
     )
-    itself = import_run(capsys, same, "--annotations", str(same_annotations))
-    assert itself["tasks"]["alpaca_eval"]["metrics"]["win_rate"] == pytest.approx(50.0)
-    assert itself["tasks"]["alpaca_eval"]["metrics"]["length_controlled_winrate"] == (
-        pytest.approx(50.0, abs=1e-6)
-    )
-    shown = {
-        name: run_json(capsys, "show", run["run_id"])["tasks"]["alpaca_eval"]["metrics"]
-        for name, run in runs.items()
-    }
-    # Earlier runs were refitted when later runs of the same annotator arrived.
-    assert all(m["lc_fit"].startswith("joint over") for m in shown.values())
-    raw_gap = shown["padded"]["win_rate"] - shown["plain"]["win_rate"]
-    lc_gap = (
-        shown["padded"]["length_controlled_winrate"] - shown["plain"]["length_controlled_winrate"]
-    )
-    assert raw_gap > 15
-    assert abs(lc_gap) < raw_gap / 3
-    # The short model is not rewarded for gaming length either way: LC stays near 50.
-    assert abs(shown["short"]["length_controlled_winrate"] - 50) < 10
 
 
 def test_judging_existing_outputs_over_http_and_the_cache(
@@ -172,7 +133,10 @@ def test_local_judge_both_orders_gives_continuous_preferences(
     assert 0.0 < entry["metrics"]["win_rate"] < 100.0
     for key in ("standard_error", "n_wins", "n_draws", "n_total", "avg_length"):
         assert key in entry["metrics"]
-    assert entry["metrics"]["lc_variant"] == "minimal"
+    # Four judged instructions are too few for the minimal GLM's 5-fold CV: no LC number.
+    assert not {"length_controlled_winrate", "length_controlled_minimal_winrate"} & set(
+        entry["metrics"]
+    )
     # The documented probs rule, recomputed from each stored verdict's two orders: preference
     # = 1 + mean P(candidate); consistent = both orders on the same side of 0.5; the gap is
     # |P(candidate) shown first - P(candidate) shown second|.
@@ -330,149 +294,215 @@ def test_an_instruction_missing_from_the_annotations_is_asked_of_the_next_file(
 
 
 # ---------------------------------------------------------------------------------------------
-# The joint length-controlled fit: who shares it, and the record of what it changed
+# The length-controlled win rate: AlpacaEval's, one model at a time
 
 
-def lengthy_model(tmp_path: Path, name: str, extra: int) -> tuple[Path, Path]:
-    """A model whose answers are the references padded by up to about 2 * `extra` characters,
-    annotated by a judge whose soft preference rises with the padding."""
-    references = reference_rows()
-    rng = np.random.default_rng(len(name) + extra)
-    pads = [int(rng.integers(0, 2 * extra + 1)) for _ in references]
-    outputs = [
-        r["output"] + " More." * (pad // 6 + 1) for r, pad in zip(references, pads, strict=True)
-    ]
-    prefs = [
-        1.0 + 1.0 / (1.0 + math.exp(-(len(o) - len(r["output"]) - extra) / 40.0))
-        for o, r in zip(outputs, references, strict=True)
-    ]
-    return make_model(tmp_path, name, references, outputs, prefs)
+def eval_set_references(n: int) -> list[dict[str, Any]]:
+    """The first `n` instructions of AlpacaEval's set with its reference outputs, in its order."""
+    from conftest import shared_data
+
+    return reference_rows(shared_data("alpaca_eval/eval_set.jsonl"))[:n]
 
 
-def lc_entry(capsys: pytest.CaptureFixture[str], run_id: str) -> dict[str, Any]:
-    return alpaca_entry(run_json(capsys, "show", run_id))
+def judged_like_alpaca_eval(
+    tmp_path: Path, name: str, references: list[dict[str, Any]], outputs: list[str], seed: int
+) -> tuple[Path, Path]:
+    """A model annotated by a length-biased judge, with one missing verdict and two draws."""
+    rng = np.random.default_rng(seed)
+    preferences: list[Any] = [
+        1.0 + 1.0 / (1.0 + math.exp(-(0.4 - 1.3 * math.tanh((len(r["output"]) - len(o)) / 600)
+                                      + rng.normal(0.0, 0.8))))
+        for r, o in zip(references, outputs, strict=True)
+    ]  # fmt: skip
+    preferences[5], preferences[8], preferences[13] = None, 1.5, 0
+    return make_model(tmp_path, name, references, outputs, preferences)
 
 
-def test_only_runs_with_the_same_length_control_variant_share_a_fit(
+def stored_metrics_json(store: Path, run_id: str) -> str:
+    import sqlite3
+
+    with sqlite3.connect(store) as conn:
+        (row,) = conn.execute(
+            "SELECT metrics_json FROM run_tasks WHERE run_id = ? AND task = 'alpaca_eval'",
+            (run_id,),
+        ).fetchall()
+    return row[0]
+
+
+def test_a_models_lc_is_alpaca_evals_and_no_other_run_changes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    difficulty = write_json(
-        tmp_path / "difficulty.json",
-        [
-            {"instruction": r["instruction"], "instruction_difficulty": k % 3 - 1.0}
-            for k, r in enumerate(reference_rows())
-        ],
-    )
-    runs = {}
-    for name, extra in (("m1", 30), ("m2", 90), ("m3", 40), ("m4", 120)):
-        outputs, annotations = lengthy_model(tmp_path, name, extra)
-        args = ["--annotations", str(annotations)]
-        if name in ("m3", "m4"):
-            args += ["--difficulty", str(difficulty)]
-        runs[name] = import_run(capsys, outputs, *args)["run_id"]
-    for name, variant, partner in (
-        ("m1", "minimal", "m2"), ("m2", "minimal", "m1"), ("m3", "full", "m4"),
-        ("m4", "full", "m3"),
-    ):  # fmt: skip
-        entry = lc_entry(capsys, runs[name])
-        assert entry["metrics"]["lc_variant"] == variant, name
-        assert entry["metrics"]["lc_fit"] == "joint over 2 runs of this judge", name
-        assert entry["pool_history"][-1]["runs"] == sorted([runs[name], runs[partner]])
+    from alpaca_reference import alpaca_eval_lc, write_calibration
 
-
-def test_only_runs_against_the_same_baseline_share_a_fit(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    references = reference_rows()
-
-    def outputs_file(name: str, extra: int) -> Path:
-        rng = np.random.default_rng(extra)
-        rows = [
-            {"instruction": r["instruction"], "output": r["output"][: int(rng.integers(10, 80))]
-             + " More." * int(rng.integers(0, extra)), "generator": name}
-            for r in references
-        ]  # fmt: skip
-        return write_json(tmp_path / f"{name}.json", rows)
-
-    baselines = {"b1": outputs_file("b1", 6), "b2": outputs_file("b2", 12)}
-    store = str(tmp_path / "runs.sqlite")
-    runs = {}
-    with running_judge_server(ScriptedJudgeConfig(pairwise_rule="longer")) as url:
-        for name, extra, baseline in (("m1", 4, "b1"), ("m2", 9, "b1"), ("m3", 5, "b2"),
-                                      ("m4", 10, "b2")):  # fmt: skip
-            result = run_json(
-                capsys, "run", "--model", f"outputs:{outputs_file(name, extra)}",
-                "--tasks", "alpaca_eval", "--task-arg", "alpaca_eval.data=builtin",
-                "--task-arg", f"alpaca_eval.baseline=outputs:{baselines[baseline]}",
-                "--judge", "openai:scripted", "--judge-base-url", url, "--store", store,
-            )  # fmt: skip
-            runs[name] = result["run_id"]
-    for name, partner in (("m1", "m2"), ("m2", "m1"), ("m3", "m4"), ("m4", "m3")):
-        entry = alpaca_entry(run_json(capsys, "show", runs[name], "--store", store))
-        assert entry["metrics"]["lc_fit"] == "joint over 2 runs of this judge", name
-        assert entry["pool_history"][-1]["runs"] == sorted([runs[name], runs[partner]])
-    # The baseline's identity separates pools; how its spec was written does not.
-    from evalharness.pool_history import pool_key
-
-    key = ("alpaca_eval", "judge", "data")
-    assert pool_key(*key, {"model": "h1", "spec": "a"}, {}) == pool_key(
-        *key, {"model": "h1", "spec": "b"}, {}
-    )
-    assert pool_key(*key, {"model": "h1"}, {}) != pool_key(*key, {"model": "h2"}, {})
-    assert pool_key(*key, None, {}) != pool_key(*key, {"run": "r1"}, {})
-
-
-def test_a_refit_of_a_stored_run_is_recorded_and_reproducible(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from evalharness.tasks.alpaca_eval.task import AlpacaEval
-
-    imports = {}
-    for name, extra in (("a", 30), ("b", 100), ("c", 60)):
-        imports[name] = lengthy_model(tmp_path, name, extra)
-    alone = import_run(capsys, imports["a"][0], "--annotations", str(imports["a"][1]))
-    a = alone["run_id"]
-    own = alpaca_entry(alone)["metrics"]["length_controlled_winrate"]
-    own_ci = alpaca_entry(alone)["ci"]["length_controlled_winrate"]
-    assert own_ci[0] < own < own_ci[1]  # the single-run fit's bootstrap CI
-    b = import_run(capsys, imports["b"][0], "--annotations", str(imports["b"][1]))["run_id"]
-    after_b = lc_entry(capsys, a)
-    history = after_b["pool_history"]
-    assert [r["fit_id"] for r in history][0] == "own" and len(history) == 2
-    # What `show` said before the refit is kept, with the CI that went with it.
-    assert history[0]["metrics"]["length_controlled_winrate"] == own
-    assert history[0]["metrics"]["lc_fit"] == "single_run"
-    assert history[0]["ci"]["length_controlled_winrate"] == own_ci
-    joint = history[1]
-    assert joint["n_runs"] == 2 and joint["runs"] == sorted([a, b])
-    assert len(joint["fit_id"]) == 12 and joint["date"].endswith("+00:00")
-    shown = after_b["metrics"]["length_controlled_winrate"]
-    assert shown == joint["metrics"]["length_controlled_winrate"] != own
-    assert after_b["metrics"]["pool_fit_id"] == joint["fit_id"]
-    assert after_b["metrics"]["pool_fit_date"] == joint["date"]
-    low, high = after_b["ci"]["length_controlled_winrate"]
-    assert low < shown < high and [low, high] == joint["ci"]["length_controlled_winrate"]
-
-    import_run(capsys, imports["c"][0], "--annotations", str(imports["c"][1]))
-    after_c = lc_entry(capsys, a)
-    assert after_c["pool_history"][:2] == history
-    assert after_c["pool_history"][2]["n_runs"] == 3
-    assert after_c["pool_history"][2]["fit_id"] != joint["fit_id"]
-    # Re-running a's own command refits the same members: nothing new to record.
-    import_run(capsys, imports["a"][0], "--annotations", str(imports["a"][1]))
-    assert lc_entry(capsys, a) == after_c
-    # The number `show` prints is reproducible from the runs its record names.
-    store = RunStore(tmp_path / "store.sqlite")
-    members = after_c["pool_history"][-1]["runs"]
-    scores = {
-        run: [(s["sample_id"], s["scores"]) for s in store.get_samples(run, "alpaca_eval")]
-        for run in members
+    references = eval_set_references(200)
+    calibration = write_calibration(tmp_path / "df_gamed.csv")
+    rng = np.random.default_rng(0)
+    filler = " This point matters because it shapes the result."
+    outputs = {
+        "plain": [r["output"][: int(len(r["output"]) * rng.uniform(0.6, 1.0))] for r in references],
+        "verbose": [r["output"] + filler * int(rng.integers(10, 40)) for r in references],
+        "gamed": [r["output"][:40] for r in references],  # the adversarial short-output model
     }
+    models = {
+        name: judged_like_alpaca_eval(tmp_path, name, references, outs, seed)
+        for seed, (name, outs) in enumerate(outputs.items())
+    }
+    # The baseline itself (AlpacaEval: generator_2 == generator_1): 50 exactly.
+    models["reference_model"] = make_model(
+        tmp_path, "reference_model", references, [r["output"] for r in references],
+        [1.5] * len(references),
+    )  # fmt: skip
+
+    def imported(name: str, store: Path) -> dict[str, Any]:
+        outputs_path, annotations = models[name]
+        return import_run(
+            capsys, outputs_path, "--annotations", str(annotations),
+            "--calibration", str(calibration), "--store", str(store),
+        )  # fmt: skip
+
+    alone = imported("plain", tmp_path / "alone.sqlite")
+    store = tmp_path / "shared.sqlite"
+    results = {"plain": imported("plain", store)}
+    before = stored_metrics_json(store, results["plain"]["run_id"])
+    for name in ("verbose", "gamed", "reference_model"):
+        results[name] = imported(name, store)
+    # Imports of other models leave the stored run as it was, byte for byte, and its LC is the
+    # one it gets in a store of its own.
+    assert stored_metrics_json(store, results["plain"]["run_id"]) == before
+    plain = results["plain"]["run_id"]
+    shown = alpaca_entry(run_json(capsys, "show", plain, "--store", str(store)))
+    assert shown["metrics"] == alpaca_entry(alone)["metrics"]
+    assert shown["ci"] == alpaca_entry(alone)["ci"]
+    # Each model's numbers are alpaca-eval's, on the annotations file as it was imported.
+    for name, result in results.items():
+        expected = alpaca_eval_lc(json.loads(models[name][1].read_text()), calibration)
+        entry = alpaca_entry(result)
+        metrics = entry["metrics"]
+        assert metrics["lc_glm"] == "length_controlled_v1", name
+        assert metrics["length_controlled_winrate"] == pytest.approx(
+            expected["length_controlled_winrate"], abs=1e-9
+        ), name
+        assert metrics["lc_standard_error"] == pytest.approx(
+            expected["lc_standard_error"], abs=1e-9
+        ), name
+        assert metrics["win_rate"] == pytest.approx(expected["win_rate"], abs=1e-9), name
+        low, high = entry["ci"]["length_controlled_winrate"]
+        assert low <= metrics["length_controlled_winrate"] <= high, name
+        assert result["warnings"] == [], name
+    baseline = alpaca_entry(results["reference_model"])["metrics"]
+    assert baseline["length_controlled_winrate"] == 50.0 and baseline["lc_standard_error"] == 0.0
+    settings = run_json(capsys, "show", results["gamed"]["run_id"], "--store", str(store))[
+        "provenance"
+    ]["tasks"]["alpaca_eval"]["settings"]
+    assert settings["lc_calibration"]["source"] == str(calibration.resolve())
+    assert settings["lc_calibration"]["rows"] == 2 * 805
+
+
+def fill_hf_cache(cache: Path, calibration: Path) -> None:
+    """Put `calibration` where huggingface_hub's cache keeps tatsu-lab/alpaca_eval's files."""
+    repo = cache / "datasets--tatsu-lab--alpaca_eval"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "df_gamed.csv").write_bytes(calibration.read_bytes())
+
+
+def test_without_calibration_the_fallback_is_named_warned_and_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+    from alpaca_reference import alpaca_eval_lc, write_calibration
+
+    cache = tmp_path / "hf-cache"  # empty, and the hub is offline (conftest)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    references = eval_set_references(120)
+    outputs = [r["output"][: max(20, len(r["output"]) // 3)] for r in references]
+    model_outputs, annotations = judged_like_alpaca_eval(tmp_path, "m", references, outputs, 4)
+    args = ("import", "alpaca-eval", "--outputs", str(model_outputs))
+    code, _, err = run_cli(capsys, *args, "--annotations", str(annotations))
+    assert code == 0, err
+    said = [line for line in err.splitlines() if "length_controlled" in line]
+    assert len(said) == 1, err
+    assert "no length_controlled_winrate: df_gamed.csv is not in the Hugging Face cache" in said[0]
+    assert "alpaca_eval.calibration=PATH" in said[0]
+    cold = run_json(capsys, "show", "latest")
+    metrics = alpaca_entry(cold)["metrics"]
+    assert "length_controlled_winrate" not in metrics and "lc_standard_error" not in metrics
+    assert metrics["lc_glm"] == "length_controlled_minimal"
+    calibration = write_calibration(tmp_path / "df_gamed.csv")  # alpaca-eval reads it even so
+    rows = json.loads(annotations.read_text())
+    minimal = alpaca_eval_lc(rows, calibration, "length_controlled_minimal")
+    assert metrics["length_controlled_minimal_winrate"] == pytest.approx(
+        minimal["length_controlled_winrate"], abs=1e-9
+    )
+    low, high = alpaca_entry(cold)["ci"]["length_controlled_minimal_winrate"]
+    assert low <= metrics["length_controlled_minimal_winrate"] <= high
+    settings = cold["provenance"]["tasks"]["alpaca_eval"]["settings"]
+    assert settings["lc_glm"] == "length_controlled_minimal"
+    assert "df_gamed.csv is not in the Hugging Face cache" in settings["lc_without_calibration"]
+    assert cold["warnings"] == [said[0].strip()]
+
+    # A warm cache works offline: the same import gets AlpacaEval's LC, as another run.
+    fill_hf_cache(cache, calibration)
+    warm = import_run(capsys, model_outputs, "--annotations", str(annotations))
+    assert warm["run_id"] != cold["run_id"] and warm["warnings"] == []
+    expected = alpaca_eval_lc(rows, calibration)
+    assert alpaca_entry(warm)["metrics"]["length_controlled_winrate"] == pytest.approx(
+        expected["length_controlled_winrate"], abs=1e-9
+    )
+    shown = run_json(capsys, "show", warm["run_id"])
+    source = shown["provenance"]["tasks"]["alpaca_eval"]["settings"]["lc_calibration"]["source"]
+    assert source == "hub:tatsu-lab/alpaca_eval/df_gamed.csv"
+    assert alpaca_entry(run_json(capsys, "show", cold["run_id"]))["metrics"] == metrics
+
+
+def test_the_difficulty_option_is_replaced_by_the_calibration_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_outputs, annotations = annotated_model(tmp_path, [2.0] * 12)
+    args = ("import", "alpaca-eval", "--outputs", str(model_outputs))
+    code, _, err = run_cli(capsys, *args, "--annotations", str(annotations), "--difficulty", "x")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "alpaca_eval.difficulty is no longer an option" in err and "calibration" in err
+    absent = tmp_path / "absent.csv"
+    code, _, err = run_cli(capsys, *args, "--annotations", str(annotations), "--calibration",
+                           str(absent))  # fmt: skip
+    assert code == 2 and f"--calibration: {absent}: no such file" in err
+
+
+def test_a_store_written_with_pooled_fits_still_shows_and_reports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stores from before per-model LC carry `pool`, `pool_history` and `lc_fit`: still read."""
+    model_outputs, annotations = annotated_model(tmp_path, [2.0] * 6 + [1.0] * 6)
+    run_id = import_run(capsys, model_outputs, "--annotations", str(annotations))["run_id"]
+    store = RunStore(tmp_path / "store.sqlite")
+    (task,) = store.get_tasks(run_id)
+    entry = dict(task["metrics"])
+    record = {"date": "2025-01-01T00:00:00+00:00", "ci": {"length_controlled_winrate": [40, 55]}}
+    entry["metrics"] = {
+        **entry["metrics"],
+        "length_controlled_winrate": 47.5,
+        "lc_fit": "joint over 2 runs of this judge",
+        "lc_variant": "minimal",
+        "lc_length_coef": -0.4,
+        "pool_fit_id": "abcdef012345",
+        "pool_fit_date": record["date"],
+    }
+    entry["ci"] = {**entry["ci"], "length_controlled_winrate": [40.0, 55.0]}
+    entry["pool_history"] = [
+        {**record, "fit_id": "own", "n_runs": 1, "runs": [run_id],
+         "metrics": {"length_controlled_winrate": 49.0, "lc_fit": "single_run"}},
+        {**record, "fit_id": "abcdef012345", "n_runs": 2, "runs": [run_id, "0" * 12],
+         "metrics": {"length_controlled_winrate": 47.5, "lc_fit": "joint over 2 runs"}},
+    ]  # fmt: skip
+    store.put_task(run_id, "alpaca_eval", task["n"], {**task["info"], "pool": "ab" * 32})
+    store.put_task_metrics(run_id, "alpaca_eval", entry, entry["failures"])
     store.close()
-    again = AlpacaEval({}).pooled_metrics(scores)[a]
-    assert again.metrics["length_controlled_winrate"] == pytest.approx(
-        after_c["metrics"]["length_controlled_winrate"], abs=1e-9
-    )
-    assert list(again.ci["length_controlled_winrate"]) == pytest.approx(
-        after_c["ci"]["length_controlled_winrate"], abs=1e-9
-    )
+    shown = alpaca_entry(run_json(capsys, "show", run_id))
+    assert shown["metrics"]["length_controlled_winrate"] == 47.5 and shown["pool_history"]
+    code, out, err = run_cli(capsys, "show", run_id)
+    assert code == 0 and "47.5" in out, err
+    code, _, err = run_cli(capsys, "report", "--out", str(tmp_path / "site"))
+    assert code == 0, err

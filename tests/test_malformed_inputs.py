@@ -67,6 +67,10 @@ CASES = [
          TINY_RUN + " --tasks alpaca_eval --task-arg alpaca_eval.data=builtin"
          " --judge annotations:{m}/latin1.jsonl",
          "{m}/latin1.jsonl:2: not UTF-8 text"),
+    case("run-alpaca-calibration-latin1",
+         TINY_RUN + " --tasks alpaca_eval --task-arg alpaca_eval.data=builtin"
+         " --task-arg alpaca_eval.calibration={m}/latin1.csv",
+         "{m}/latin1.csv:3: not UTF-8 text"),
     case("run-rules-judge-latin1",
          TINY_RUN + " --tasks driftcaps --task-arg driftcaps.data=builtin"
          " --judge rules:{m}/latin1.yaml",

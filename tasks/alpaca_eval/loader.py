@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -67,31 +66,3 @@ def load_items(source: str) -> tuple[list[dict[str, Any]], str]:
         return items_from_file(path), description
     path = Path(source).expanduser()
     return items_from_file(path, "alpaca_eval.data"), str(path.resolve())
-
-
-def load_difficulty(path: Path, items: list[dict[str, Any]]) -> dict[str, float]:
-    """instruction -> difficulty, from a CSV keyed by `instruction` or by position (`index`).
-
-    AlpacaEval ships `instruction_difficulty.csv` keyed by the position in its 805-item set.
-    """
-    values: dict[str, float] = {}
-    for where, row in read_records(path, "alpaca_eval.difficulty"):
-        raw = require(where, row, "instruction_difficulty")
-        try:
-            value = float(raw)
-        except ValueError:
-            raise InputError(f"{where}: instruction_difficulty {raw!r} is not a number") from None
-        if not math.isfinite(value):
-            raise InputError(f"{where}: instruction_difficulty must be finite")
-        if row.get("instruction"):
-            values[str(row["instruction"])] = value
-            continue
-        key = row.get("index", row.get(""))
-        try:
-            position = int(key)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: needs an 'instruction' or an 'index' column") from None
-        if not 0 <= position < len(items):
-            raise InputError(f"{where}: index {position} is outside the {len(items)} items")
-        values[items[position]["instruction"]] = value
-    return values

@@ -5,21 +5,25 @@ judge, in one seeded random order per instruction (AlpacaEval's protocol) or in 
 combined by the judge mode's rule (`judges/llm.py`: probs averages P(candidate), AlpacaEval's
 continuous preference; text makes a flip a tie). Both orders also give `swap_consistency` and,
 in probs mode, `order_gap`. LLM judges call outputs identical to the reference a tie without
-asking. Metrics follow AlpacaEval exactly (`metrics.head_to_head`); the length-controlled win
-rate is fitted per run, and refitted jointly over every stored run of the same judge, data,
-baseline and length-control variant, because length bias is a property of the judge
-(`metrics.length_controlled`). Each refit of a stored run is recorded in its `pool_history`
-(`evalharness.pool_history`). Its 95% CI is a bootstrap over instructions that refits the GLM.
+asking. Metrics follow AlpacaEval exactly (`metrics.head_to_head`).
+
+The length-controlled win rate is AlpacaEval 2's `length_controlled_v1`, fitted on this run
+alone with AlpacaEval's calibration rows (`length_control.py`, `calibration.py`), so a run's
+number never depends on what else is in the store. It needs the calibration file and
+AlpacaEval's own instructions; without either the run reports AlpacaEval's
+`length_controlled_minimal` GLM (this model alone, no instruction difficulty, no calibration
+rows) as `length_controlled_minimal_winrate`, says so in one warning line and records why in
+its settings (so in its provenance). Either gets a bootstrap CI over instructions.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.judges.annotations import same_output
 from evalharness.judges.llm import order_gap
 from evalharness.requests import (
     GenerateRequest,
@@ -35,7 +39,6 @@ from evalharness.stats import bootstrap_ci, mean
 from ..base import (
     JudgeItem,
     Outcome,
-    PooledResult,
     Sample,
     SampleView,
     Task,
@@ -43,15 +46,19 @@ from ..base import (
     TaskResult,
 )
 from ..registry import register_task
-from .loader import load_difficulty, load_items
-from .metrics import LC_RESAMPLES, RunPreferences, head_to_head, length_controlled
+from .calibration import Calibration, alpaca_eval_indexes, is_path, load_calibration
+from .loader import load_items
+from .metrics import head_to_head
 
 TEMPLATE = "pairwise"
 ORDERS = ("random", "both")
-OPTIONS = ("data", "difficulty", "orders", "max_new_tokens", "baseline")
-#: Bootstrap seed of the joint fit's CIs: fixed, so that a joint fit depends only on its
-#: members' scores (its fit id), not on which member's run happened to trigger it.
-POOL_SEED = 0
+OPTIONS = ("data", "calibration", "orders", "max_new_tokens", "baseline")
+#: The metric each GLM reports (`length_control.py`); the fallback never takes the LC name.
+LC_METRIC = {
+    "length_controlled_v1": "length_controlled_winrate",
+    "length_controlled_minimal": "length_controlled_minimal_winrate",
+}
+NOT_ALPACA_EVAL = "the instructions are not all from AlpacaEval's evaluation set"
 
 
 def sample_id(instruction: str) -> str:
@@ -63,9 +70,31 @@ def sample_id(instruction: str) -> str:
 class AlpacaEval(Task):
     name = "alpaca_eval"
     description = "AlpacaEval-style win rate and length-controlled win rate against a reference"
-    pooled = True
 
     headline = ("length_controlled_winrate", "win_rate")
+
+    @classmethod
+    def headline_metrics(cls, settings: Mapping[str, Any]) -> list[str]:
+        """Without calibration the fallback heads the table, under its own name."""
+        glm = settings.get("lc_glm")
+        if glm in LC_METRIC:
+            return [LC_METRIC[glm], "win_rate"]
+        return list(cls.headline)
+
+    @classmethod
+    def warnings(cls, settings: Mapping[str, Any]) -> list[str]:
+        if settings.get("lc_glm") != "length_controlled_minimal":
+            return []
+        hint = (
+            ""
+            if settings.get("lc_without_calibration") == NOT_ALPACA_EVAL
+            else "; pass alpaca_eval.calibration=PATH to AlpacaEval's df_gamed.csv"
+        )
+        return [
+            f"no length_controlled_winrate: {settings.get('lc_without_calibration')}; "
+            "length_controlled_minimal_winrate is AlpacaEval's minimal GLM fitted on this model "
+            f"alone, not the leaderboard's LC{hint}"
+        ]
 
     @classmethod
     def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
@@ -94,40 +123,70 @@ class AlpacaEval(Task):
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
+        if "difficulty" in self.options:
+            raise InputError(
+                "alpaca_eval.difficulty is no longer an option: length_controlled_winrate takes "
+                "instruction difficulty from AlpacaEval's df_gamed.csv "
+                "(alpaca_eval.calibration=PATH)"
+            )
         self.check_options(OPTIONS)
         self.orders = self.options.get("orders", "random")
         if self.orders not in ORDERS:
             raise InputError(f"alpaca_eval.orders {self.orders!r} is not one of random, both")
         self.max_new_tokens = self.int_option("max_new_tokens", 2048)
-        self.difficulty: dict[str, float] | None = None
+        self.calibration: Calibration | None = None
+        #: sample id -> AlpacaEval index, when the data is AlpacaEval's (`calibration.py`).
+        self.indexes: dict[str, int] = {}
         self.baseline: dict[str, dict[str, Result]] = {}
 
     # -- data ----------------------------------------------------------------------------
     def load(self, limit: int | None = None) -> TaskData:
         items, source = load_items(self.options.get("data", "hub"))
         data_hash = sha256_hex(canonical_json(items))
-        if self.options.get("difficulty"):
-            by_instruction = load_difficulty(Path(self.options["difficulty"]), items)
-            missing = [i for i in items if i["instruction"] not in by_instruction]
-            if missing:
-                raise InputError(
-                    f"{self.options['difficulty']}: no difficulty for "
-                    f"{missing[0]['instruction'][:50]!r} ({len(missing)} missing)"
-                )
-            self.difficulty = {
-                sample_id(i["instruction"]): by_instruction[i["instruction"]] for i in items
-            }
         if limit is not None:
             items = items[:limit]
         samples = [Sample(id=sample_id(i["instruction"]), data=i) for i in items]
+        lc = self._length_control([s.id for s in samples])
         settings = {
             "max_new_tokens": self.max_new_tokens,
             "temperature": 0.0,
             "orders": self.orders,
             "judge_template": TEMPLATE,
-            "length_control": "full" if self.difficulty else "minimal",
+            **lc,
         }
-        return TaskData(samples=samples, data_hash=data_hash, source=source, settings=settings)
+        return TaskData(
+            samples=samples,
+            data_hash=data_hash,
+            source=source,
+            settings=settings,
+            extra_inputs={
+                "lc_glm": lc["lc_glm"],
+                "calibration_sha256": self.calibration.sha256 if self.calibration else None,
+            },
+        )
+
+    def _length_control(self, ids: list[str]) -> dict[str, Any]:
+        """Load the calibration when the data is AlpacaEval's; the settings that record it.
+
+        A calibration file passed by path is read (and checked) whatever the data, so a broken
+        file is an error even where it would not be used; the hub is only asked when it would.
+        """
+        option = self.options.get("calibration")
+        calibration, reason = None, ""
+        if is_path(option):
+            calibration, reason = load_calibration(option)
+        indexes = alpaca_eval_indexes(ids)
+        if indexes is None:
+            calibration, reason = None, NOT_ALPACA_EVAL
+        elif calibration is None and not reason:
+            calibration, reason = load_calibration(option)
+        if calibration is None:
+            return {"lc_glm": "length_controlled_minimal", "lc_without_calibration": reason}
+        assert indexes is not None
+        calibration.difficulty(indexes)  # a file without these items fails now, not later
+        self.calibration = calibration
+        self.indexes = dict(zip(ids, indexes, strict=True))
+        return {"lc_glm": "length_controlled_v1", "lc_calibration": calibration.describe()}
 
     # -- model and judge work -------------------------------------------------------------
     def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
@@ -139,14 +198,6 @@ class AlpacaEval(Task):
 
     def planned_judge_items(self, sample: Sample) -> list[tuple[str, int]]:
         return [("pairwise", 2 if self.orders == "both" else 1)]
-
-    def pool_fields(self) -> dict[str, Any]:
-        """Runs fitted with another length-control variant, or other difficulty values, fit
-        another model and never share a fit (the judge, data and baseline are the engine's)."""
-        return {
-            "lc_variant": "full" if self.difficulty else "minimal",
-            "difficulty": sha256_hex(canonical_json(self.difficulty)) if self.difficulty else None,
-        }
 
     def baseline_source(self) -> str | None:
         return self.options.get("baseline")
@@ -183,6 +234,7 @@ class AlpacaEval(Task):
     ) -> dict[str, Any]:
         output = responses["output"].text  # type: ignore[union-attr]
         verdict = verdicts["verdict"]
+        reference = self.reference(sample)
         return {
             "preference": verdict.get("preference"),
             "winner": verdict.get("winner"),
@@ -192,34 +244,46 @@ class AlpacaEval(Task):
             # Why there is no preference, when the judge says (imported annotations do).
             "failure_reason": verdict.get("reason") if verdict.get("failure") else None,
             "model_length": len(output),
-            "baseline_length": len(self.reference(sample)),
+            "baseline_length": len(reference),
+            # All true: the model is the baseline, whose LC is 50 by definition.
+            "same_as_reference": same_output(output, reference),
             "dataset": sample.data["dataset"],
         }
 
-    def _run_preferences(
-        self, ids: Sequence[str], scores: Sequence[dict[str, Any] | None]
-    ) -> RunPreferences:
-        kept = [(i, s) for i, s in zip(ids, scores, strict=True) if s is not None]
-        return RunPreferences(
-            item_ids=[i for i, _ in kept],
-            preferences=[s["preference"] for _, s in kept],
-            model_lengths=[s["model_length"] for _, s in kept],
-            baseline_lengths=[s["baseline_length"] for _, s in kept],
+    def _length_controlled(
+        self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+        """This run's length-controlled win rate (`length_control.py`), metrics and CI."""
+        # Imported here: scikit-learn takes seconds to import, and every command loads the tasks.
+        from .length_control import ModelRows, length_controlled
+        from .length_control import bootstrap_ci as lc_bootstrap_ci
+
+        rows = ModelRows(
+            preferences=[s["preference"] for s in scores],
+            model_lengths=[s["model_length"] for s in scores],
+            baseline_lengths=[s["baseline_length"] for s in scores],
+            indexes=[self.indexes[s.id] for s in samples] if self.calibration else None,
+            is_baseline=bool(scores) and all(s.get("same_as_reference") for s in scores),
         )
+        fit = length_controlled(rows, self.calibration)
+        if fit is None:
+            return {}, {}
+        name = LC_METRIC[fit.glm]
+        metrics: dict[str, Any] = {name: fit.win_rate, "lc_glm": fit.glm}
+        if self.calibration is not None:  # the minimal GLM predicts one constant: no spread
+            metrics["lc_standard_error"] = fit.standard_error
+        interval = lc_bootstrap_ci(rows, self.calibration, fit, seed=self.seed)
+        return metrics, ({name: interval} if interval else {})
 
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
         preferences = [s["preference"] for s in scores]
         metrics: dict[str, Any] = head_to_head(preferences)
         metrics["avg_length"] = int(mean([s["model_length"] for s in scores]) or 0)
-        runs = {"run": self._run_preferences([s.id for s in samples], scores)}
         ci: dict[str, tuple[float, float]] = {}
         if metrics["n_total"]:
-            fit = length_controlled(runs, self.difficulty, n_resamples=LC_RESAMPLES, seed=self.seed)
-            metrics["length_controlled_winrate"] = fit.win_rates["run"]
-            metrics["lc_variant"] = fit.variant
-            metrics["lc_fit"] = "single_run"
-            if "run" in fit.ci:
-                ci["length_controlled_winrate"] = fit.ci["run"]
+            lc_metrics, lc_ci = self._length_controlled(samples, scores)
+            metrics.update(lc_metrics)
+            ci.update(lc_ci)
             valid = [100.0 * (p - 1.0) for p in preferences if p is not None]
             interval = bootstrap_ci(valid, seed=self.seed)
             if interval is not None:
@@ -239,41 +303,3 @@ class AlpacaEval(Task):
         return TaskResult(
             metrics=metrics, failures=sum(s["failure"] for s in scores), ci=ci, counts=counts
         )
-
-    def pooled_metrics(
-        self, runs: Mapping[str, Sequence[tuple[str, dict[str, Any] | None]]]
-    ) -> dict[str, PooledResult]:
-        """One length coefficient for the judge, fitted over all its runs in the pool.
-
-        The pool (the engine's key) holds runs of one judge on the same data against the same
-        baseline with the same variant and difficulty (`pool_fields`), so one GLM fits them
-        all. Each run's CI comes from the joint bootstrap: instructions resampled once for
-        all runs and the joint GLM refitted on each resample (`metrics._bootstrap`), seeded
-        with `POOL_SEED`; it costs about a second for ten runs of 805 instructions.
-        """
-        usable = {
-            run_id: rows
-            for run_id, rows in runs.items()
-            if any(s is not None and s["preference"] is not None for _, s in rows)
-        }
-        if len(usable) < 2:
-            return {}
-        preferences = {
-            run_id: self._run_preferences([i for i, _ in rows], [s for _, s in rows])
-            for run_id, rows in usable.items()
-        }
-        fit = length_controlled(
-            preferences, self.difficulty, n_resamples=LC_RESAMPLES, seed=POOL_SEED
-        )
-        return {
-            run_id: PooledResult(
-                metrics={
-                    "length_controlled_winrate": fit.win_rates[run_id],
-                    "lc_variant": fit.variant,
-                    "lc_fit": f"joint over {fit.n_runs} runs of this judge",
-                    "lc_length_coef": fit.length_coef,
-                },
-                ci=({"length_controlled_winrate": fit.ci[run_id]} if run_id in fit.ci else {}),
-            )
-            for run_id in usable
-        }
