@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_jsonl
+from evalharness.records import UniqueIds, read_jsonl
 from evalharness.requests import canonical_json, sha256_hex
 
 #: FastChat's rating when the judge's output held no `[[rating]]` (excluded by show_result).
@@ -70,18 +70,17 @@ def model_name(path: Path) -> str:
 def read_answers(path: Path, option: str = "--answers") -> dict[int, Answer]:
     """question_id -> turns; a repeated id or a row without `choices[0].turns` names its line."""
     answers: dict[int, Answer] = {}
+    ids = UniqueIds("question_id")
     for number, row in read_jsonl(path, option):
         where = f"{path}:{number}"
         key = question_id(where, row)
+        ids.add(where, key)
         choices = row.get("choices")
         turns = None
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             turns = choices[0].get("turns")
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise InputError(f"{where}: field 'choices' must hold turns (a list of strings)")
-        if key in answers:
-            first = answers[key].where.rpartition(":")[2]
-            raise InputError(f"{where}: question_id {key} answered twice (first at line {first})")
         answers[key] = Answer(key, list(turns), where)
     if not answers:
         raise InputError(f"{path}: no answers")
@@ -95,6 +94,7 @@ def read_single_judgments(path: Path, model: str) -> tuple[dict[tuple[int, int],
     rows (`model_1`/`model_2`) are refused: they rate no single answer.
     """
     found: dict[tuple[int, int], Judgment] = {}
+    keys = UniqueIds()
     judges: set[str] = set()
     models: set[str] = set()
     for number, row in read_jsonl(path, "--judgments"):
@@ -117,11 +117,7 @@ def read_single_judgments(path: Path, model: str) -> tuple[dict[tuple[int, int],
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise InputError(f"{where}: field 'score' must be a number, not {score!r}")
         key = (question_id(where, row), turn)
-        if key in found:
-            raise InputError(
-                f"{where}: a second judgment of {model} on question {key[0]} turn {turn} "
-                f"(first at line {found[key].where.rpartition(':')[2]})"
-            )
+        keys.add(where, key, described=f"a judgment of {model} on question {key[0]} turn {turn}")
         judges.add(judge[0])
         found[key] = Judgment(
             question_id=key[0],
