@@ -11,6 +11,7 @@ definition of the format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -27,13 +28,22 @@ INVALID_SCORE = -1
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
+#: Fields of a FastChat answer row that say where it came from, not what it says: an imported
+#: answer keeps them, so `export` writes them back as they were.
+ANSWER_RECORD_FIELDS = ("answer_id", "model_id", "tstamp")
+#: Where a run's provenance keeps them (`provenance["model_records"][RECORDS_KEY]`).
+RECORDS_KEY = "fastchat_answers"
+
+
 @dataclass(frozen=True)
 class Answer:
-    """One model's two turns for a question, and the line they came from."""
+    """One model's two turns for a question, the line they came from, and the row's own
+    `ANSWER_RECORD_FIELDS` (those it has)."""
 
     question_id: int
     turns: list[str]
     where: str
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,8 @@ def read_answers(path: Path, option: str = "--answers") -> dict[int, Answer]:
             turns = choices[0].get("turns")
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise InputError(f"{where}: field 'choices' must hold turns (a list of strings)")
-        answers[key] = Answer(key, list(turns), where)
+        record = {name: row[name] for name in ANSWER_RECORD_FIELDS if name in row}
+        answers[key] = Answer(key, list(turns), where, record)
     if not answers:
         raise InputError(f"{path}: no answers")
     return answers
@@ -164,6 +175,16 @@ def answer_row(qid: Any, model: str, turns: list[str], tstamp: float) -> dict[st
         "model_id": model,
         "choices": [{"index": 0, "turns": turns}],
         "tstamp": tstamp,
+    }
+
+
+def imported_answer_records(provenance: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """question_id -> the `ANSWER_RECORD_FIELDS` an imported answer file gave; empty for a run
+    generated here (or imported before they were kept)."""
+    rows = (provenance.get("model_records") or {}).get(RECORDS_KEY) or []
+    return {
+        int(row["question_id"]): {k: row[k] for k in ANSWER_RECORD_FIELDS if k in row}
+        for row in rows
     }
 
 
