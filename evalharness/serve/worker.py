@@ -243,14 +243,21 @@ class ModelWorker:
         """While a batch runs, every forward pass of the model first checks for `shutdown`.
 
         `generate` has no way to be interrupted from outside; raising from a pre-forward hook
-        ends it between two tokens, and the exception fails the batch's requests.
+        ends it between two tokens, and the exception fails the batch's requests. The hook is
+        on the input embeddings, which every step runs even when a wrapper (PEFT) calls the
+        inner model's forward rather than its own.
         """
 
         def check(*_: Any) -> None:
             if self._stopping.is_set():
                 raise ShuttingDown
 
-        handle = self.backend.model.register_forward_pre_hook(check)
+        model = self.backend.model
+        try:
+            module = model.get_input_embeddings()
+        except (AttributeError, NotImplementedError):
+            module = model
+        handle = module.register_forward_pre_hook(check)
         try:
             yield
         finally:
