@@ -9,7 +9,8 @@ the main process evaluates, as the trainer's own logging does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,20 +67,22 @@ class EvalCallback(TrainerCallback):
         tokenizer = self.tokenizer or kwargs.get("processing_class") or kwargs.get("tokenizer")
         if model is None or tokenizer is None:
             raise InputError("EvalCallback needs the trainer's model and its tokenizer")
-        results = evaluate(
-            _unwrapped(model),
-            self.tasks,
-            tokenizer=getattr(tokenizer, "tokenizer", tokenizer),  # a processor's tokenizer
-            name=self.name,
-            judge=self.judge,
-            limit=self.limit,
-            store=self.store,
-            task_options=self.task_options,
-        )
+        model = _unwrapped(model)
+        with _without_mixed_precision_wrapper(model):
+            results = evaluate(
+                model,
+                self.tasks,
+                tokenizer=getattr(tokenizer, "tokenizer", tokenizer),  # a processor's tokenizer
+                name=self.name,
+                judge=self.judge,
+                limit=self.limit,
+                store=self.store,
+                task_options=self.task_options,
+            )
         self.results.append((step, results))
         logs = self.flatten(results)
         if self.trainer is not None:
-            self.trainer.log(logs)
+            _log_beside_the_trainer(self.trainer, logs, control)
         else:
             state.log_history.append({**logs, "step": step})
         return control
@@ -93,6 +96,46 @@ class EvalCallback(TrainerCallback):
                 if wanted and isinstance(value, (int, float)) and not isinstance(value, bool):
                     logs[f"{self.prefix}/{task}/{metric}"] = float(value)
         return logs
+
+
+def _log_beside_the_trainer(trainer: Any, logs: dict[str, float], control: Any) -> None:
+    """Send `logs` to the trainer's loggers without touching its own loss log at this step.
+
+    `on_step_end` runs after the trainer decided to log (`control.should_log`) but before it
+    logs the loss; `CallbackHandler.on_log` clears that flag, so a plain `trainer.log` here
+    dropped the step's loss log (and the next one averaged over both intervals). The flag is
+    put back. The base `transformers.Trainer.log` is called, not an override: TRL's trainers
+    fold their accumulated metrics (token accuracy, entropy, ...) into whatever is logged and
+    clear them, which would move them from the loss log into this one.
+    """
+    from transformers import Trainer
+
+    should_log = control.should_log
+    log = Trainer.log if isinstance(trainer, Trainer) else type(trainer).log
+    log(trainer, logs)
+    control.should_log = should_log
+    trainer.control.should_log = should_log
+
+
+@contextmanager
+def _without_mixed_precision_wrapper(model: Any) -> Iterator[None]:
+    """Run the model's own `forward` for the evaluation, then give the trainer's back.
+
+    Under `bf16`/`fp16` (TRL's default is bf16), accelerate replaces `model.forward` with an
+    autocast wrapper and keeps the original as `_original_forward`. Evaluated through it, the
+    live model answers differently from the same weights anywhere else, while the store caches
+    those answers under a hash of the weights alone; the saved checkpoint must score the same.
+    """
+    original = model.__dict__.get("_original_forward")
+    wrapped = model.__dict__.get("forward")
+    if original is None or wrapped is None:
+        yield
+        return
+    model.forward = original
+    try:
+        yield
+    finally:
+        model.forward = wrapped
 
 
 def _unwrapped(model: Any) -> Any:

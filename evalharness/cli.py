@@ -519,7 +519,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from evalharness.backends import load_backend
     from evalharness.backends.hf import HFBackend
-    from evalharness.serve import check_exposure, serve
+    from evalharness.serve import bind_port, check_exposure, serve
 
     spec = _model_spec(args)
     if spec.workers > 1:
@@ -531,19 +531,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     warning = check_exposure(args.host, api_key, args.insecure)
     if warning:
         print(f"evalharness: warning: {warning}", file=sys.stderr)
-    backend = load_backend(spec)
-    if not isinstance(backend, HFBackend):
-        raise InputError(f"serve needs an hf: model, not {spec.raw!r}")
-    name = args.served_name or spec.raw
-    serve(
-        backend,
-        name,
-        host=args.host,
-        port=args.port,
-        api_key=api_key,
-        insecure=args.insecure,
-        max_batch=args.max_batch,
-    )
+    # A bad or busy --port fails now, not after the model has loaded.
+    with bind_port(args.host, args.port) as sock:
+        backend = load_backend(spec)
+        if not isinstance(backend, HFBackend):
+            raise InputError(f"serve needs an hf: model, not {spec.raw!r}")
+        name = args.served_name or spec.raw
+        serve(
+            backend,
+            name,
+            host=args.host,
+            port=args.port,
+            api_key=api_key,
+            insecure=args.insecure,
+            max_batch=args.max_batch,
+            sock=sock,
+        )
     return 0
 
 

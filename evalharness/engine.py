@@ -315,6 +315,7 @@ class Runner:
             ),
             tasks=task_info,
             seed=spec.seed,
+            model_records=backend.recorded_metadata(),
         )
         stored_spec = {
             "tasks": spec.tasks,

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.fastchat_io import answer_row, file_label, prompt_name, write_jsonl
+from evalharness.fastchat_io import (
+    answer_row,
+    file_label,
+    imported_answer_records,
+    prompt_name,
+    write_jsonl,
+)
 
 FORMATS = {"fastchat": "mt_bench", "alpaca-eval": "alpaca_eval"}
 #: Verdict reasons that mean "nobody rated this": never written as a rating.
@@ -86,8 +92,14 @@ def model_label(run: dict[str, Any]) -> str:
 
 
 def export_fastchat(stored: dict[str, Any], name: str, out: Path) -> list[Path]:
-    """FastChat's answer file, and its single-judgment file when the run rated the answers."""
+    """FastChat's answer file, and its single-judgment file when the run rated the answers.
+
+    Answers imported from FastChat files keep the `answer_id`, `model_id` and `tstamp` they
+    were imported with, so import then export gives those fields back unchanged; answers
+    generated here get a content-derived `answer_id`, the model's name and the run's time.
+    """
     tstamp = float(stored["run"]["updated_at"])
+    imported = imported_answer_records(stored["run"].get("provenance") or {})
     answers, judgments = [], []
     judge_label = file_label(stored["run"]["judge"] or "judge")
     single = stored["info"].get("options", {}).get("mode", "single") == "single"
@@ -97,7 +109,9 @@ def export_fastchat(stored: dict[str, Any], name: str, out: Path) -> list[Path]:
         if "turn1" not in slots or "turn2" not in slots:
             continue  # an interrupted run: only whole answers are written
         turns = [slots["turn1"]["text"], slots["turn2"]["text"]]
-        answers.append(answer_row(data["question_id"], name, turns, tstamp))
+        row = answer_row(data["question_id"], name, turns, tstamp)
+        row.update(imported.get(int(data["question_id"]), {}))
+        answers.append(row)
         guided = bool(data.get("reference"))
         for turn in (1, 2):
             verdict = stored["verdicts"].get((sid, f"turn{turn}"))

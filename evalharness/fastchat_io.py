@@ -11,6 +11,7 @@ definition of the format.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_jsonl
+from evalharness.records import UniqueIds, read_jsonl
 from evalharness.requests import canonical_json, sha256_hex
 
 #: FastChat's rating when the judge's output held no `[[rating]]` (excluded by show_result).
@@ -27,13 +28,22 @@ INVALID_SCORE = -1
 REFERENCE_CATEGORIES = ("math", "reasoning", "coding")
 
 
+#: Fields of a FastChat answer row that say where it came from, not what it says: an imported
+#: answer keeps them, so `export` writes them back as they were.
+ANSWER_RECORD_FIELDS = ("answer_id", "model_id", "tstamp")
+#: Where a run's provenance keeps them (`provenance["model_records"][RECORDS_KEY]`).
+RECORDS_KEY = "fastchat_answers"
+
+
 @dataclass(frozen=True)
 class Answer:
-    """One model's two turns for a question, and the line they came from."""
+    """One model's two turns for a question, the line they came from, and the row's own
+    `ANSWER_RECORD_FIELDS` (those it has)."""
 
     question_id: int
     turns: list[str]
     where: str
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,19 +80,19 @@ def model_name(path: Path) -> str:
 def read_answers(path: Path, option: str = "--answers") -> dict[int, Answer]:
     """question_id -> turns; a repeated id or a row without `choices[0].turns` names its line."""
     answers: dict[int, Answer] = {}
+    ids = UniqueIds("question_id")
     for number, row in read_jsonl(path, option):
         where = f"{path}:{number}"
         key = question_id(where, row)
+        ids.add(where, key)
         choices = row.get("choices")
         turns = None
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             turns = choices[0].get("turns")
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise InputError(f"{where}: field 'choices' must hold turns (a list of strings)")
-        if key in answers:
-            first = answers[key].where.rpartition(":")[2]
-            raise InputError(f"{where}: question_id {key} answered twice (first at line {first})")
-        answers[key] = Answer(key, list(turns), where)
+        record = {name: row[name] for name in ANSWER_RECORD_FIELDS if name in row}
+        answers[key] = Answer(key, list(turns), where, record)
     if not answers:
         raise InputError(f"{path}: no answers")
     return answers
@@ -95,6 +105,7 @@ def read_single_judgments(path: Path, model: str) -> tuple[dict[tuple[int, int],
     rows (`model_1`/`model_2`) are refused: they rate no single answer.
     """
     found: dict[tuple[int, int], Judgment] = {}
+    keys = UniqueIds()
     judges: set[str] = set()
     models: set[str] = set()
     for number, row in read_jsonl(path, "--judgments"):
@@ -117,11 +128,7 @@ def read_single_judgments(path: Path, model: str) -> tuple[dict[tuple[int, int],
         if isinstance(score, bool) or not isinstance(score, (int, float)):
             raise InputError(f"{where}: field 'score' must be a number, not {score!r}")
         key = (question_id(where, row), turn)
-        if key in found:
-            raise InputError(
-                f"{where}: a second judgment of {model} on question {key[0]} turn {turn} "
-                f"(first at line {found[key].where.rpartition(':')[2]})"
-            )
+        keys.add(where, key, described=f"a judgment of {model} on question {key[0]} turn {turn}")
         judges.add(judge[0])
         found[key] = Judgment(
             question_id=key[0],
@@ -168,6 +175,16 @@ def answer_row(qid: Any, model: str, turns: list[str], tstamp: float) -> dict[st
         "model_id": model,
         "choices": [{"index": 0, "turns": turns}],
         "tstamp": tstamp,
+    }
+
+
+def imported_answer_records(provenance: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """question_id -> the `ANSWER_RECORD_FIELDS` an imported answer file gave; empty for a run
+    generated here (or imported before they were kept)."""
+    rows = (provenance.get("model_records") or {}).get(RECORDS_KEY) or []
+    return {
+        int(row["question_id"]): {k: row[k] for k in ANSWER_RECORD_FIELDS if k in row}
+        for row in rows
     }
 
 

@@ -27,8 +27,10 @@ def collect(
     tasks: dict[str, dict[str, Any]],
     seed: int,
     argv: list[str] | None = None,
+    model_records: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    """`model_records`: `Backend.recorded_metadata()`, kept only when there is any."""
+    collected = {
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -39,3 +41,6 @@ def collect(
         "seed": seed,
         "argv": argv if argv is not None else sys.argv[1:],
     }
+    if model_records:
+        collected["model_records"] = model_records
+    return collected

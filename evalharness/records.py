@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,41 @@ def require(where: str, row: dict[str, Any], field: str, kind: type | None = Non
     if kind is not None and not isinstance(value, kind):
         raise InputError(f"{where}: field {field!r} must be a {kind.__name__}")
     return value
+
+
+class UniqueIds:
+    """The ids of one data file's rows, each allowed once: the one check every reader uses.
+
+    A repeated id used to be renamed (`id-2`) or to replace the first row, so one item was
+    counted twice, or silently lost, in every metric. It is an error instead, naming the file
+    and line of the repeat, the id, and the line where it first appeared.
+    """
+
+    def __init__(self, field: str = "id") -> None:
+        self.field = field
+        self._first: dict[Hashable, str] = {}
+
+    def add(self, where: str, value: Hashable, *, described: str | None = None) -> None:
+        """Record `value` (the row at `where`, as `read_records` names it), or fail on a repeat.
+
+        `described` names the key in the error where the field alone would not (an id derived
+        from the row's content, say).
+        """
+        first = self._first.get(value)
+        if first is None:
+            self._first[value] = where
+            return
+        shown = described or f"{self.field} {value!r}"
+        raise InputError(f"{where}: {shown} appears twice (first at {_position(first, where)})")
+
+
+def _position(first: str, where: str) -> str:
+    """`first` as short as it can be beside `where`: "line 3" or "[2]" in the same file."""
+    for mark in (":", "["):
+        file, sep, rest = first.rpartition(mark)
+        if sep and where.startswith(file + mark):
+            return f"line {rest}" if mark == ":" else f"[{rest}"
+    return first
 
 
 def _decode(path: Path) -> str:

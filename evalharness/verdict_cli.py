@@ -60,7 +60,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from evalharness.agreement import agreement
-    from evalharness.records import read_records, require
+    from evalharness.records import UniqueIds, read_records, require
 
     store = open_store(args.store)
     try:
@@ -72,8 +72,10 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         labels_a = {k: verdict_label(v) for k, v in store.get_run_verdicts(run_a, task).items()}
         if args.labels:
             labels_b = {}
+            keys = UniqueIds()
             for where, row in read_records(Path(args.labels), "--labels"):
                 key = (str(require(where, row, "sample_id")), str(row.get("slot") or ""))
+                keys.add(where, key, described=f"sample_id {key[0]!r} slot {key[1]!r}")
                 labels_b[key] = str(require(where, row, "label"))
             # A label file without slots matches a task with one verdict per sample.
             if all(slot == "" for _, slot in labels_b):

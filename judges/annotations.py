@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
-from evalharness.records import read_records, require
+from evalharness.records import UniqueIds, read_records, require
 from evalharness.requests import Request, Result
 from evalharness.tasks.base import JudgeItem
 
@@ -38,8 +38,10 @@ def read_annotations(path: Path) -> tuple[dict[str, dict[str, Any]], str]:
     """instruction -> annotation row, and the annotator's name."""
     rows: dict[str, dict[str, Any]] = {}
     annotators = set()
+    instructions = UniqueIds("instruction")
     for where, row in read_records(path, "--judge annotations"):
         instruction = require(where, row, "instruction", str)
+        instructions.add(where, instruction, described=f"instruction {instruction[:60]!r}")
         require(where, row, "output_1", str)
         require(where, row, "output_2", str)
         if "preference" not in row:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_jsonl
+from evalharness.records import UniqueIds, read_jsonl
 from evalharness.requests import Message
 
 from .templates import render_messages
@@ -98,10 +98,12 @@ def load_fastchat_prompts(path: Path) -> dict[str, dict[str, Any]]:
     `{placeholder}` is reported before any answer is generated, not when judging begins.
     """
     prompts = {}
+    names = UniqueIds("prompt")
     for number, row in read_jsonl(path, "mt_bench.judge_prompts"):
         for field in FASTCHAT_FIELDS:
             if not isinstance(row.get(field), str):
                 raise InputError(f"{path}:{number}: missing field {field!r}")
+        names.add(f"{path}:{number}", row["name"])
         check_prompt_template(row["prompt_template"], f"{path}:{number}: prompt {row['name']!r}")
         prompts[row["name"]] = {k: row[k] for k in FASTCHAT_FIELDS}
     return prompts

@@ -14,6 +14,8 @@ import pytest
 from cli_helpers import run_cli, run_json
 from test_alpaca_eval import make_model, reference_rows
 
+from evalharness.store import RunStore
+
 QUESTION_IDS = list(range(1, 9))  # the authored set `--questions builtin` reads
 MODEL = "model_a"
 # One rating per (question, turn); -1 is FastChat's "no [[rating]] parsed".
@@ -160,6 +162,58 @@ def test_export_fastchat_round_trip(
         metrics_of(capsys, second["run_id"])["metrics"]
         == metrics_of(capsys, first["run_id"])["metrics"]
     )
+
+
+def test_export_gives_back_the_imported_answer_ids_model_ids_and_timestamps(
+    fastchat_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Import then export: `answer_id`, `model_id` and `tstamp` of every answer row are the
+    imported file's, byte for byte (they were regenerated: a content hash, the file's name,
+    the run's time). Here the file was renamed, so its `model_id` is not its name."""
+    originals = [
+        {
+            **row,
+            "answer_id": f"Xq8vT3nLbWmZ{qid:02d}kPd4RcYh",  # FastChat's shortuuid: 22 characters
+            "model_id": "vicuna-13b-v1.3",
+            "tstamp": 1687222790.5712383 + qid / 7,
+        }
+        for qid, row in zip(QUESTION_IDS, answer_rows(), strict=True)
+    ]
+    answers = write_jsonl(tmp_path / "renamed" / f"{MODEL}.jsonl", originals)
+    _, judgments = fastchat_files
+    imported = import_mt_bench(capsys, "--answers", str(answers), "--judgments", str(judgments))
+    out = tmp_path / "exported"
+    run_json(capsys, "export", imported["run_id"], "--format", "fastchat", "--out", str(out))
+    lines = (out / "model_answer" / f"{MODEL}.jsonl").read_text().splitlines()
+    assert len(lines) == len(originals)
+    for original, line in zip(originals, lines, strict=True):
+        assert json.loads(line)["question_id"] == original["question_id"]
+        for field in ("answer_id", "model_id", "tstamp"):
+            assert f'"{field}": {json.dumps(original[field])}' in line, (field, line)
+
+
+def test_export_of_a_generated_run_names_and_dates_its_answers(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No file to give them back from: the model's name, the run's time, distinct answer ids."""
+    run = run_json(
+        capsys, "run", "--model", f"hf:{tiny_model_dir}", "--tasks", "mt_bench",
+        "--task-arg", "mt_bench.data=builtin", "--task-arg", "mt_bench.max_new_tokens=4",
+        "--limit", "2", "--judge", f"hf:{tiny_model_dir}",
+    )  # fmt: skip
+    out = tmp_path / "exported"
+    run_json(capsys, "export", run["run_id"], "--format", "fastchat", "--out", str(out))
+    (answer_file,) = (out / "model_answer").glob("*.jsonl")
+    rows = [json.loads(line) for line in answer_file.read_text().splitlines()]
+    assert len(rows) == 2
+    assert {row["model_id"] for row in rows} == {answer_file.stem} == {tiny_model_dir.name}
+    assert len({row["answer_id"] for row in rows}) == 2
+    store = RunStore(Path(os.environ["EVALHARNESS_STORE"]))
+    try:
+        stored_at = store.get_run(run["run_id"])["updated_at"]
+    finally:
+        store.close()
+    assert {row["tstamp"] for row in rows} == {stored_at}
 
 
 def test_judge_now_then_export_and_reimport(

@@ -199,6 +199,26 @@ CASES = [
     case("run-mt_bench-data-empty",
          TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data={m}/empty.jsonl",
          "{m}/empty.jsonl: no questions"),
+    # 8. A repeated id is an error naming both lines, never renamed (`q2-2`) and counted twice,
+    # nor silently replacing the first row.
+    case("run-task-yaml-duplicate-id", TINY_RUN + " --tasks {m}/task_duplicate_id",
+         "{m}/task_duplicate_id/data.jsonl:3: id 'q2' appears twice (first at line 2)"),
+    case("run-mt_bench-duplicate-question_id",
+         TINY_RUN + " --tasks mt_bench --task-arg mt_bench.data={m}/mt_bench_duplicate_id.jsonl",
+         "{m}/mt_bench_duplicate_id.jsonl:3: question_id 1 appears twice (first at line 1)"),
+    case("run-driftcaps-duplicate-id",
+         TINY_RUN + " --tasks driftcaps --task-arg driftcaps.data={m}/driftcaps_duplicate_id.csv",
+         "{m}/driftcaps_duplicate_id.csv:4: id 'p1' appears twice (first at line 2)"),
+    case("import-annotations-duplicate-instruction",
+         "import alpaca-eval --outputs {m}/alpaca_outputs_duplicate.jsonl"
+         " --annotations {m}/alpaca_annotations_duplicate.json --store {store}",
+         "{m}/alpaca_annotations_duplicate.json[2]: instruction 'Name a river.' appears twice"
+         " (first at [0])"),
+    case("run-outputs-duplicate-instruction",
+         "run --model outputs:{m}/alpaca_outputs_duplicate.jsonl --store {store} --no-progress"
+         " --tasks alpaca_eval --task-arg alpaca_eval.data=builtin --judge hf:{tiny}",
+         "{m}/alpaca_outputs_duplicate.jsonl:3: instruction 'Name a river.' appears twice"
+         " (first at line 1)"),
 ]  # fmt: skip
 
 

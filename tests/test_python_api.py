@@ -91,17 +91,14 @@ def test_a_model_in_memory_scores_as_its_checkpoint(
         evalharness.evaluate(model, TASK, tokenizer=tokenizer, task_options={"other": {}})
 
 
-def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """10 SFT steps on TRL's conversational format; metrics at steps 5 and 10 are logged and
-    equal what the CLI gives for the checkpoints the trainer saved at those steps."""
+def _sft_trainer(model_dir: Path, output_dir: Path) -> Any:
+    """10 SFT steps on TRL's conversational format, a checkpoint and a log every 5 steps."""
     trl = pytest.importorskip("trl")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
     rows = [
         {
             "messages": [
@@ -112,7 +109,7 @@ def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
         for i in range(20)
     ]
     config = trl.SFTConfig(
-        output_dir=str(tmp_path / "sft"),
+        output_dir=str(output_dir),
         max_steps=10,
         per_device_train_batch_size=2,
         learning_rate=5e-3,
@@ -123,9 +120,23 @@ def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
         seed=0,
         save_only_model=True,
     )
-    trainer = trl.SFTTrainer(
+    return trl.SFTTrainer(
         model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
     )
+
+
+def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Metrics at steps 5 and 10 are logged and equal what the CLI gives for the checkpoints the
+    trainer saved at those steps; TRL's own logs (loss, token accuracy, entropy, ...) at those
+    steps are the ones a run without the callback logs."""
+    without = _sft_trainer(tiny_model_dir, tmp_path / "without")
+    without.train()
+    expected = _loss_logs(without.state.log_history)
+    assert [entry["step"] for entry in expected] == [5, 10]
+
+    trainer = _sft_trainer(tiny_model_dir, tmp_path / "sft")
     store = tmp_path / "runs.sqlite"
     callback = evalharness.EvalCallback(
         trainer, tasks=[TASK], every_n_steps=5, limit=LIMIT, store=store, task_options=OPTIONS
@@ -133,6 +144,7 @@ def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
     trainer.add_callback(callback)
     trainer.train()
 
+    assert _loss_logs(trainer.state.log_history) == expected
     logged = [e for e in trainer.state.log_history if "evalharness/mt_bench/score" in e]
     assert [e["step"] for e in logged] == [5, 10]
     assert [step for step, _ in callback.results] == [5, 10]
@@ -142,6 +154,82 @@ def test_eval_callback_logs_task_metrics_in_a_trl_sft_run(
         cli = cli_run(capsys, f"hf:{checkpoint}", store)
         want = cli["tasks"][TASK]["metrics"]["score"]
         assert entry["evalharness/mt_bench/score"] == pytest.approx(want, abs=1e-4)
+
+
+def _loss_logs(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trainer's own per-step logs (loss, grad_norm, ...), without the evalharness metrics
+    and without the end-of-training summary (its runtime differs from run to run)."""
+    return [
+        entry
+        for entry in log_history
+        if "loss" in entry and not any(key.startswith("evalharness/") for key in entry)
+    ]
+
+
+def _plain_trainer(model_dir: Path, output_dir: Path, logging_steps: int) -> Any:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    texts = [
+        f"Name a river number {i}. The river is long and the model answers." for i in range(24)
+    ]
+    data = Dataset.from_list([dict(tokenizer(text)) for text in texts])
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=6,
+        per_device_train_batch_size=2,
+        learning_rate=5e-3,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+    )
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+
+
+@pytest.mark.parametrize("logging_steps", [2, 3])
+def test_eval_callback_leaves_the_trainers_loss_logs_as_they_are(
+    tiny_model_dir: Path, tmp_path: Path, logging_steps: int
+) -> None:
+    """With the callback every 2 steps, the trainer logs the same loss, grad norm and learning
+    rate at the same steps as without it: with logging_steps = every_n_steps (the README's set-up)
+    and with logging steps that fall between evaluations."""
+    without = _plain_trainer(tiny_model_dir, tmp_path / "without", logging_steps)
+    without.train()
+    expected = _loss_logs(without.state.log_history)
+    assert [entry["step"] for entry in expected] == list(range(logging_steps, 7, logging_steps))
+
+    trainer = _plain_trainer(tiny_model_dir, tmp_path / "with", logging_steps)
+    callback = evalharness.EvalCallback(
+        trainer,
+        tasks=[TASK],
+        every_n_steps=2,
+        limit=1,
+        store=tmp_path / "runs.sqlite",
+        task_options=OPTIONS,
+    )
+    trainer.add_callback(callback)
+    trainer.train()
+
+    assert _loss_logs(trainer.state.log_history) == expected
+    logged = [e for e in trainer.state.log_history if "evalharness/mt_bench/score" in e]
+    assert [entry["step"] for entry in logged] == [2, 4, 6]
 
 
 def test_no_submodule_shadows_an_api_name() -> None:

@@ -191,6 +191,39 @@ def test_concurrent_requests_share_one_forward(app: Any, base_url: str) -> None:
         assert answers[i]["choices"][0]["text"] == single["choices"][0]["text"]
 
 
+def test_a_seeded_draw_does_not_depend_on_what_else_is_waiting(app: Any, base_url: str) -> None:
+    """A sampled request with a seed gives the same text whether it runs alone or arrives with
+    other sampled requests of the same settings (rows of one batch share a random stream, so
+    it must not be batched with them); unseeded requests that wait together still share one
+    `generate` call."""
+    worker = app.state.worker
+    sampled = {"model": MODEL, "max_tokens": 12, "temperature": 1.0}
+    seeded = {**sampled, "prompt": "the river", "seed": 5}
+    alone = post(base_url, "/completions", seeded).json()["choices"][0]["text"]
+    others = [{**sampled, "prompt": p, "seed": 5} for p in ("the model", "why")]
+    others += [{**sampled, "prompt": p} for p in ("Explain", "a b c")]
+    answers: dict[int, Any] = {}
+
+    def ask(i: int, body: dict[str, Any]) -> None:
+        answers[i] = post(base_url, "/completions", body).json()
+
+    bodies = [seeded, *others]
+    threads = [threading.Thread(target=ask, args=(i, b)) for i, b in enumerate(bodies)]
+    with worker.held():
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while worker.pending() < len(bodies) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.pending() == len(bodies)
+        batches_before = worker.stats.batches
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers[0]["choices"][0]["text"] == alone
+    # Three seeded requests alone, the two unseeded ones together.
+    assert worker.stats.batches == batches_before + 4
+
+
 # -- lm-eval's local-completions against lm-eval's hf ------------------------------------------
 WORDS = ("river", "model", "answer", "capital", "long", "short", "bright", "quiet", "green")
 

@@ -7,7 +7,10 @@ the `openai:` backend must then give what the `hf:` backend gives on the same we
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from cli_helpers import run_cli, write_lines
+from cli_helpers import free_port, run_cli, spawn_cli, write_lines
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from local_server import running_server
@@ -509,3 +512,127 @@ def test_serve_refuses_a_reachable_host_without_a_key(
     code, out, err = run_cli(capsys, "serve", *missing, *keyed)
     assert code == 2 and err.count("\n") == 1
     assert "$EVALHARNESS_TEST_SERVE_KEY is not set or is empty" in err
+
+
+# -- sampling seeds, ports and shutdown, as users run `serve` -----------------------------------
+def test_sampling_without_a_seed_is_fresh_and_with_a_seed_reproducible(base_url: str) -> None:
+    """As OpenAI and vLLM: no `seed` draws afresh on every request (it was seed 0 each time, so
+    every request got the same text); the same `seed` gives the same text again. Non-streamed
+    and streamed, completions and chat."""
+    completion = {"model": MODEL, "prompt": "the river", "max_tokens": 16, "temperature": 1.0}
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Why?"}], "max_tokens": 16}
+
+    def completion_text(body: dict[str, Any]) -> str:
+        return post(base_url, "/completions", body).json()["choices"][0]["text"]
+
+    def chat_text(body: dict[str, Any]) -> str:
+        return post(base_url, "/chat/completions", body).json()["choices"][0]["message"]["content"]
+
+    def streamed_chat_text(body: dict[str, Any]) -> str:
+        with httpx.stream(
+            "POST", f"{base_url}/chat/completions", json={**body, "stream": True}, timeout=60
+        ) as response:
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: {")]
+        return "".join(
+            choice["delta"].get("content") or ""
+            for choice in (json.loads(e)["choices"][0] for e in events if json.loads(e)["choices"])
+        )
+
+    for ask, body in (
+        (completion_text, completion),
+        (chat_text, chat),  # temperature left out: OpenAI's default, 1
+        (streamed_chat_text, chat),
+    ):
+        fresh = [ask(body) for _ in range(3)]
+        assert len(set(fresh)) > 1, (ask.__name__, fresh)
+        seeded = [ask({**body, "seed": 11}) for _ in range(2)]
+        assert seeded[0] == seeded[1], ask.__name__
+        assert seeded[0] != ask({**body, "seed": 12}), ask.__name__
+
+
+def test_an_invalid_or_busy_port_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the model is even looked for (the checkpoint here does not exist)."""
+    missing = ["--model", f"hf:{tmp_path / 'no-model'}"]
+    for port in ("99999", "0", "-1"):
+        code, out, err = run_cli(capsys, "serve", *missing, "--port", port)
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and f"--port {port}:" in err and "65535" in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = run_cli(capsys, "serve", *missing, "--port", str(port))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and f"127.0.0.1:{port} is already in use" in err
+    assert "no-model" not in err
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_serve_during_a_long_generation(
+    tiny_model_dir: Path, stop: signal.Signals
+) -> None:
+    """A streamed answer of 4000 tokens (minutes on a CPU) is being generated when the signal
+    comes: the server ends it at once, tells the client with an error event, and exits within
+    seconds, where it used to wait for the whole answer."""
+    port = free_port()
+    process = spawn_cli(
+        "serve", "--model", f"hf:{tiny_model_dir}", "--port", str(port), "--served-name", MODEL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_healthy(process, url)
+        generating = threading.Event()
+        events: list[dict[str, Any]] = []
+        body = {"model": MODEL, "messages": CHAT, "max_tokens": 4000, "temperature": 0}
+
+        def read_stream() -> None:
+            """Greedy decoding of this prompt never reaches EOS before 4000 tokens."""
+            with httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json={**body, "stream": True}, timeout=300
+            ) as response:
+                for line in response.iter_lines():
+                    if line.startswith("data: {"):
+                        events.append(json.loads(line[6:]))
+                        if any(c["delta"].get("content") for c in events[-1].get("choices", [])):
+                            generating.set()
+
+        reader = threading.Thread(target=read_stream, daemon=True)
+        reader.start()
+        assert generating.wait(timeout=120), "the generation never started"
+        process.send_signal(stop)
+        process.wait(timeout=STOP_BOUND_S)  # TimeoutExpired: it waited for the answer
+        reader.join(timeout=STOP_BOUND_S)
+        assert not reader.is_alive()
+        finishes = [c["finish_reason"] for e in events for c in e.get("choices", [])]
+        assert not any(finishes), "the answer ran to its end"
+        assert "shutting down" in events[-1]["error"]["message"]
+        assert "Traceback" not in (process.stderr.read() if process.stderr else "")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+#: Seconds from the signal to the server's exit. Stopping takes well under a second (the next
+#: forward pass, then uvicorn's close); the bound leaves room for a loaded CI machine.
+STOP_BOUND_S = 30
+
+#: A chat whose greedy answer on the tiny model runs to any length (no EOS).
+CHAT = [{"role": "user", "content": "Explain why the river is long."}]
+
+
+def _wait_until_healthy(process: subprocess.Popen[str], url: str) -> None:
+    """Poll /health until the server answers (it listens only once the model is loaded)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read() if process.stderr else "serve exited")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("serve did not become healthy")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from evalharness.errors import InputError
 from evalharness.identity import HasIdentity
@@ -65,6 +65,12 @@ class Backend(HasIdentity):
     @abstractmethod
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Log-probability of each continuation given its context, in order."""
+
+    def recorded_metadata(self) -> dict[str, Any] | None:
+        """What a recorded-answers file said about its answers beyond their text (FastChat's
+        `answer_id`, `model_id`, `tstamp`), kept in the run's provenance so `export` can give
+        it back. It changes no answer, so it is not part of the identity. None for most."""
+        return None
 
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
         """Continue raw-text prompts; backends without a raw-text mode refuse."""

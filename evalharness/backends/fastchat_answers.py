@@ -15,7 +15,7 @@ from typing import Any
 
 from evalharness.backends.base import Backend
 from evalharness.errors import InputError
-from evalharness.fastchat_io import Answer
+from evalharness.fastchat_io import RECORDS_KEY, Answer
 from evalharness.hashing import sha256_file
 from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
@@ -30,6 +30,11 @@ class FastChatAnswersBackend(Backend):
         self.path = path
         self.name = name
         self.batch_size = 1000
+        self.records = [
+            {"question_id": answer.question_id, **answer.record}
+            for answer in answers.values()
+            if answer.record
+        ]
         self.by_dialogue: dict[tuple[str, ...], str] = {}
         for question in questions:
             answer = answers[int(question["question_id"])]
@@ -49,6 +54,10 @@ class FastChatAnswersBackend(Backend):
             "name": self.name,
             "file_sha256": sha256_file(self.path),
         }
+
+    def recorded_metadata(self) -> dict[str, Any] | None:
+        """Each answer's `answer_id`, `model_id` and `tstamp` as the file wrote them."""
+        return {RECORDS_KEY: self.records} if self.records else None
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         results = []

@@ -16,7 +16,7 @@ from evalharness.backends.base import Backend
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
 from evalharness.modelspec import ModelSpec
-from evalharness.records import read_records, require
+from evalharness.records import UniqueIds, read_records, require
 from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 
 
@@ -24,11 +24,11 @@ def read_outputs(path: Path) -> tuple[dict[str, str], str | None]:
     """instruction -> output, and the `generator` named in the file (if any)."""
     outputs: dict[str, str] = {}
     generators = set()
+    instructions = UniqueIds("instruction")
     for where, row in read_records(path):
         instruction = require(where, row, "instruction", str)
         output = require(where, row, "output", str)
-        if instruction in outputs and outputs[instruction] != output:
-            raise InputError(f"{where}: a second, different output for the same instruction")
+        instructions.add(where, instruction, described=f"instruction {instruction[:60]!r}")
         outputs[instruction] = output
         if row.get("generator"):
             generators.add(str(row["generator"]))

@@ -4,13 +4,14 @@
 `streaming` answer requests; `worker` runs the model, batching concurrent requests.
 """
 
-from evalharness.serve.app import check_exposure, create_app, is_loopback, serve
+from evalharness.serve.app import bind_port, check_exposure, create_app, is_loopback, serve
 from evalharness.serve.completions import run_chat, run_completion
 from evalharness.serve.schema import ChatCompletionRequest, CompletionRequest
 
 __all__ = [
     "ChatCompletionRequest",
     "CompletionRequest",
+    "bind_port",
     "check_exposure",
     "create_app",
     "is_loopback",

@@ -16,9 +16,14 @@ only behind a Bearer key (or when the caller insists, `insecure`); loopback need
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hmac
 import ipaddress
+import socket
+import sys
 import time
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +42,9 @@ from evalharness.serve.schema import (
 )
 from evalharness.serve.streaming import chat_events, completion_events
 from evalharness.serve.worker import ModelWorker
+
+#: The highest TCP port number.
+MAX_PORT = 65535
 
 #: Answers without a key: liveness probes carry none, and it tells nothing about the model.
 HEALTH_PATH = "/health"
@@ -169,6 +177,48 @@ def check_exposure(host: str, api_key: str | None, insecure: bool) -> str | None
     return f"serving on {host} without an API key: anyone who can reach it can use the model"
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port`, not yet listening; a one-line `InputError` if it cannot be.
+
+    Bound before the model loads, so a mistyped or busy port fails at once, with the reason,
+    instead of a traceback (or uvicorn's log line) after a long load. Until uvicorn listens on
+    it, connections are refused, as if nothing were bound.
+    """
+    if not 1 <= port <= MAX_PORT:
+        raise InputError(f"--port {port}: a port is a number from 1 to {MAX_PORT}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a port that a server stopped a moment ago (TIME_WAIT) can be taken again.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"--port {port}: {host}:{port} is already in use") from None
+        reason = exc.strerror or str(exc)
+        raise InputError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
+    return sock
+
+
+def _stopping_server(config: Any, worker: ModelWorker) -> Any:
+    """uvicorn's server, which on SIGINT/SIGTERM also stops the model worker at once.
+
+    uvicorn alone waits for every open request to be answered before it exits, and a request
+    waits for its generation to end: Ctrl-C during a long answer took minutes. Shutting the
+    worker down ends that generation at its next forward pass and answers its requests with
+    a 503, so the server stops within moments. A second Ctrl-C still forces the exit.
+    """
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            worker.shutdown()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer(config)
+
+
 def serve(
     backend: HFBackend,
     model_name: str,
@@ -178,16 +228,32 @@ def serve(
     api_key: str | None = None,
     insecure: bool = False,
     max_batch: int = 32,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Load the weights, then serve until interrupted.
+    """Bind the port, load the weights, then serve until SIGINT/SIGTERM.
 
-    Loading first means a bad checkpoint fails before the port is bound, and the first request
-    is not slowed by loading. A host reachable from other machines needs `api_key`, or
-    `insecure` (the caller shows `check_exposure`'s warning).
+    The port is checked first (`bind_port`, or the caller's `sock` from it) and listened on only
+    after loading, so a bad checkpoint fails with nothing listening, and the first request is
+    not slowed by loading. A host reachable from other machines needs `api_key`, or `insecure`
+    (the caller shows `check_exposure`'s warning).
     """
     import uvicorn
 
     check_exposure(host, api_key, insecure)
-    backend.model  # noqa: B018 - load now, not on the first request
-    app = create_app(backend, model_name, api_key=api_key, max_batch=max_batch)
-    uvicorn.run(app, host=host, port=port)
+    if sock is None:
+        sock = bind_port(host, port)
+    try:
+        backend.model  # noqa: B018 - load now, not on the first request
+        app = create_app(backend, model_name, api_key=api_key, max_batch=max_batch)
+        server = _stopping_server(uvicorn.Config(app, host=host, port=port), app.state.worker)
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"evalharness: serving {model_name} at http://{shown}:{port}/v1 (Ctrl-C to stop)",
+            file=sys.stderr,
+        )
+        # uvicorn re-raises the signal it stopped on once it is done; as `uvicorn.run` does,
+        # Ctrl-C is then the normal way to end and not an error.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+    finally:
+        sock.close()

@@ -153,12 +153,18 @@ def check_context(backend: HFBackend, n_prompt: int, max_tokens: int | None) -> 
 
 
 def sampling_for(request: SamplingRequest, max_tokens: int) -> SamplingParams:
-    """OpenAI's defaults (temperature 1, top_p 1) applied."""
+    """OpenAI's defaults (temperature 1, top_p 1) applied. Without a seed, `seed` is 0 and the
+    worker is told `seeded=False` (see `is_seeded`): it then draws a fresh one."""
     temperature = 1.0 if request.temperature is None else max(request.temperature, 0.0)
     top_p = 1.0 if request.top_p is None else request.top_p
     return SamplingParams(
         temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, seed=request.seed or 0
     )
+
+
+def is_seeded(request: SamplingRequest) -> bool:
+    """Whether the client asked for a reproducible draw; without a seed, sampling is fresh."""
+    return request.seed is not None
 
 
 def check_model(request: SamplingRequest, model_name: str) -> None:
@@ -245,7 +251,9 @@ def run_chat(worker: ModelWorker, request: ChatCompletionRequest, model_name: st
     prompt_ids = chat_prompt_ids(backend, request)
     wanted = request.max_completion_tokens or request.max_tokens
     sampling = sampling_for(request, check_context(backend, len(prompt_ids), wanted))
-    generated = worker.submit_generate(prompt_ids, sampling, request.n).result()
+    generated = worker.submit_generate(
+        prompt_ids, sampling, request.n, seeded=is_seeded(request)
+    ).result()
     stops = request.stop_strings()
     done = [finish_completion(backend, prompt_ids, g, stops) for g in generated]
     logprobs: list[dict[str, Any] | None] = [None] * len(done)
@@ -282,6 +290,7 @@ def run_completion(worker: ModelWorker, request: CompletionRequest, model_name: 
             p.ids,
             sampling_for(request, check_context(backend, len(p.ids), request.max_tokens)),
             request.n,
+            seeded=is_seeded(request),
         )
         for p in prompts
     ]

@@ -24,6 +24,7 @@ from evalharness.serve.completions import (
     check_model,
     decoded_offsets,
     encode_prompt,
+    is_seeded,
     response_id,
     sampling_for,
     usage,
@@ -63,7 +64,12 @@ class Piece:
 
 
 def stream_text(
-    worker: ModelWorker, prompt_ids: list[int], sampling: SamplingParams, stops: Sequence[str]
+    worker: ModelWorker,
+    prompt_ids: list[int],
+    sampling: SamplingParams,
+    stops: Sequence[str],
+    *,
+    seeded: bool = True,
 ) -> Iterator[Piece]:
     """Text as it is decided, then one finishing piece, ending where the non-streamed answer
     ends: at a stop token or string ("stop") or at the length limit ("length")."""
@@ -72,7 +78,7 @@ def stream_text(
     ids: list[int] = []
     sent = 0
     finish = "length"
-    tokens = worker.stream(prompt_ids, sampling)
+    tokens = worker.stream(prompt_ids, sampling, seeded=seeded)
     try:
         for token in tokens:
             if token in stop_ids:
@@ -117,6 +123,7 @@ def chat_events(
         "model": model_name,
     }
     with_usage = request.include_usage()
+    stops = request.stop_strings()
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None) -> str:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -127,7 +134,9 @@ def chat_events(
         for index in range(request.n):
             yield chunk(index, {"role": "assistant", "content": ""}, None)
             choice_sampling = _choice_sampling(sampling, index)
-            for piece in stream_text(worker, prompt_ids, choice_sampling, request.stop_strings()):
+            for piece in stream_text(
+                worker, prompt_ids, choice_sampling, stops, seeded=is_seeded(request)
+            ):
                 if piece.finish is None:
                     yield chunk(index, {"content": piece.text}, None)
                 else:
@@ -174,7 +183,11 @@ def completion_events(
                     yield chunk(index, prompt.text, None)
                 choice_sampling = _choice_sampling(sampling, j)
                 for piece in stream_text(
-                    worker, prompt.ids, choice_sampling, request.stop_strings()
+                    worker,
+                    prompt.ids,
+                    choice_sampling,
+                    request.stop_strings(),
+                    seeded=is_seeded(request),
                 ):
                     if piece.finish is None:
                         yield chunk(index, piece.text, None)

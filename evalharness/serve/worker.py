@@ -9,21 +9,29 @@ batch runs to the end before the next one starts, which is what `transformers.ge
 
 Streaming jobs run alone (a transformers streamer follows one sequence); their tokens are handed to
 the waiting handler as they are generated.
+
+A sampled request without a seed draws a fresh seed (per batch), as OpenAI and vLLM sample afresh;
+one with a seed runs alone, so its draw never depends on which other requests were waiting.
+
+`shutdown` (the server's SIGINT/SIGTERM) stops a running generation at its next forward pass and
+fails every request in flight with a 503, so stopping the server never waits for a long answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
+import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evalharness.backends.hf import HFBackend
 from evalharness.requests import SamplingParams
+from evalharness.serve.schema import APIError
 
 #: Rows of logits materialised at once when scoring (bounded memory for large vocabularies).
 LOGPROB_CHUNK = 256
@@ -45,6 +53,8 @@ class _GenerateJob:
     prompt_ids: list[int]
     sampling: SamplingParams
     n: int
+    #: False: the client gave no seed; `sampling.seed` is ignored and a fresh one is drawn.
+    seeded: bool = True
     future: Future = field(default_factory=Future)
 
 
@@ -60,6 +70,7 @@ class _ScoreJob:
 class _StreamJob:
     prompt_ids: list[int]
     sampling: SamplingParams
+    seeded: bool = True
     tokens: queue.Queue = field(default_factory=queue.Queue)
     #: Set when the reader stops early (client gone, stop string found): generation ends.
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -67,6 +78,15 @@ class _StreamJob:
 
 class _Cancelled(Exception):
     """Raised inside `generate` by the streamer to end a generation nobody reads any more."""
+
+
+class ShuttingDown(APIError):
+    """The server is stopping: the request in flight (or arriving) is answered with a 503."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            503, "the server is shutting down", type_="server_error", code="server_shutting_down"
+        )
 
 
 #: Put on a stream's queue after its last token; an exception is put there instead on failure.
@@ -97,15 +117,21 @@ class ModelWorker:
         self._open.set()
         #: 1 while the worker holds a job it took but has not started (see `pending`).
         self._in_hand = 0
+        #: Set by `shutdown`; checked before every forward pass the model makes.
+        self._stopping = threading.Event()
+        #: Orders submissions against `shutdown`, so no job is queued after the last is failed.
+        #: Re-entrant: `shutdown` runs in a signal handler, which may interrupt its own thread.
+        self._submit_lock = threading.RLock()
 
     # -- what handlers call (any thread) -----------------------------------------------------
     def submit_generate(
-        self, prompt_ids: list[int], sampling: SamplingParams, n: int = 1
+        self, prompt_ids: list[int], sampling: SamplingParams, n: int = 1, *, seeded: bool = True
     ) -> Future:
         """`n` generations for one prompt; the future gives `[(new ids, finish reason)] * n`,
         the ids ending with the stop token when one ended the row (finish reason "stop").
-        Submit every prompt of a request before waiting on any, so they batch."""
-        return self._submit(_GenerateJob(prompt_ids, sampling, n))
+        Submit every prompt of a request before waiting on any, so they batch. With
+        `seeded=False` a sampled generation ignores `sampling.seed` and draws a fresh one."""
+        return self._submit(_GenerateJob(prompt_ids, sampling, n, seeded))
 
     def submit_score(self, ids: list[int], start: int, top_k: int) -> Future:
         """Log-probabilities of `ids[start:]`, each given all tokens before it."""
@@ -117,11 +143,12 @@ class ModelWorker:
             return done
         return self._submit(_ScoreJob(ids, start, top_k))
 
-    def stream(self, prompt_ids: list[int], sampling: SamplingParams) -> Iterator[int]:
+    def stream(
+        self, prompt_ids: list[int], sampling: SamplingParams, *, seeded: bool = True
+    ) -> Iterator[int]:
         """New token ids as they are generated (the stop token is not yielded)."""
-        job = _StreamJob(prompt_ids, sampling)
-        self._ensure_started()
-        self._jobs.put(job)
+        job = _StreamJob(prompt_ids, sampling, seeded)
+        self._enqueue(job)
         try:
             while True:
                 item = job.tokens.get()
@@ -157,10 +184,28 @@ class ModelWorker:
             self._thread.join(timeout=30)
             self._thread = None
 
+    def shutdown(self) -> None:
+        """Stop now: the running batch ends at its next forward pass, and it, every queued job
+        and every later submission fail with `ShuttingDown`. Returns at once (it runs in a
+        signal handler); the worker thread fails the jobs and ends."""
+        with self._submit_lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
+            self._open.set()  # a `held()` queue must not hold the shutdown up
+            if self._thread is not None:
+                self._jobs.put(None)
+
     def _submit(self, job: _GenerateJob | _ScoreJob) -> Future:
-        self._ensure_started()
-        self._jobs.put(job)
+        self._enqueue(job)
         return job.future
+
+    def _enqueue(self, job: Any) -> None:
+        with self._submit_lock:
+            if self._stopping.is_set():
+                raise ShuttingDown
+            self._ensure_started()
+            self._jobs.put(job)
 
     def _ensure_started(self) -> None:
         with self._start_lock:
@@ -184,9 +229,39 @@ class ModelWorker:
             stop = None in jobs
             jobs = [job for job in jobs if job is not None]
             self.stats.jobs += len(jobs)
-            self._run(jobs)
+            if self._stopping.is_set():
+                for job in jobs:
+                    _fail(job, ShuttingDown())
+            else:
+                with self._stoppable():
+                    self._run(jobs)
             if stop:
                 return
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        """While a batch runs, every forward pass of the model first checks for `shutdown`.
+
+        `generate` has no way to be interrupted from outside; raising from a pre-forward hook
+        ends it between two tokens, and the exception fails the batch's requests. The hook is
+        on the input embeddings, which every step runs even when a wrapper (PEFT) calls the
+        inner model's forward rather than its own.
+        """
+
+        def check(*_: Any) -> None:
+            if self._stopping.is_set():
+                raise ShuttingDown
+
+        model = self.backend.model
+        try:
+            module = model.get_input_embeddings()
+        except (AttributeError, NotImplementedError):
+            module = model
+        handle = module.register_forward_pre_hook(check)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def _collect_more(self) -> list[Any]:
         """Jobs that arrive within the window (or were already waiting), up to `max_batch`."""
@@ -204,10 +279,10 @@ class ModelWorker:
     def _run(self, jobs: list[Any]) -> None:
         streams = [job for job in jobs if isinstance(job, _StreamJob)]
         scores = [job for job in jobs if isinstance(job, _ScoreJob)]
-        groups: dict[SamplingParams, list[_GenerateJob]] = {}
+        groups: dict[Hashable, list[_GenerateJob]] = {}
         for job in jobs:
             if isinstance(job, _GenerateJob):
-                groups.setdefault(job.sampling, []).append(job)
+                groups.setdefault(_batch_key(job), []).append(job)
         for group in groups.values():
             self._guarded(group, self._run_generate)
         for batch in _token_budget_batches(scores):
@@ -231,7 +306,8 @@ class ModelWorker:
 
     def _run_generate(self, jobs: Sequence[_GenerateJob]) -> None:
         prompts = [job.prompt_ids for job in jobs for _ in range(job.n)]
-        outputs = self.backend.generate_ids(prompts, jobs[0].sampling, keep_stop_token=True)
+        sampling = _drawn(jobs[0].sampling, jobs[0].seeded)
+        outputs = self.backend.generate_ids(prompts, sampling, keep_stop_token=True)
         offset = 0
         for job in jobs:
             job.future.set_result(outputs[offset : offset + job.n])
@@ -255,12 +331,42 @@ class ModelWorker:
             return
         self._count_batch(1)
         try:
-            self.backend.generate_ids([job.prompt_ids], job.sampling, streamer=_QueueStreamer(job))
+            sampling = _drawn(job.sampling, job.seeded)
+            self.backend.generate_ids([job.prompt_ids], sampling, streamer=_QueueStreamer(job))
             job.tokens.put(_END)
         except _Cancelled:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
             job.tokens.put(exc)
+
+
+def _batch_key(job: _GenerateJob) -> Hashable:
+    """Jobs with equal keys run as one `generate` call.
+
+    Greedy jobs ignore the seed. Unseeded sampled jobs share a fresh draw. A seeded sampled job
+    runs alone: the rows of a batch share one random stream, so batched with others its answer
+    would depend on what else was waiting, and the same seed would not give the same text.
+    """
+    if job.sampling.greedy:
+        return replace(job.sampling, seed=0)
+    if not job.seeded:
+        return (replace(job.sampling, seed=0), "fresh")
+    return id(job)
+
+
+def _drawn(sampling: SamplingParams, seeded: bool) -> SamplingParams:
+    """`sampling`, with a fresh random seed when the client gave none and it samples."""
+    if seeded or sampling.greedy:
+        return sampling
+    return replace(sampling, seed=secrets.randbits(63))
+
+
+def _fail(job: Any, exc: BaseException) -> None:
+    """Answer a job that will not run with `exc`."""
+    if isinstance(job, _StreamJob):
+        job.tokens.put(exc)
+    elif not job.future.done():
+        job.future.set_exception(exc)
 
 
 class _QueueStreamer:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from evalharness.errors import InputError
+from evalharness.records import UniqueIds
 from evalharness.requests import (
     GenerateRequest,
     Message,
@@ -137,15 +138,16 @@ class DeclarativeTask(Task):
     def load(self, limit: int | None = None) -> TaskData:
         spec = self.task_spec
         rows, data_hash = read_rows(spec, self.options.get("data"))
-        samples, seen = [], {}
+        samples, seen, ids = [], {}, UniqueIds()
         for where, row in rows:
-            base = (
-                str(row["id"])
-                if row.get("id") is not None
-                else sha256_hex(canonical_json_row(row))[:16]
-            )
-            seen[base] = seen.get(base, 0) + 1
-            sample_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+            if row.get("id") is not None:
+                sample_id = str(row["id"])
+                ids.add(where, sample_id)
+            else:
+                # Identical rows without an id stay distinct, as lm-eval counts them.
+                base = sha256_hex(canonical_json_row(row))[:16]
+                seen[base] = seen.get(base, 0) + 1
+                sample_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
             samples.append(Sample(id=sample_id, data=self._sample_data(row, where)))
         if limit is not None:
             samples = samples[:limit]

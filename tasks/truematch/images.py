@@ -23,7 +23,7 @@ from typing import Any
 
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
-from evalharness.records import read_records, read_text, require
+from evalharness.records import UniqueIds, read_records, read_text, require
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,13 @@ def _resolve(base: Path, name: str) -> str:
 
 def load_image_bags(path: Path) -> list[ImageBag]:
     """Bags in file order; every image must exist and be unique within its bag."""
-    bags, seen = [], set()
+    bags, ids = [], UniqueIds("bag")
     for where, row in read_records(path):
         bag_id = str(require(where, row, "bag"))
         names = require(where, row, "images", list)
         if len(names) < 2:
             raise InputError(f"{where}: a bag needs at least two images")
-        if bag_id in seen:
-            raise InputError(f"{where}: bag {bag_id!r} appears twice")
-        seen.add(bag_id)
+        ids.add(where, bag_id)
         images = tuple(_resolve(path.expanduser().parent, str(n)) for n in names)
         if len(set(images)) != len(images):
             raise InputError(f"{where}: bag {bag_id!r} lists an image twice")
