@@ -214,6 +214,11 @@ CASES = [
          " --annotations {m}/alpaca_annotations_duplicate.json --store {store}",
          "{m}/alpaca_annotations_duplicate.json[2]: instruction 'Name a river.' appears twice"
          " (first at [0])"),
+    case("run-alpaca-data-duplicate-instruction",
+         TINY_RUN + " --tasks alpaca_eval"
+         " --task-arg alpaca_eval.data={m}/alpaca_outputs_duplicate.jsonl",
+         "{m}/alpaca_outputs_duplicate.jsonl:3: instruction 'Name a river.' appears twice"
+         " (first at line 1)"),
     case("run-outputs-duplicate-instruction",
          "run --model outputs:{m}/alpaca_outputs_duplicate.jsonl --store {store} --no-progress"
          " --tasks alpaca_eval --task-arg alpaca_eval.data=builtin --judge hf:{tiny}",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_records, require
+from evalharness.records import UniqueIds, read_records, require
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "alpaca_mini.jsonl"
 HUB_REPO = "tatsu-lab/alpaca_eval"
@@ -23,15 +23,14 @@ HUB_FILE = "alpaca_eval_gpt4_baseline.json"
 
 def items_from_file(path: Path, option: str | None = None) -> list[dict[str, Any]]:
     """Normalised items: instruction, dataset, reference (output), reference_generator."""
-    items, seen = [], set()
+    items: list[dict[str, Any]] = []
+    seen = UniqueIds("instruction")
     for where, row in read_records(path, option):
         instruction = require(where, row, "instruction", str)
         output_field = "output_1" if "output_1" in row else "output"
         reference = require(where, row, output_field, str)
         generator_field = "generator_1" if output_field == "output_1" else "generator"
-        if instruction in seen:
-            raise InputError(f"{where}: instruction appears twice")
-        seen.add(instruction)
+        seen.add(where, instruction, described=f"instruction {instruction[:50]!r}")
         items.append(
             {
                 "instruction": instruction,
