@@ -55,7 +55,7 @@ def lm_eval_per_doc(model_dir: Path, data: Path, folder: Path) -> dict[str, dict
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32",
         tasks=["example_mc_lm_eval"],
-        task_manager=TaskManager(include_path=str(folder)),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         device="cpu",
         batch_size=4,
         log_samples=True,

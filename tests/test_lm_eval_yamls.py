@@ -157,7 +157,7 @@ def lm_eval_results(tiny_model_dir: Path, tasks_dir: Path, datasets_cache: None)
         model="hf",
         model_args=f"pretrained={tiny_model_dir},dtype=float32",
         tasks=list(TASKS),
-        task_manager=TaskManager(include_path=str(tasks_dir)),
+        task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
         device="cpu",
         batch_size=4,
         log_samples=True,
