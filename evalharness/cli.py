@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--baseline", default=None, help="pairwise baseline: a stored run id or a model spec"
     )
+    run.add_argument(
+        "--num-fewshot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="few-shot examples for lm-eval task YAMLs in --tasks (as lm_eval --num_fewshot)",
+    )
     run.add_argument("--limit", type=int, default=None, help="at most N samples per task")
     run.add_argument("--seed", type=int, default=0)
     _add_output_options(run)
@@ -298,7 +305,7 @@ def _parse_task_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
     options: dict[str, dict[str, str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        task, dot, option = key.partition(".")
+        task, dot, option = key.rpartition(".")  # a task may be a path: tasks/arc.yaml.KEY
         if not sep or not dot or not task or not option:
             raise InputError(f"--task-arg {pair!r}: expected TASK.KEY=VALUE")
         options.setdefault(task, {})[option] = value
@@ -329,7 +336,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         if value is not None:
             for task in tasks:
                 task_options.setdefault(task, {})[option] = value
+    if args.num_fewshot is not None:
+        _set_num_fewshot(tasks, task_options, args.num_fewshot)
     return _execute(args, _model_spec(args), tasks, task_options, judge=args.judge)
+
+
+def _set_num_fewshot(tasks: list[str], task_options: dict[str, dict[str, str]], shots: int) -> None:
+    """`--num-fewshot` is the `num_fewshot` option of every lm-eval task YAML in --tasks."""
+    from evalharness.tasks.declarative.sources import is_lm_eval_source
+
+    if shots < 0:
+        raise InputError(f"--num-fewshot must be 0 or more, not {shots}")
+    chosen = [task for task in tasks if is_lm_eval_source(Path(task).expanduser())]
+    if not chosen:
+        raise InputError("--num-fewshot applies to lm-eval task YAMLs, and --tasks names none")
+    for task in chosen:
+        task_options.setdefault(task, {})["num_fewshot"] = str(shots)
 
 
 def _execute(

@@ -34,7 +34,7 @@ from evalharness.requests import (
 )
 from evalharness.store import Link, RunStore
 from evalharness.tasks.base import JudgeItem, Sample, Task, TaskData
-from evalharness.tasks.registry import available_tasks, get_task_class
+from evalharness.tasks.registry import available_tasks, task_classes
 
 if TYPE_CHECKING:  # for annotations only: `_build_judges` imports the judges lazily
     from evalharness.judges.base import Judge
@@ -265,8 +265,14 @@ class Runner:
         started = time.perf_counter()
         backend = self.use_backend or load_backend(spec.model)
         tasks = [
-            get_task_class(name)(spec.task_options.get(name), spec.seed) for name in spec.tasks
+            task_class(spec.task_options.get(name), spec.seed)
+            for name in spec.tasks
+            for task_class in task_classes(name)
         ]
+        names = [task.name for task in tasks]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise InputError(f"--tasks runs the task {twice[0]!r} twice")
         loaded = {task.name: task.load(spec.limit) for task in tasks}
         judges = self._build_judges(spec, tasks, backend)
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())

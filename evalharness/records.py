@@ -107,16 +107,19 @@ class YamlLines(dict[tuple[str | int, ...], int]):
         return str(self.path)
 
 
-def read_yaml_lines(path: Path, option: str | None = None) -> tuple[Any, YamlLines]:
+def read_yaml_lines(
+    path: Path, option: str | None = None, loader_class: Any = None
+) -> tuple[Any, YamlLines]:
     """`yaml.safe_load` of a file, plus the line of every key and list item (`YamlLines`); a
     syntax error names the file and line.
 
     The text is parsed once: the composed node tree (which keeps source marks) gives the lines
-    and is then constructed into values, as `safe_load` itself does.
+    and is then constructed into values, as `safe_load` itself does. `loader_class` replaces
+    `yaml.SafeLoader` with a subclass of it (lm-eval's `!function` tag, `tasks/declarative`).
     """
     import yaml
 
-    loader = yaml.SafeLoader(read_text(path, option))
+    loader = (loader_class or yaml.SafeLoader)(read_text(path, option))
     try:
         node = loader.get_single_node()
         value = None if node is None else loader.construct_document(node)

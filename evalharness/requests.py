@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -47,13 +47,18 @@ class GenerateRequest:
 class CompleteRequest:
     """Continue raw text, with no chat template (few-shot prompts, base models).
 
-    Generation stops at the first of `stop` (e.g. a newline after a one-line label); the stop
-    string itself is not part of the result.
+    Generation stops at the first of `stop` (e.g. a newline after a one-line label) found in the
+    generated text; the stop string itself is not part of the result. The text comes back
+    stripped unless `verbatim`: lm-eval's `generate_until` hands the continuation exactly as
+    decoded to its filters and metrics, where a leading space or newline can decide a match.
     """
 
     prompt: str
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
+    # Left out of the stored request (and so of its cache key) when false: requests made before
+    # the flag existed keep their keys and cached answers.
+    verbatim: bool = field(default=False, metadata={"omit_when_default": True})
     kind: Literal["complete"] = "complete"
 
 
@@ -142,8 +147,13 @@ Result = GenerateResult | ScoreResult | RewardResult | ClassifyResult
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses (nested) to plain JSON values."""
-    return asdict(obj)
+    """Dataclasses (nested) to plain JSON values; a field marked `omit_when_default` is left out
+    while it holds its default (see `CompleteRequest.verbatim`)."""
+    data = asdict(obj)
+    for spec in fields(obj) if is_dataclass(obj) else ():
+        if spec.metadata.get("omit_when_default") and getattr(obj, spec.name) == spec.default:
+            data.pop(spec.name, None)
+    return data
 
 
 def result_to_json(result: Result) -> dict[str, Any]:
@@ -158,7 +168,7 @@ def result_to_json(result: Result) -> dict[str, Any]:
 def canonical_json(value: Any) -> str:
     """Stable JSON used for hashing: sorted keys, no whitespace."""
     if hasattr(value, "__dataclass_fields__"):
-        value = asdict(value)
+        value = to_jsonable(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

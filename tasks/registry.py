@@ -51,32 +51,57 @@ def available_tasks() -> dict[str, type[Task]]:
 
 
 def get_task_class(name: str) -> type[Task]:
-    """A registered task by name, or the task declared by a folder's task.yaml (a path)."""
+    """A registered task by name, or the task declared by a path: a task.yaml folder or file,
+    or an lm-eval task YAML."""
+    classes = task_classes(name)
+    if len(classes) != 1:
+        raise InputError(
+            f"--tasks {name}: holds {len(classes)} lm-eval tasks "
+            f"({', '.join(c.name for c in classes)}); name one of their YAML files"
+        )
+    return classes[0]
+
+
+def task_classes(name: str) -> list[type[Task]]:
+    """What `--tasks NAME` runs: a registered task, the task a task.yaml folder or file or an
+    lm-eval task YAML declares, or every lm-eval task YAML in a folder."""
     tasks = available_tasks()
     if name in tasks:
-        return tasks[name]
+        return [tasks[name]]
     location = Path(name).expanduser()
     if location.is_dir() or location.suffix in (".yaml", ".yml") or "/" in name:
-        return _declared_task(location, tasks)
+        return _declared_tasks(location, tasks)
     raise InputError(f"unknown task {name!r}; available: {', '.join(tasks) or 'none'}")
 
 
-def _declared_task(location: Path, tasks: Mapping[str, type[Task]]) -> type[Task]:
-    from .declarative.loader import task_file
-    from .declarative.task import DeclarativeTask, class_from_folder
+def _declared_tasks(location: Path, tasks: Mapping[str, type[Task]]) -> list[type[Task]]:
+    from .declarative.sources import classes_at
+    from .declarative.task import DeclarativeTask
 
-    if location.is_dir() and not task_file(location).is_file():
-        raise InputError(f"--tasks {location}: no task.yaml in this folder")
-    if not location.exists():
-        raise InputError(f"--tasks {location}: no such task folder or file")
-    cls = class_from_folder(location)
-    known = tasks.get(cls.name)
-    if known is not None and not issubclass(known, DeclarativeTask):
-        raise InputError(
-            f"{cls.spec.lines.where('name')}: field 'name': {cls.name!r} is a built-in task; "
-            "choose another name"
-        )
-    return cls
+    classes = classes_at(location)
+    seen: set[str] = set()
+    for cls in classes:
+        known = tasks.get(cls.name)
+        if known is not None and not issubclass(known, DeclarativeTask):
+            raise InputError(
+                f"{_where_named(cls)}: {cls.name!r} is a built-in task; choose another name"
+            )
+        if cls.name in seen:
+            raise InputError(f"--tasks {location}: two YAML files name the task {cls.name!r}")
+        seen.add(cls.name)
+    return classes
+
+
+def _where_named(cls: type[Task]) -> str:
+    """`file:line: field ...` of the field naming a declared task (task.yaml's `name`, an
+    lm-eval YAML's `task`)."""
+    spec = getattr(cls, "spec", None)
+    if spec is not None:
+        return f"{spec.lines.where('name')}: field 'name'"
+    lm_spec = getattr(cls, "lm_spec", None)
+    if lm_spec is not None:
+        return f"{lm_spec.where('task')}: field 'task'"
+    return cls.name
 
 
 def stored_task_class(name: str, settings: Mapping[str, Any] | None = None) -> type[Task] | None:

@@ -55,7 +55,7 @@ def lm_eval_per_doc(model_dir: Path, data: Path, folder: Path) -> dict[str, dict
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32",
         tasks=["example_mc_lm_eval"],
-        task_manager=TaskManager(include_path=str(folder)),
+        task_manager=TaskManager(include_path=str(folder), include_defaults=False),
         device="cpu",
         batch_size=4,
         log_samples=True,
@@ -295,3 +295,121 @@ def test_acc_norm_divides_by_the_choice_length_without_the_delimiter() -> None:
     scores = task.score(sample, responses, {})
     assert (scores["pred"], scores["pred_norm"]) == (0, 1)
     assert (scores["acc"], scores["acc_norm"]) == (0.0, 1.0)
+
+
+def lm_eval_reference(data: Path, **config: Any) -> Any:
+    """lm-eval's own `ConfigurableTask` over the same JSONL (no model): the reference for how
+    a YAML's fields turn a row into a prompt and a gold index."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.task import ConfigurableTask
+
+    return ConfigurableTask(
+        config={
+            "task": "reference",
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data)}},
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            **config,
+        }
+    )
+
+
+@pytest.fixture
+def datasets_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets_config = pytest.importorskip("datasets.config")
+    monkeypatch.setattr(datasets_config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+DIGIT_ROWS = [
+    {"q": "How many wheels does a bicycle have?", "choices": ["2", "4", "3", "1"], "answer": "2"},
+    {"q": "How many legs does a spider have?", "choices": ["6", "8", "0", "1"], "answer": "1"},
+    {"q": "How many days in a week?", "choices": ["5", "7", "1", "9"], "answer": "1"},
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "lm_eval_target", "as_int", "expected"),
+    [
+        pytest.param("answer", "answer", False, [0, 3, 2], id="field-text"),
+        pytest.param("'{{ answer }}'", "{{answer}}", False, [2, 1, 1], id="template"),
+        pytest.param("answer", "answer", True, [2, 1, 1], id="field-int"),
+    ],
+)
+def test_digit_text_target_is_the_choice_text_as_in_lm_eval(
+    target: str,
+    lm_eval_target: str,
+    as_int: bool,
+    expected: list[int],
+    tmp_path: Path,
+    datasets_cache: None,
+) -> None:
+    """A field holding "2" names the choice "2" (index 0 in the first row), not index 2; a
+    field holding an int is an index, and so is a template rendering digits. The gold indices
+    equal lm-eval's on the same rows."""
+    from evalharness.tasks.registry import get_task_class
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    data = folder / "data.jsonl"
+    rows = [
+        {**row, "answer": int(row["answer"]) if as_int else row["answer"]} for row in DIGIT_ROWS
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "task.yaml").write_text(
+        f"name: digits\ndata: data.jsonl\noutput_type: multiple_choice\nprompt: '{{{{ q }}}}'\n"
+        f"choices: choices\ntarget: {target}\n"
+    )
+    ours = [s.data["gold"] for s in get_task_class(str(folder))({}).load().samples]
+    reference = lm_eval_reference(
+        data, doc_to_text="{{q}}", doc_to_choice="choices", doc_to_target=lm_eval_target
+    )
+    theirs = []
+    for doc in reference.test_docs():
+        gold = reference.doc_to_target(doc)
+        theirs.append(gold if isinstance(gold, int) else doc["choices"].index(gold))
+    assert ours == theirs == expected
+
+
+PROMPT_ROWS = [
+    {"question": "What is frozen water called?", "topic": "Physics", "choices": ["ice", "fog"]},
+    {"question": "Which planet is closest to the Sun?", "topic": "Space", "choices": ["Mars", "x"]},
+]
+
+
+@pytest.mark.parametrize(
+    ("fields", "lm_eval_fields"),
+    [
+        pytest.param(
+            {"description": '"Answer the question.\\n\\n"', "prompt": '"Q: {{ question }}\\nA:"'},
+            {"description": "Answer the question.\n\n", "doc_to_text": "Q: {{question}}\nA:"},
+            id="description",
+        ),
+        pytest.param(
+            {"description": "'About {{ topic }}: '", "prompt": "question"},
+            {"description": "About {{topic}}: ", "doc_to_text": "question"},
+            id="bare-field-prompt",
+        ),
+    ],
+)
+def test_description_and_bare_field_prompt_render_as_in_lm_eval(
+    fields: dict[str, str], lm_eval_fields: dict[str, str], tmp_path: Path, datasets_cache: None
+) -> None:
+    """`description` goes before the prompt (it was ignored) and a prompt that is exactly a
+    field's name is that field's value (it was the literal name): the prompts equal the
+    contexts lm-eval builds from the same fields."""
+    from evalharness.tasks.registry import get_task_class
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in PROMPT_ROWS))
+    extra = "".join(f"{key}: {value}\n" for key, value in fields.items())
+    (folder / "task.yaml").write_text(
+        "name: prompts\ndata: data.jsonl\noutput_type: multiple_choice\nchoices: choices\n"
+        f"target: 0\n{extra}"
+    )
+    ours = [s.data["prompt"] for s in get_task_class(str(folder))({}).load().samples]
+    reference = lm_eval_reference(data, doc_to_choice="choices", doc_to_target=0, **lm_eval_fields)
+    theirs = [reference.fewshot_context(doc, num_fewshot=0) for doc in reference.test_docs()]
+    assert ours == theirs

@@ -120,6 +120,35 @@ def checkpoint_identity(
 #: Prompts in one batch sharing at least this many leading tokens reuse one prefix KV cache.
 PREFIX_CACHE_MIN_TOKENS = 256
 
+#: Decoding settings shared by a batch: sampling, stop strings, and whether the text is kept
+#: verbatim (`CompleteRequest.verbatim`) or stripped.
+Decoding = tuple[SamplingParams, tuple[str, ...], bool]
+
+
+class GeneratedStopStrings:
+    """A stopping criterion: a row is done once a stop string occurs in its *generated* text.
+
+    transformers' own `stop_strings` also match across the prompt's end (a prompt ending in
+    "\n" and a generated "\n" would stop a "\n\n" task after one token), which OpenAI's API,
+    vLLM and lm-eval's `hf` model never do. As lm-eval's `MultiTokenEOSCriteria`, only the last
+    few generated tokens are decoded at each step.
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_width = prompt_width
+        lengths = [len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stops]
+        self.lookback = max(lengths, default=0) + 2
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        tails = input_ids[:, self.prompt_width :][:, -self.lookback :]
+        texts = self.tokenizer.batch_decode(tails)
+        done = [any(stop in text for stop in self.stops) for text in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
 
 def shared_prefix(prompts: list[list[int]]) -> list[int]:
     """The longest common leading token run, always leaving each prompt one token of its own
@@ -203,23 +232,21 @@ class HFBackend(Backend):
     # -- generation ----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         encoded = [self.encode(self.render_chat(r.messages), templated=True) for r in requests]
-        return self._generate_fitted(encoded, [(r.sampling, ()) for r in requests])
+        return self._generate_fitted(encoded, [(r.sampling, (), False) for r in requests])
 
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
         encoded = [self.encode(r.prompt, templated=False) for r in requests]
-        return self._generate_fitted(encoded, [(r.sampling, r.stop) for r in requests])
+        return self._generate_fitted(encoded, [(r.sampling, r.stop, r.verbatim) for r in requests])
 
     def _generate_fitted(
-        self,
-        encoded: list[list[int]],
-        settings: list[tuple[SamplingParams, tuple[str, ...]]],
+        self, encoded: list[list[int]], settings: list[Decoding]
     ) -> list[GenerateResult]:
         """Prompts too long for the context lose their start (`fit_prompt`); their results
         say `truncated`."""
         limit = self.context_limit
         fitted = [
             fit_prompt(prompt, sampling.max_new_tokens, limit)
-            for prompt, (sampling, _) in zip(encoded, settings, strict=True)
+            for prompt, (sampling, _, _) in zip(encoded, settings, strict=True)
         ]
         results = self._generate_encoded([prompt for prompt, _ in fitted], settings)
         return [
@@ -228,21 +255,19 @@ class HFBackend(Backend):
         ]
 
     def _generate_encoded(
-        self,
-        encoded: list[list[int]],
-        settings: list[tuple[SamplingParams, tuple[str, ...]]],
+        self, encoded: list[list[int]], settings: list[Decoding]
     ) -> list[GenerateResult]:
         """Group by decoding settings, sort by length, generate in left-padded batches."""
         results: list[GenerateResult | None] = [None] * len(encoded)
-        groups: dict[tuple[SamplingParams, tuple[str, ...]], list[int]] = defaultdict(list)
+        groups: dict[Decoding, list[int]] = defaultdict(list)
         for index, setting in enumerate(settings):
             groups[setting].append(index)
-        for (sampling, stop), indices in groups.items():
+        for (sampling, stop, verbatim), indices in groups.items():
             prefix = shared_prefix([encoded[i] for i in indices])
             if len(indices) > 1 and len(prefix) >= PREFIX_CACHE_MIN_TOKENS:
                 # Few-shot prompts that share their demonstrations: prefill those once.
                 outputs = self.generate_with_prefix(
-                    prefix, [encoded[i] for i in indices], sampling, stop
+                    prefix, [encoded[i] for i in indices], sampling, stop, verbatim=verbatim
                 )
                 for index, output in zip(indices, outputs, strict=True):
                     results[index] = output
@@ -250,7 +275,9 @@ class HFBackend(Backend):
             order = sorted(indices, key=lambda i: len(encoded[i]))
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
-                outputs = self.generate_token_ids([encoded[i] for i in chunk], sampling, stop)
+                outputs = self.generate_token_ids(
+                    [encoded[i] for i in chunk], sampling, stop, verbatim=verbatim
+                )
                 for index, output in zip(chunk, outputs, strict=True):
                     results[index] = output
         return all_results(results)
@@ -261,6 +288,8 @@ class HFBackend(Backend):
         prompts: list[list[int]],
         sampling: SamplingParams,
         stop: tuple[str, ...] = (),
+        *,
+        verbatim: bool = False,
     ) -> list[GenerateResult]:
         """Prompts that all start with `prefix`: its KV cache is computed once and copied into
         each generation, so only each prompt's own tail is prefilled.
@@ -280,7 +309,9 @@ class HFBackend(Backend):
             )
         results = []
         for prompt in prompts:
-            results += self.generate_token_ids([prompt], sampling, stop, prefix_cache=cache)
+            results += self.generate_token_ids(
+                [prompt], sampling, stop, prefix_cache=cache, verbatim=verbatim
+            )
         return results
 
     def generate_token_ids(
@@ -289,8 +320,11 @@ class HFBackend(Backend):
         sampling: SamplingParams,
         stop: tuple[str, ...] = (),
         prefix_cache: Any = None,
+        *,
+        verbatim: bool = False,
     ) -> list[GenerateResult]:
-        """One left-padded batch, decoded (and cut at the first stop string)."""
+        """One left-padded batch, decoded (and cut at the first stop string); stripped unless
+        `verbatim` (`CompleteRequest.verbatim`)."""
         results = []
         for prompt, (new_tokens, finish) in zip(
             prompts, self.generate_ids(prompts, sampling, stop, prefix_cache), strict=True
@@ -303,7 +337,7 @@ class HFBackend(Backend):
             finish = "stop" if stopped or early else finish
             results.append(
                 GenerateResult(
-                    text=text.strip(),
+                    text=text if verbatim else text.strip(),
                     n_prompt_tokens=len(prompt),
                     n_generated_tokens=len(new_tokens),
                     finish_reason=finish,
@@ -332,6 +366,7 @@ class HFBackend(Backend):
         import copy
 
         import torch
+        from transformers import StoppingCriteriaList
 
         if sampling.max_new_tokens == 0:
             return [([], "length") for _ in prompts]
@@ -356,7 +391,9 @@ class HFBackend(Backend):
             kwargs["streamer"] = streamer
         if stop:
             # Ends each row at a stop string instead of running to max_new_tokens.
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [GeneratedStopStrings(self.tokenizer, stop, width)]
+            )
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:

@@ -235,7 +235,7 @@ class OpenAIBackend(Backend):
         used = response.usage
         text, _ = cut_at_stop(choice.text or "", request.stop)
         return GenerateResult(
-            text=text.strip(),
+            text=text if request.verbatim else text.strip(),
             n_prompt_tokens=used.prompt_tokens if used else 0,
             n_generated_tokens=used.completion_tokens if used else 0,
             finish_reason=choice.finish_reason or "stop",

@@ -182,7 +182,11 @@ class VLLMBackend(Backend):
 
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
         prompts = [self.prompts.encode(r.prompt, templated=False) for r in requests]
-        return self._generate(prompts, [(r.sampling, tuple(r.stop)) for r in requests])
+        return self._generate(
+            prompts,
+            [(r.sampling, tuple(r.stop)) for r in requests],
+            verbatim=[r.verbatim for r in requests],
+        )
 
     def sampling_params(self, sampling: SamplingParams, stop: tuple[str, ...]) -> Any:
         """vLLM's settings for ours: greedy or temperature/top-p (no top-k, as `hf:` samples),
@@ -205,8 +209,12 @@ class VLLMBackend(Backend):
         return VLLMSampling(**options)
 
     def _generate(
-        self, prompts: list[list[int]], settings: list[tuple[SamplingParams, tuple[str, ...]]]
+        self,
+        prompts: list[list[int]],
+        settings: list[tuple[SamplingParams, tuple[str, ...]]],
+        verbatim: list[bool] | None = None,
     ) -> list[GenerateResult]:
+        """`verbatim[i]`: keep request i's text as decoded (`CompleteRequest.verbatim`)."""
         from vllm.inputs import TokensPrompt
 
         results: list[GenerateResult | None] = [None] * len(prompts)
@@ -235,7 +243,7 @@ class VLLMBackend(Backend):
                 tokenizer.decode(ids, skip_special_tokens=True), settings[index][1]
             )
             results[index] = GenerateResult(
-                text=text.strip(),
+                text=text if verbatim and verbatim[index] else text.strip(),
                 n_prompt_tokens=len(prompts[index]),
                 n_generated_tokens=len(ids),
                 finish_reason="stop" if stopped else finish,

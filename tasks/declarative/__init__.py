@@ -1,7 +1,8 @@
-"""Tasks without Python: a folder with task.yaml and its data (see `loader.py` for the fields).
+"""Tasks without Python: a folder with task.yaml and its data (see `loader.py` for the fields),
+or an lm-evaluation-harness task YAML as published (`lm_eval_yaml.py`, `lm_eval_task.py`).
 
 The shipped examples (`examples/*/task.yaml`) are registered by name (`example_rubric`,
-`example_mc`); any other folder runs as `--tasks path/to/folder` (`registry.get_task_class`).
+`example_mc`); any other folder or YAML runs as `--tasks PATH` (`sources.py` says which kind).
 """
 
 from pathlib import Path

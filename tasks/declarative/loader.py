@@ -6,14 +6,21 @@ lm-evaluation-harness where it fits, so tasks port both ways:
 | task.yaml          | lm-eval           | meaning                                            |
 |--------------------|-------------------|----------------------------------------------------|
 | `name`             | `task`            | the task's name in runs, reports and `compare`     |
+| `summary`          | (`task_alias`)    | one line for `evalharness tasks`; not in prompts    |
+| `description`      | `description`     | jinja (or a field) put before every prompt         |
 | `data.path`        | `dataset_path`    | JSONL / JSON list / CSV / Parquet, next to the YAML |
 | `data.hub`         | `dataset_path`    | a hub dataset id (`split`, `config`, `revision`)   |
 | `output_type`      | `output_type`     | `generate` or `multiple_choice`                    |
-| `prompt`           | `doc_to_text`     | jinja over a row's fields                          |
+| `prompt`           | `doc_to_text`     | jinja over a row's fields, or a field name         |
 | `choices`          | `doc_to_choice`   | a field name, jinja giving a list, or a list       |
 | `target`           | `doc_to_target`   | index or text of the right choice; expected answer |
 | `target_delimiter` | `target_delimiter`| put between the prompt and each choice (" ")       |
 | `metrics`          | `metric_list`     | acc, acc_norm, exact_match, rating, win_rate       |
+
+Fields read as lm-eval reads them: a `prompt`, `description`, `choices` or `target` that is
+exactly a field of the row stands for that field's value; for multiple choice an integer target
+(written in the YAML, a field holding an int, or a template rendering digits) is an index, and
+a field holding text (even digits, "2") is the text of the right choice.
 
 `scoring` (generate only) chooses how an answer is scored: `exact_match`, `{regex: PATTERN}`
 (the first group, or the whole match, compared with `target`), `{judge: rating, rubric: ...}`
@@ -38,6 +45,7 @@ TASK_FILE = "task.yaml"
 OUTPUT_TYPES = ("generate", "multiple_choice")
 FIELDS = (
     "name",
+    "summary",
     "description",
     "data",
     "output_type",
@@ -100,7 +108,8 @@ class TaskSpec:
     text: str
     lines: YamlLines
     name: str
-    description: str
+    summary: str
+    description: Template | None
     data: DataSpec
     output_type: str
     prompt: Template
@@ -175,9 +184,12 @@ def load_spec(location: Path) -> TaskSpec:
             ("output_type",),
             f"unknown output_type {output_type!r}; use {' or '.join(OUTPUT_TYPES)}",
         )
-    description = raw.get("description") or ""
-    if not isinstance(description, str):
-        raise check.fail(("description",), "must be a string")
+    summary = raw.get("summary") or ""
+    if not isinstance(summary, str):
+        raise check.fail(("summary",), "must be a string")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise check.fail(("description",), "must be text put before every prompt")
     data = _data(raw, path, check)
     prompt = check.text(raw, ("prompt",), required=True)
     assert prompt is not None
@@ -185,6 +197,7 @@ def load_spec(location: Path) -> TaskSpec:
     if system is not None and output_type != "generate":
         raise check.fail(("system",), "only a generate task has a system message")
     spec: dict[str, Any] = {
+        "description": check.template(description, ("description",)) if description else None,
         "prompt": check.template(prompt, ("prompt",)),
         "system": check.template(system, ("system",)) if system else None,
         "target": _target(raw, check),
@@ -221,7 +234,7 @@ def load_spec(location: Path) -> TaskSpec:
         text=text,
         lines=lines,
         name=name,
-        description=description,
+        summary=summary,
         data=data,
         output_type=output_type,
         scoring=scoring,

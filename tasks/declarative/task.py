@@ -58,13 +58,26 @@ from .templates import Template
 RUBRIC_TEMPLATE = "rubric_rating"
 PAIRWISE_TEMPLATE = "pairwise"
 #: How `compare` tests each metric: 0/1 per sample (McNemar), a 1-10 rating, a continuous score.
+#: lm-eval tasks name a metric under a filter `metric:filter`; its kind is the metric's.
 METRIC_KINDS = {
     "acc": "binary",
     "acc_norm": "binary",
+    "acc_bytes": "binary",
+    "acc_mutual_info": "binary",
     "exact_match": "binary",
     "rating": "rating",
     "win_rate": "continuous",
 }
+
+
+def metric_kind(name: str) -> str | None:
+    return METRIC_KINDS.get(name.partition(":")[0])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 OPTIONS = ("data",)
 
 
@@ -91,9 +104,9 @@ class DeclarativeTask(Task):
     def outcomes(cls, scores: Mapping[str, Any], settings: Mapping[str, Any]) -> list[Outcome]:
         """Every metric is the mean of its per-sample value, so each sample is one outcome."""
         return [
-            Outcome(metric, float(scores[metric]), kind=kind)
-            for metric, kind in METRIC_KINDS.items()
-            if isinstance(scores.get(metric), (int, float))
+            Outcome(metric, float(value), kind=kind)
+            for metric, value in scores.items()
+            if (kind := metric_kind(metric)) is not None and _is_number(value)
         ]
 
     @classmethod
@@ -106,8 +119,7 @@ class DeclarativeTask(Task):
     ) -> SampleView:
         scores = scores or {}
         score = next(
-            (float(scores[m]) for m in METRIC_KINDS if isinstance(scores.get(m), (int, float))),
-            None,
+            (float(v) for m, v in scores.items() if metric_kind(m) and _is_number(v)), None
         )
         choices = data.get("choices")
         if choices is not None:  # multiple choice: each choice with its log-probability
@@ -172,7 +184,9 @@ class DeclarativeTask(Task):
     def _sample_data(self, row: dict[str, Any], where: str) -> dict[str, Any]:
         """What is stored per sample: the rendered prompt and the resolved answer fields."""
         spec = self.task_spec
-        data: dict[str, Any] = {"prompt": spec.prompt.render(row, where)}
+        # lm-eval puts the description straight before the prompt (no delimiter).
+        description = spec.description.render_value(row, where) if spec.description else ""
+        data: dict[str, Any] = {"prompt": description + spec.prompt.render_value(row, where)}
         if spec.system is not None:
             data["system"] = spec.system.render(row, where)
         if spec.output_type == "multiple_choice":
@@ -222,10 +236,11 @@ class DeclarativeTask(Task):
         return target
 
     def _gold(self, row: dict[str, Any], where: str, choices: list[str]) -> int:
-        """lm-eval's doc_to_target: an index (digits count as one), else a choice's text."""
+        """lm-eval's doc_to_target: an int is an index, and so is a template that renders
+        digits; text (a field holding "2" included) is the right choice's text."""
         value = self._target_value(row, where)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
+        if isinstance(self.task_spec.target, Template) and value.isdigit():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value < len(choices):
                 raise self._row_error(
@@ -381,11 +396,11 @@ def build_task_class(spec: TaskSpec) -> type[DeclarativeTask]:
     """One `Task` class for one task.yaml (the engine instantiates classes, not specs)."""
     attributes = {
         "name": spec.name,
-        "description": spec.description or f"declared in {spec.file}",
+        "description": spec.summary or f"declared in {spec.file}",
         "needs_judge": spec.scoring.judged,
         "headline": spec.metrics,
         "spec": spec,
-        "__doc__": spec.description or f"The task declared in {spec.file}.",
+        "__doc__": spec.summary or f"The task declared in {spec.file}.",
     }
     class_name = "Declared_" + re.sub(r"\W", "_", spec.name)
     return type(class_name, (DeclarativeTask,), attributes)

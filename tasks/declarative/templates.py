@@ -65,6 +65,13 @@ class Template:
                 f"{self.where}: field {self.field!r}: {message} (rendering row {row_where})"
             ) from None
 
+    def render_value(self, row: Mapping[str, Any], row_where: str) -> str:
+        """lm-eval's `doc_to_text` rule: text that is exactly the name of one of the row's
+        fields stands for that field's value; anything else renders as a template."""
+        if self.source in row:
+            return str(row[self.source])
+        return self.render(row, row_where)
+
 
 def compile_template(source: str, where: str, field: str) -> Template:
     """Check a template's syntax now, so a typo fails before any data is read."""
