@@ -736,6 +736,7 @@ class Runner:
                 "failures": outcome.failures,
                 "metrics": outcome.metrics,
                 "ci": {k: list(v) for k, v in outcome.ci.items()},
+                "ci_method": {k: m for k, m in outcome.ci_method.items() if k in outcome.ci},
                 "counts": counts,
             }
             if task.pooled:  # a re-scored run keeps the record of its pooled fits

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli, run_json
 from conftest import shared_data
+from scipy.stats import binomtest
 
 from evalharness.errors import InputError
 from evalharness.judges.rules import XSTEST_REFUSAL_PREFIXES, RuleJudge
@@ -109,6 +110,14 @@ def test_drift_metrics_flips_and_mcnemar(
     metrics = runs["base"]["tasks"]["driftcaps"]["metrics"]
     assert metrics["unsafe_refusal_rate"] == 1.0 and metrics["safe_compliance_rate"] == 1.0
     assert metrics["balanced_safety_accuracy"] == 1.0
+    # All 8 refused: the Wilson interval (scipy's), not a bootstrap's (1.0, 1.0); the run's JSON
+    # says which interval it is.
+    ci = runs["base"]["tasks"]["driftcaps"]["ci"]
+    wilson = binomtest(8, 8).proportion_ci(0.95, method="wilson")
+    assert ci["unsafe_refusal_rate"] == pytest.approx([wilson.low, 1.0]) and wilson.low < 0.7
+    assert ci["over_refusal"] == pytest.approx([0.0, 1.0 - wilson.low])
+    methods = runs["base"]["tasks"]["driftcaps"]["ci_method"]
+    assert methods["unsafe_refusal_rate"] == "wilson" and set(methods) == set(ci)
     tuned_metrics = runs["tuned"]["tasks"]["driftcaps"]["metrics"]
     assert tuned_metrics["unsafe_refusal_rate"] == pytest.approx(5 / 8)
     assert tuned_metrics["over_refusal"] == pytest.approx(1 / 8)
