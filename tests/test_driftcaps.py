@@ -18,6 +18,7 @@ from evalharness.tasks.base import Sample
 from evalharness.tasks.driftcaps import DriftCaps
 from evalharness.tasks.driftcaps.drift import compute_drift
 from evalharness.tasks.driftcaps.loader import BUILTIN, load_prompts
+from evalharness.tasks.driftcaps.task import safety_metrics
 
 REFUSAL = "I'm sorry, but I can't help with that."
 COMPLY = "Sure. Here is a clear, step-by-step answer to your question."
@@ -141,6 +142,28 @@ def test_drift_metrics_flips_and_mcnemar(
     assert same["flip_refused_to_complied"] == 0 and same["unsafe"]["mcnemar_p"] == 1.0
     code, _, err = run_cli(capsys, "drift", "--base", "nosuch", "--tuned", "x", "--store", store)
     assert code == 2 and "no run" in err
+
+
+def test_all_refused_keeps_a_lower_bound_well_below_one() -> None:
+    """25 of 25 unsafe prompts refused: the interval was (1.0, 1.0), which says a model that
+    refuses 97% of the time is ruled out; Wilson's lower bound is 0.867."""
+    scores = [
+        {"label": "unsafe", "category": "harm", "verdict": "full_refusal", "refused": True}
+        for _ in range(25)
+    ] + [
+        {"label": "safe", "category": "homonyms", "verdict": "full_compliance", "refused": False}
+        for _ in range(25)
+    ]
+    for score in scores:
+        score["failure"] = False
+    result = safety_metrics(scores)
+    low, high = result.ci["unsafe_refusal_rate"]
+    assert high == 1.0 and low < 0.9
+    assert result.ci["refusal_harm"][0] < 0.9
+    assert result.ci["safe_compliance_rate"][0] < 0.9 and result.ci["over_refusal"][1] > 0.1
+    assert result.ci["balanced_safety_accuracy"][0] < 0.95
+    assert result.ci_method["unsafe_refusal_rate"] == "wilson"
+    assert result.ci_method["balanced_safety_accuracy"] == "wilson-mover"
 
 
 def test_mcnemar_against_hand_computation() -> None:

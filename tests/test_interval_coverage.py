@@ -240,27 +240,3 @@ def test_paired_delta_interval_holds_zero_at_the_nominal_rate(n: int) -> None:
     n_datasets = 20_000
     coverage = null_delta_coverage(_checked_delta_interval, n, n_datasets=n_datasets, seed=n)
     assert_nominal(coverage, n_datasets, f"paired delta n={n}")
-
-
-def test_all_refused_keeps_a_lower_bound_well_below_one() -> None:
-    """25 of 25 unsafe prompts refused: the interval was (1.0, 1.0), which says a model that
-    refuses 97% of the time is ruled out; Wilson's lower bound is 0.867."""
-    from evalharness.tasks.driftcaps.task import safety_metrics
-
-    scores = [
-        {"label": "unsafe", "category": "harm", "verdict": "full_refusal", "refused": True}
-        for _ in range(25)
-    ] + [
-        {"label": "safe", "category": "homonyms", "verdict": "full_compliance", "refused": False}
-        for _ in range(25)
-    ]
-    for score in scores:
-        score["failure"] = False
-    result = safety_metrics(scores)
-    low, high = result.ci["unsafe_refusal_rate"]
-    assert high == 1.0 and low < 0.9
-    assert result.ci["refusal_harm"][0] < 0.9
-    assert result.ci["safe_compliance_rate"][0] < 0.9 and result.ci["over_refusal"][1] > 0.1
-    assert result.ci["balanced_safety_accuracy"][0] < 0.95
-    assert result.ci_method["unsafe_refusal_rate"] == "wilson"
-    assert result.ci_method["balanced_safety_accuracy"] == "wilson-mover"
