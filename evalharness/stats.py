@@ -17,7 +17,7 @@ method's name (`ci_method`, one of `CI_METHODS`) so a reader knows what it means
   percentile bootstrap, resampling the independent unit.
 
 Resampling or counting correlated values one by one would treat them as independent and narrow
-the interval below its stated coverage; every method here takes the cluster as the unit.
+the interval below its stated coverage; the methods that take clusters count each as one unit.
 """
 
 from __future__ import annotations
