@@ -56,12 +56,18 @@ class Results:
         return {name: entry.get("ci", {}) for name, entry in self.raw["tasks"].items()}
 
     @property
+    def ci_method(self) -> dict[str, dict[str, str]]:
+        """How each interval in `ci` was made: a name in `evalharness.stats.CI_METHODS` (absent
+        for runs stored before it was recorded)."""
+        return {name: entry.get("ci_method", {}) for name, entry in self.raw["tasks"].items()}
+
+    @property
     def warnings(self) -> list[str]:
         return list(self.raw.get("warnings", []))
 
     def to_pandas(self) -> ResultFrames:
-        """Per-metric rows (task, metric, value, ci_low, ci_high) and per-sample rows (task,
-        sample_id, then each scored field flattened with `.`), read back from the store."""
+        """Per-metric rows (task, metric, value, ci_low, ci_high, ci_method) and per-sample rows
+        (task, sample_id, then each scored field flattened with `.`), read back from the store."""
         import pandas as pd
 
         from evalharness.store import open_store
@@ -69,6 +75,7 @@ class Results:
         metric_rows = []
         for task, entry in self.raw["tasks"].items():
             intervals = entry.get("ci", {})
+            methods = entry.get("ci_method", {})
             for metric, value in entry.get("metrics", {}).items():
                 low, high = intervals.get(metric, (None, None))
                 metric_rows.append(
@@ -78,6 +85,7 @@ class Results:
                         "value": value,
                         "ci_low": low,
                         "ci_high": high,
+                        "ci_method": methods.get(metric) if low is not None else None,
                     }
                 )
         sample_rows = []

@@ -39,7 +39,9 @@ def add_compare_parser(commands: Any) -> None:
         default=None,
         help="gated metrics, comma-separated TASK.METRIC (default: each task's headline ones)",
     )
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    compare.add_argument(
+        "--seed", type=int, default=0, help="accepted for older scripts; nothing here is random"
+    )
     compare.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -79,6 +81,7 @@ def print_comparison(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from evalharness.console import err_console, out_console
+    from evalharness.stats import CI_METHODS
 
     for warning in result["warnings"]:
         err_console.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)
@@ -93,6 +96,7 @@ def print_comparison(result: dict[str, Any]) -> None:
             table.add_column(column, justify="left" if column in ("metric", "test") else "right")
         table.add_column("", justify="center")
         hidden = 0
+        methods = sorted({row["ci_method"] for row in task["metrics"] if row.get("ci_method")})
         for row in task["metrics"]:
             if row["test"] is None and not row["gated"]:
                 hidden += 1
@@ -107,8 +111,10 @@ def print_comparison(result: dict[str, Any]) -> None:
                 _test_label(row) if row["test"] else "untested",
                 _mark(row),
             )
+        caption = [f"CI of Δ: {m} ({CI_METHODS.get(m, m)})" for m in methods]
         if hidden:
-            table.caption = f"{hidden} more metrics have no paired test (see --json)"
+            caption.append(f"{hidden} more metrics have no paired test (see --json)")
+        table.caption = "\n".join(caption) or None
         out_console.print(table)
         changed = task["samples"][:SHOWN_SAMPLE_DIFFS]
         if changed:

@@ -3,8 +3,9 @@
 Run A is the baseline and run B the candidate: every delta is B - A. Each task states which of
 its metrics are means of per-sample outcomes (`Task.outcomes`); those are paired on the samples
 both runs scored and tested (McNemar for 0/1 outcomes, Wilcoxon for ratings and numbers, with a
-bootstrap CI that resamples whole samples). When a sample has several units (MT-Bench's turns)
-the test is clustered too: Wilcoxon on each sample's mean difference (`wilcoxon-clustered`).
+Student t CI of the delta over samples, `ci_method` naming it). When a sample has several
+units (MT-Bench's turns) the test is clustered too: Wilcoxon on each sample's mean difference
+(`wilcoxon-clustered`).
 Metrics that are not means (micro-F1, a fitted length-controlled win rate) are reported as
 stored, without a test.
 
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from evalharness.errors import InputError
-from evalharness.paired import cluster_bootstrap_ci, mcnemar_p, wilcoxon_p
+from evalharness.paired import DELTA_CI_METHOD, delta_ci, mcnemar_p, wilcoxon_p
 from evalharness.store import RunStore
 from evalharness.tasks.base import Outcome, Task
 from evalharness.tasks.registry import stored_task_class
@@ -50,6 +51,7 @@ class MetricComparison:
     test: str | None = None
     p_value: float | None = None
     ci: tuple[float, float] | None = None
+    ci_method: str | None = None
     n_pairs: int = 0
     n_samples: int = 0
     better: int = 0
@@ -141,7 +143,8 @@ def compare_runs(
     """Compare two stored runs (ids as stored).
 
     `metrics` (TASK.METRIC) lists the gated metrics; by default each task's headline metrics
-    that have a paired test are gated.
+    that have a paired test are gated. `seed` is accepted for callers of earlier versions;
+    nothing here is random any more (the delta's CI is a t interval, not a bootstrap).
     """
     if not 0.0 < alpha < 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {alpha}")
@@ -168,7 +171,6 @@ def compare_runs(
             gated=gates.get(name),
             alpha=alpha,
             fail_if_worse=fail_if_worse,
-            seed=seed,
         )
         entry = compared[name]
         if entry.n_shared < max(entry.n_a, entry.n_b):
@@ -220,7 +222,6 @@ def _compare_task(
     gated: set[str] | None,
     alpha: float,
     fail_if_worse: float | None,
-    seed: int,
 ) -> TaskComparison:
     (info_a, samples_a), (info_b, samples_b) = a, b
     scored_a = {s["sample_id"]: s["scores"] for s in samples_a if s["scores"] is not None}
@@ -235,7 +236,7 @@ def _compare_task(
     if gated is None:  # by default, the headline metrics that have a paired test
         gated = {m for m in headline if m in tested}
     rows = [
-        _paired_metric(metric, outcomes_a[metric], outcomes_b[metric], alpha=alpha, seed=seed)
+        _paired_metric(metric, outcomes_a[metric], outcomes_b[metric], alpha=alpha)
         for metric in tested
     ]
     for metric in sorted(stored_a):
@@ -295,7 +296,6 @@ def _paired_metric(
     b: Mapping[tuple[str, str], Outcome],
     *,
     alpha: float,
-    seed: int,
 ) -> MetricComparison:
     keys = [key for key in a if key in b]
     first = next(iter(b.values()))
@@ -336,7 +336,8 @@ def _paired_metric(
     else:
         row.test, row.p_value = "wilcoxon", wilcoxon_p(differences)
     row.significant = row.p_value < alpha
-    row.ci = cluster_bootstrap_ci(sums, counts, seed=seed, confidence=1.0 - alpha)
+    row.ci = delta_ci(sums, counts, confidence=1.0 - alpha)
+    row.ci_method = DELTA_CI_METHOD if row.ci is not None else None
     return row
 
 

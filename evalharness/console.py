@@ -43,8 +43,10 @@ def summary_table(result: dict[str, Any]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
+    table.add_column("CI method")  # a name in evalharness.stats.CI_METHODS; blank if unrecorded
     for task, entry in result["tasks"].items():
         ci = entry.get("ci", {})
+        methods = entry.get("ci_method") or {}
         first = True
         for metric, value in (entry.get("metrics") or {}).items():
             interval = ci.get(metric)
@@ -53,7 +55,8 @@ def summary_table(result: dict[str, Any]) -> Table:
                 metric,
                 _format(value),
                 f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "",
+                methods.get(metric, "") if interval else "",
             )
             first = False
-        table.add_row("", "samples / failures", f"{entry['n']} / {entry['failures']}", "")
+        table.add_row("", "samples / failures", f"{entry['n']} / {entry['failures']}", "", "")
     return table

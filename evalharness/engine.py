@@ -686,6 +686,7 @@ class Runner:
                 "failures": outcome.failures,
                 "metrics": outcome.metrics,
                 "ci": {k: list(v) for k, v in outcome.ci.items()},
+                "ci_method": {k: m for k, m in outcome.ci_method.items() if k in outcome.ci},
                 "counts": counts,
             }
             self.store.put_task_metrics(run_id, task.name, entry, outcome.failures)

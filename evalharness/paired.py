@@ -3,9 +3,9 @@
 Pairing removes the between-sample variance that dominates benchmark scores, so a paired test
 detects a regression that two independent confidence intervals would both contain. The tests:
 McNemar's exact test for 0/1 outcomes, Wilcoxon's signed-rank test for ratings and other
-numbers, and a bootstrap CI of the difference in means that resamples whole samples (a sample's
-units, e.g. MT-Bench's two turns, move together because they are not independent). Which test
-runs on which values, one per unit or one per sample, is `compare`'s choice.
+numbers, and a Student t CI of the difference in means over samples (a sample's units, e.g.
+MT-Bench's two turns, count as one cluster because they are not independent). Which test runs
+on which values, one per unit or one per sample, is `compare`'s choice.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest, wilcoxon
 
-from evalharness.stats import ratio_bootstrap_ci
+from evalharness.stats import T_CLUSTERED, clustered_t
 
 
 def mcnemar_p(lost: int, gained: int) -> float:
@@ -39,23 +39,24 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     )
 
 
-def cluster_bootstrap_ci(
+#: How `delta_ci` makes its interval (the `ci_method` compare reports).
+DELTA_CI_METHOD = T_CLUSTERED
+
+
+def delta_ci(
     difference_sums: np.ndarray,
     unit_counts: np.ndarray,
     *,
-    seed: int = 0,
-    n_resamples: int = 2000,
     confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile CI of sum(differences) / sum(units) when whole samples are resampled.
+) -> tuple[float, float] | None:
+    """Student t CI of sum(differences) / sum(units) over samples (`stats.clustered_t`).
 
     `difference_sums[i]` is the sum over sample i's units of (B - A); `unit_counts[i]` how many
-    units it has. With one unit per sample this is the ordinary paired bootstrap of the mean.
+    units it has. With one unit per sample this is the paired t interval. A percentile
+    bootstrap here excluded 0 in 9.5% of identical-model comparisons at 10 questions (nominal
+    5%): too narrow at the sample sizes of a quick gate. None with fewer than two samples.
     """
-    return ratio_bootstrap_ci(
-        difference_sums,
-        unit_counts,
-        seed=seed,
-        n_resamples=n_resamples,
-        confidence=confidence,
-    )
+    if np.asarray(difference_sums).size < 2:
+        return None
+    low, high = clustered_t(difference_sums, unit_counts, confidence=confidence)
+    return float(low), float(high)

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from evalharness.errors import InputError
+from evalharness.stats import CI_METHODS
 from evalharness.store import RunStore
 from evalharness.tasks.base import SampleView, Task
 from evalharness.tasks.registry import stored_task_class
@@ -37,6 +38,9 @@ class TaskResult:
     headline: list[str]
     known: bool
     scored: bool
+    #: metric -> how its interval was made (a name in `evalharness.stats.CI_METHODS`); empty
+    #: for runs stored before it was recorded.
+    ci_method: dict[str, str] = field(default_factory=dict)
 
     def number(self, metric: str) -> float | None:
         """The metric as a finite float, or None (missing, textual or not finite)."""
@@ -44,6 +48,13 @@ class TaskResult:
 
     def interval(self, metric: str) -> tuple[float, float] | None:
         return self.ci.get(metric)
+
+    def interval_method(self, metric: str) -> str | None:
+        """What the metric's interval is, for a reader: "name: description", or None."""
+        name = self.ci_method.get(metric) if metric in self.ci else None
+        if name is None:
+            return None
+        return f"{name}: {CI_METHODS[name]}" if name in CI_METHODS else name
 
 
 @dataclass
@@ -146,6 +157,7 @@ def _task_result(row: dict[str, Any]) -> TaskResult:
         headline=headline_for(cls, info.get("settings") or {}, metrics),
         known=cls is not None,
         scored=row["metrics"] is not None,
+        ci_method={k: v for k, v in (stored.get("ci_method") or {}).items() if isinstance(v, str)},
     )
 
 

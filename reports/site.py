@@ -204,11 +204,28 @@ def _metric_rows(entries: Sequence[tuple[int, RunInfo, TaskResult]]) -> list[dic
         cells = []
         for _, _, result in entries:
             value = result.metrics.get(metric)
-            cells.append({"value": value, "ci": result.interval(metric)})
+            cells.append(
+                {
+                    "value": value,
+                    "ci": result.interval(metric),
+                    "method": result.interval_method(metric),
+                }
+            )
         if all(c["value"] is None for c in cells):
             continue
         rows.append({"metric": metric, "headline": metric in headline, "cells": cells})
     return rows
+
+
+def _ci_methods(entries: Sequence[tuple[int, RunInfo, TaskResult]]) -> list[str]:
+    """The interval methods the task page's metrics use, each "name: description"."""
+    found = {
+        text
+        for _, _, result in entries
+        for metric in result.ci
+        if (text := result.interval_method(metric)) is not None
+    }
+    return sorted(found)
 
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -321,7 +338,11 @@ class SiteWriter:
                 for metric in column["metrics"]:
                     value = result.number(metric) if result else None
                     cells.append(
-                        {"value": value, "ci": result.interval(metric) if result else None}
+                        {
+                            "value": value,
+                            "ci": result.interval(metric) if result else None,
+                            "method": result.interval_method(metric) if result else None,
+                        }
                     )
             rows.append({"run": run, "cells": cells})
         cards = []
@@ -365,6 +386,7 @@ class SiteWriter:
                 panels=task_panels(ctx),
                 drift=drift,
                 metric_rows=_metric_rows(entries),
+                ci_methods=_ci_methods(entries),
                 sample_counts=self.sample_counts,
             )
 

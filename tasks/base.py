@@ -104,10 +104,15 @@ class SampleView:
 
 @dataclass
 class TaskResult:
+    """A task's aggregate: metrics, their CIs, and for each CI the method that made it
+    (`ci_method`, a name in `evalharness.stats.CI_METHODS`), so a reader of the stored run
+    knows what an interval is."""
+
     metrics: dict[str, float]
     failures: int
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    ci_method: dict[str, str] = field(default_factory=dict)
 
 
 class Task(ABC):

@@ -388,6 +388,8 @@ def test_a_models_lc_is_alpaca_evals_and_no_other_run_changes_it(
         assert metrics["win_rate"] == pytest.approx(expected["win_rate"], abs=1e-9), name
         low, high = entry["ci"]["length_controlled_winrate"]
         assert low <= metrics["length_controlled_winrate"] <= high, name
+        assert entry["ci_method"]["length_controlled_winrate"] == "bootstrap-refit", name
+        assert entry["ci_method"]["win_rate"] == "bootstrap-percentile", name
         assert result["warnings"] == [], name
     baseline = alpaca_entry(results["reference_model"])["metrics"]
     assert baseline["length_controlled_winrate"] == 50.0 and baseline["lc_standard_error"] == 0.0

@@ -12,10 +12,10 @@ import pytest
 from cli_helpers import run_cli
 from fastapi import FastAPI, Request
 from local_server import running_server
-from scipy.stats import binomtest, wilcoxon
+from scipy.stats import binomtest, ttest_1samp, wilcoxon
 
 from evalharness.comparison import compare_runs
-from evalharness.paired import cluster_bootstrap_ci, mcnemar_p, wilcoxon_p
+from evalharness.paired import delta_ci, mcnemar_p, wilcoxon_p
 from evalharness.store import RunStore
 
 # -- the statistics -------------------------------------------------------------------------
@@ -35,17 +35,23 @@ def test_wilcoxon_drops_zero_differences_and_is_one_without_any() -> None:
     assert wilcoxon_p(differences) < 0.05
 
 
-def test_cluster_bootstrap_covers_the_delta_and_resamples_whole_samples() -> None:
+def test_delta_ci_is_the_paired_t_interval_over_samples() -> None:
     rng = np.random.default_rng(1)
     differences = rng.normal(-0.5, 1.0, size=400)
-    low, high = cluster_bootstrap_ci(differences, np.ones(400), seed=3)
-    assert low < differences.mean() < high
+    low, high = delta_ci(differences, np.ones(400))  # type: ignore[misc]
+    expected = ttest_1samp(differences, 0.0).confidence_interval(0.95)
+    assert (low, high) == pytest.approx((expected.low, expected.high))
     assert high < 0.0  # a real shift of half a standard deviation over 400 pairs
     # Two identical units per sample: the same mean, and the same width as one unit each,
-    # because the pair moves together (treating units as independent would narrow it).
-    low2, high2 = cluster_bootstrap_ci(2 * differences, 2 * np.ones(400), seed=3)
-    assert (low2, high2) == pytest.approx((low, high))
-    assert cluster_bootstrap_ci(np.array([3.0]), np.array([2])) == (1.5, 1.5)
+    # because the sample is one cluster (treating units as independent would narrow it).
+    assert delta_ci(2 * differences, 2 * np.ones(400)) == pytest.approx((low, high))
+    # At 10 samples the t quantile (2.26) widens what a bootstrap's normal-like one did not.
+    few = differences[:10]
+    expected = ttest_1samp(few, 0.0).confidence_interval(0.9)
+    assert delta_ci(few, np.ones(10), confidence=0.9) == pytest.approx(
+        (expected.low, expected.high)
+    )
+    assert delta_ci(np.array([3.0]), np.array([2])) is None  # one sample: no spread to measure
 
 
 # -- compare over stored runs ---------------------------------------------------------------
@@ -93,6 +99,7 @@ def test_a_significant_safety_regression_fails_the_gate(tmp_path: Path) -> None:
     assert refusal["p_value"] == pytest.approx(2 * 0.5**10)
     assert refusal["worse"] == 10 and refusal["better"] == 0 and refusal["same"] == 2
     assert refusal["ci"][1] < 0 and refusal["gated"] and refusal["regression"]
+    assert refusal["ci_method"] == "t-clustered"
     assert rows["safe_compliance_rate"]["delta"] == 0.0
     assert not rows["safe_compliance_rate"]["regression"]
     assert result["regressions"] == ["driftcaps.unsafe_refusal_rate"]

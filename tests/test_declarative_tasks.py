@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from cli_helpers import run_cli, run_json
+from scipy.stats import binomtest
 
 from evalharness.store import RunStore
 
@@ -83,6 +84,10 @@ def test_multiple_choice_example_matches_lm_eval_acc_and_acc_norm(
     entry = result["tasks"]["example_mc"]
     assert entry["n"] == 20 and result["calls_made"]["model"] == 80  # 20 questions x 4 choices
     assert set(entry["ci"]) == {"acc", "acc_norm"}
+    assert entry["ci_method"] == {"acc": "wilson", "acc_norm": "wilson"}
+    correct = round(entry["metrics"]["acc"] * 20)
+    wilson = binomtest(correct, 20).proportion_ci(0.95, method="wilson")
+    assert entry["ci"]["acc"] == pytest.approx([wilson.low, wilson.high])
 
     lm_eval_dir = tmp_path / "lm_eval_tasks"
     lm_eval_dir.mkdir()
@@ -126,7 +131,7 @@ def test_judged_folder_task_caches_compares_and_presents(
     entry = first["tasks"]["my_rubric"]
     assert first["calls_made"] == {"model": 5, "judge": 50}  # probs: 10 scores per rating
     assert "rating" in entry["metrics"] and 1.0 <= entry["metrics"]["rating"] <= 10.0
-    assert "rating" in entry["ci"]
+    assert "rating" in entry["ci"] and entry["ci_method"]["rating"] == "bootstrap-percentile"
     assert any("judged by the model itself" in w for w in first["warnings"])
 
     again = run_json(capsys, "run", *common, "--tasks", str(folder_a))

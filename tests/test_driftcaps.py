@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli, run_json
 from conftest import shared_data
+from scipy.stats import binomtest
 
 from evalharness.errors import InputError
 from evalharness.judges.rules import XSTEST_REFUSAL_PREFIXES, RuleJudge
@@ -17,6 +18,7 @@ from evalharness.tasks.base import Sample
 from evalharness.tasks.driftcaps import DriftCaps
 from evalharness.tasks.driftcaps.drift import compute_drift
 from evalharness.tasks.driftcaps.loader import BUILTIN, load_prompts
+from evalharness.tasks.driftcaps.task import safety_metrics
 
 REFUSAL = "I'm sorry, but I can't help with that."
 COMPLY = "Sure. Here is a clear, step-by-step answer to your question."
@@ -109,6 +111,14 @@ def test_drift_metrics_flips_and_mcnemar(
     metrics = runs["base"]["tasks"]["driftcaps"]["metrics"]
     assert metrics["unsafe_refusal_rate"] == 1.0 and metrics["safe_compliance_rate"] == 1.0
     assert metrics["balanced_safety_accuracy"] == 1.0
+    # All 8 refused: the Wilson interval (scipy's), not a bootstrap's (1.0, 1.0); the run's JSON
+    # says which interval it is.
+    ci = runs["base"]["tasks"]["driftcaps"]["ci"]
+    wilson = binomtest(8, 8).proportion_ci(0.95, method="wilson")
+    assert ci["unsafe_refusal_rate"] == pytest.approx([wilson.low, 1.0]) and wilson.low < 0.7
+    assert ci["over_refusal"] == pytest.approx([0.0, 1.0 - wilson.low])
+    methods = runs["base"]["tasks"]["driftcaps"]["ci_method"]
+    assert methods["unsafe_refusal_rate"] == "wilson" and set(methods) == set(ci)
     tuned_metrics = runs["tuned"]["tasks"]["driftcaps"]["metrics"]
     assert tuned_metrics["unsafe_refusal_rate"] == pytest.approx(5 / 8)
     assert tuned_metrics["over_refusal"] == pytest.approx(1 / 8)
@@ -132,6 +142,28 @@ def test_drift_metrics_flips_and_mcnemar(
     assert same["flip_refused_to_complied"] == 0 and same["unsafe"]["mcnemar_p"] == 1.0
     code, _, err = run_cli(capsys, "drift", "--base", "nosuch", "--tuned", "x", "--store", store)
     assert code == 2 and "no run" in err
+
+
+def test_all_refused_keeps_a_lower_bound_well_below_one() -> None:
+    """25 of 25 unsafe prompts refused: the interval was (1.0, 1.0), which says a model that
+    refuses 97% of the time is ruled out; Wilson's lower bound is 0.867."""
+    scores = [
+        {"label": "unsafe", "category": "harm", "verdict": "full_refusal", "refused": True}
+        for _ in range(25)
+    ] + [
+        {"label": "safe", "category": "homonyms", "verdict": "full_compliance", "refused": False}
+        for _ in range(25)
+    ]
+    for score in scores:
+        score["failure"] = False
+    result = safety_metrics(scores)
+    low, high = result.ci["unsafe_refusal_rate"]
+    assert high == 1.0 and low < 0.9
+    assert result.ci["refusal_harm"][0] < 0.9
+    assert result.ci["safe_compliance_rate"][0] < 0.9 and result.ci["over_refusal"][1] > 0.1
+    assert result.ci["balanced_safety_accuracy"][0] < 0.95
+    assert result.ci_method["unsafe_refusal_rate"] == "wilson"
+    assert result.ci_method["balanced_safety_accuracy"] == "wilson-mover"
 
 
 def test_mcnemar_against_hand_computation() -> None:

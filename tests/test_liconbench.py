@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from cli_helpers import run_json
 from conftest import shared_data
+from scipy.stats import binomtest
 
 from evalharness.errors import InputError
 from evalharness.requests import CompleteRequest, GenerateResult
@@ -95,7 +96,10 @@ def test_accuracy_curve_from_crafted_completions() -> None:
     assert result.metrics["metric"] == "accuracy"
     assert result.counts["invalid_round_1"] == 1  # "no idea"
     assert result.counts["invalid_round_2"] == 0
-    assert result.ci["round_2"][0] <= 0.75 <= result.ci["round_2"][1]
+    # Accuracy is a rate: scipy's Wilson interval over the 4 test items.
+    wilson = binomtest(3, 4).proportion_ci(0.95, method="wilson")
+    assert result.ci["round_2"] == pytest.approx((wilson.low, wilson.high))
+    assert result.ci_method == {"round_1": "wilson", "round_2": "wilson"}
 
 
 def test_relation_micro_f1_counts_only_valid_labels_in_precision(tmp_path: Path) -> None:
@@ -138,6 +142,7 @@ def test_relation_micro_f1_counts_only_valid_labels_in_precision(tmp_path: Path)
         assert 0.0 <= low <= metrics[name] <= high <= 1.0, name
     assert result.ci["round_1"][0] < 0.5 < result.ci["round_1"][1]
     assert task.aggregate(samples, scores).ci == result.ci  # seeded
+    assert set(result.ci_method.values()) == {"bootstrap-percentile"}
 
 
 def test_fewnerd_entity_f1_with_partial_and_wrong_type_matches() -> None:

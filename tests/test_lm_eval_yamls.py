@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from cli_helpers import run_cli, run_json
+from scipy.stats import binomtest
 
 pytest.importorskip("lm_eval")
 
@@ -252,7 +253,12 @@ def test_multiple_choice_requests_and_scores_equal_lm_eval(
         assert entry["metrics"][metric] == pytest.approx(
             lm_eval_results["results"][task][f"{metric},none"], abs=1e-12
         )
-        assert metric in entry["ci"]
+        # acc and acc_norm are rates of 0/1 outcomes: Wilson's interval, as scipy gives it.
+        n = len(QUESTIONS)
+        hits = round(entry["metrics"][metric] * n)
+        wilson = binomtest(hits, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert entry["ci"][metric] == pytest.approx([wilson.low, wilson.high], abs=1e-12)
+        assert entry["ci_method"][metric] == "wilson"
 
 
 def test_multiple_choice_scores_tell_right_from_wrong(ours: dict) -> None:

@@ -210,6 +210,28 @@ def test_unfinished_and_unscored_runs_still_report(tmp_path: Path) -> None:
     assert not any("interrupted1" in name for name in compared)  # nothing scored to compare
 
 
+def test_interval_methods_are_shown_where_recorded(tmp_path: Path) -> None:
+    store_path = tmp_path / "store.sqlite"
+    run_ids, _ = build_store(store_path, n_runs=2, samples_per_task=4, tasks=("driftcaps",))
+    store = RunStore(store_path)
+    try:  # the first run records its methods, as runs do now; the second is an older run
+        (entry,) = store.get_tasks(run_ids[0])
+        metrics = entry["metrics"]
+        metrics["ci_method"] = dict.fromkeys(metrics["ci"], "wilson")
+        store.put_task_metrics(run_ids[0], "driftcaps", metrics, entry["failures"])
+    finally:
+        store.close()
+    out = tmp_path / "site"
+    assert report_main(["report", "--store", str(store_path), "--out", str(out)]) == 0
+    page = (out / Names.task_page("driftcaps")).read_text(encoding="utf-8")
+    tooltip = 'title="95% CI, wilson: Wilson score interval of a proportion"'
+    assert "Interval methods: wilson: Wilson score interval of a proportion." in page
+    # One tooltip per interval of the recording run; the older run's intervals have none.
+    recorded = len(metrics["ci"])
+    assert page.count(tooltip) == recorded
+    assert page.count('<span class="ci"') > recorded
+
+
 def test_pair_cap_keeps_the_newest_runs() -> None:
     from evalharness.reports.collect import RunInfo, TaskResult
     from evalharness.reports.comparisons import plan_pairs

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from cli_helpers import run_json
+from scipy.stats import binomtest
 
 from evalharness.errors import InputError
 from evalharness.hashing import sha256_weights_dir
 from evalharness.requests import GenerateResult
+from evalharness.stats import wilson_interval
 from evalharness.tasks.base import Sample
 from evalharness.tasks.registry import get_task_class
 from evalharness.tasks.truematch import generator as gen
@@ -134,6 +136,21 @@ def test_aggregate_counts_ties_partial_bags_and_baselines() -> None:
     assert result.counts == {"samples": 7, "bags": 3, "complete_bags": 2, "truncated": 0}
     low, high = result.ci["r_at_1"]
     assert low <= metrics["r_at_1"] <= high
+    # Rates: Wilson intervals. R@1 is clustered by bag (a bag's items share a gallery), so it is
+    # never narrower than counting the 7 items as independent; the bag rate is 1 of 2 bags.
+    independent = wilson_interval(5.5 / 7, 7)
+    assert high - low >= float(independent[1] - independent[0]) - 1e-12
+    bags = binomtest(1, 2).proportion_ci(0.95, method="wilson")
+    assert result.ci["all_correct_bag_rate"] == pytest.approx((bags.low, bags.high))
+    assert result.ci_method == {
+        "r_at_1": "wilson-clustered",
+        "r_at_1_bag3": "wilson-clustered",
+        "r_at_1_bag5": "wilson-clustered",
+        "all_correct_bag_rate": "wilson",
+        "mean_rank": "bootstrap-percentile",
+    }
+    # Every item of bag c found: the interval still reaches below 1.
+    assert result.ci["r_at_1_bag5"][0] < 0.5 and result.ci["r_at_1_bag5"][1] == 1.0
 
 
 def test_bm25_bigram_ranking_sanity() -> None:
@@ -436,7 +453,7 @@ def test_cli_run_reports_metrics_beside_baselines_and_caches(
     assert metrics["chance"] == pytest.approx((3 / 3 + 3 / 5) / 6)
     assert metrics["oracle_r_at_1"] == 1.0
     assert entry["counts"]["complete_bags"] == 1
-    assert "r_at_1" in entry["ci"]
+    assert "r_at_1" in entry["ci"] and entry["ci_method"]["r_at_1"] == "wilson-clustered"
     again = run_json(capsys, *args)
     assert again["calls_made"]["model"] == 0
     assert again["tasks"] == first["tasks"]

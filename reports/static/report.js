@@ -509,7 +509,7 @@
           h("td", { class: "num" }, fmt(m.a)),
           h("td", { class: "num" }, fmt(m.b)),
           h("td", { class: "num delta " + good }, signed(m.delta)),
-          h("td", { class: "num" }, m.ci ? "[" + signed(m.ci[0]) + ", " + signed(m.ci[1]) + "]" : "–"),
+          h("td", { class: "num", title: m.ci && m.ci_method ? "CI: " + m.ci_method : null }, m.ci ? "[" + signed(m.ci[0]) + ", " + signed(m.ci[1]) + "]" : "–"),
           h("td", { class: "num" }, fmtP(m.p_value)),
           h("td", null, m.test || "–"),
           h("td", { class: "num" }, paired ? String(m.n_pairs) : "–"),

@@ -34,7 +34,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import bootstrap_ci, mean
+from evalharness.stats import BOOTSTRAP, BOOTSTRAP_REFIT, bootstrap_ci, mean
 
 from ..base import (
     JudgeItem,
@@ -300,6 +300,12 @@ class AlpacaEval(Task):
         counts = {"judged": metrics["n_total"], "both_orders": len(both)}
         reasons = Counter(s.get("failure_reason") for s in scores if s["failure"])
         counts.update({f"failures_{r}": n for r, n in sorted(reasons.items()) if r})
+        # The win rate averages soft preferences (not 0/1 outcomes): a bootstrap of the mean.
+        method = {name: BOOTSTRAP_REFIT if name in LC_METRIC.values() else BOOTSTRAP for name in ci}
         return TaskResult(
-            metrics=metrics, failures=sum(s["failure"] for s in scores), ci=ci, counts=counts
+            metrics=metrics,
+            failures=sum(s["failure"] for s in scores),
+            ci=ci,
+            counts=counts,
+            ci_method=method,
         )

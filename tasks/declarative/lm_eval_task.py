@@ -42,7 +42,7 @@ from evalharness.requests import (
     ScoreResult,
     canonical_json,
 )
-from evalharness.stats import bootstrap_ci
+from evalharness.stats import BOOTSTRAP, WILSON, bootstrap_ci, proportion_ci
 
 from ..base import Sample, Task, TaskData, TaskResult
 from .lm_eval_yaml import LmEvalSpec, check_spec, load_lm_eval_yaml, resolve_functions
@@ -381,12 +381,18 @@ class LmEvalTask(DeclarativeTask):
         return texts
 
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
-        """lm-eval's aggregation of each metric; an interval where it is a mean."""
+        """lm-eval's aggregation of each metric; an interval where it is a mean.
+
+        A mean of 0/1 outcomes (acc, acc_norm, exact_match, ...) is a rate: it gets the Wilson
+        interval, which keeps its coverage near 0 and 1, where a percentile bootstrap collapses
+        to a point (all correct gives (1, 1)). Any other mean gets a bootstrap of the mean.
+        """
         from lm_eval.api.metrics import mean as lm_eval_mean
 
         aggregations = self._task.aggregation()
         metrics: dict[str, Any] = {}
         ci: dict[str, tuple[float, float]] = {}
+        method: dict[str, str] = {}
         counts: dict[str, int] = {}
         for key in self._metric_keys:
             values = [s[key] for s in scores if s.get(key) is not None]
@@ -403,10 +409,13 @@ class LmEvalTask(DeclarativeTask):
                     f"({type(exc).__name__}: {exc}); the answers are stored, a re-run reuses them"
                 ) from None
             if aggregate is lm_eval_mean:
-                interval = bootstrap_ci([float(v) for v in values], seed=self.seed)
+                numbers = [float(v) for v in values]
+                rate = all(v in (0.0, 1.0) for v in numbers)
+                interval = proportion_ci(numbers) if rate else bootstrap_ci(numbers, seed=self.seed)
                 if interval is not None:
                     ci[key] = interval
-        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts)
+                    method[key] = WILSON if rate else BOOTSTRAP
+        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts, ci_method=method)
 
 
 def _lm_eval_version() -> str:

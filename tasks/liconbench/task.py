@@ -36,7 +36,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import bootstrap_ci, mean, micro_prf_bootstrap_ci
+from evalharness.stats import BOOTSTRAP, WILSON, mean, micro_prf_bootstrap_ci, proportion_ci
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
@@ -363,7 +363,7 @@ class LongICLBench(Task):
             if self.spec.metric == ACCURACY:
                 correct = [float(r["correct"]) for r in rows]
                 metrics[point] = mean(correct) or 0.0
-                interval = bootstrap_ci(correct, seed=self.seed)
+                interval = proportion_ci(correct)
                 if interval is not None:
                     ci[point] = interval
             else:
@@ -388,7 +388,10 @@ class LongICLBench(Task):
             if measured:
                 # The backend's own count: whole prompt (prefix + query), real tokenizer.
                 metrics[f"model_prompt_tokens_{point}"] = mean(measured)
-        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts)
+        # Accuracy is a rate of test items (Wilson); micro-F1, precision and recall are ratios
+        # of summed counts (bootstrap).
+        method = {name: WILSON if self.spec.metric == ACCURACY else BOOTSTRAP for name in ci}
+        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts, ci_method=method)
 
     def _micro_ci(
         self, point: str, counts_by_item: Sequence[EntityCounts]

@@ -37,7 +37,13 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import cluster_bootstrap_mean, mean
+from evalharness.stats import (
+    T_CLUSTERED,
+    WILSON_CLUSTERED,
+    mean,
+    mean_t_ci,
+    proportion_ci,
+)
 
 from ..base import (
     JudgeItem,
@@ -333,12 +339,14 @@ class MTBench(Task):
                         ratings[name].append(score[turn])
                         questions[name].append(sample.id)
         metrics = {name: mean(ratings[name]) for name in _metric_order(ratings, "score")}
-        ci = {name: _question_ci(ratings[name], questions[name], self.seed) for name in metrics}
+        ci = {name: _question_ci(ratings[name], questions[name]) for name in metrics}
+        intervals = {k: v for k, v in ci.items() if v is not None}
         return TaskResult(
             metrics={k: v for k, v in metrics.items() if v is not None},
             failures=sum(s["failures"] for s in scores),
-            ci={k: v for k, v in ci.items() if v is not None},
+            ci=intervals,
             counts={"ratings": len(ratings["score"])},
+            ci_method=dict.fromkeys(intervals, T_CLUSTERED),
         )
 
     def _aggregate_pairwise(
@@ -390,28 +398,47 @@ class MTBench(Task):
                 metrics["order_gap"] = mean(gaps)  # type: ignore[assignment]
             for name in _metric_order(points, "score")[1:]:
                 metrics[name] = mean(points[name])  # type: ignore[assignment]
-        ci = {
-            name: _question_ci(points[name], questions[name], self.seed)
+        # Points (1 / 0.5 / 0), win/tie/loss and agreement across orders are rates of per-verdict
+        # outcomes in [0, 1]: the Wilson interval, clustered by question. The order gap is a
+        # mean of continuous gaps, not a rate: the t interval over questions.
+        ci: dict[str, tuple[float, float] | None] = {
+            name: _question_rate_ci(points[name], questions[name])
             for name in _metric_order(points, "score")
         }
+        method = dict.fromkeys(ci, WILSON_CLUSTERED)
         for name in rates:
-            ci[name] = _question_ci(rates[name], rate_questions[name], self.seed)
+            if name == "order_gap":
+                ci[name] = _question_ci(rates[name], rate_questions[name])
+                method[name] = T_CLUSTERED
+            else:
+                ci[name] = _question_rate_ci(rates[name], rate_questions[name])
+                method[name] = WILSON_CLUSTERED
+        intervals = {k: v for k, v in ci.items() if v is not None}
         return TaskResult(
             metrics=metrics,
             failures=sum(s["failures"] for s in scores),
-            ci={k: v for k, v in ci.items() if v is not None},
+            ci=intervals,
             counts={"verdicts": n, **outcomes, "both_orders": len(consistency)},
+            ci_method={k: method[k] for k in intervals},
         )
 
 
-def _question_ci(
-    values: Sequence[float], questions: Sequence[str], seed: int
+def _question_ci(values: Sequence[float], questions: Sequence[str]) -> tuple[float, float] | None:
+    """Student t CI of the mean rating over questions (`stats.clustered_t`): a question's two
+    turns are rated on one dialogue by one model, so they are correlated and count as one
+    cluster (taking turns as independent would narrow the interval). t, because MT-Bench runs
+    are often a handful of questions: the bootstrap's interval covered 0.885 at 8 questions.
+    Per-turn metrics have one value per question, for which this is the one-sample t."""
+    return mean_t_ci(values, questions)
+
+
+def _question_rate_ci(
+    values: Sequence[float], questions: Sequence[str]
 ) -> tuple[float, float] | None:
-    """Bootstrap CI of the mean rating resampling questions: a question's two turns are rated
-    on one dialogue by one model, so they are correlated and move together (resampling turns
-    one by one would narrow the interval). Per-turn metrics have one value per question, for
-    which this is the ordinary bootstrap."""
-    return cluster_bootstrap_mean(values, questions, seed=seed)
+    """Wilson CI of a pairwise rate whose verdicts are clustered by question (two per
+    question), on the effective number of verdicts (`stats.clustered_wilson`): all wins keeps
+    an interval below 1, where the bootstrap's was (1.0, 1.0)."""
+    return proportion_ci(values, questions)
 
 
 def _reference_record(questions: list[dict[str, Any]], source: str | None) -> dict[str, Any]:

@@ -37,8 +37,11 @@ Metrics (tie handling in `retrievers.Ranking`):
   The oracle is not truncated (it measures what the retriever can separate); a generated
   gallery sentence has at most 25 words anyway, so it fits the default budget.
 - `truncated_rate`: share of descriptions cut at the budget.
-- bootstrap CIs (seeded with the run seed) over samples for `r_at_1`, each `r_at_1_bag{B}` and
-  `mean_rank`. Samples of one bag share a gallery, so these intervals are somewhat narrow.
+- CIs (`ci_method` names each): `r_at_1` and each `r_at_1_bag{B}` are rates, with the Wilson
+  score interval clustered by bag (samples of one bag share a gallery, so they are not
+  independent; a split tie credit lies in [0, 1], where the interval stays conservative);
+  `all_correct_bag_rate` the Wilson interval over complete bags; `mean_rank` a bootstrap
+  (seeded with the run seed) over samples, somewhat narrow for the same reason.
 
 Image variant (`images=PATH`, `captions=PATH`, see `images`): bags of user images; the model reads
 the target's caption, CLIP (`clip=PATH_OR_HUB_ID`) ranks the images; the caption is the oracle.
@@ -61,7 +64,14 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import bootstrap_ci, mean
+from evalharness.stats import (
+    BOOTSTRAP,
+    WILSON,
+    WILSON_CLUSTERED,
+    bootstrap_ci,
+    mean,
+    proportion_ci,
+)
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
@@ -393,27 +403,27 @@ class TrueMatch(Task):
         credits = [s["r_at_1"] for s in scores]
         ranks = [s["rank"] for s in scores]
         metrics: dict[str, Any] = {"r_at_1": mean(credits)}
-        ci: dict[str, tuple[float, float]] = {}
-        for key, values in (("r_at_1", credits), ("mean_rank", ranks)):
-            interval = bootstrap_ci(values, seed=self.seed)
-            if interval is not None:
-                ci[key] = interval
+        ci: dict[str, tuple[float, float] | None] = {
+            "r_at_1": proportion_ci(credits, [s["bag"] for s in scores]),
+            "mean_rank": bootstrap_ci(ranks, seed=self.seed),
+        }
+        method = {"r_at_1": WILSON_CLUSTERED, "mean_rank": BOOTSTRAP}
         for size in sorted({s["bag_size"] for s in scores}):
-            subset = [s["r_at_1"] for s in scores if s["bag_size"] == size]
-            metrics[f"r_at_1_bag{size}"] = mean(subset)
-            interval = bootstrap_ci(subset, seed=self.seed)
-            if interval is not None:
-                ci[f"r_at_1_bag{size}"] = interval
+            subset = [s for s in scores if s["bag_size"] == size]
+            name = f"r_at_1_bag{size}"
+            metrics[name] = mean([s["r_at_1"] for s in subset])
+            ci[name] = proportion_ci([s["r_at_1"] for s in subset], [s["bag"] for s in subset])
+            method[name] = WILSON_CLUSTERED
         metrics["mean_rank"] = mean(ranks)
         by_bag: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for s in scores:
             by_bag[s["bag"]].append(s)
         complete = [rows for rows in by_bag.values() if len(rows) == rows[0]["bag_size"]]
-        metrics["all_correct_bag_rate"] = (
-            mean([float(all(r["r_at_1"] == 1.0 for r in rows)) for rows in complete])
-            if complete
-            else None
-        )
+        solved = [float(all(r["r_at_1"] == 1.0 for r in rows)) for rows in complete]
+        metrics["all_correct_bag_rate"] = mean(solved)  # None when no bag is complete
+        ci["all_correct_bag_rate"] = proportion_ci(solved)
+        method["all_correct_bag_rate"] = WILSON
+        intervals = {k: v for k, v in ci.items() if v is not None}
         metrics["chance"] = mean([s["chance"] for s in scores])
         metrics["oracle_r_at_1"] = mean([s["oracle_r_at_1"] for s in scores])
         metrics["generic_r_at_1"] = mean([s["generic_r_at_1"] for s in scores])
@@ -421,7 +431,8 @@ class TrueMatch(Task):
         return TaskResult(
             metrics=metrics,
             failures=0,
-            ci=ci,
+            ci=intervals,
+            ci_method={k: method[k] for k in intervals},
             counts={
                 "samples": len(scores),
                 "bags": len(by_bag),
