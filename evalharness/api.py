@@ -81,7 +81,7 @@ class Results:
                     }
                 )
         sample_rows = []
-        store = open_store(str(self.store_path))
+        store = open_store(str(self.store_path), read_only=True)
         try:
             for task in self.raw["tasks"]:
                 for sample in store.get_samples(self.run_id, task):
@@ -203,7 +203,7 @@ def compare(
         store = next((r.store_path for r in (a, b) if isinstance(r, Results)), None)
     run_a = a.run_id if isinstance(a, Results) else a
     run_b = b.run_id if isinstance(b, Results) else b
-    run_store = open_store(str(store) if store is not None else None)
+    run_store = open_store(str(store) if store is not None else None, read_only=True)
     try:
         return compare_runs(
             run_store,
