@@ -335,7 +335,12 @@ def _execute(
 ) -> int:
     """Run through `evalharness.evaluate` and print; `runner_options` (a prebuilt backend or
     judge) go to the engine's `Runner`."""
-    from evalharness.api import evaluate
+    from evalharness.api import RUN_BOUNDS, check_run_bounds, evaluate
+
+    check_run_bounds(
+        {key: getattr(args, key, None) for key in RUN_BOUNDS},
+        name=lambda key: "--" + key.replace("_", "-"),
+    )
     from evalharness.console import err_console, out_console, rich_progress, summary_table
     from evalharness.engine import no_progress
 
