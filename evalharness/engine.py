@@ -268,10 +268,11 @@ class Runner:
     def run(self, spec: RunSpec) -> RunOutcome:
 
         started = time.perf_counter()
-        backend = self.use_backend or load_backend(spec.model)
+        # Tasks first: a misspelt task name fails before a model is resolved and hashed.
         tasks = [
             get_task_class(name)(spec.task_options.get(name), spec.seed) for name in spec.tasks
         ]
+        backend = self.use_backend or load_backend(spec.model)
         loaded = {task.name: task.load(spec.limit) for task in tasks}
         judges = self._build_judges(spec, tasks, backend)
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
