@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from evalharness.errors import InputError
 from evalharness.paths import cache_root
 
 _CHUNK = 1 << 22
@@ -70,16 +71,21 @@ def memo_sha256_files(paths: Iterable[Path]) -> dict[Path, str]:
     found: dict[Path, str] = {}
     for path in paths:
         path = Path(path).resolve()
-        stat = path.stat()
-        if stat.st_size < MEMO_MIN_BYTES:
-            found[path] = sha256_file(path)
-            continue
-        if memo is None:
-            memo = _read_memo(memo_file)
-        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-        if key not in memo:
-            memo[key] = sha256_file(path)
-            changed = True
+        try:
+            stat = path.stat()
+            if stat.st_size < MEMO_MIN_BYTES:
+                found[path] = sha256_file(path)
+                continue
+            if memo is None:
+                memo = _read_memo(memo_file)
+            key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key not in memo:
+                memo[key] = sha256_file(path)
+                changed = True
+        except OSError as exc:
+            raise InputError(
+                f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"
+            ) from None
         found[path] = memo[key]
     if changed and memo is not None:
         memo_file.parent.mkdir(parents=True, exist_ok=True)
