@@ -34,6 +34,30 @@ DEFAULT_TASK_OPTIONS: dict[str, dict[str, str]] = {
 }
 
 
+#: Options that bound a run's work, and the smallest value each takes. `limit` 0 would store an
+#: empty run and a negative one would drop samples from the end (Python slicing), so both are
+#: errors: leave `limit` out to use every sample. `max_judge_calls` 0 generates and stores the
+#: answers and judges nothing (a later run with a budget judges them).
+RUN_BOUNDS: dict[str, tuple[int, str]] = {
+    "limit": (1, "leave it out to use every sample"),
+    "max_judge_calls": (0, "0 judges nothing; leave it out for no budget"),
+    "judge_retries": (0, "0 never asks again"),
+}
+
+
+def check_run_bounds(values: Mapping[str, Any], name: Callable[[str], str] = str) -> None:
+    """One-line errors for a bound out of range (`RUN_BOUNDS`); `name` spells an option as
+    the caller's user wrote it (`--limit`, `limit`, `config.yaml:4: field 'evaluate.limit'`)."""
+    for key, (least, hint) in RUN_BOUNDS.items():
+        value = values.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{name(key)} must be a whole number, not {value!r}")
+        if value < least:
+            raise InputError(f"{name(key)} must be at least {least}, not {value} ({hint})")
+
+
 @dataclass
 class Results:
     """One stored run: what `evalharness run --json` prints, plus frames for analysis.
@@ -89,7 +113,7 @@ class Results:
                     }
                 )
         sample_rows = []
-        store = open_store(str(self.store_path))
+        store = open_store(str(self.store_path), read_only=True)
         try:
             for task in self.raw["tasks"]:
                 for sample in store.get_samples(self.run_id, task):
@@ -146,6 +170,8 @@ def evaluate(
     from evalharness.engine import Runner, RunSpec, no_progress
     from evalharness.store import open_store
 
+    bounds = {"limit": limit, "max_judge_calls": max_judge_calls, "judge_retries": judge_retries}
+    check_run_bounds(bounds)
     names, options = _tasks_and_options(tasks, task_options)
     spec_model, backend = _model(model, tokenizer, name)
     spec = RunSpec(
@@ -211,7 +237,7 @@ def compare(
         store = next((r.store_path for r in (a, b) if isinstance(r, Results)), None)
     run_a = a.run_id if isinstance(a, Results) else a
     run_b = b.run_id if isinstance(b, Results) else b
-    run_store = open_store(str(store) if store is not None else None)
+    run_store = open_store(str(store) if store is not None else None, read_only=True)
     try:
         return compare_runs(
             run_store,

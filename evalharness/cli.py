@@ -312,10 +312,10 @@ def _parse_task_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
     return options
 
 
-def _open_store(path: str | None):  # noqa: ANN202 - RunStore, imported lazily
+def _open_store(path: str | None, *, read_only: bool = False):  # noqa: ANN202 - RunStore
     from evalharness.store import open_store
 
-    return open_store(path)
+    return open_store(path, read_only=read_only)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -364,7 +364,12 @@ def _execute(
 ) -> int:
     """Run through `evalharness.evaluate` and print; `runner_options` (a prebuilt backend or
     judge) go to the engine's `Runner`."""
-    from evalharness.api import evaluate
+    from evalharness.api import RUN_BOUNDS, check_run_bounds, evaluate
+
+    check_run_bounds(
+        {key: getattr(args, key, None) for key in RUN_BOUNDS},
+        name=lambda key: "--" + key.replace("_", "-"),
+    )
     from evalharness.console import err_console, out_console, rich_progress, summary_table
     from evalharness.engine import no_progress
 
@@ -511,7 +516,7 @@ def run_summary(store: Any, run_id: str) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     from evalharness.console import err_console, out_console, summary_table
 
-    store = _open_store(args.store)
+    store = _open_store(args.store, read_only=True)
     try:
         summary = run_summary(store, store.resolve_run(args.run_id))
     finally:
@@ -529,7 +534,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    store = _open_store(args.store)
+    store = _open_store(args.store, read_only=True)
     try:
         for run in store.list_runs():
             print(f"{run['run_id']}\t{run['status']}\t{run['model']}\tjudge={run['judge']}")

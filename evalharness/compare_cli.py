@@ -49,7 +49,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from evalharness.comparison import compare_runs
     from evalharness.store import open_store
 
-    store = open_store(args.store)
+    store = open_store(args.store, read_only=True)
     try:
         run_a = store.resolve_run(args.run_a)
         run_b = store.resolve_run(args.run_b)

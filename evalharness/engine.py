@@ -143,7 +143,11 @@ def any_truncated(results: Any) -> bool:
 class JudgeStats:
     """What judging did in this invocation; every failure is counted, none is dropped."""
 
+    #: Judge calls if every verdict parses at its first attempt (before the verdict cache).
     estimated_calls: int = 0
+    #: The most judge calls judging can make: every unparseable verdict asked again
+    #: `judge.retries` times. `--max-judge-calls` caps the calls actually made.
+    max_calls: int = 0
     items: int = 0
     cached: int = 0
     judged: int = 0
@@ -160,6 +164,7 @@ class JudgeStats:
     def to_json(self) -> dict[str, Any]:
         return {
             "estimated_calls": self.estimated_calls,
+            "max_calls": self.max_calls,
             "items": self.items,
             "cached": self.cached,
             "judged": self.judged,
@@ -263,7 +268,7 @@ class Runner:
     def run(self, spec: RunSpec) -> RunOutcome:
 
         started = time.perf_counter()
-        backend = self.use_backend or load_backend(spec.model)
+        # Tasks first: a misspelt task name fails before a model is resolved and hashed.
         tasks = [
             task_class(spec.task_options.get(name), spec.seed)
             for name in spec.tasks
@@ -273,6 +278,7 @@ class Runner:
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise InputError(f"--tasks runs the task {twice[0]!r} twice")
+        backend = self.use_backend or load_backend(spec.model)
         loaded = {task.name: task.load(spec.limit) for task in tasks}
         judges = self._build_judges(spec, tasks, backend)
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
@@ -457,22 +463,43 @@ class Runner:
         judges: dict[str, Any],
         budget: int | None,
     ) -> None:
-        """Judge calls this run needs at most (before the verdict cache), said before starting."""
-        total = 0
+        """Judge calls this run needs, said before starting (before the verdict cache, which
+        makes cached items free): the calls when every verdict parses at once, and the most
+        there can be when each unparseable one is asked again `judge.retries` times. Each
+        judge says what one item costs (`Judge.calls_per_item`): an LLM judge in probs mode
+        scores every rating 1-10, ten calls for one verdict."""
+        items = first = most = 0
         for task in tasks:
             judge = judges.get(task.name)
             if judge is None:
                 continue
             for sample in loaded[task.name].samples:
                 for protocol, n_orders in task.planned_judge_items(sample):
-                    total += judge.calls_per_item(protocol, n_orders)
-        self.judge_stats.estimated_calls = total
-        if total:
-            self.notify(f"judging needs at most {total} judge calls (cached verdicts are free)")
-        if budget is not None and total > budget:
+                    calls = judge.calls_per_item(protocol, n_orders)
+                    items += 1
+                    first += calls
+                    most += calls * (1 + judge.retries)
+        self.judge_stats.estimated_calls = first
+        self.judge_stats.max_calls = most
+        if most > first:
+            self.notify(
+                f"judging {items} items needs {first} judge calls if every verdict parses, at "
+                f"most {most} with parse retries (cached verdicts are free)"
+            )
+        elif first:
+            self.notify(
+                f"judging {items} items needs at most {first} judge calls (cached verdicts are "
+                "free)"
+            )
+        if budget is not None and first > budget:
             self.notify(
                 f"--max-judge-calls {budget} is below that: items past the budget stay "
                 "unjudged and a re-run continues where this one stops"
+            )
+        elif budget is not None and most > budget:
+            self.notify(
+                f"--max-judge-calls {budget} covers every first attempt, not every parse retry: "
+                "an item whose retry would pass it stays unjudged until a re-run"
             )
 
     # -- stages --------------------------------------------------------------------------

@@ -6,6 +6,9 @@ message is one line naming the file, line or field; the CLI prints it and exits 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class InputError(Exception):
     """Bad input from the user: unknown name, malformed file, missing field, bad option."""
@@ -23,3 +26,9 @@ class BackendError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean X?)` for the known name closest to a misspelt one, else nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

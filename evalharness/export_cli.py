@@ -52,7 +52,7 @@ def add_export_parser(commands: Any) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from evalharness.store import open_store
 
-    store = open_store(args.store, must_exist=True)
+    store = open_store(args.store, read_only=True)
     try:
         run_id = store.resolve_run(args.run_id)
         run = store.get_run(run_id)

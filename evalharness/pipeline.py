@@ -89,6 +89,11 @@ def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines
                 f"{lines.where('evaluate', key)}: field 'evaluate.{key}' must be "
                 f"{' or '.join('a ' + k.__name__ for k in kinds)}, not {value!r}"
             )
+    from evalharness.api import check_run_bounds
+
+    check_run_bounds(
+        evaluate_config, name=lambda key: f"{lines.where('evaluate', key)}: field 'evaluate.{key}'"
+    )
     tasks = evaluate_config.get("tasks")
     if not tasks:
         raise InputError(f"{lines.where('evaluate')}: evaluate.tasks must be a non-empty list")

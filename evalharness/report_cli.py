@@ -42,7 +42,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evalharness.store import open_store
 
     references = None if args.runs is None else args.runs.split(",")
-    store = open_store(args.store, must_exist=True)
+    store = open_store(args.store, read_only=True)
     try:
         run_ids = resolve_runs(store, references)
         stats = build_report(store, Path(args.out), run_ids)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from evalharness.errors import InputError
 from evalharness.paths import default_store_path
@@ -120,12 +121,82 @@ def store_location(path: str | Path | None) -> tuple[Path, str]:
     return (Path(path) if path else default_store_path()), label
 
 
-def open_store(path: str | Path | None, *, must_exist: bool = False) -> RunStore:
-    """The store a command names (see `store_location`), opened; errors name where it came from."""
+def open_store(
+    path: str | Path | None, *, must_exist: bool = False, read_only: bool = False
+) -> RunStore:
+    """The store a command names (see `store_location`), opened; errors name where it came from.
+
+    Commands that only read (`show`, `runs`, `report`, `compare`, `export`, ...) pass
+    `read_only`: they then work on a store they may not write (a CI artifact, a shared
+    folder, a read-only mount), and a store that does not exist is an error, not created.
+    """
     store_path, label = store_location(path)
-    if must_exist and not store_path.exists():
+    if (must_exist or read_only) and not store_path.exists():
         raise InputError(f"no run store at {store_path}")
-    return RunStore(store_path, label=label)
+    return RunStore(store_path, label=label, read_only=read_only)
+
+
+def read_only_reason(path: Path) -> str | None:
+    """Why the store at `path` cannot be written (None when it can, as far as access() says).
+
+    SQLite writes beside the file too (its -wal and -shm files), so the folder must be
+    writable as well as the file.
+    """
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    folder = path.parent if str(path.parent) else Path(".")
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is read-only"
+    return None
+
+
+def _read_only_error(label: str, reason: str) -> InputError:
+    return InputError(
+        f"{label} is read-only ({reason}): this command writes to the store; use a writable "
+        "copy, or a read command (show, runs, report, compare, export)"
+    )
+
+
+def _is_read_only_error(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open database file" in text
+
+
+def _connect_read_only(path: Path, label: str) -> sqlite3.Connection:
+    """A connection for commands that only read (`PRAGMA query_only`), to any store.
+
+    A store this process may write is opened as usual (so closing it tidies the -wal and -shm
+    files as every connection does). One it may not write is opened through SQLite's URI
+    options: `mode=ro` while a -wal file exists (a writer may be live, or left work in it
+    that only a WAL reader sees), else `immutable=1`, which reads the file as it is and
+    creates nothing beside it (`mode=ro` would need to create a -shm file there, which a
+    read-only folder forbids and a writable one would keep as litter).
+    """
+    if read_only_reason(path) is None:
+        targets = [(str(path), False)]
+    else:
+        uri = f"file:{quote(str(path.resolve()))}"
+        wal = Path(f"{path}-wal").exists()
+        targets = [(f"{uri}?mode=ro", True)] if wal else []
+        targets.append((f"{uri}?mode=ro&immutable=1", True))
+    error: sqlite3.Error | None = None
+    for target, uri_form in targets:
+        try:
+            conn = sqlite3.connect(target, uri=uri_form, timeout=30.0)
+        except sqlite3.Error as exc:
+            error = exc
+            continue
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            _check_tables(conn, label)
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            error = exc
+        except InputError:
+            conn.close()
+            raise
+    raise InputError(f"{label}: cannot read the run store ({error})") from None
 
 
 @dataclass(frozen=True)
@@ -148,15 +219,26 @@ class RunStore:
     batch it was computing.
     """
 
-    def __init__(self, path: str | Path, *, label: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, label: str | None = None, read_only: bool = False
+    ) -> None:
         """Open (or create) the store; `label` names it in errors (e.g. `--store PATH`).
 
         Anything that is not a run store (a directory, a text file, another program's SQLite
         database) is refused before the first write, so a wrong `--store` never damages it.
+        A store that cannot be written is refused with that reason, unless `read_only`: then
+        it is opened without writing anything (`_connect_read_only`).
         """
         self.path = Path(path)
+        self.read_only = read_only
         label = label or str(self.path)
         check_store_file(self.path, label)
+        if read_only:
+            self.conn = _connect_read_only(self.path, label)
+            return
+        reason = read_only_reason(self.path)
+        if reason:
+            raise _read_only_error(label, reason)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=30.0)
@@ -172,6 +254,8 @@ class RunStore:
             self.conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             self.conn.close()
+            if isinstance(exc, sqlite3.OperationalError) and _is_read_only_error(exc):
+                raise _read_only_error(label, str(exc)) from None
             raise InputError(f"{label} is not a run store ({exc})") from None
         except InputError:
             self.conn.close()

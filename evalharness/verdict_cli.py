@@ -51,9 +51,10 @@ def add_verdict_parsers(commands: Any) -> None:
 
 
 def open_store(path: str | None):  # noqa: ANN201 - RunStore, imported lazily
+    """`agreement` and `drift` only read stored verdicts: a read-only store will do."""
     from evalharness.store import open_store as open_run_store
 
-    return open_run_store(path)
+    return open_run_store(path, read_only=True)
 
 
 def cmd_agreement(args: argparse.Namespace) -> int:

@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from evalharness.backends import Backend, load_backend
-from evalharness.errors import InputError
-from evalharness.modelspec import ModelSpec, parse_model_spec
+from evalharness.errors import InputError, did_you_mean
+from evalharness.modelspec import ALIASES as MODEL_ALIASES
+from evalharness.modelspec import BACKENDS, ModelSpec, parse_model_spec
 
 from .annotations import AnnotationsJudge
 from .base import Judge
@@ -24,6 +26,21 @@ from .classifier import ClassifierJudge
 from .llm import MODES, LLMJudge
 from .reward import RewardModelJudge
 from .rules import ALIASES, KINDS, RuleJudge
+
+JUDGE_KINDS = (
+    "use self, a model spec (hf:, openai:, ...), rm:, clf:, rules:, regex:, refusal-regex: "
+    "or annotations:"
+)
+
+
+def _closest_judge(spec: str) -> str:
+    """` (did you mean X?)` for a misspelt judge kind (`rule:refusal`) or name (`slef`)."""
+    kind, colon, value = spec.partition(":")
+    if colon:
+        kinds = (*KINDS, "annotations", "rm", "clf", *BACKENDS)
+        close = difflib.get_close_matches(kind, kinds, n=1)
+        return f" (did you mean {close[0]}:{value}?)" if close else ""
+    return did_you_mean(spec, ("self", *ALIASES, *MODEL_ALIASES))
 
 
 def build_judge(
@@ -55,14 +72,20 @@ def build_judge(
     elif spec == "self":
         raise InputError("--judge self needs a model under evaluation; name a judge model")
     else:
-        judge_spec = parse_model_spec(
-            spec,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            concurrency=concurrency,
-            timeout_s=timeout_s,
-            max_retries=http_retries,
-        )
+        try:
+            judge_spec = parse_model_spec(
+                spec,
+                base_url=base_url,
+                api_key_env=api_key_env,
+                concurrency=concurrency,
+                timeout_s=timeout_s,
+                max_retries=http_retries,
+            )
+        except InputError:
+            if spec.partition(":")[0] in BACKENDS:
+                raise  # a model spec whose options are wrong says so itself
+            hint = _closest_judge(spec)
+            raise InputError(f"unknown judge {spec!r}{hint}; {JUDGE_KINDS}") from None
         backend = load_backend(judge_spec)
     if judge_spec.backend == "outputs":
         raise InputError(f"--judge {spec!r}: recorded outputs cannot judge")

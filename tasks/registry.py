@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from evalharness.errors import InputError
+from evalharness.errors import InputError, did_you_mean
 
 from .base import Task
 
@@ -71,7 +71,9 @@ def task_classes(name: str) -> list[type[Task]]:
     location = Path(name).expanduser()
     if location.is_dir() or location.suffix in (".yaml", ".yml") or "/" in name:
         return _declared_tasks(location, tasks)
-    raise InputError(f"unknown task {name!r}; available: {', '.join(tasks) or 'none'}")
+    raise InputError(
+        f"unknown task {name!r}{did_you_mean(name, tasks)}; available: {', '.join(tasks) or 'none'}"
+    )
 
 
 def _declared_tasks(location: Path, tasks: Mapping[str, type[Task]]) -> list[type[Task]]:

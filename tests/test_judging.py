@@ -217,7 +217,8 @@ def test_judge_call_budget_stops_early_and_a_rerun_continues(
     with running_judge_server() as url:
         code, _, err = run_cli(capsys, *args, *api_judge(url, "--max-judge-calls", "4"))
         assert code == 0
-        assert "at most 6 judge calls" in err and "--max-judge-calls 4 is below" in err
+        assert "judging 6 items needs 6 judge calls if every verdict parses, at most 18" in err
+        assert "--max-judge-calls 4 is below" in err
         capped = run_json(capsys, *args, *api_judge(url, "--max-judge-calls", "4"))
         # The first invocation judged 4 items; this one is a resume needing only 2 calls.
         assert capped["calls_made"]["judge"] == 2 and capped["status"] == "complete"

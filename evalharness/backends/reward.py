@@ -17,7 +17,7 @@ from typing import Any
 
 from evalharness.backends.base import Backend
 from evalharness.backends.context import classifier_limit
-from evalharness.backends.hf import load_pretrained, read_chat_template, resolve_local_dir
+from evalharness.backends.hf import checkpoint_identity, load_pretrained, resolve_local_dir
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
@@ -30,7 +30,6 @@ from evalharness.requests import (
     RewardResult,
     ScoreRequest,
     ScoreResult,
-    sha256_hex,
 )
 
 
@@ -40,15 +39,11 @@ class RewardModelBackend(Backend):
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.batch_size = spec.batch_size
-        self.directory, weights = resolve_local_dir(spec)
-        template = read_chat_template(self.directory)
-        self._identity = {
-            "backend": "sequence_classifier",
-            "name": spec.raw,
-            **weights,
-            "dtype": spec.dtype,
-            "chat_template_sha256": sha256_hex(template) if template else None,
-        }
+        self.directory, checkpoint = resolve_local_dir(spec)
+        # The same rules as a causal LM: every file of the checkpoint, the dtype, the template.
+        self._identity = checkpoint_identity(
+            "sequence_classifier", spec, self.directory, checkpoint
+        )
         self._model: Any = None
         self._tokenizer: Any = None
 

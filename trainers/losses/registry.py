@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from evalharness.errors import InputError
+from evalharness.errors import InputError, did_you_mean
 
 DataFormat = Literal["sft", "pairwise", "binary", "ranking", "prompt"]
 
@@ -169,7 +169,10 @@ def method(name: str) -> Method:
 
     _load_all()
     if name not in _METHODS:
-        raise InputError(f"unknown method {name!r}; `evalharness methods` lists them")
+        raise InputError(
+            f"unknown method {name!r}{did_you_mean(name, _METHODS)}; `evalharness methods` "
+            "lists them"
+        )
     return _METHODS[name]
 
 
