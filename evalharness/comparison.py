@@ -2,8 +2,10 @@
 
 Run A is the baseline and run B the candidate: every delta is B - A. Each task states which of
 its metrics are means of per-sample outcomes (`Task.outcomes`); those are paired on the samples
-both runs scored and tested (McNemar for 0/1 outcomes, Wilcoxon for ratings and numbers, with a
-Student t CI of the delta over samples, `ci_method` naming it). When a sample has several
+both runs scored and tested (McNemar for 0/1 outcomes, Wilcoxon for ratings and numbers), with a
+CI of the delta (`ci_method` names it): Newcombe's paired interval for one 0/1 outcome per
+sample, which keeps its width when the runs agree everywhere, and a Student t interval over
+samples otherwise. When a sample has several
 units (MT-Bench's turns) the test is clustered too: Wilcoxon on each sample's mean difference
 (`wilcoxon-clustered`).
 Metrics that are not means (micro-F1, a fitted length-controlled win rate) are reported as
@@ -24,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from evalharness.errors import InputError
-from evalharness.paired import DELTA_CI_METHOD, delta_ci, mcnemar_p, wilcoxon_p
+from evalharness.paired import (
+    DELTA_CI_METHOD,
+    RATE_DELTA_CI_METHOD,
+    delta_ci,
+    mcnemar_p,
+    paired_rate_delta_ci,
+    wilcoxon_p,
+)
 from evalharness.store import RunStore
 from evalharness.tasks.base import Outcome, Task
 from evalharness.tasks.registry import stored_task_class
@@ -336,6 +345,12 @@ def _paired_metric(
     else:
         row.test, row.p_value = "wilcoxon", wilcoxon_p(differences)
     row.significant = row.p_value < alpha
+    if kind == "binary" and counts.max() == 1:
+        # One 0/1 outcome per sample: a rate difference, which t would collapse to (0, 0)
+        # when the two runs agree everywhere (see `paired.paired_rate_delta_ci`).
+        low, high = paired_rate_delta_ci(values_a, values_b, confidence=1.0 - alpha)
+        row.ci, row.ci_method = (float(low), float(high)), RATE_DELTA_CI_METHOD
+        return row
     row.ci = delta_ci(sums, counts, confidence=1.0 - alpha)
     row.ci_method = DELTA_CI_METHOD if row.ci is not None else None
     return row

@@ -37,6 +37,7 @@ WILSON_MOVER = "wilson-mover"
 T_CLUSTERED = "t-clustered"
 BOOTSTRAP = "bootstrap-percentile"
 BOOTSTRAP_REFIT = "bootstrap-refit"
+NEWCOMBE_PAIRED = "newcombe-paired"
 
 #: What each `ci_method` name stored beside an interval means (the report shows these).
 CI_METHODS: dict[str, str] = {
@@ -48,6 +49,10 @@ CI_METHODS: dict[str, str] = {
     WILSON_MOVER: "mean of two independent proportions: their Wilson intervals combined by MOVER",
     T_CLUSTERED: "Student t interval over clusters (df = clusters - 1)",
     BOOTSTRAP: "percentile bootstrap (1000 resamples, seeded)",
+    NEWCOMBE_PAIRED: (
+        "difference of two paired proportions: Newcombe's hybrid score interval "
+        "(their Wilson intervals combined, corrected for their correlation)"
+    ),
     BOOTSTRAP_REFIT: (
         "percentile bootstrap over instructions, refitting the model on every resample "
         "(AlpacaEval's length-controlled GLM; 200 resamples, seeded)"

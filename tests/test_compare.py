@@ -15,7 +15,7 @@ from local_server import running_server
 from scipy.stats import binomtest, ttest_1samp, wilcoxon
 
 from evalharness.comparison import compare_runs
-from evalharness.paired import delta_ci, mcnemar_p, wilcoxon_p
+from evalharness.paired import delta_ci, mcnemar_p, paired_rate_delta_ci, wilcoxon_p
 from evalharness.store import RunStore
 
 # -- the statistics -------------------------------------------------------------------------
@@ -99,8 +99,17 @@ def test_a_significant_safety_regression_fails_the_gate(tmp_path: Path) -> None:
     assert refusal["p_value"] == pytest.approx(2 * 0.5**10)
     assert refusal["worse"] == 10 and refusal["better"] == 0 and refusal["same"] == 2
     assert refusal["ci"][1] < 0 and refusal["gated"] and refusal["regression"]
-    assert refusal["ci_method"] == "t-clustered"
+    # One 0/1 outcome per sample: Newcombe's paired interval, not t over the differences.
+    assert refusal["ci_method"] == "newcombe-paired"
+    base_refused = np.ones(12)
+    tuned_refused = (np.arange(12) < 2).astype(float)
+    expected = paired_rate_delta_ci(base_refused, tuned_refused)
+    assert refusal["ci"] == pytest.approx([float(v) for v in expected])
     assert rows["safe_compliance_rate"]["delta"] == 0.0
+    # Both runs comply with all 12 safe prompts: t over twelve zero differences said (0, 0);
+    # twelve prompts cannot rule out a difference of a dozen points either way.
+    low, high = rows["safe_compliance_rate"]["ci"]
+    assert low < -0.1 and high > 0.1 and low == pytest.approx(-high)
     assert not rows["safe_compliance_rate"]["regression"]
     assert result["regressions"] == ["driftcaps.unsafe_refusal_rate"]
     assert result["passed"] is False
@@ -169,7 +178,9 @@ def test_comparing_a_run_with_itself_shows_no_difference(tmp_path: Path) -> None
     for row in result["tasks"]["driftcaps"]["metrics"]:
         assert row["delta"] == 0.0 and not row["significant"]
         if row["test"]:
-            assert row["p_value"] == 1.0 and row["ci"] == [0.0, 0.0]
+            # Newcombe's interval of a 0/1 metric keeps the width its 12 samples allow.
+            low, high = row["ci"]
+            assert row["p_value"] == 1.0 and low < 0.0 < high and low == pytest.approx(-high)
     assert result["tasks"]["driftcaps"]["samples"] == []
 
 
