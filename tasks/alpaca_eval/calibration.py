@@ -41,7 +41,8 @@ from evalharness.errors import InputError
 from evalharness.hashing import sha256_file
 from evalharness.records import read_text
 
-HUB_REPO = "tatsu-lab/alpaca_eval"
+from .loader import HUB_REPO  # the calibration file sits beside the evaluation set
+
 HUB_FILE = "df_gamed.csv"
 EVAL_SET_IDS = Path(__file__).resolve().parent / "data" / "eval_set_ids.txt"
 COLUMNS = ("index", "instruction_difficulty", "not_gamed_baseline", "preference", "std_delta_len")

@@ -44,7 +44,7 @@ fit needs at least as many judged rows as folds (5), otherwise it gives no numbe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -108,7 +108,7 @@ class LengthControlled:
 
     `glm` is AlpacaEval's name of the GLM, `C` the inverse L1 strength the cross-validation
     chose (None for the baseline itself, which is not fitted), `weights` the fitted coefficients
-    by AlpacaEval's column names, `predicted` the per-instruction predicted preferences.
+    by AlpacaEval's column names.
     """
 
     glm: str
@@ -116,7 +116,6 @@ class LengthControlled:
     standard_error: float
     C: float | None
     weights: dict[str, float]
-    predicted: np.ndarray = field(repr=False)
 
 
 @dataclass
@@ -292,23 +291,6 @@ def _fit_at(data: _Duplicated, c: float) -> LogisticRegression:
     return model.fit(data.x, data.y, sample_weight=data.sample_weight)
 
 
-def _baseline_itself(glm: str, n: int, columns: list[str]) -> LengthControlled:
-    """AlpacaEval's answer for the baseline against itself: 0.5 everywhere, by construction."""
-    predicted = np.full(n, 0.5)
-    return LengthControlled(
-        glm=glm,
-        win_rate=50.0,
-        standard_error=0.0,
-        C=None,
-        weights=dict.fromkeys(columns, 0.0),
-        predicted=predicted,
-    )
-
-
-def _glm_name(calibration: Calibration | None) -> str:
-    return "length_controlled_minimal" if calibration is None else "length_controlled_v1"
-
-
 def length_controlled(
     rows: ModelRows, calibration: Calibration | None = None
 ) -> LengthControlled | None:
@@ -319,10 +301,10 @@ def length_controlled(
     than cross-validation folds.
     """
     design = _design(rows, calibration)
-    glm = _glm_name(calibration)
-    n = len(rows.preferences)
-    if rows.is_baseline:
-        return _baseline_itself(glm, n, design.columns)
+    glm = "length_controlled_minimal" if calibration is None else "length_controlled_v1"
+    if rows.is_baseline:  # AlpacaEval's answer for the baseline itself: 0.5 everywhere, unfitted
+        weights = dict.fromkeys(design.columns, 0.0)
+        return LengthControlled(glm, win_rate=50.0, standard_error=0.0, C=None, weights=weights)
     if not _fittable(rows, calibration):
         return None
     model = _fit_cv(_duplicate(design))
@@ -333,7 +315,6 @@ def length_controlled(
         standard_error=float(pd.Series(predicted).sem() * 100),
         C=float(np.ravel(model.C_)[0]),
         weights=dict(zip(design.columns, map(float, model.coef_[0]), strict=True)),
-        predicted=predicted,
     )
 
 
