@@ -44,9 +44,9 @@ from evalharness.requests import (
 )
 from evalharness.stats import BOOTSTRAP, WILSON, bootstrap_ci, proportion_ci
 
-from ..base import Sample, Task, TaskData, TaskResult
+from ..base import Sample, TaskData, TaskResult
 from .lm_eval_yaml import LmEvalSpec, check_spec, load_lm_eval_yaml, resolve_functions
-from .task import DeclarativeTask
+from .task import DeclaredResults
 
 OPTIONS = ("num_fewshot", "fewshot_seed")
 #: `lm_eval.simple_evaluate`'s defaults: python's `random` and numpy's seeds while tasks are
@@ -160,11 +160,12 @@ def sampling_of(kwargs: Mapping[str, Any], repeat: int) -> SamplingParams:
     )
 
 
-class LmEvalTask(DeclarativeTask):
+class LmEvalTask(DeclaredResults):
     """One lm-eval task YAML (subclasses carry its `lm_spec`; see `lm_eval_task_class`).
 
     Stored runs are read by `DeclarativeTask` (their settings say `declarative`), so reports
-    and `compare` work without the YAML or lm-eval installed.
+    and `compare` work without the YAML or lm-eval installed. Nothing is judged: the base
+    `Task`'s empty judge plan applies.
     """
 
     name: ClassVar[str] = "lm_eval"
@@ -173,7 +174,7 @@ class LmEvalTask(DeclarativeTask):
     lm_spec: ClassVar[LmEvalSpec | None] = None
 
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
-        Task.__init__(self, options, seed)
+        super().__init__(options, seed)
         if self.lm_spec is None:
             raise InputError("an lm-eval task needs its YAML (lm_eval_task_class)")
         self.check_options(OPTIONS)
@@ -308,15 +309,6 @@ class LmEvalTask(DeclarativeTask):
     # -- model work ------------------------------------------------------------------------
     def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
         return dict(self._requests[sample.id])
-
-    def judge_protocols(self) -> tuple[str, ...]:
-        return ()
-
-    def planned_judge_items(self, sample: Sample) -> list[tuple[str, int]]:
-        return []
-
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict:
-        return {}
 
     # -- scores ----------------------------------------------------------------------------
     def score(

@@ -17,7 +17,6 @@ filters happens in `check_spec`, which needs it.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib.util
 import re
 import sys
@@ -29,6 +28,7 @@ import yaml
 
 from evalharness.errors import InputError
 from evalharness.records import YamlLines, read_text, read_yaml_lines
+from evalharness.requests import sha256_hex
 
 #: Top-level keys that only an lm-eval task YAML has (task.yaml has none of them).
 LM_EVAL_KEYS = frozenset(
@@ -407,8 +407,7 @@ def _load_module(source: Path, label: str) -> Any:
     key = (source, source.stat().st_mtime_ns)
     if key in _MODULES:
         return _MODULES[key]
-    digest = hashlib.sha256(str(source).encode()).hexdigest()[:16]
-    module_name = f"evalharness_lm_eval_helper_{digest}"
+    module_name = f"evalharness_lm_eval_helper_{sha256_hex(str(source))[:16]}"
     loader_spec = importlib.util.spec_from_file_location(module_name, source)
     if loader_spec is None or loader_spec.loader is None:
         raise InputError(f"{label}: cannot import {source}")

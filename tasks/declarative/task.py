@@ -81,19 +81,10 @@ def _is_number(value: Any) -> bool:
 OPTIONS = ("data",)
 
 
-class DeclarativeTask(Task):
-    """Shared behaviour of every task.yaml task; subclasses carry their `spec`."""
-
-    name: ClassVar[str] = "declarative"
-    description: ClassVar[str] = "a task declared in a task.yaml"
-    spec: ClassVar[TaskSpec | None] = None
-
-    def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        if self.spec is None:
-            raise InputError("a declarative task needs its task.yaml (build_task_class)")
-        self.check_options(OPTIONS)
-        self.task_spec: TaskSpec = self.spec
+class DeclaredResults(Task):
+    """How a declared task's stored results read: a task.yaml task and an lm-eval task YAML
+    (`lm_eval_task.LmEvalTask`) store the same shapes (metric means per sample, choices with
+    their log-probabilities), so both share these readers and nothing else."""
 
     # -- reading stored results ------------------------------------------------------------
     @classmethod
@@ -145,6 +136,21 @@ class DeclarativeTask(Task):
             verdicts=[describe_verdict(slot, v) for slot, v in verdicts.items()],
             score=score,
         )
+
+
+class DeclarativeTask(DeclaredResults):
+    """Shared behaviour of every task.yaml task; subclasses carry their `spec`."""
+
+    name: ClassVar[str] = "declarative"
+    description: ClassVar[str] = "a task declared in a task.yaml"
+    spec: ClassVar[TaskSpec | None] = None
+
+    def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
+        super().__init__(options, seed)
+        if self.spec is None:
+            raise InputError("a declarative task needs its task.yaml (build_task_class)")
+        self.check_options(OPTIONS)
+        self.task_spec: TaskSpec = self.spec
 
     # -- data ------------------------------------------------------------------------------
     def load(self, limit: int | None = None) -> TaskData:
