@@ -28,7 +28,13 @@ class BackendError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one (`difflib`'s default cutoff), else None."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """` (did you mean X?)` for the known name closest to a misspelt one, else nothing."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest_name(name, known)
+    return f" (did you mean {close}?)" if close else ""
