@@ -6,7 +6,6 @@ message is one line naming the file, line or field; the CLI prints it and exits 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -30,6 +29,8 @@ class BackendError(Exception):
 
 def closest_name(name: str, known: Iterable[str]) -> str | None:
     """The known name closest to a misspelt one (`difflib`'s default cutoff), else None."""
+    import difflib  # only on the error path: every command imports this module
+
     close = difflib.get_close_matches(name, list(known), n=1)
     return close[0] if close else None
 
