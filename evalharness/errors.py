@@ -6,7 +6,6 @@ message is one line naming the file, line or field; the CLI prints it and exits 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -28,7 +27,15 @@ class BackendError(Exception):
         super().__init__(" ".join(message.split()))
 
 
+def closest_name(name: str, known: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one (`difflib`'s default cutoff), else None."""
+    import difflib  # only on the error path: every command imports this module
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """` (did you mean X?)` for the known name closest to a misspelt one, else nothing."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    close = closest_name(name, known)
+    return f" (did you mean {close}?)" if close else ""

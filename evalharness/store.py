@@ -230,7 +230,6 @@ class RunStore:
         it is opened without writing anything (`_connect_read_only`).
         """
         self.path = Path(path)
-        self.read_only = read_only
         label = label or str(self.path)
         check_store_file(self.path, label)
         if read_only:

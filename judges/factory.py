@@ -12,11 +12,10 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from evalharness.backends import Backend, load_backend
-from evalharness.errors import InputError, did_you_mean
+from evalharness.errors import InputError, closest_name, did_you_mean
 from evalharness.modelspec import ALIASES as MODEL_ALIASES
 from evalharness.modelspec import BACKENDS, ModelSpec, parse_model_spec
 
@@ -37,9 +36,8 @@ def _closest_judge(spec: str) -> str:
     """` (did you mean X?)` for a misspelt judge kind (`rule:refusal`) or name (`slef`)."""
     kind, colon, value = spec.partition(":")
     if colon:
-        kinds = (*KINDS, "annotations", "rm", "clf", *BACKENDS)
-        close = difflib.get_close_matches(kind, kinds, n=1)
-        return f" (did you mean {close[0]}:{value}?)" if close else ""
+        close = closest_name(kind, (*KINDS, "annotations", "rm", "clf", *BACKENDS))
+        return f" (did you mean {close}:{value}?)" if close else ""
     return did_you_mean(spec, ("self", *ALIASES, *MODEL_ALIASES))
 
 
