@@ -445,7 +445,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     for option in ("outputs", "annotations"):  # errors name the flag used
         if getattr(args, option):
             input_file(Path(getattr(args, option)), f"--{option}")
-    if args.calibration and args.calibration not in ("hub", "none"):
+    from evalharness.tasks.alpaca_eval.calibration import is_path
+
+    if is_path(args.calibration):
         input_file(Path(args.calibration), "--calibration")
     options = {"data": args.reference or args.annotations or "hub"}
     for option in ("calibration", "difficulty"):  # the task refuses `difficulty`, saying why

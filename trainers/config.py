@@ -8,14 +8,13 @@ the line and the field.
 
 from __future__ import annotations
 
-import difflib
 import math
 import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from evalharness.errors import InputError
+from evalharness.errors import InputError, did_you_mean
 
 #: Where a setting was written: `locate("learning_rate")` -> "train.yaml:5" (or just a file).
 Locate = Callable[..., str]
@@ -340,10 +339,5 @@ def _reject_unknown(
         names = ", ".join(prefix + str(u) for u in unknown)
         raise InputError(
             f"{locate(unknown[0])}: unknown {what} setting(s) {names}"
-            f"{_did_you_mean(unknown[0], known)}"
+            f"{did_you_mean(str(unknown[0]), known)}"
         )
-
-
-def _did_you_mean(name: Any, known: list[str]) -> str:
-    close = difflib.get_close_matches(str(name), known, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
