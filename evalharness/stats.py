@@ -23,10 +23,9 @@ the interval below its stated coverage; the methods that take clusters count eac
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from statistics import NormalDist
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import t as student_t
 
 #: Resamples drawn per block; bounds the bootstrap's memory at any number of samples.
 _BLOCK = 128
@@ -89,7 +88,7 @@ def wilson_interval(
     """
     rate = np.asarray(rate, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = ndtri(0.5 + confidence / 2.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
     shrink = z * z / n
     center = (rate + shrink / 2.0) / (1.0 + shrink)
     half = z / (1.0 + shrink) * np.sqrt(rate * (1.0 - rate) / n + shrink / (4.0 * n))
@@ -204,6 +203,10 @@ def clustered_t(
     on 8 questions) under-cover, because most samples never show the low tail (0.81 at 8
     questions in one such simulation, where the bootstrap covered 0.75).
     """
+    # Here, not at the top: every task imports this module, and scipy.stats takes about a
+    # second to import, which every command that lists the tasks would pay.
+    from scipy.stats import t as student_t
+
     sums = np.asarray(sums, dtype=float)
     counts = np.asarray(counts, dtype=float)
     clusters = sums.shape[-1]
