@@ -116,13 +116,8 @@ def clustered_wilson(
     counts = np.asarray(counts, dtype=float)
     clusters = sums.shape[-1]
     total = counts.sum(axis=-1)
-    rate = sums.sum(axis=-1) / total
+    rate, variance = _ratio_and_variance(sums, counts)
     binomial = rate * (1.0 - rate)
-    if clusters > 1:
-        residuals = sums - rate[..., None] * counts
-        variance = clusters / (clusters - 1) * (residuals**2).sum(axis=-1) / total**2
-    else:
-        variance = np.zeros_like(rate)
     with np.errstate(divide="ignore", invalid="ignore"):
         effective = np.where(
             variance > 0, binomial / variance, np.where(binomial > 0, total, clusters)
@@ -212,12 +207,21 @@ def clustered_t(
     clusters = sums.shape[-1]
     if clusters < 2:
         raise ValueError("a t interval needs at least two clusters")
+    estimate, variance = _ratio_and_variance(sums, counts)
+    half = student_t.ppf(0.5 + confidence / 2.0, clusters - 1) * np.sqrt(variance)
+    return estimate - half, estimate + half
+
+
+def _ratio_and_variance(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum(sums) / sum(counts) over the last axis's clusters and the cluster-robust variance
+    of that ratio, with G / (G - 1) for G clusters (0 with one cluster, which shows no spread)."""
+    clusters = sums.shape[-1]
     total = counts.sum(axis=-1)
     estimate = sums.sum(axis=-1) / total
+    if clusters < 2:
+        return estimate, np.zeros_like(estimate)
     residuals = sums - estimate[..., None] * counts
-    error = np.sqrt(clusters / (clusters - 1) * (residuals**2).sum(axis=-1)) / total
-    half = student_t.ppf(0.5 + confidence / 2.0, clusters - 1) * error
-    return estimate - half, estimate + half
+    return estimate, clusters / (clusters - 1) * (residuals**2).sum(axis=-1) / total**2
 
 
 def mean_t_ci(
