@@ -18,11 +18,13 @@ method's name (`ci_method`, one of `CI_METHODS`) so a reader knows what it means
 
 Resampling or counting correlated values one by one would treat them as independent and narrow
 the interval below its stated coverage; the methods that take clusters count each as one unit.
+`Intervals.mean` makes this choice for a task's means and records the method's name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -341,3 +343,43 @@ def micro_prf_bootstrap_ci(
         name: _percentiles(draws[:, column], confidence)
         for column, name in enumerate(("precision", "recall", "f1"))
     }
+
+
+# -- an aggregate's intervals, each with its method -------------------------------------------
+
+
+@dataclass
+class Intervals:
+    """A task aggregate's CIs by metric (`ci`) and the method that made each (`method`): what
+    `TaskResult.ci` and `TaskResult.ci_method` take. `mean` picks the method for a mean as the
+    module docstring says; `add` records an interval made some other way. A None interval (too
+    few values) records nothing, so `ci` and `method` always name the same metrics."""
+
+    #: Seeds the bootstrap (a task passes its run seed), so a run's intervals are reproducible.
+    seed: int = 0
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    method: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, interval: tuple[float, float] | None, method: str) -> None:
+        if interval is not None:
+            self.ci[name] = interval
+            self.method[name] = method
+
+    def mean(
+        self,
+        name: str,
+        values: Sequence[float],
+        *,
+        rate: bool,
+        clusters: Sequence[Hashable] | None = None,
+    ) -> None:
+        """The CI of the mean of `values`. A `rate` (outcomes 0 or 1, or credits in [0, 1])
+        gets the Wilson interval, clustered when `clusters` labels each value's cluster; any
+        other mean the t interval over `clusters`, or without them a seeded bootstrap."""
+        if rate:
+            method = WILSON if clusters is None else WILSON_CLUSTERED
+            self.add(name, proportion_ci(values, clusters), method)
+        elif clusters is not None:
+            self.add(name, mean_t_ci(values, clusters), T_CLUSTERED)
+        else:
+            self.add(name, bootstrap_ci(values, seed=self.seed), BOOTSTRAP)
