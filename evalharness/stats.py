@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
 
@@ -88,9 +87,13 @@ def wilson_interval(
     it to scipy's for every count at several n and levels. Arrays broadcast: the simulation
     tests compute thousands of intervals at once.
     """
+    # scipy's quantile (exact to the last bit, as its binomtest's Wilson interval takes it);
+    # imported here, as `clustered_t` imports scipy.stats, to keep scipy out of start-up.
+    from scipy.special import ndtri
+
     rate = np.asarray(rate, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    z = ndtri(0.5 + confidence / 2.0)
     shrink = z * z / n
     center = (rate + shrink / 2.0) / (1.0 + shrink)
     half = z / (1.0 + shrink) * np.sqrt(rate * (1.0 - rate) / n + shrink / (4.0 * n))
@@ -118,7 +121,8 @@ def clustered_wilson(
     counts = np.asarray(counts, dtype=float)
     clusters = sums.shape[-1]
     total = counts.sum(axis=-1)
-    rate, variance = _ratio_and_variance(sums, counts)
+    rate, spread = _ratio_and_spread(sums, counts)
+    variance = spread / total**2
     binomial = rate * (1.0 - rate)
     with np.errstate(divide="ignore", invalid="ignore"):
         effective = np.where(
@@ -209,21 +213,23 @@ def clustered_t(
     clusters = sums.shape[-1]
     if clusters < 2:
         raise ValueError("a t interval needs at least two clusters")
-    estimate, variance = _ratio_and_variance(sums, counts)
-    half = student_t.ppf(0.5 + confidence / 2.0, clusters - 1) * np.sqrt(variance)
+    estimate, spread = _ratio_and_spread(sums, counts)
+    error = np.sqrt(spread) / counts.sum(axis=-1)
+    half = student_t.ppf(0.5 + confidence / 2.0, clusters - 1) * error
     return estimate - half, estimate + half
 
 
-def _ratio_and_variance(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """sum(sums) / sum(counts) over the last axis's clusters and the cluster-robust variance
-    of that ratio, with G / (G - 1) for G clusters (0 with one cluster, which shows no spread)."""
+def _ratio_and_spread(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum(sums) / sum(counts) over the last axis's clusters, and G / (G - 1) times the sum of
+    the G clusters' squared residuals (0 for one cluster, which shows no spread): over
+    sum(counts) squared, the cluster-robust variance of that ratio."""
     clusters = sums.shape[-1]
     total = counts.sum(axis=-1)
     estimate = sums.sum(axis=-1) / total
     if clusters < 2:
         return estimate, np.zeros_like(estimate)
     residuals = sums - estimate[..., None] * counts
-    return estimate, clusters / (clusters - 1) * (residuals**2).sum(axis=-1) / total**2
+    return estimate, clusters / (clusters - 1) * (residuals**2).sum(axis=-1)
 
 
 def mean_t_ci(
