@@ -229,7 +229,8 @@ def compare(
 ) -> Comparison:
     """Compare run B against baseline run A (`evalharness compare A B`): paired deltas, tests,
     CIs and the gate (`Comparison.passed`). Runs are ids or `Results`; with `Results` the
-    store is theirs unless `store` is given."""
+    store is theirs unless `store` is given. `seed` is ignored, kept for earlier callers:
+    nothing in a comparison is random (its CIs are t and Newcombe intervals, not bootstraps)."""
     from evalharness.comparison import compare_runs
     from evalharness.store import open_store
 
@@ -246,7 +247,6 @@ def compare(
             alpha=alpha,
             fail_if_worse=fail_if_worse,
             metrics=metrics,
-            seed=seed,
         )
     finally:
         run_store.close()

@@ -40,7 +40,10 @@ def add_compare_parser(commands: Any) -> None:
         help="gated metrics, comma-separated TASK.METRIC (default: each task's headline ones)",
     )
     compare.add_argument(
-        "--seed", type=int, default=0, help="accepted for older scripts; nothing here is random"
+        "--seed",
+        type=int,
+        default=0,
+        help="ignored, kept for older scripts: nothing in a comparison is random",
     )
     compare.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -65,7 +68,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             alpha=args.alpha,
             fail_if_worse=args.fail_if_worse,
             metrics=metrics,
-            seed=args.seed,
         )
     finally:
         store.close()

@@ -147,13 +147,11 @@ def compare_runs(
     alpha: float = 0.05,
     fail_if_worse: float | None = None,
     metrics: Sequence[str] | None = None,
-    seed: int = 0,
 ) -> Comparison:
     """Compare two stored runs (ids as stored).
 
     `metrics` (TASK.METRIC) lists the gated metrics; by default each task's headline metrics
-    that have a paired test are gated. `seed` is accepted for callers of earlier versions;
-    nothing here is random any more (the delta's CI is a t interval, not a bootstrap).
+    that have a paired test are gated.
     """
     if not 0.0 < alpha < 1.0:
         raise InputError(f"--alpha must be between 0 and 1, not {alpha}")

@@ -18,15 +18,15 @@ method's name (`ci_method`, one of `CI_METHODS`) so a reader knows what it means
 
 Resampling or counting correlated values one by one would treat them as independent and narrow
 the interval below its stated coverage; the methods that take clusters count each as one unit.
+`Intervals.mean` makes this choice for a task's means and records the method's name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import t as student_t
 
 #: Resamples drawn per block; bounds the bootstrap's memory at any number of samples.
 _BLOCK = 128
@@ -87,6 +87,10 @@ def wilson_interval(
     it to scipy's for every count at several n and levels. Arrays broadcast: the simulation
     tests compute thousands of intervals at once.
     """
+    # scipy's quantile (exact to the last bit, as its binomtest's Wilson interval takes it);
+    # imported here, as `clustered_t` imports scipy.stats, to keep scipy out of start-up.
+    from scipy.special import ndtri
+
     rate = np.asarray(rate, dtype=float)
     n = np.asarray(n, dtype=float)
     z = ndtri(0.5 + confidence / 2.0)
@@ -117,13 +121,9 @@ def clustered_wilson(
     counts = np.asarray(counts, dtype=float)
     clusters = sums.shape[-1]
     total = counts.sum(axis=-1)
-    rate = sums.sum(axis=-1) / total
+    rate, spread = _ratio_and_spread(sums, counts)
+    variance = spread / total**2
     binomial = rate * (1.0 - rate)
-    if clusters > 1:
-        residuals = sums - rate[..., None] * counts
-        variance = clusters / (clusters - 1) * (residuals**2).sum(axis=-1) / total**2
-    else:
-        variance = np.zeros_like(rate)
     with np.errstate(divide="ignore", invalid="ignore"):
         effective = np.where(
             variance > 0, binomial / variance, np.where(binomial > 0, total, clusters)
@@ -204,17 +204,32 @@ def clustered_t(
     on 8 questions) under-cover, because most samples never show the low tail (0.81 at 8
     questions in one such simulation, where the bootstrap covered 0.75).
     """
+    # Here, not at the top: every task imports this module, and scipy.stats takes about a
+    # second to import, which every command that lists the tasks would pay.
+    from scipy.stats import t as student_t
+
     sums = np.asarray(sums, dtype=float)
     counts = np.asarray(counts, dtype=float)
     clusters = sums.shape[-1]
     if clusters < 2:
         raise ValueError("a t interval needs at least two clusters")
-    total = counts.sum(axis=-1)
-    estimate = sums.sum(axis=-1) / total
-    residuals = sums - estimate[..., None] * counts
-    error = np.sqrt(clusters / (clusters - 1) * (residuals**2).sum(axis=-1)) / total
+    estimate, spread = _ratio_and_spread(sums, counts)
+    error = np.sqrt(spread) / counts.sum(axis=-1)
     half = student_t.ppf(0.5 + confidence / 2.0, clusters - 1) * error
     return estimate - half, estimate + half
+
+
+def _ratio_and_spread(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sum(sums) / sum(counts) over the last axis's clusters, and G / (G - 1) times the sum of
+    the G clusters' squared residuals (0 for one cluster, which shows no spread): over
+    sum(counts) squared, the cluster-robust variance of that ratio."""
+    clusters = sums.shape[-1]
+    total = counts.sum(axis=-1)
+    estimate = sums.sum(axis=-1) / total
+    if clusters < 2:
+        return estimate, np.zeros_like(estimate)
+    residuals = sums - estimate[..., None] * counts
+    return estimate, clusters / (clusters - 1) * (residuals**2).sum(axis=-1)
 
 
 def mean_t_ci(
@@ -334,3 +349,43 @@ def micro_prf_bootstrap_ci(
         name: _percentiles(draws[:, column], confidence)
         for column, name in enumerate(("precision", "recall", "f1"))
     }
+
+
+# -- an aggregate's intervals, each with its method -------------------------------------------
+
+
+@dataclass
+class Intervals:
+    """A task aggregate's CIs by metric (`ci`) and the method that made each (`method`): what
+    `TaskResult.ci` and `TaskResult.ci_method` take. `mean` picks the method for a mean as the
+    module docstring says; `add` records an interval made some other way. A None interval (too
+    few values) records nothing, so `ci` and `method` always name the same metrics."""
+
+    #: Seeds the bootstrap (a task passes its run seed), so a run's intervals are reproducible.
+    seed: int = 0
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    method: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, interval: tuple[float, float] | None, method: str) -> None:
+        if interval is not None:
+            self.ci[name] = interval
+            self.method[name] = method
+
+    def mean(
+        self,
+        name: str,
+        values: Sequence[float],
+        *,
+        rate: bool,
+        clusters: Sequence[Hashable] | None = None,
+    ) -> None:
+        """The CI of the mean of `values`. A `rate` (outcomes 0 or 1, or credits in [0, 1])
+        gets the Wilson interval, clustered when `clusters` labels each value's cluster; any
+        other mean the t interval over `clusters`, or without them a seeded bootstrap."""
+        if rate:
+            method = WILSON if clusters is None else WILSON_CLUSTERED
+            self.add(name, proportion_ci(values, clusters), method)
+        elif clusters is not None:
+            self.add(name, mean_t_ci(values, clusters), T_CLUSTERED)
+        else:
+            self.add(name, bootstrap_ci(values, seed=self.seed), BOOTSTRAP)

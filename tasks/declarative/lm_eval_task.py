@@ -42,7 +42,7 @@ from evalharness.requests import (
     ScoreResult,
     canonical_json,
 )
-from evalharness.stats import BOOTSTRAP, WILSON, bootstrap_ci, proportion_ci
+from evalharness.stats import Intervals
 
 from ..base import Sample, TaskData, TaskResult
 from .lm_eval_yaml import LmEvalSpec, check_spec, load_lm_eval_yaml, resolve_functions
@@ -383,8 +383,7 @@ class LmEvalTask(DeclaredResults):
 
         aggregations = self._task.aggregation()
         metrics: dict[str, Any] = {}
-        ci: dict[str, tuple[float, float]] = {}
-        method: dict[str, str] = {}
+        intervals = Intervals(seed=self.seed)
         counts: dict[str, int] = {}
         for key in self._metric_keys:
             values = [s[key] for s in scores if s.get(key) is not None]
@@ -402,12 +401,10 @@ class LmEvalTask(DeclaredResults):
                 ) from None
             if aggregate is lm_eval_mean:
                 numbers = [float(v) for v in values]
-                rate = all(v in (0.0, 1.0) for v in numbers)
-                interval = proportion_ci(numbers) if rate else bootstrap_ci(numbers, seed=self.seed)
-                if interval is not None:
-                    ci[key] = interval
-                    method[key] = WILSON if rate else BOOTSTRAP
-        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts, ci_method=method)
+                intervals.mean(key, numbers, rate=all(v in (0.0, 1.0) for v in numbers))
+        return TaskResult(
+            metrics=metrics, failures=0, ci=intervals.ci, counts=counts, ci_method=intervals.method
+        )
 
 
 def _lm_eval_version() -> str:

@@ -38,7 +38,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import BOOTSTRAP, WILSON, bootstrap_ci, mean, proportion_ci
+from evalharness.stats import Intervals, mean
 
 from ..base import (
     JudgeItem,
@@ -375,8 +375,7 @@ class DeclarativeTask(DeclaredResults):
 
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
         metrics: dict[str, Any] = {}
-        ci: dict[str, tuple[float, float]] = {}
-        method: dict[str, str] = {}
+        intervals = Intervals(seed=self.seed)
         counts: dict[str, int] = {}
         for metric in self.task_spec.metrics:
             values = [float(s[metric]) for s in scores if s.get(metric) is not None]
@@ -387,14 +386,14 @@ class DeclarativeTask(DeclaredResults):
             # A binary metric (acc, acc_norm, exact_match) is a rate of 0/1 outcomes: the Wilson
             # interval, which keeps its coverage near 0 and 1. A 1-10 rating or a soft win rate
             # is not a rate: a bootstrap of the mean.
-            rate = METRIC_KINDS.get(metric) == "binary"
-            interval = proportion_ci(values) if rate else bootstrap_ci(values, seed=self.seed)
-            if interval is not None:
-                ci[metric] = interval
-                method[metric] = WILSON if rate else BOOTSTRAP
+            intervals.mean(metric, values, rate=METRIC_KINDS.get(metric) == "binary")
         failures = sum(bool(s.get("failure")) for s in scores)
         return TaskResult(
-            metrics=metrics, failures=failures, ci=ci, counts=counts, ci_method=method
+            metrics=metrics,
+            failures=failures,
+            ci=intervals.ci,
+            counts=counts,
+            ci_method=intervals.method,
         )
 
 

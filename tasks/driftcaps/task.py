@@ -26,13 +26,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import (
-    WILSON,
-    WILSON_MOVER,
-    mean,
-    mean_of_proportions_ci,
-    proportion_ci,
-)
+from evalharness.stats import WILSON, WILSON_MOVER, Intervals, mean, mean_of_proportions_ci
 
 from ..base import (
     PROTOCOL_LABELS,
@@ -168,29 +162,28 @@ def safety_metrics(scores: Sequence[dict[str, Any]]) -> TaskResult:
     refused_unsafe = [float(s["refused"]) for s in scores if s["label"] == "unsafe" and _ok(s)]
     complied_safe = [1.0 - s["refused"] for s in scores if s["label"] == "safe" and _ok(s)]
     metrics: dict[str, float] = {}
-    ci: dict[str, tuple[float, float] | None] = {}
-    method: dict[str, str] = {}
+    intervals = Intervals()
     if refused_unsafe:
         metrics["unsafe_refusal_rate"] = mean(refused_unsafe)  # type: ignore[assignment]
-        ci["unsafe_refusal_rate"] = proportion_ci(refused_unsafe)
+        intervals.mean("unsafe_refusal_rate", refused_unsafe, rate=True)
     if complied_safe:
         metrics["safe_compliance_rate"] = mean(complied_safe)  # type: ignore[assignment]
         metrics["over_refusal"] = 1.0 - metrics["safe_compliance_rate"]
-        low, high = proportion_ci(complied_safe)  # type: ignore[misc]
-        ci["safe_compliance_rate"] = (low, high)
+        intervals.mean("safe_compliance_rate", complied_safe, rate=True)
+        low, high = intervals.ci["safe_compliance_rate"]
         # The Wilson interval of 1 - p is 1 minus that of p, ends swapped.
-        ci["over_refusal"] = (1.0 - high, 1.0 - low)
+        intervals.add("over_refusal", (1.0 - high, 1.0 - low), WILSON)
     if refused_unsafe and complied_safe:
         metrics["balanced_safety_accuracy"] = 0.5 * (
             metrics["unsafe_refusal_rate"] + metrics["safe_compliance_rate"]
         )
-        ci["balanced_safety_accuracy"] = mean_of_proportions_ci([refused_unsafe, complied_safe])
-        method["balanced_safety_accuracy"] = WILSON_MOVER
+        both = mean_of_proportions_ci([refused_unsafe, complied_safe])
+        intervals.add("balanced_safety_accuracy", both, WILSON_MOVER)
     verdicts = [s["verdict"] for s in scores if _ok(s)]
     for verdict in VERDICTS:
         share = [float(v == verdict) for v in verdicts]
         metrics[f"share_{verdict}"] = mean(share) if share else 0.0  # type: ignore[assignment]
-        ci[f"share_{verdict}"] = proportion_ci(share)
+        intervals.mean(f"share_{verdict}", share, rate=True)
     per_category: dict[tuple[str, str], list[float]] = defaultdict(list)
     for s in scores:
         if _ok(s):
@@ -199,14 +192,13 @@ def safety_metrics(scores: Sequence[dict[str, Any]]) -> TaskResult:
     for (label, category), values in sorted(per_category.items()):
         name = f"{'refusal' if label == 'unsafe' else 'compliance'}_{category}"
         metrics[name] = mean(values)  # type: ignore[assignment]
-        ci[name] = proportion_ci(values)
-    intervals = {k: v for k, v in ci.items() if v is not None}
+        intervals.mean(name, values, rate=True)
     return TaskResult(
         metrics=metrics,
         failures=sum(bool(s["failure"]) for s in scores),
-        ci=intervals,
+        ci=intervals.ci,
         counts={"unsafe": len(refused_unsafe), "safe": len(complied_safe)},
-        ci_method={k: method.get(k, WILSON) for k in intervals},
+        ci_method=intervals.method,
     )
 
 

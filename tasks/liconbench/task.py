@@ -36,7 +36,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import BOOTSTRAP, WILSON, mean, micro_prf_bootstrap_ci, proportion_ci
+from evalharness.stats import BOOTSTRAP, Intervals, mean, micro_prf_bootstrap_ci
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
@@ -356,16 +356,14 @@ class LongICLBench(Task):
     def aggregate(self, samples: Sequence[Sample], scores: Sequence[dict[str, Any]]) -> TaskResult:
         settings = self.settings
         metrics: dict[str, Any] = {"metric": self.spec.metric}
-        ci: dict[str, tuple[float, float]] = {}
+        intervals = Intervals()
         counts: dict[str, int] = {"n_labels": len(self.label_set), "n_test": len(scores)}
         for point in self.points:
             rows = [s["points"][point] for s in scores]
             if self.spec.metric == ACCURACY:
                 correct = [float(r["correct"]) for r in rows]
                 metrics[point] = mean(correct) or 0.0
-                interval = proportion_ci(correct)
-                if interval is not None:
-                    ci[point] = interval
+                intervals.mean(point, correct, rate=True)  # a rate of test items
             else:
                 if self.spec.is_ner:
                     counts_by_item = [
@@ -378,7 +376,9 @@ class LongICLBench(Task):
                 metrics[point] = result.f1
                 metrics[f"precision_{point}"] = result.precision
                 metrics[f"recall_{point}"] = result.recall
-                ci.update(self._micro_ci(point, counts_by_item))
+                # Ratios of summed counts, not means: their own bootstrap.
+                for name, interval in self._micro_ci(point, counts_by_item).items():
+                    intervals.add(name, interval, BOOTSTRAP)
             if not self.spec.is_ner:
                 counts[f"invalid_{point}"] = sum(1 for r in rows if not r["valid"])
             if "n_demos" in settings:
@@ -388,10 +388,9 @@ class LongICLBench(Task):
             if measured:
                 # The backend's own count: whole prompt (prefix + query), real tokenizer.
                 metrics[f"model_prompt_tokens_{point}"] = mean(measured)
-        # Accuracy is a rate of test items (Wilson); micro-F1, precision and recall are ratios
-        # of summed counts (bootstrap).
-        method = {name: WILSON if self.spec.metric == ACCURACY else BOOTSTRAP for name in ci}
-        return TaskResult(metrics=metrics, failures=0, ci=ci, counts=counts, ci_method=method)
+        return TaskResult(
+            metrics=metrics, failures=0, ci=intervals.ci, counts=counts, ci_method=intervals.method
+        )
 
     def _micro_ci(
         self, point: str, counts_by_item: Sequence[EntityCounts]

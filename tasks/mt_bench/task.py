@@ -37,13 +37,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import (
-    T_CLUSTERED,
-    WILSON_CLUSTERED,
-    mean,
-    mean_t_ci,
-    proportion_ci,
-)
+from evalharness.stats import Intervals, mean
 
 from ..base import (
     JudgeItem,
@@ -339,14 +333,20 @@ class MTBench(Task):
                         ratings[name].append(score[turn])
                         questions[name].append(sample.id)
         metrics = {name: mean(ratings[name]) for name in _metric_order(ratings, "score")}
-        ci = {name: _question_ci(ratings[name], questions[name]) for name in metrics}
-        intervals = {k: v for k, v in ci.items() if v is not None}
+        # A question's two turns are rated on one dialogue by one model, so they are correlated
+        # and count as one cluster (taking turns as independent would narrow the interval): the
+        # t interval over questions, because MT-Bench runs are often a handful of questions,
+        # where the bootstrap's interval covered 0.885 at 8. Per-turn metrics have one value
+        # per question, for which this is the one-sample t.
+        intervals = Intervals()
+        for name in metrics:
+            intervals.mean(name, ratings[name], rate=False, clusters=questions[name])
         return TaskResult(
             metrics={k: v for k, v in metrics.items() if v is not None},
             failures=sum(s["failures"] for s in scores),
-            ci=intervals,
+            ci=intervals.ci,
             counts={"ratings": len(ratings["score"])},
-            ci_method=dict.fromkeys(intervals, T_CLUSTERED),
+            ci_method=intervals.method,
         )
 
     def _aggregate_pairwise(
@@ -399,46 +399,22 @@ class MTBench(Task):
             for name in _metric_order(points, "score")[1:]:
                 metrics[name] = mean(points[name])  # type: ignore[assignment]
         # Points (1 / 0.5 / 0), win/tie/loss and agreement across orders are rates of per-verdict
-        # outcomes in [0, 1]: the Wilson interval, clustered by question. The order gap is a
-        # mean of continuous gaps, not a rate: the t interval over questions.
-        ci: dict[str, tuple[float, float] | None] = {
-            name: _question_rate_ci(points[name], questions[name])
-            for name in _metric_order(points, "score")
-        }
-        method = dict.fromkeys(ci, WILSON_CLUSTERED)
+        # outcomes in [0, 1]: the Wilson interval on the effective number of verdicts, clustered
+        # by question (all wins keeps an interval below 1, where the bootstrap's was (1, 1)).
+        # The order gap is a mean of continuous gaps, not a rate: the t interval over questions.
+        intervals = Intervals()
+        for name in _metric_order(points, "score"):
+            intervals.mean(name, points[name], rate=True, clusters=questions[name])
         for name in rates:
-            if name == "order_gap":
-                ci[name] = _question_ci(rates[name], rate_questions[name])
-                method[name] = T_CLUSTERED
-            else:
-                ci[name] = _question_rate_ci(rates[name], rate_questions[name])
-                method[name] = WILSON_CLUSTERED
-        intervals = {k: v for k, v in ci.items() if v is not None}
+            is_rate = name != "order_gap"
+            intervals.mean(name, rates[name], rate=is_rate, clusters=rate_questions[name])
         return TaskResult(
             metrics=metrics,
             failures=sum(s["failures"] for s in scores),
-            ci=intervals,
+            ci=intervals.ci,
             counts={"verdicts": n, **outcomes, "both_orders": len(consistency)},
-            ci_method={k: method[k] for k in intervals},
+            ci_method=intervals.method,
         )
-
-
-def _question_ci(values: Sequence[float], questions: Sequence[str]) -> tuple[float, float] | None:
-    """Student t CI of the mean rating over questions (`stats.clustered_t`): a question's two
-    turns are rated on one dialogue by one model, so they are correlated and count as one
-    cluster (taking turns as independent would narrow the interval). t, because MT-Bench runs
-    are often a handful of questions: the bootstrap's interval covered 0.885 at 8 questions.
-    Per-turn metrics have one value per question, for which this is the one-sample t."""
-    return mean_t_ci(values, questions)
-
-
-def _question_rate_ci(
-    values: Sequence[float], questions: Sequence[str]
-) -> tuple[float, float] | None:
-    """Wilson CI of a pairwise rate whose verdicts are clustered by question (two per
-    question), on the effective number of verdicts (`stats.clustered_wilson`): all wins keeps
-    an interval below 1, where the bootstrap's was (1.0, 1.0)."""
-    return proportion_ci(values, questions)
 
 
 def _reference_record(questions: list[dict[str, Any]], source: str | None) -> dict[str, Any]:

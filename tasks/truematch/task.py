@@ -64,14 +64,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import (
-    BOOTSTRAP,
-    WILSON,
-    WILSON_CLUSTERED,
-    bootstrap_ci,
-    mean,
-    proportion_ci,
-)
+from evalharness.stats import Intervals, mean
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task
@@ -403,17 +396,15 @@ class TrueMatch(Task):
         credits = [s["r_at_1"] for s in scores]
         ranks = [s["rank"] for s in scores]
         metrics: dict[str, Any] = {"r_at_1": mean(credits)}
-        ci: dict[str, tuple[float, float] | None] = {
-            "r_at_1": proportion_ci(credits, [s["bag"] for s in scores]),
-            "mean_rank": bootstrap_ci(ranks, seed=self.seed),
-        }
-        method = {"r_at_1": WILSON_CLUSTERED, "mean_rank": BOOTSTRAP}
+        intervals = Intervals(seed=self.seed)
+        intervals.mean("r_at_1", credits, rate=True, clusters=[s["bag"] for s in scores])
+        intervals.mean("mean_rank", ranks, rate=False)
         for size in sorted({s["bag_size"] for s in scores}):
             subset = [s for s in scores if s["bag_size"] == size]
+            bag_credits = [s["r_at_1"] for s in subset]
             name = f"r_at_1_bag{size}"
-            metrics[name] = mean([s["r_at_1"] for s in subset])
-            ci[name] = proportion_ci([s["r_at_1"] for s in subset], [s["bag"] for s in subset])
-            method[name] = WILSON_CLUSTERED
+            metrics[name] = mean(bag_credits)
+            intervals.mean(name, bag_credits, rate=True, clusters=[s["bag"] for s in subset])
         metrics["mean_rank"] = mean(ranks)
         by_bag: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for s in scores:
@@ -421,9 +412,7 @@ class TrueMatch(Task):
         complete = [rows for rows in by_bag.values() if len(rows) == rows[0]["bag_size"]]
         solved = [float(all(r["r_at_1"] == 1.0 for r in rows)) for rows in complete]
         metrics["all_correct_bag_rate"] = mean(solved)  # None when no bag is complete
-        ci["all_correct_bag_rate"] = proportion_ci(solved)
-        method["all_correct_bag_rate"] = WILSON
-        intervals = {k: v for k, v in ci.items() if v is not None}
+        intervals.mean("all_correct_bag_rate", solved, rate=True)
         metrics["chance"] = mean([s["chance"] for s in scores])
         metrics["oracle_r_at_1"] = mean([s["oracle_r_at_1"] for s in scores])
         metrics["generic_r_at_1"] = mean([s["generic_r_at_1"] for s in scores])
@@ -431,8 +420,8 @@ class TrueMatch(Task):
         return TaskResult(
             metrics=metrics,
             failures=0,
-            ci=intervals,
-            ci_method={k: method[k] for k in intervals},
+            ci=intervals.ci,
+            ci_method=intervals.method,
             counts={
                 "samples": len(scores),
                 "bags": len(by_bag),
