@@ -34,7 +34,7 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import BOOTSTRAP, BOOTSTRAP_REFIT, bootstrap_ci, mean
+from evalharness.stats import BOOTSTRAP_REFIT, Intervals, mean
 
 from ..base import (
     JudgeItem,
@@ -279,15 +279,15 @@ class AlpacaEval(Task):
         preferences = [s["preference"] for s in scores]
         metrics: dict[str, Any] = head_to_head(preferences)
         metrics["avg_length"] = int(mean([s["model_length"] for s in scores]) or 0)
-        ci: dict[str, tuple[float, float]] = {}
+        intervals = Intervals(seed=self.seed)
         if metrics["n_total"]:
             lc_metrics, lc_ci = self._length_controlled(samples, scores)
             metrics.update(lc_metrics)
-            ci.update(lc_ci)
+            for name, interval in lc_ci.items():
+                intervals.add(name, interval, BOOTSTRAP_REFIT)
+            # The win rate averages soft preferences (not 0/1 outcomes): a bootstrap of the mean.
             valid = [100.0 * (p - 1.0) for p in preferences if p is not None]
-            interval = bootstrap_ci(valid, seed=self.seed)
-            if interval is not None:
-                ci["win_rate"] = interval
+            intervals.mean("win_rate", valid, rate=False)
         both = [s["consistent"] for s in scores if s["consistent"] is not None]
         if both:
             metrics["swap_consistency"] = mean([float(c) for c in both])
@@ -300,12 +300,10 @@ class AlpacaEval(Task):
         counts = {"judged": metrics["n_total"], "both_orders": len(both)}
         reasons = Counter(s.get("failure_reason") for s in scores if s["failure"])
         counts.update({f"failures_{r}": n for r, n in sorted(reasons.items()) if r})
-        # The win rate averages soft preferences (not 0/1 outcomes): a bootstrap of the mean.
-        method = {name: BOOTSTRAP_REFIT if name in LC_METRIC.values() else BOOTSTRAP for name in ci}
         return TaskResult(
             metrics=metrics,
             failures=sum(s["failure"] for s in scores),
-            ci=ci,
+            ci=intervals.ci,
             counts=counts,
-            ci_method=method,
+            ci_method=intervals.method,
         )
