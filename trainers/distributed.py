@@ -59,7 +59,7 @@ def check_cpu_launch(cpu_only: bool) -> None:
 def shard_on_cpu(accelerator: Any) -> None:
     """Under a CPU-only launch of an FSDP2 config, make `accelerator` FSDP2 rather than DDP.
 
-    Does what accelerate's `AcceleratorState.__init__` does for FSDP on GPUs (state.py:970-975):
+    Does what accelerate's `AcceleratorState.__init__` does for FSDP on GPUs (state.py:971-977):
     distributed type FSDP, the plugin (read from the launcher's environment, as `Accelerator`
     reads it) with the run's mixed precision, and the same type in the shared `PartialState`.
     A later accelerate that switches by itself is left alone; one where the switch does not take

@@ -559,7 +559,8 @@ class Trainer:
         )
         raw_optimizer = optimizer
         scorer, optimizer, loader = accelerator.prepare(scorer, optimizer, loader)
-        # FSDP2 replaces the parameters by sharded ones: clip those the optimizer now holds.
+        # FSDP2 replaces the parameters by sharded ones (DTensors): clip those the optimizer now
+        # holds (accelerate's FSDP clipping compares the list with the model's parameters).
         parameters = [p for p in scorer.parameters() if p.requires_grad]
         # After `prepare`, len(loader) is this process's share of an epoch's batches.
         total = planned_steps(config, len(loader))
