@@ -28,7 +28,7 @@ import torch
 
 from evalharness.errors import InputError
 
-from . import adapters, losses
+from . import adapters, distributed, losses
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import collate, load_rows, mismatched_pairs, pack_examples, tokenize_rows
@@ -283,10 +283,12 @@ class Trainer:
         # Input options change the sums the loop computes, so they never reach the loss.
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
+        distributed.check_cpu_launch(cpu_only_launch())
         self.accelerator = fresh_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             cpu=cpu_only_launch(),
         )
+        distributed.shard_on_cpu(self.accelerator)
         self._check_sharded_lora()
         self.is_reward_model = self.method.name == "reward"
         splits = read_splits(config, self.method.data_format)
@@ -436,6 +438,13 @@ class Trainer:
         means = accelerator.reduce(values, reduction="mean")
         return {k: float(v) for k, v in zip(keys, means.tolist(), strict=True)}
 
+    def _token_mean_over_processes(self, loss: torch.Tensor, inputs: dict) -> torch.Tensor:
+        """sft/dft/asft_anchored: the mean over every process's tokens, not a mean of means."""
+        if self.method.name not in distributed.TOKEN_MEAN:
+            return loss
+        tokens = inputs["token_mask"].sum()
+        return distributed.global_token_mean(loss, tokens, self.accelerator)
+
     def _sum_over_processes(self, count: int) -> int:
         if self.accelerator.num_processes == 1:
             return count
@@ -550,6 +559,9 @@ class Trainer:
         )
         raw_optimizer = optimizer
         scorer, optimizer, loader = accelerator.prepare(scorer, optimizer, loader)
+        # FSDP2 replaces the parameters by sharded ones (DTensors): clip those the optimizer now
+        # holds (accelerate's FSDP clipping compares the list with the model's parameters).
+        parameters = [p for p in scorer.parameters() if p.requires_grad]
         # After `prepare`, len(loader) is this process's share of an epoch's batches.
         total = planned_steps(config, len(loader))
         # A prepared scheduler steps once per process per optimizer step (accelerate's
@@ -575,6 +587,7 @@ class Trainer:
             for batch in loader:
                 with accelerator.accumulate(scorer):
                     loss, inputs = self.compute_loss(scorer, batch, "train")
+                    loss = self._token_mean_over_processes(loss, inputs)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm:
                         accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
@@ -626,6 +639,8 @@ class Trainer:
             if state is not None and not self.is_reward_model:
                 # PolicyScorer holds the model as `model`: its keys are the model's, prefixed.
                 state = {k.removeprefix("model."): v for k, v in state.items()}
+            if state is not None:
+                state = distributed.without_tied_copies(state, core_model(self.model))
             self._save(
                 accelerator.unwrap_model(scorer),
                 out,
@@ -651,6 +666,7 @@ class Trainer:
             "base": self.base_identity,
             "hyperparameters": {**self.hyper, **self.options},
             "processes": self.accelerator.num_processes,
+            "distributed_type": self.accelerator.distributed_type.value,
             "adapter": _adapter_metadata(self.config),
         }
         if summary is not None:
