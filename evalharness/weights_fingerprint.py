@@ -68,6 +68,8 @@ def nh_lanes(tensor: Any) -> Any:
     import torch
 
     words = _words(tensor)
+    if not words.numel():
+        return torch.zeros((0, 2), dtype=torch.int64, device=words.device)
     # A tensor smaller than a chunk (a norm's weight) is one chunk of its own even length.
     width = min(CHUNK_WORDS, words.numel() + words.numel() % 2)
     keys = _keys(str(words.device))[:, :, :width]
@@ -85,8 +87,6 @@ def nh_lanes(tensor: Any) -> Any:
         sums.bitwise_and_(_MASK32)
         halves = sums.view(rows, 2, 2, width // 2)
         lanes.append((halves[:, :, 0] * halves[:, :, 1]).sum(-1))
-    if not lanes:
-        return torch.zeros((0, 2), dtype=torch.int64, device=words.device)
     return torch.cat(lanes)
 
 
