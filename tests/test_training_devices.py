@@ -264,11 +264,15 @@ def test_16_bit_options_train_on_the_cpu(
     data: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """bf16 weights, or float32 weights under bf16 autocast: both train, and the reference
     (a separate model here) is scored under the policy's autocast, so before any step the
-    policy's implicit reward margin is exactly the reference's: zero."""
+    policy's implicit reward margin is exactly the reference's: zero. Full fine-tuning of
+    bf16 weights is warned about (small updates round away)."""
     from safetensors import safe_open
+
+    caplog.set_level("WARNING", logger="evalharness.trainers.precision")
 
     out = tmp_path / "dpo"
     code, stdout, err = run_cli(
@@ -290,6 +294,8 @@ def test_16_bit_options_train_on_the_cpu(
     with safe_open(str(out / "model.safetensors"), framework="pt") as weights:
         stored = {weights.get_slice(key).get_dtype() for key in weights.keys()}  # noqa: SIM118
     assert stored == {"BF16" if dtype == "bfloat16" else "F32"}
+    warned = any("rounded away" in record.getMessage() for record in caplog.records)
+    assert warned is (dtype == "bfloat16")
 
 
 def test_online_models_load_on_the_runs_device(

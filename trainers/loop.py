@@ -305,6 +305,7 @@ class Trainer:
         tf32 = precision.use_tf32(device, config.tf32)
         mixed = self.accelerator.mixed_precision
         self.placement = precision.record(device, loaded.identity["dtype"], mixed, tf32)
+        precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
         self.base_identity = loaded.identity
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model

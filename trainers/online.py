@@ -123,6 +123,7 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     tf32 = precision.use_tf32(device, config.tf32)
     mixed = accelerator.mixed_precision
     placed = precision.record(device, loaded.identity["dtype"], mixed, tf32)
+    precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
     tokenizer, model = loaded.tokenizer, loaded.model
     examples = tokenize_rows(
         list(rows), "prompt", tokenizer, max_length=config.max_length, where=list(rows.locations)

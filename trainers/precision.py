@@ -21,6 +21,7 @@ torch is imported inside the functions, as in `evalharness.devices`.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ from evalharness import devices
 from evalharness.errors import InputError
 
 from .config import MIXED_PRECISIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,18 @@ def use_tf32(device: Any, enabled: bool) -> bool:
         matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return True
+
+
+def warn_if_updates_round_away(dtype: str, adapter: Any) -> None:
+    """Full fine-tuning of 16-bit weights: AdamW's steps (about the learning rate) are below
+    half a bfloat16 ulp of most weights at the usual rates, and round away. Adapters are
+    float32 in peft whatever the base's dtype, so they are not affected."""
+    if adapter is None and dtype in ("bfloat16", "float16"):
+        log.warning(
+            "full fine-tuning in %s weights: updates smaller than 2^-8 of a weight are "
+            "rounded away; --dtype float32 keeps float32 weights under autocast (TRL's default)",
+            dtype,
+        )
 
 
 def record(device: Any, dtype: str, mixed_precision: str, tf32: bool) -> dict[str, Any]:
