@@ -341,3 +341,44 @@ def test_online_models_load_on_the_runs_device(
     assert [spec.dtype for spec in specs if spec.backend == "rm"] == ["float32"]
     metadata = json.loads((tmp_path / "grpo" / "train.json").read_text())
     assert metadata["placement"]["device"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_training_runs_there_under_bf16_autocast(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The defaults on a GPU: the model on it (float32 checkpoint: float32 weights), bf16
+    autocast, TF32; policy and reference agree before the first step; GRPO samples there."""
+    from tiny_models import build_tiny_reward_model
+
+    seen: list[torch.device] = []
+    real_prepare = loop.Trainer._prepare_reference
+
+    def prepare(self: Any, loaded: Any) -> None:
+        seen.append(next(self.model.parameters()).device)
+        real_prepare(self, loaded)
+
+    monkeypatch.setattr(loop.Trainer, "_prepare_reference", prepare)
+    summary = loop.train(
+        _config(tiny_model_dir, data["pairwise"], tmp_path / "dpo"), progress=False
+    )
+    assert seen[0].type == "cuda"
+    assert summary.eval_before["eval/rewards/margin"] == pytest.approx(0.0, abs=1e-6)
+    placement = json.loads((tmp_path / "dpo" / "train.json").read_text())["placement"]
+    assert placement["device"].startswith("cuda") and placement["mixed_precision"] == "bf16"
+    assert placement["dtype"] == "float32" and placement["tf32"] is True
+    reward = build_tiny_reward_model(tmp_path / "rm")
+    grpo = _config(
+        tiny_model_dir,
+        data["sft"],
+        tmp_path / "grpo",
+        method="grpo",
+        reward=f"rm:{reward}",
+        group_size=2,
+        max_new_tokens=4,
+        batch_size=2,
+        max_steps=1,
+    )
+    online.train_online(grpo, progress=False)
+    grpo_placement = json.loads((tmp_path / "grpo" / "train.json").read_text())["placement"]
+    assert grpo_placement["device"].startswith("cuda")
