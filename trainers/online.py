@@ -5,8 +5,9 @@ Each step: B prompts → G samples each from the current policy → rewards from
 from the same fused scoring path as every offline method. One optimisation step per batch of
 samples, so the "old" policy is the current one detached (ratio 1, the exact policy gradient).
 
-Policy, reference and reward model run on the run's device (`trainers.precision`: the first
-accelerator unless `device` says otherwise), sampling and scoring under its autocast.
+Policy and reference run on the run's device (`trainers.precision`: the first accelerator
+unless `device` says otherwise), sampling and scoring under its autocast; so does the reward
+model where model specs name their device (`ModelSpec.device`), else it runs on the host.
 """
 
 from __future__ import annotations
