@@ -4,7 +4,9 @@ Every `every_n_steps` optimizer steps the live model is evaluated in memory (no 
 written) by `evalharness.evaluate`, and the task metrics go to the trainer's own loggers
 (`trainer.log`: the console, TensorBoard, W&B, ... whatever `report_to` names). Each evaluation
 is also a stored run, so `evalharness show/compare/report` work on it afterwards. Under DDP only
-the main process evaluates, as the trainer's own logging does.
+the main process evaluates, as the trainer's own logging does. The model is evaluated on its own
+device, and its weights are hashed there for the cache key (`evalharness.weights_fingerprint`):
+no copy of the model comes to the host at each evaluation.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evalharness.devices import DEVICE_HELP
 from evalharness.errors import InputError
 
 #: Flags that map one-to-one onto TrainConfig fields (flag name → field name).
@@ -29,6 +30,9 @@ FLAG_FIELDS = {
     "max_prompt_length": "max_prompt_length",
     "warmup_ratio": "warmup_ratio",
     "dtype": "dtype",
+    "device": "device",
+    "mixed_precision": "mixed_precision",
+    "tf32": "tf32",
     "seed": "seed",
     "limit": "limit",
     "eval_every": "eval_every",
@@ -70,7 +74,24 @@ def add_train_parsers(commands: Any) -> None:
     train.add_argument("--max-length", type=int)
     train.add_argument("--max-prompt-length", type=int)
     train.add_argument("--warmup-ratio", type=float)
-    train.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    train.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights' dtype (default auto: the checkpoint's on an accelerator, float32 on cpu)",
+    )
+    train.add_argument("--device", help=f"where to train: {DEVICE_HELP} (default auto)")
+    train.add_argument(
+        "--mixed-precision",
+        choices=["auto", "no", "bf16", "fp16"],
+        help="autocast (default auto: bf16 on a CUDA GPU, as TRL's configs; no on cpu)",
+    )
+    train.add_argument(
+        "--no-tf32",
+        dest="tf32",
+        action="store_false",
+        default=None,
+        help="keep float32 matrix products in IEEE precision on CUDA (default: TF32)",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument("--limit", type=int, help="use only the first N training rows")
     train.add_argument("--eval-every", type=int)

@@ -252,3 +252,24 @@ def test_mismatched_architectures_fail_with_one_line(
         uniform_soup([checkpoints["a"], tmp_path / "wider"])
     with pytest.raises(InputError, match="no .safetensors weights"):
         uniform_soup([checkpoints["a"], tmp_path])
+
+
+def test_greedy_soups_are_scored_on_the_accelerator(
+    checkpoints: dict[str, Path], heldout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` puts the scoring model on the GPU when one is visible (simulated here: the move
+    is recorded, not made), in float32; `cpu` keeps it on the host."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    moves: list[torch.device] = []
+
+    def record(module: torch.nn.Module, *args: object, **kwargs: object) -> torch.nn.Module:
+        if args and isinstance(args[0], (str, torch.device)):
+            moves.append(torch.device(args[0]))
+        return module
+
+    monkeypatch.setattr(torch.nn.Module, "to", record)
+    scorer = HeldoutLikelihood(heldout, checkpoints["a"])
+    assert scorer.device.type == "cuda" and moves[-1].type == "cuda"
+    assert next(scorer.model.parameters()).dtype == torch.float32
+    assert HeldoutLikelihood(heldout, checkpoints["a"], device="cpu").device.type == "cpu"

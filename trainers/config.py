@@ -14,12 +14,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from evalharness.devices import DEVICE_HELP, parse_device
 from evalharness.errors import InputError, did_you_mean
 
 #: Where a setting was written: `locate("learning_rate")` -> "train.yaml:5" (or just a file).
 Locate = Callable[..., str]
 
-DTYPES = ("float32", "bfloat16", "float16")
+#: `auto`: the checkpoint's dtype on an accelerator, float32 on the CPU (`evalharness.devices`).
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+#: autocast as accelerate takes it; `auto`: bf16 on a CUDA GPU (TRL's default), else no.
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -77,7 +81,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     lora: LoraSettings | None = None
     peft: PeftSettings | None = None  # the general form; `lora` is `peft: {type: lora}`
-    dtype: str = "float32"
+    dtype: str = "auto"  # weights; see trainers.precision for what auto means where
+    device: str = "auto"  # auto (first accelerator, else cpu), cpu, cuda, cuda:N, mps
+    mixed_precision: str = "auto"  # autocast: auto, no, bf16, fp16
+    tf32: bool = True  # float32 matrix products in TF32 on CUDA (false: IEEE float32)
     seed: int = 0
     limit: int | None = None  # first N training rows (smoke runs)
     pack: bool = False  # sft/dft: pack examples into max_length rows (see data.pack_examples)
@@ -134,11 +141,20 @@ class TrainConfig:
                 values[name] = _mapping(value, label)
             else:
                 values[name] = convert(value, hints[name], label)
-        if values.get("dtype", "float32") not in DTYPES:
-            raise InputError(
-                f"{locate('dtype')}: field '{section}dtype' must be one of {', '.join(DTYPES)}, "
-                f"not {values['dtype']!r}"
-            )
+        for name, choices in (("dtype", DTYPES), ("mixed_precision", MIXED_PRECISIONS)):
+            if values.get(name, "auto") not in choices:
+                raise InputError(
+                    f"{locate(name)}: field '{section}{name}' must be one of "
+                    f"{', '.join(choices)}, not {values[name]!r}"
+                )
+        if "device" in values:
+            try:
+                values["device"] = parse_device(values["device"], option="device")
+            except InputError:
+                raise InputError(
+                    f"{locate('device')}: field '{section}device' must be {DEVICE_HELP}, "
+                    f"not {values['device']!r}"
+                ) from None
         if values.get("lora") is not None and values.get("peft") is not None:
             raise InputError(
                 f"{locate('peft')}: field '{section}peft': give either lora or peft, not both "

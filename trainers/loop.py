@@ -28,7 +28,7 @@ import torch
 
 from evalharness.errors import InputError
 
-from . import adapters, distributed, losses
+from . import adapters, distributed, losses, precision
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import collate, load_rows, mismatched_pairs, pack_examples, tokenize_rows
@@ -284,20 +284,30 @@ class Trainer:
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
         distributed.check_cpu_launch(cpu_only_launch())
+        placement = precision.plan(
+            config.device, config.mixed_precision, config.dtype, cpu_launch=cpu_only_launch()
+        )
         self.accelerator = fresh_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
-            cpu=cpu_only_launch(),
+            **placement.accelerator_options(),
         )
         distributed.shard_on_cpu(self.accelerator)
         self._check_sharded_lora()
         self.is_reward_model = self.method.name == "reward"
         splits = read_splits(config, self.method.data_format)
+        device = self.accelerator.device
         loaded = load_model(
             config.model,
             config.dtype,
+            device=device,
+            place=not _sharded_weights(self.accelerator),
             sequence_classifier=self.is_reward_model,
             load_in_4bit=config.adapter is not None and config.adapter.load_in_4bit,
         )
+        tf32 = precision.use_tf32(device, config.tf32)
+        mixed = self.accelerator.mixed_precision
+        self.placement = precision.record(device, loaded.identity["dtype"], mixed, tf32)
+        precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
         self.base_identity = loaded.identity
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
@@ -357,6 +367,10 @@ class Trainer:
             return
         scorer = PolicyScorer(ref_model).to(self.accelerator.device)
         disabled = adapters_disabled(self.model) if ref_model is self.model else nullcontext()
+        if self.accelerator.mixed_precision != "no":
+            # Scored under the policy's autocast, so the sums are not the ones a run without it
+            # cached (an identity without this key: the caches of earlier runs stay valid).
+            identity = {**identity, "mixed_precision": self.accelerator.mixed_precision}
 
         def score_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             """The reference's sums, by kind, from the same input functions training uses."""
@@ -379,7 +393,7 @@ class Trainer:
 
         size = self.config.batch_size
         # The main process computes and caches the sums; the others then read its cache file.
-        with disabled, self.accelerator.main_process_first():
+        with disabled, self.accelerator.main_process_first(), self.accelerator.autocast():
             for name, data in (("train", self.train_data), ("eval", self.eval_data)):
                 if len(data):
                     batches = data.in_order(size, self.kl_rows)
@@ -410,9 +424,9 @@ class Trainer:
             return self.model, self.base_identity
         if spec is None:
             spec = self.config.model
-        ref = load_model(spec, self.config.dtype)
+        ref = load_model(spec, self.config.dtype, device=self.accelerator.device)
         ref.model.requires_grad_(False)
-        return ref.model.to(self.accelerator.device), ref.identity
+        return ref.model, ref.identity
 
     def _lookup(self, split: str) -> Callable[[str, torch.Tensor], torch.Tensor] | None:
         sums = self.reference.get(split)
@@ -472,7 +486,8 @@ class Trainer:
             kl_reference = None
             if self.method.name in PER_TOKEN_REFERENCE:
                 ref = self.ref_model
-                with adapters_disabled(self.model) if ref is None else nullcontext():
+                disabled = adapters_disabled(self.model) if ref is None else nullcontext()
+                with disabled, self.accelerator.autocast():  # as the policy's forward runs
                     source = self.model if ref is None else ref
                     hidden = reference_hidden(source, batch["input_ids"], batch["attention_mask"])
                 kl_reference = (core_model(source), hidden)
@@ -667,6 +682,7 @@ class Trainer:
             "hyperparameters": {**self.hyper, **self.options},
             "processes": self.accelerator.num_processes,
             "distributed_type": self.accelerator.distributed_type.value,
+            "placement": self.placement,  # device, dtype, mixed precision, TF32
             "adapter": _adapter_metadata(self.config),
         }
         if summary is not None:

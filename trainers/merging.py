@@ -305,20 +305,29 @@ class HeldoutLikelihood:
     """Mean log-likelihood per continuation token of held-out `{context, continuation}` rows.
 
     The rows and their tokenisation are those of `evalharness score` (the lm-eval split); one
-    float32 model of `like`'s architecture is loaded once and each soup's weights are copied
-    into it, so scoring a soup costs a forward pass, not a save and a reload.
+    float32 model of `like`'s architecture is loaded once, on `device` (`auto`: the first
+    accelerator, `evalharness.devices`), and each soup's weights are copied into it, so scoring
+    a soup costs a forward pass, not a save and a reload. float32 even on a GPU: soups of one
+    base differ by little, and 16-bit rounding could decide which checkpoint joins the soup.
     """
 
-    def __init__(self, rows_file: Path, like: Path, batch_size: int = 8) -> None:
+    def __init__(
+        self, rows_file: Path, like: Path, batch_size: int = 8, device: str = "auto"
+    ) -> None:
         from evalharness.backends.hf import HFBackend
+        from evalharness.devices import resolve_device
         from evalharness.modelspec import parse_model_spec
         from evalharness.scoring_cli import read_score_rows
+
+        from .precision import spec_options
 
         rows = read_score_rows(str(rows_file), "--heldout")
         if not rows:
             raise InputError(f"{rows_file}: no rows to score")
-        backend = HFBackend(parse_model_spec(f"hf:{like}", dtype="float32"))
-        self.model = backend.model
+        self.device = resolve_device(device)
+        spec = parse_model_spec(f"hf:{like}", **spec_options(self.device, "float32"))
+        backend = HFBackend(spec)
+        self.model = backend.model.to(self.device)
         self.pad_id = backend.tokenizer.pad_token_id
         self.batch_size = batch_size
         self.pairs = []
@@ -347,7 +356,12 @@ class HeldoutLikelihood:
                 attention[row, : len(sequence)] = 1
                 labels[row, len(context) : len(sequence)] = torch.tensor(continuation)
             with torch.inference_mode():
-                stats = causal_lm_token_stats(self.model, input_ids, attention, labels)
+                stats = causal_lm_token_stats(
+                    self.model,
+                    input_ids.to(self.device),
+                    attention.to(self.device),
+                    labels.to(self.device),
+                )
             total += float(stats.logprobs.sum())
             count += sum(len(t) for _, t in chunk)
         return total / count
@@ -360,8 +374,10 @@ def merge_command(
     out: str,
     alpha: float = 0.5,
     heldout: str | None = None,
+    device: str = "auto",
 ) -> int:
-    """Merge checkpoint directories into `out` and print what was done."""
+    """Merge checkpoint directories into `out` and print what was done; `device` is where
+    greedy soups are scored (averaging itself reads and sums safetensors on the host)."""
     paths = [Path(m.removeprefix("hf:")).expanduser() for m in models if m.strip()]
     if method not in METHODS:
         raise InputError(f"--method {method!r} is not one of {', '.join(METHODS)}")
@@ -390,7 +406,7 @@ def merge_command(
         summary = f"(1 - {alpha:g}) * {paths[0]} + {alpha:g} * {paths[1]}"
     else:
         check_same_architecture(paths)
-        scorer = HeldoutLikelihood(Path(heldout or ""), paths[0])
+        scorer = HeldoutLikelihood(Path(heldout or ""), paths[0], device=device)
         scores: list[dict[str, Any]] = []
 
         def log(ingredients: list[Path], value: float) -> None:

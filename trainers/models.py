@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from evalharness.backends.hf import load_pretrained, resolve_local_dir
+from evalharness.devices import placement, resolve_dtype
 from evalharness.kernels.causal_lm import causal_lm_token_stats, decoder_of
 from evalharness.modelspec import parse_model_spec
 
@@ -28,26 +29,47 @@ class LoadedModel:
 
 
 def load_model(
-    spec_text: str, dtype: str, *, sequence_classifier: bool = False, load_in_4bit: bool = False
+    spec_text: str,
+    dtype: str,
+    *,
+    device: Any = None,
+    place: bool = True,
+    sequence_classifier: bool = False,
+    load_in_4bit: bool = False,
 ) -> LoadedModel:
-    """A model spec (`hf:DIR`, a hub id, or the built-in alias) loaded for training."""
+    """A model spec (`hf:DIR`, a hub id, or the built-in alias) loaded for training on `device`
+    (default the CPU) in `dtype`, `auto` resolved by the shared rule (`evalharness.devices`:
+    the checkpoint's dtype on an accelerator, float32 on the CPU).
+
+    `place=False` leaves the weights on the host for a launcher that shards them (FSDP,
+    DeepSpeed: each process then holds its shard, never the whole model, on its GPU).
+    The identity names the resolved dtype, so a default CPU run keeps its cached reference
+    sums (they were stored under float32)."""
     from transformers import AutoModelForCausalLM
 
-    spec = parse_model_spec(spec_text, dtype=dtype)
+    from .precision import spec_options
+
+    device = torch.device(device or "cpu")
+    spec = parse_model_spec(spec_text)
     directory, weights = resolve_local_dir(spec)
+    dtype = resolve_dtype(dtype, device, directory)
+    target = device if place else torch.device("cpu")
+    spec = spec.with_options(**spec_options(target, dtype))
     if sequence_classifier:
-        tokenizer, model = _load_reward_head(spec, directory)
+        tokenizer, model = _load_reward_head(spec, directory, target)
     elif load_in_4bit:
-        tokenizer, model = _load_4bit(spec, directory)
+        tokenizer, model = _load_4bit(spec, directory, device)
     else:
         tokenizer, model = load_pretrained(spec, directory, AutoModelForCausalLM)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if not load_in_4bit:  # bitsandbytes placed it; the others may have loaded on the host
+        model = model.to(target)
     identity = {"spec": spec.raw, "dtype": dtype, **weights}
     return LoadedModel(model, tokenizer, directory, identity)
 
 
-def _load_reward_head(spec: Any, directory: Path) -> tuple[Any, Any]:
+def _load_reward_head(spec: Any, directory: Path, device: Any) -> tuple[Any, Any]:
     """A causal LM checkpoint with a fresh one-output score head (what a reward model trains)."""
     from transformers import AutoModelForSequenceClassification
 
@@ -56,22 +78,21 @@ def _load_reward_head(spec: Any, directory: Path) -> tuple[Any, Any]:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(directory, num_labels=1)
-        dtype = getattr(torch, spec.dtype) if spec.dtype != "auto" else "auto"
         model = AutoModelForSequenceClassification.from_pretrained(
-            directory, config=config, dtype=dtype
+            directory, config=config, dtype=getattr(torch, spec.dtype), **placement(device, None)
         )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     return tokenizer, model
 
 
-def _load_4bit(spec: Any, directory: Path) -> tuple[Any, Any]:
+def _load_4bit(spec: Any, directory: Path, device: Any) -> tuple[Any, Any]:
     """QLoRA's frozen base: NF4 weights with bf16 compute (bitsandbytes, CUDA only)."""
     import importlib.util
 
     from evalharness.errors import InputError
 
-    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+    if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         raise InputError("QLoRA (lora.load_in_4bit) needs a CUDA GPU and the bitsandbytes package")
     from peft import prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -84,7 +105,10 @@ def _load_4bit(spec: Any, directory: Path) -> tuple[Any, Any]:
     )
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=spec.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        directory, quantization_config=quantization, trust_remote_code=spec.trust_remote_code
+        directory,
+        quantization_config=quantization,
+        trust_remote_code=spec.trust_remote_code,
+        **placement(device, None),
     )
     return tokenizer, prepare_model_for_kbit_training(model)
 

@@ -4,6 +4,10 @@ Each step: B prompts → G samples each from the current policy → rewards from
 (`rm:DIR`, the harness's reward-model backend) → the method's loss over per-token log-probs
 from the same fused scoring path as every offline method. One optimisation step per batch of
 samples, so the "old" policy is the current one detached (ratio 1, the exact policy gradient).
+
+Policy and reference run on the run's device (`trainers.precision`: the first accelerator
+unless `device` says otherwise), sampling and scoring under its autocast; so does the reward
+model where model specs name their device (`ModelSpec.device`), else it runs on the host.
 """
 
 from __future__ import annotations
@@ -17,11 +21,11 @@ import torch
 
 from evalharness.errors import InputError
 
-from . import adapters, losses
+from . import adapters, losses, precision
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import load_rows, tokenize_rows
-from .loop import TrainSummary, hyperparameters
+from .loop import TrainSummary, fresh_accelerator, hyperparameters
 from .metrics import MetricsLog
 from .models import (
     PolicyScorer,
@@ -74,7 +78,7 @@ def sample_group(
 
 
 def rollout_batch(
-    rows: list[tuple[list[int], list[int]]], pad_token_id: int
+    rows: list[tuple[list[int], list[int]]], pad_token_id: int, device: Any = "cpu"
 ) -> dict[str, torch.Tensor]:
     """Right-padded (prompt + completion) rows with only completion tokens labelled."""
     width = max(len(p) + len(c) for p, c in rows)
@@ -86,7 +90,8 @@ def rollout_batch(
         input_ids[r, : len(ids)] = torch.tensor(ids)
         labels[r, len(prompt) : len(ids)] = torch.tensor(completion)
         attention[r, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+    return {key: value.to(device) for key, value in batch.items()}
 
 
 def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
@@ -112,7 +117,14 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         raise InputError(f"method {method.name} needs --group-size of at least 2")
     rows = load_rows(config.data, "prompt", limit=config.limit)  # a bad file fails before loads
     torch.manual_seed(config.seed)
-    loaded = load_model(config.model, config.dtype)
+    placement = precision.plan(config.device, config.mixed_precision, config.dtype)
+    accelerator = fresh_accelerator(**placement.accelerator_options())
+    device = accelerator.device
+    loaded = load_model(config.model, config.dtype, device=device)
+    tf32 = precision.use_tf32(device, config.tf32)
+    mixed = accelerator.mixed_precision
+    placed = precision.record(device, loaded.identity["dtype"], mixed, tf32)
+    precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
     tokenizer, model = loaded.tokenizer, loaded.model
     examples = tokenize_rows(
         list(rows), "prompt", tokenizer, max_length=config.max_length, where=list(rows.locations)
@@ -136,12 +148,20 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     # rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of the base.
     own_reference = adapter is None or adapters.mutates_base(adapter.type, adapter.args)
     if float(hyper.get("beta", 0.0) or 0.0) > 0 and own_reference:
-        reference = load_model(config.reference or config.model, config.dtype).model
+        reference = load_model(config.reference or config.model, config.dtype, device=device).model
         reference.requires_grad_(False)
-    rewarder = RewardModelBackend(parse_model_spec(config.reward))
+    # Frozen: the checkpoint's dtype on an accelerator. The reward backend loads the model
+    # on the device its spec names (a spec without one: the host, in float32 there).
+    reward_device = device if precision.spec_carries_device() else torch.device("cpu")
+    reward_dtype = precision.frozen_dtype(config.dtype, reward_device)
+    rewarder = RewardModelBackend(
+        parse_model_spec(config.reward, **precision.spec_options(reward_device, reward_dtype))
+    )
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = adamw(parameters, config.learning_rate, config.weight_decay)
+    # On the device, under the run's autocast (accelerate wraps the scorer's forward).
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
     log = MetricsLog(Path(config.out) / "metrics.jsonl")
     started, step, record = time.monotonic(), 0, {}
     bar = tqdm(total=total, desc=f"train {method.name}", disable=not progress)
@@ -154,7 +174,8 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
             scorer.eval()
             for offset, (messages, ids) in enumerate(chosen):
                 seed = config.seed * 1_000_003 + step * 1000 + offset
-                group = sample_group(model, tokenizer, ids, config, seed)
+                with accelerator.autocast():
+                    group = sample_group(model, tokenizer, ids, config, seed)
                 texts = [tokenizer.decode(c, skip_special_tokens=True) for c in group]
                 requests = [
                     RewardRequest(
@@ -166,12 +187,12 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 rewards.extend(r.reward for r in rewarder.reward(requests))
                 samples.extend((ids, completion) for completion in group)
             scorer.train()
-            batch = rollout_batch(samples, tokenizer.pad_token_id)
+            batch = rollout_batch(samples, tokenizer.pad_token_id, device)
             token_logps, _ = scorer(batch["input_ids"], batch["attention_mask"], batch["labels"])
             mask = scored_mask(batch["labels"])
             ref_logps = None
             if "ref_token_logps" in method.inputs and float(hyper.get("beta", 0.0) or 0.0) > 0:
-                with torch.no_grad():
+                with torch.no_grad(), accelerator.autocast():
                     if reference is None:
                         with adapters_disabled(model):
                             ref_logps = scorer(
@@ -186,14 +207,14 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
                 "old_token_logps": token_logps.detach(),
                 "ref_token_logps": ref_logps,
                 "token_mask": mask,
-                "rewards": torch.tensor(rewards, dtype=torch.float32),
+                "rewards": torch.tensor(rewards, dtype=torch.float32, device=device),
                 "group_size": config.group_size,
             }
             arguments = {name: available[name] for name in method.inputs if name in available}
             loss = method.loss(**arguments, **hyper).mean()
-            loss.backward()
+            accelerator.backward(loss)
             if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()
             adapters.after_optimizer_step(model, step)
             optimizer.zero_grad()
@@ -220,6 +241,7 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         "config": config.to_dict(),
         "base": loaded.identity,
         "hyperparameters": hyper,
+        "placement": placed,  # device, dtype, mixed precision, TF32
         "final": record,
         "adapter": None if adapter is None else {"type": adapter.type, "args": adapter.args},
     }

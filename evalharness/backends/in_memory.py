@@ -13,7 +13,6 @@ tokenizer are hashed too, as a checkpoint's config.json and tokenizer files are.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,7 @@ from evalharness.backends.hf import HFBackend
 from evalharness.hashing import checkpoint_hashes
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import canonical_json, sha256_hex
-
-
-def state_sha256(model: Any) -> str:
-    """One hash over the model's state dict: every tensor's name, dtype, shape and bytes."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        data = tensor.detach()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}".encode())
-        if data.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the raw 16-bit words
-            data = data.view(torch.int16)
-        digest.update(data.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+from evalharness.weights_fingerprint import state_sha256
 
 
 def tokenizer_sha256(tokenizer: Any) -> str:
