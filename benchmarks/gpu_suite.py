@@ -186,11 +186,11 @@ class StepRun:
         self.env = dict(suite.env)
         self.log = suite.work / f"{name}.log"
 
-    def run(self, command: Sequence[str], timeout_s: float, label: str) -> int:
+    def run(self, command: Sequence[str], timeout_s: float, label: str, cwd: Path = REPO) -> int:
         """A child process in the step's environment; its output goes to the step's log."""
         with open(self.log, "a") as log:
             log.write(f"\n===== {label}: {' '.join(command)}\n")
-        code, _, _ = run_process(command, timeout_s=timeout_s, env=self.env, cwd=REPO, log=self.log)
+        code, _, _ = run_process(command, timeout_s=timeout_s, env=self.env, cwd=cwd, log=self.log)
         if code is None:
             raise StepTimeout(f"{label} did not finish within its {timeout_s:.0f} s")
         return code
@@ -229,7 +229,9 @@ def step_setup(suite: StepRun, limit: float) -> dict[str, Any]:
         result["wheels"] = [Path(w).name for w in wheels]
         path = os.pathsep.join(filter(None, [str(SITE), suite.env.get("PYTHONPATH")]))
         suite.env["PYTHONPATH"] = suite.suite.env["PYTHONPATH"] = path  # every later step too
-    if suite.run([suite.python, "-c", "import evalharness"], limit, "import check") == 0:
+    # Outside the checkout: there `import evalharness` would find the folder, not the package.
+    check = [suite.python, "-c", "import evalharness.tasks"]
+    if suite.run(check, limit, "import check", cwd=suite.work) == 0:
         result["project"] = "already importable"
     else:
         command = [suite.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]

@@ -42,9 +42,10 @@ TEXTS = (
     "What is the capital of France? paris france",
 )
 # Cross-device tolerance of per-token log-probs (nats) on the tiny model: float32 differs only
-# by kernel rounding; bfloat16 keeps 8 bits of mantissa, and a different summation order on
-# each device moves a logit by up to about one bf16 step of its magnitude.
-TOLERANCE = {"float32": {"max": 1e-3, "mean": 1e-4}, "bfloat16": {"max": 0.25, "mean": 0.05}}
+# by kernel rounding; in bfloat16 the logits themselves are rounded to 8 bits of mantissa (a
+# step of 0.125 at |logit| = 16, and this model's logits are that large), on each device after
+# a different summation order.
+TOLERANCE = {"float32": {"max": 1e-3, "mean": 1e-4}, "bfloat16": {"max": 0.5, "mean": 0.1}}
 
 
 def record(key: str, value: Any) -> None:
@@ -127,7 +128,9 @@ def test_compiled_kernel_matches_float64_reference(dtype: torch.dtype) -> None:
     assert torch.equal(stats.is_argmax, exact.is_argmax)
     padding = inputs["targets"].to("cuda") == -100
     assert torch.all(stats.logprobs[padding] == 0) and torch.all(grads["hidden"][padding] == 0)
-    assert errors["logprobs_rel"] < 1e-5 and errors["entropy_rel"] < 1e-5
+    # Products of bf16 inputs are exact in float32: what is left is float32 accumulation.
+    assert errors["logprobs_rel"] < 1e-5
+    assert errors["entropy_rel"] < (1e-5 if dtype == torch.float32 else 1e-4)
     # Gradients come back in the input dtype: bf16 rounds them to 8 bits of mantissa.
     grad_tolerance = 1e-5 if dtype == torch.float32 else 1e-2
     for name, grad in grads.items():
