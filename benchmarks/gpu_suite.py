@@ -177,8 +177,9 @@ class StepRun:
     """One step's view of the suite: its own copy of the environment and its own log file,
     appended to the suite's log when the step ends (smoke mode runs steps side by side)."""
 
-    def __init__(self, suite: Suite, name: str) -> None:
+    def __init__(self, suite: Suite, name: str, limit: float) -> None:
         self.suite = suite
+        self.deadline = time.monotonic() + limit
         self.smoke = suite.smoke
         self.device = suite.device
         self.python = suite.python
@@ -186,8 +187,10 @@ class StepRun:
         self.env = dict(suite.env)
         self.log = suite.work / f"{name}.log"
 
-    def run(self, command: Sequence[str], timeout_s: float, label: str, cwd: Path = REPO) -> int:
-        """A child process in the step's environment; its output goes to the step's log."""
+    def run(self, command: Sequence[str], label: str, cwd: Path = REPO) -> int:
+        """A child process in the step's environment, stopped at the step's deadline; its
+        output goes to the step's log."""
+        timeout_s = max(1.0, self.deadline - time.monotonic())
         with open(self.log, "a") as log:
             log.write(f"\n===== {label}: {' '.join(command)}\n")
         code, _, _ = run_process(command, timeout_s=timeout_s, env=self.env, cwd=cwd, log=self.log)
@@ -213,34 +216,34 @@ def read_json(path: Path, label: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- steps
 
 
-def step_setup(suite: StepRun, limit: float) -> dict[str, Any]:
+def step_setup(step: StepRun, limit: float) -> dict[str, Any]:
     """Carried wheels and the project, installed offline; then what the machine has."""
     result: dict[str, Any] = {}
     wheels = sorted(glob.glob(str(REPO / ".whl" / "*.whl")))
-    if suite.smoke:
+    if step.smoke:
         result["wheels"] = "not installed: smoke mode runs in the project's environment as it is"
     elif not wheels:
         result["wheels"] = "none: no .whl/ here (make gpu-wheels, then carry .whl)"
     else:
-        command = [suite.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+        command = [step.python, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
         command += ["--no-compile", "--no-cache-dir", "--upgrade", "--target", str(SITE)]
-        if suite.run([*command, *wheels], limit, "install wheels") != 0:
+        if step.run([*command, *wheels], "install wheels") != 0:
             raise StepFailed(f"pip could not install the {len(wheels)} wheels; see {LOG}")
         result["wheels"] = [Path(w).name for w in wheels]
-        path = os.pathsep.join(filter(None, [str(SITE), suite.env.get("PYTHONPATH")]))
-        suite.env["PYTHONPATH"] = suite.suite.env["PYTHONPATH"] = path  # every later step too
+        path = os.pathsep.join(filter(None, [str(SITE), step.env.get("PYTHONPATH")]))
+        step.env["PYTHONPATH"] = step.suite.env["PYTHONPATH"] = path  # every later step too
     # Outside the checkout: there `import evalharness` would find the folder, not the package.
-    check = [suite.python, "-c", "import evalharness.tasks"]
-    if suite.run(check, limit, "import check", cwd=suite.work) == 0:
+    check = [step.python, "-c", "import evalharness.tasks"]
+    if step.run(check, "import check", cwd=step.work) == 0:
         result["project"] = "already importable"
     else:
-        command = [suite.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+        command = [step.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
         command += ["--no-build-isolation", "-e", str(REPO)]
-        if suite.run(command, limit, "install project") != 0:
+        if step.run(command, "install project") != 0:
             raise StepFailed(f"the editable install of the project failed; see {LOG}")
         result["project"] = "installed editable, without dependencies"
-    probe = suite.work / "versions.json"
-    code = suite.run([suite.python, __file__, "--probe", str(probe)], limit, "versions")
+    probe = step.work / "versions.json"
+    code = step.run([step.python, __file__, "--probe", str(probe)], "versions")
     if code != 0:
         raise StepFailed(f"the version probe failed; see {LOG}")
     result.update(read_json(probe, "the version probe"))
@@ -277,14 +280,14 @@ def probe_versions(path: Path) -> None:
     path.write_text(json.dumps(record, indent=2))
 
 
-def step_models(suite: StepRun, limit: float) -> dict[str, Any]:
-    target = suite.work / "models"
-    mode = ["--smoke"] if suite.smoke else []
-    code = suite.run([suite.python, __file__, "--build-model", str(target), *mode], limit, "model")
+def step_models(step: StepRun, limit: float) -> dict[str, Any]:
+    target = step.work / "models"
+    mode = ["--smoke"] if step.smoke else []
+    code = step.run([step.python, __file__, "--build-model", str(target), *mode], "model")
     if code != 0:
         raise StepFailed(f"building the model failed (exit {code}); see {LOG}")
-    suite.suite.model = read_json(target / "model.json", "the model build")
-    return suite.suite.model
+    step.suite.model = read_json(target / "model.json", "the model build")
+    return step.suite.model
 
 
 def build_model(target: Path, smoke: bool) -> None:
@@ -341,13 +344,13 @@ def build_model(target: Path, smoke: bool) -> None:
     (target / "model.json").write_text(json.dumps(description, indent=2))
 
 
-def step_tests(suite: StepRun, limit: float) -> dict[str, Any]:
-    junit = suite.work / "tests.xml"
-    record = suite.work / "tests-record.json"
-    suite.env["EVALHARNESS_GPU_RECORD"] = str(record)
-    command = [suite.python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
+def step_tests(step: StepRun, limit: float) -> dict[str, Any]:
+    junit = step.work / "tests.xml"
+    record = step.work / "tests-record.json"
+    step.env["EVALHARNESS_GPU_RECORD"] = str(record)
+    command = [step.python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
     command += ["-rs", "tests/test_gpu.py", f"--junitxml={junit}"]
-    code = suite.run(command, limit, "pytest -m gpu")
+    code = step.run(command, "pytest -m gpu")
     if not junit.exists():
         raise StepFailed(f"pytest exited {code} before writing its report; see {LOG}")
     result = {"exit_code": code, **junit_outcomes(junit)}
@@ -380,15 +383,15 @@ def junit_outcomes(path: Path) -> dict[str, Any]:
     return {**counts, "tests": tests}
 
 
-def scoring_options(suite: StepRun) -> list[str]:
+def scoring_options(step: StepRun) -> list[str]:
     """scoring.py's arguments: its --quick grid on a GPU where it has one, else one explicit
     Llama-3-sized shape; tiny shapes in smoke mode. The output flag is whichever it takes."""
     code, _, text = run_process(
-        [suite.python, str(BENCH / "scoring.py"), "--help"], timeout_s=60, env=suite.env
+        [step.python, str(BENCH / "scoring.py"), "--help"], timeout_s=60, env=step.env
     )
     if code != 0:
         raise StepFailed(f"scoring.py --help exited {code}")
-    if suite.smoke:
+    if step.smoke:
         options = ["--n", "256", "--d", "64", "--v", "2048", "--paths", "chunked"]
         options += ["--mode", "forward", "--repeats", "1"]
     elif "--quick" in text:
@@ -399,59 +402,59 @@ def scoring_options(suite: StepRun) -> list[str]:
     return options + ["--json" if "--json" in text else "--out"]
 
 
-def step_kernel(suite: StepRun, limit: float) -> dict[str, Any]:
-    out = suite.work / "kernel.json"
-    command = [suite.python, str(BENCH / "scoring.py"), "--device", suite.device]
-    command += [*scoring_options(suite), str(out)]
-    code = suite.run(command, limit, "kernel benchmark")
+def step_kernel(step: StepRun, limit: float) -> dict[str, Any]:
+    out = step.work / "kernel.json"
+    command = [step.python, str(BENCH / "scoring.py"), "--device", step.device]
+    command += [*scoring_options(step), str(out)]
+    code = step.run(command, "kernel benchmark")
     result = read_json(out, "scoring.py")
     result["exit_code"] = code
     return result
 
 
-def step_generation(suite: StepRun, limit: float) -> dict[str, Any]:
-    out = suite.work / "generation.json"
-    size = ["4", "8", "4"] if suite.smoke else ["32", "128", "32"]
+def step_generation(step: StepRun, limit: float) -> dict[str, Any]:
+    out = step.work / "generation.json"
+    size = ["4", "8", "4"] if step.smoke else ["32", "128", "32"]
     command = [
-        suite.python,
+        step.python,
         str(BENCH / "vllm_generation.py"),
         "--model",
-        f"hf:{suite.model_dir()}",
+        f"hf:{step.model_dir()}",
     ]
     command += ["--prompts", size[0], "--max-new-tokens", size[1], "--hf-batch-size", size[2]]
-    code = suite.run([*command, "--out", str(out)], limit, "generation benchmark")
+    code = step.run([*command, "--out", str(out)], "generation benchmark")
     if code != 0:
         raise StepFailed(f"vllm_generation.py exited {code}; see {LOG}")
     return read_json(out, "vllm_generation.py")
 
 
-def step_mc_scoring(suite: StepRun, limit: float) -> dict[str, Any]:
-    out = suite.work / "mc_scoring.json"
-    command = [suite.python, str(BENCH / "mc_scoring.py"), "--model", f"hf:{suite.model_dir()}"]
-    command += ["--device", suite.device, "--dtype", "float32", "--worker-timeout", f"{limit:.0f}"]
-    if suite.smoke:
+def step_mc_scoring(step: StepRun, limit: float) -> dict[str, Any]:
+    out = step.work / "mc_scoring.json"
+    command = [step.python, str(BENCH / "mc_scoring.py"), "--model", f"hf:{step.model_dir()}"]
+    command += ["--device", step.device, "--dtype", "float32", "--worker-timeout", f"{limit:.0f}"]
+    if step.smoke:
         command += ["--questions", "8", "--lm-eval-batch-size", "4", "--ours-batch-size", "4"]
     else:
         command += ["--questions", "400"]
-    code = suite.run([*command, "--out", str(out)], limit, "multiple-choice benchmark")
+    code = step.run([*command, "--out", str(out)], "multiple-choice benchmark")
     result = read_json(out, "mc_scoring.py")
     if code != 0:
         result["status"], result["reason"] = "failed", "a side failed (see sides)"
     return result
 
 
-def step_dpo(suite: StepRun, limit: float) -> dict[str, Any]:
-    out = suite.work / "dpo.json"
-    command = [suite.python, str(BENCH / "train_step.py"), "--model", suite.model_dir()]
-    command += ["--device", suite.device, "--synthetic", "--batch-size", "4"]
-    if suite.smoke:  # TRL's import alone costs ~15 s on two cores: CI checks our side only
+def step_dpo(step: StepRun, limit: float) -> dict[str, Any]:
+    out = step.work / "dpo.json"
+    command = [step.python, str(BENCH / "train_step.py"), "--model", step.model_dir()]
+    command += ["--device", step.device, "--synthetic", "--batch-size", "4"]
+    if step.smoke:  # TRL's import alone costs ~15 s on two cores: CI checks our side only
         command += ["--steps", "2", "--warmup", "1", "--sides", "ours"]
     else:
         command += ["--dtype", "bfloat16", "--steps", "10", "--warmup", "2"]
     command += ["--worker-timeout", f"{limit / 3:.0f}", "--out", str(out)]
-    code = suite.run(command, limit, "DPO step benchmark")
+    code = step.run(command, "DPO step benchmark")
     result = read_json(out, "train_step.py")
-    if suite.smoke:
+    if step.smoke:
         result["results"] += [
             {"side": side, "status": "skipped", "reason": "smoke mode: TRL sides run on a GPU only"}
             for side in ("trl-ref", "trl-precomputed")
@@ -491,7 +494,7 @@ def run_step(suite: Suite, step: Step, deadline: float, args: argparse.Namespace
     else:
         limit = min(step.budget_s, left)
         print(f"[gpu_suite] {step.name} (limit {limit:.0f} s) ...", flush=True)
-        context = StepRun(suite, step.name)
+        context = StepRun(suite, step.name, limit)
         start = time.monotonic()
         try:
             result = step.run(context, limit)
