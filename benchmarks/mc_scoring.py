@@ -132,7 +132,8 @@ def run_lm_eval(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "seconds": seconds,
         "acc": acc,
-        "batch_size": str(getattr(lm, "batch_size_per_gpu", batch)),
+        # "auto": what its search settled on, per length schedule.
+        "batch_size": f"{batch} {getattr(lm, 'batch_sizes', '')}".strip(),
         "model_device": str(lm.device),
         "model_dtype": str(lm.model.dtype).removeprefix("torch."),
         "version": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None,
