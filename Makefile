@@ -126,8 +126,8 @@ gpu-wheels:
 # The GPU tests and benchmarks in one run of at most 8 minutes, one JSON summary (and a log) in
 # $OUT when set, else benchmarks/results/gpu/. GPU_SUITE_DEVICE=cpu runs the same steps on tiny
 # shapes (the smoke mode CI runs, through tests/test_gpu_suite.py). It uses the project's venv
-# where there is one, else the machine's python3 (a GPU image's, with .whl/ installed into
-# /tmp/site first).
+# where there is one, else the machine's python3 (a GPU image's; the script installs .whl/
+# into a folder under /tmp first on PYTHONPATH).
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 
 test-gpu:

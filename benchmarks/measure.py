@@ -134,10 +134,11 @@ def run_json_worker(
     """
     code, seconds, text = run_process(command, timeout_s=timeout_s, env=env, cwd=cwd)
     wall = {"worker_wall_s": round(seconds, 1)}
+    tail = text.strip().splitlines()[-20:]
     for line in reversed(text.splitlines()):
         if line.startswith(prefix):
-            return {"status": "ok", **json.loads(line[len(prefix) :]), **wall}
-    tail = text.strip().splitlines()[-20:]
+            result = {"status": "ok", **json.loads(line[len(prefix) :]), **wall}
+            return result if result["status"] == "ok" else {**result, "tail": tail}
     if code is None:
         return {"status": "timeout", "reason": f"worker timed out after {timeout_s:g} s", **wall}
     if code == -signal.SIGKILL:

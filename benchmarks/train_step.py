@@ -98,7 +98,6 @@ import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -112,6 +111,7 @@ from measure import (  # beside this script
     fmt,
     proc_status_kib,
     reset_peak_rss,
+    run_json_worker,
     trim_heap,
 )
 
@@ -569,29 +569,12 @@ def run_worker(
     """One fresh worker process; its result dict (status ok/oom/failed)."""
     command = [python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     load_before = os.getloadavg()
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"worker timed out after {timeout_s:g} s"}
-    wall = time.perf_counter() - start
-    extra = {
-        "worker_wall_s": round(wall, 1),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            if result["status"] != "ok":
-                result["stderr_tail"] = done.stderr.strip().splitlines()[-20:]
-            return {**result, **extra}
-    if done.returncode == -9:
-        return {"status": "oom", "reason": "worker killed by SIGKILL (likely out of memory)"}
-    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": "failed", "reason": f"worker exited {done.returncode}: {tail}", **extra}
+    result = run_json_worker(command, RESULT_PREFIX, timeout_s=timeout_s, env=env, cwd=REPO)
+    if result["status"] == "timeout":
+        result["status"] = "failed"
+    result["loadavg_before"] = [round(x, 2) for x in load_before]
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
 
 def summarise(row: dict[str, Any]) -> None:
