@@ -40,7 +40,8 @@ COUNT ?= 5
 # `-c LOCK` when a lock is in use (LOCK= turns it off, as test-latest does).
 constrain = $(if $(1),-c $(1))
 
-.PHONY: install run test lint check-browser vllm-venv test-vllm test-stress test-latest lock
+.PHONY: install run test lint check-browser vllm-venv test-vllm test-stress test-latest lock \
+	gpu-wheels test-gpu
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	python3 -m venv $(VENV)
@@ -104,3 +105,30 @@ lock: test-latest
 	{ echo "# pip constraints for $(VLLM_VENV): what \`make lock\` last tested (do not edit)"; \
 	  $(LATEST_VLLM_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -E 's/\+[A-Za-z0-9.]+$$//'; \
 	} > $(VLLM_LOCK)
+
+# A GPU machine (CUDA torch, triton and transformers already installed, no network) gets the
+# packages its image lacks as wheels: `make gpu-wheels` here, then carry .whl/ there. Binary
+# wheels are fetched for CPython 3.12 on manylinux x86-64; the few pure-Python packages PyPI has
+# only as source are built here. Each at one version (two copies stop the install there).
+GPU_WHEELS ?= .whl
+GPU_WHEELS_PYTHON ?= 3.12
+GPU_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_27 manylinux_2_17 manylinux2014 \
+	manylinux1,--platform $(p)_x86_64)
+
+gpu-wheels:
+	rm -rf $(GPU_WHEELS)
+	python3 -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version $(GPU_WHEELS_PYTHON) --implementation cp $(GPU_PLATFORMS) \
+		-d $(GPU_WHEELS) -r locks/gpu-wheels.txt
+	python3 -m pip wheel --quiet --no-deps -w $(GPU_WHEELS) -r locks/gpu-wheels-sdist.txt
+	@du -sh $(GPU_WHEELS)
+
+# The GPU tests and benchmarks in one run of at most 8 minutes, one JSON summary (and a log) in
+# $OUT when set, else benchmarks/results/gpu/. GPU_SUITE_DEVICE=cpu runs the same steps on tiny
+# shapes (the smoke mode CI runs, through tests/test_gpu_suite.py). It uses the project's venv
+# where there is one, else the machine's python3 (a GPU image's; the script installs .whl/
+# into a folder under /tmp first on PYTHONPATH).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+
+test-gpu:
+	$(GPU_PY) benchmarks/gpu_suite.py $(if $(filter cpu,$(GPU_SUITE_DEVICE)),--smoke)

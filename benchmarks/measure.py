@@ -1,4 +1,5 @@
-"""Measurement helpers the benchmark scripts share: peak RSS, heap trimming, CPU contention.
+"""Measurement helpers the benchmark scripts share: peak RSS, heap trimming, CPU contention,
+worker processes with deadlines.
 
 Standard library only, so a benchmark's worker running in another environment (TRL's venv)
 can import it from beside the script.
@@ -9,8 +10,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import platform
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +77,71 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
     }
+
+
+def run_process(
+    command: Sequence[str],
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log: Path | None = None,
+) -> tuple[int | None, float, str]:
+    """Run `command` to its end or its deadline: (exit code or None on timeout, seconds, output).
+
+    It runs in a process group of its own, so a timeout ends its workers too (a benchmark that
+    starts one process per measurement would otherwise leave them holding the GPU). Its stdout
+    and stderr are appended to `log` when one is given (the text returned is then empty), else
+    returned, stderr after stdout.
+    """
+    start = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(log, "a")) if log is not None else None
+        process = subprocess.Popen(
+            list(command),
+            stdout=sink or subprocess.PIPE,
+            stderr=sink or subprocess.PIPE,
+            text=True,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            out, errors = process.communicate(timeout=timeout_s)
+            code: int | None = process.returncode
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            out, errors = process.communicate()
+            code = None
+    text = (out or "") + (errors or "")
+    return code, time.perf_counter() - start, text
+
+
+def run_json_worker(
+    command: Sequence[str],
+    prefix: str,
+    *,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> dict[str, Any]:
+    """One worker process whose result is its last stdout line starting with `prefix` (JSON).
+
+    Always a dict with `status`: the worker's own (`ok` unless it says otherwise), or `failed`,
+    `timeout` or `oom` with a one-line `reason` and the end of its output, never an exception:
+    one side failing must not lose the other's numbers.
+    """
+    code, seconds, text = run_process(command, timeout_s=timeout_s, env=env, cwd=cwd)
+    wall = {"worker_wall_s": round(seconds, 1)}
+    tail = text.strip().splitlines()[-20:]
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            result = {"status": "ok", **json.loads(line[len(prefix) :]), **wall}
+            return result if result["status"] == "ok" else {**result, "tail": tail}
+    if code is None:
+        return {"status": "timeout", "reason": f"worker timed out after {timeout_s:g} s", **wall}
+    if code == -signal.SIGKILL:
+        return {"status": "oom", "reason": "worker killed by SIGKILL (likely out of memory)"}
+    last = tail[-1] if tail else "no output"
+    return {"status": "failed", "reason": f"worker exited {code}: {last}", "tail": tail, **wall}

@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/train_step.py                      # tiny Llama, 50 timed steps
     python benchmarks/train_step.py --model smollm2      # SmolLM2-135M-Instruct, 4 timed steps
     python benchmarks/train_step.py --trl-python /tmp/trl-env/bin/python
+    python benchmarks/train_step.py --device cuda --dtype bfloat16 --model PATH --synthetic
 
 TRL is not a dependency of the project. Install it in a separate environment, with the same
 torch, and point `--trl-python` at it (the default is this interpreter if it can import trl,
@@ -15,7 +16,9 @@ else /tmp/trl-env/bin/python if it exists)::
     /tmp/trl-env/bin/pip install trl==1.16.0 transformers==5.23.0 accelerate==1.15.0
 
 Its worker imports only torch, transformers, datasets and trl (never evalharness), so that
-environment needs nothing of this project.
+environment needs nothing of this project. On a GPU machine where no second environment can be
+made (no network), trl installed beside the project (`make test-gpu` carries it as a wheel)
+is found in this interpreter, and each side still runs in a process of its own.
 
 Sides
     ours               `evalharness.trainers.loop.Trainer(config)` with method `dpo`. Building it
@@ -30,7 +33,9 @@ Sides
     trl-precomputed    the same with `precompute_ref_log_probs=True`: TRL scores the reference
                        once in its constructor (untimed), like ours.
 
-    Both trainers get the same checkpoint, fp32, no gradient checkpointing, no dropout, AdamW
+    Both trainers get the same checkpoint in the same `--dtype` (float32 by default; bfloat16
+    on a GPU loads the weights in bf16 and trains them so on both sides, no autocast), no
+    gradient checkpointing, no dropout, AdamW
     (each trainer's own default: `torch.optim.AdamW` for ours, transformers' `adamw_torch_fused`
     for TRL), weight decay 0, gradient clipping at 1.0, a linear LR schedule over warm-up +
     timed steps, beta 0.1, the same batch size and learning rate, one process, no gradient
@@ -93,7 +98,6 @@ import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -107,6 +111,7 @@ from measure import (  # beside this script
     fmt,
     proc_status_kib,
     reset_peak_rss,
+    run_json_worker,
     trim_heap,
 )
 
@@ -258,7 +263,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         max_length=spec["max_length"],
         max_prompt_length=spec["max_prompt_length"],
         max_grad_norm=1.0,
-        dtype="float32",
+        dtype=spec.get("dtype", "float32"),
         seed=spec["seed"],
     )
     started = time.perf_counter()
@@ -332,7 +337,8 @@ def run_trl(spec: dict[str, Any], precompute: bool) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32)
+    dtype = getattr(torch, spec.get("dtype", "float32"))
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=dtype)
     args = DPOConfig(
         output_dir=str(Path(spec["workdir"]) / f"trl-out-{int(precompute)}"),
         per_device_train_batch_size=spec["batch_size"],
@@ -563,29 +569,12 @@ def run_worker(
     """One fresh worker process; its result dict (status ok/oom/failed)."""
     command = [python, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     load_before = os.getloadavg()
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=REPO
-        )
-    except subprocess.TimeoutExpired:
-        return {"status": "failed", "reason": f"worker timed out after {timeout_s:g} s"}
-    wall = time.perf_counter() - start
-    extra = {
-        "worker_wall_s": round(wall, 1),
-        "loadavg_before": [round(x, 2) for x in load_before],
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-    }
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            result = json.loads(line[len(RESULT_PREFIX) :])
-            if result["status"] != "ok":
-                result["stderr_tail"] = done.stderr.strip().splitlines()[-20:]
-            return {**result, **extra}
-    if done.returncode == -9:
-        return {"status": "oom", "reason": "worker killed by SIGKILL (likely out of memory)"}
-    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"status": "failed", "reason": f"worker exited {done.returncode}: {tail}", **extra}
+    result = run_json_worker(command, RESULT_PREFIX, timeout_s=timeout_s, env=env, cwd=REPO)
+    if result["status"] == "timeout":
+        result["status"] = "failed"
+    result["loadavg_before"] = [round(x, 2) for x in load_before]
+    result["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return result
 
 
 def summarise(row: dict[str, Any]) -> None:
@@ -737,6 +726,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--synthetic", action="store_true", help="synthetic rows, no data file")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="weights, both sides"
+    )
     parser.add_argument("--sides", default=",".join(SIDES), help=f"subset of {','.join(SIDES)}")
     parser.add_argument("--batch-size", type=int, default=4, help="preference pairs per step")
     parser.add_argument("--max-length", type=int, default=128)
@@ -836,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "beta": args.beta,
         "threads": args.threads,
         "seed": args.seed,
+        "dtype": args.dtype,
     }
     results: list[dict[str, Any]] = []
     for side in args.sides:
@@ -904,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "learning_rate": args.learning_rate,
             "beta": args.beta,
-            "dtype": "float32",
+            "dtype": args.dtype,
             "seed": args.seed,
             "target_speedup": TARGET_SPEEDUP,
         },

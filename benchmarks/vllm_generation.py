@@ -44,10 +44,14 @@ Threads and CPU contention
     while a row was timed (from /proc/stat minus this process and its descendants, which
     include vLLM's engine core); it should be near zero.
 
+Without vLLM
+    Where `import vllm` fails (a GPU image without it: its CUDA wheel is too large to carry),
+    the hf row is still measured and the vllm row is `"status": "skipped"` with the reason.
+
 Output
     A rich table on stdout and JSON at `--out` (default `benchmarks/results/vllm_generation.json`)
-    with the settings, one row per backend (start-up and generation), the agreement count, the
-    vLLM environment and platform facts.
+    with the settings, one row per backend (start-up and generation, and the device and dtype
+    the hf model ran in), the agreement count, the vLLM environment and platform facts.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evalharness.backends import load_backend
-from evalharness.backends.vllm import quiet_vllm
+from evalharness.backends.vllm import quiet_vllm, vllm_available
 from evalharness.modelspec import parse_model_spec
 from evalharness.requests import GenerateRequest, GenerateResult, Message, SamplingParams
 
@@ -201,6 +205,9 @@ def bench_hf(
     check_forced("hf", results, args.max_new_tokens)
     result = row("hf", f"{args.hf_batch_size}/batch", results, durations, other, own, start_s)
     result["threads"] = f"{threads} torch"
+    model = backend.model  # type: ignore[attr-defined]
+    result["device"] = str(model.device)
+    result["dtype"] = str(model.dtype).removeprefix("torch.")
     backend.close()
     return result, [r.text for r in results]
 
@@ -251,14 +258,19 @@ def machine_info(env: dict[str, str | None]) -> dict[str, Any]:
     """Facts that decide CPU throughput, recorded next to the numbers."""
     import torch
     import transformers
-    import vllm
 
+    vllm_version = None
+    if vllm_available():
+        import vllm
+
+        vllm_version = vllm.__version__
     return {
         **measure.machine_info(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "vllm": vllm.__version__,
+        "vllm": vllm_version,
         "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "env": env,  # as the script started; each vllm row records its own bind
     }
 
@@ -343,7 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     hf_row, hf_texts = bench_hf(args, requests)
     rows = [hf_row]
     agreement = {}
-    for bind in args.binds:
+    skipped = []
+    if not vllm_available():
+        skipped.append({"backend": "vllm", "status": "skipped", "reason": "vllm not installed"})
+        console.print("vllm: skipped (vllm not installed)")
+    for bind in args.binds if not skipped else ():
         shown = bind or os.environ.get(BIND_VAR, "auto")
         console.print(f"vllm ({BIND_VAR}={shown}): starting the engine, generating {label} ...")
         vllm_row, vllm_texts = bench_vllm(args, requests, bind)
@@ -369,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "hf_batch_size": args.hf_batch_size,
         "vllm_max_model_len": MAX_MODEL_LEN,
         "repeats": args.repeats,
-        "results": rows,
+        "results": rows + skipped,
         "machine": machine_info(env),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
