@@ -382,3 +382,12 @@ def test_on_a_gpu_training_runs_there_under_bf16_autocast(
     online.train_online(grpo, progress=False)
     grpo_placement = json.loads((tmp_path / "grpo" / "train.json").read_text())["placement"]
     assert grpo_placement["device"].startswith("cuda")
+
+
+def test_auto_keeps_fully_trained_weights_in_float32_and_an_adapters_base_in_its_own() -> None:
+    """A full fine-tune in bf16 weights loses AdamW's small updates: `auto` keeps them float32
+    (bf16 autocast gives the speed, as TRL's defaults); a frozen base under an adapter follows
+    the shared rule (its checkpoint's dtype on an accelerator)."""
+    assert precision.weights_dtype("auto", None) == "float32"
+    assert precision.weights_dtype("auto", object()) == "auto"
+    assert precision.weights_dtype("bfloat16", None) == "bfloat16"

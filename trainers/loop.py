@@ -284,8 +284,9 @@ class Trainer:
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
         distributed.check_cpu_launch(cpu_only_launch())
+        self.dtype = precision.weights_dtype(config.dtype, config.adapter)
         placement = precision.plan(
-            config.device, config.mixed_precision, config.dtype, cpu_launch=cpu_only_launch()
+            config.device, config.mixed_precision, self.dtype, cpu_launch=cpu_only_launch()
         )
         self.accelerator = fresh_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -298,7 +299,7 @@ class Trainer:
         device = self.accelerator.device
         loaded = load_model(
             config.model,
-            config.dtype,
+            self.dtype,
             device=device,
             place=not _sharded_weights(self.accelerator),
             sequence_classifier=self.is_reward_model,
@@ -424,7 +425,7 @@ class Trainer:
             return self.model, self.base_identity
         if spec is None:
             spec = self.config.model
-        ref = load_model(spec, self.config.dtype, device=self.accelerator.device)
+        ref = load_model(spec, self.dtype, device=self.accelerator.device)
         ref.model.requires_grad_(False)
         return ref.model, ref.identity
 

@@ -117,10 +117,11 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         raise InputError(f"method {method.name} needs --group-size of at least 2")
     rows = load_rows(config.data, "prompt", limit=config.limit)  # a bad file fails before loads
     torch.manual_seed(config.seed)
-    placement = precision.plan(config.device, config.mixed_precision, config.dtype)
+    dtype = precision.weights_dtype(config.dtype, config.adapter)
+    placement = precision.plan(config.device, config.mixed_precision, dtype)
     accelerator = fresh_accelerator(**placement.accelerator_options())
     device = accelerator.device
-    loaded = load_model(config.model, config.dtype, device=device)
+    loaded = load_model(config.model, dtype, device=device)
     tf32 = precision.use_tf32(device, config.tf32)
     mixed = accelerator.mixed_precision
     placed = precision.record(device, loaded.identity["dtype"], mixed, tf32)
@@ -148,7 +149,7 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     # rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of the base.
     own_reference = adapter is None or adapters.mutates_base(adapter.type, adapter.args)
     if float(hyper.get("beta", 0.0) or 0.0) > 0 and own_reference:
-        reference = load_model(config.reference or config.model, config.dtype, device=device).model
+        reference = load_model(config.reference or config.model, dtype, device=device).model
         reference.requires_grad_(False)
     # Frozen: the checkpoint's dtype on an accelerator. The reward backend loads the model
     # on the device its spec names (a spec without one: the host, in float32 there).

@@ -2,14 +2,15 @@
 
 The rule for weights is the one every model path shares (`evalharness.devices`): `dtype: auto`
 is the checkpoint's own dtype on an accelerator (bfloat16 for most current models) and float32
-on the CPU, so a CPU run computes exactly what it always did.
+on the CPU, so a CPU run computes exactly what it always did; weights a run trains in full
+stay float32 under `auto` (`weights_dtype`).
 
 Autocast follows TRL 1.16, whose configs (`DPOConfig`, `SFTConfig`, `GRPOConfig`, ... through
 `trl.trainer.base_config`) turn `bf16` on unless `fp16` is set: `mixed_precision: auto` is bf16
 on a CUDA GPU that has it, and `no` on the CPU (TRL would autocast there too, but CPU bf16
 kernels are slow and the CPU results must not change) and on other accelerators. A launcher's
 own choice (`accelerate launch --mixed_precision`, `ACCELERATE_MIXED_PRECISION`) wins over
-`auto`. With `dtype: float32`, the defaults are TRL's exactly: float32 weights, bf16 autocast.
+`auto`. A full fine-tune's defaults are TRL's: float32 weights, bf16 autocast.
 
 TF32 matrix products for float32 on CUDA are on unless `tf32: false` (transformers leaves
 PyTorch's IEEE default alone unless told; float32 matmuls in IEEE are 8x slower on an H100 for
@@ -106,6 +107,20 @@ def use_tf32(device: Any, enabled: bool) -> bool:
         matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return True
+
+
+def weights_dtype(requested: str, adapter: Any) -> str:
+    """The dtype `auto` loads trained weights in: float32 for a full fine-tune, the shared rule
+    (checkpoint's dtype on an accelerator) when only an adapter trains.
+
+    A full fine-tune in bfloat16 weights rounds away AdamW's updates below 2^-8 of a weight, most
+    of them at the usual learning rates; TRL keeps float32 weights under bf16 autocast, and so
+    does `auto` here (autocast gives the tensor-core speed). Under an adapter the base is frozen
+    and peft keeps the adapter in float32, so the base loads in its own 16-bit dtype.
+    """
+    if requested == "auto" and adapter is None:
+        return "float32"
+    return requested
 
 
 def warn_if_updates_round_away(dtype: str, adapter: Any) -> None:
