@@ -36,6 +36,13 @@ def add_verdict_parsers(commands: Any) -> None:
     judge.add_argument("--judge-mode", default="auto")
     judge.add_argument("--judge-base-url", default=None)
     judge.add_argument("--judge-api-key-env", default=None, metavar="NAME")
+    judge.add_argument(
+        "--judge-device",
+        "--device",
+        default=None,
+        help="where a judge that is a local model (hf:, clf:) runs: auto (first accelerator, "
+        "else cpu), cpu, cuda, cuda:N, mps; default auto",
+    )
     judge.add_argument("--json", action="store_true", help="one JSON object per row")
 
     agree = commands.add_parser(
@@ -195,6 +202,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         mode=args.judge_mode,
         base_url=args.judge_base_url,
         api_key_env=args.judge_api_key_env,
+        device=args.judge_device,
     )
     judge.check_protocol("refusal")
     rows = []

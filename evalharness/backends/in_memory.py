@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf import HFBackend, Placement
 from evalharness.hashing import checkpoint_hashes
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import canonical_json, sha256_hex
@@ -81,6 +81,8 @@ class InMemoryHFBackend(HFBackend):
         self._model = model
         self._tokenizer = tokenizer
         self._prompts = None
+        # It stays where its caller put it (its first device); provenance says where.
+        self.placement = Placement(model.device, dtype)
 
     def _load(self) -> None:
         """Already loaded: the model and tokenizer were given."""

@@ -29,12 +29,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf import HFBackend, input_device
 from evalharness.requests import SamplingParams
 from evalharness.serve.schema import APIError
 
-#: Rows of logits materialised at once when scoring (bounded memory for large vocabularies).
-LOGPROB_CHUNK = 256
+#: Rows of the LM head upcast to float32 at once for top-k alternatives (bounded memory for
+#: large vocabularies: 8192 x 4096 floats is 128 MiB).
+VOCAB_BLOCK = 8192
 #: Most tokens (rows x padded width) in one scoring forward; larger batches are split.
 MAX_BATCH_TOKENS = 16384
 
@@ -406,17 +407,19 @@ def batch_logprobs(
 ) -> list[list[TokenLogprob]]:
     """Per sequence `(ids, start)`, the log-probabilities of `ids[start:]` in one forward pass.
 
-    Rows are right-padded and masked, so each row's tokens see only their own prefix. Logits
-    are computed as `HFBackend.score` does (decoder hidden states times the LM head in float32),
-    so a served echo score equals the local score to float precision.
+    Rows are right-padded and masked, so each row's tokens see only their own prefix, and go
+    to the model's device. The chosen tokens' log-probabilities come from the fused head
+    scoring `HFBackend.score` uses (`LMHead.stats`: the Triton kernel on CUDA), so a served
+    echo score equals the local score; only the top-k alternatives need logits, and those are
+    made a bounded chunk of rows at a time (`head_logprobs`), never for every row at once.
     """
     import torch
 
+    from evalharness.kernels.causal_lm import LMHead, decoder_of
+
     model = backend.model
-    decoder = getattr(model, model.base_model_prefix)
-    head = model.get_output_embeddings()
-    weight = head.weight.float()
-    bias = head.bias.float() if getattr(head, "bias", None) is not None else None
+    head = LMHead.of(model)
+    device = input_device(model)
     width = max(len(ids) for ids, _ in sequences)
     pad = backend.tokenizer.pad_token_id or 0
     input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
@@ -426,39 +429,60 @@ def batch_logprobs(
         attention[row, : len(ids)] = 1
     results: list[list[TokenLogprob]] = []
     with torch.inference_mode():
-        hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+        hidden = decoder_of(model)(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device)
+        ).last_hidden_state
         for row, (ids, start) in enumerate(sequences):
             predicting = hidden[row, start - 1 : len(ids) - 1]
-            scored: list[TokenLogprob] = []
-            for offset in range(0, predicting.shape[0], LOGPROB_CHUNK):
-                rows = predicting[offset : offset + LOGPROB_CHUNK].float()
-                logits = rows @ weight.T
-                if bias is not None:
-                    logits += bias
-                logprobs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-                first = start + offset
-                scored.extend(
-                    _rows_to_logprobs(logprobs, ids[first : first + rows.shape[0]], top_k)
-                )
-            results.append(scored)
+            targets = ids[start:]
+            chosen = head.stats(predicting, torch.tensor(targets, device=hidden.device))
+            tops = _top_alternatives(head, predicting, top_k)
+            results.append(
+                [
+                    TokenLogprob(token_id=t, logprob=lp, top=top)
+                    for t, lp, top in zip(targets, chosen.logprobs.tolist(), tops, strict=True)
+                ]
+            )
     return results
 
 
-def _rows_to_logprobs(logprobs: Any, targets: list[int], top_k: int) -> list[TokenLogprob]:
-    """Per-row target logprob and top-k alternatives (descending) from a `[rows, vocab]` tensor."""
-    import torch
+def _top_alternatives(head: Any, hidden: Any, top_k: int) -> list[tuple[tuple[int, float], ...]]:
+    """The `top_k` most likely tokens and their log-probabilities (descending) per row."""
+    if top_k <= 0:
+        return [() for _ in range(hidden.shape[0])]
+    from evalharness.kernels.chunked import default_chunk_rows
 
-    index = torch.tensor(targets, dtype=torch.long, device=logprobs.device)[:, None]
-    chosen = logprobs.gather(1, index)[:, 0].tolist()
-    if top_k > 0:
-        values, indices = logprobs.topk(min(top_k, logprobs.shape[1]), dim=-1)
-        tops = [
+    vocab = head.weight.shape[0]
+    tops: list[tuple[tuple[int, float], ...]] = []
+    step = default_chunk_rows(vocab)
+    for offset in range(0, hidden.shape[0], step):
+        logprobs = head_logprobs(head, hidden[offset : offset + step])
+        values, indices = logprobs.topk(min(top_k, vocab), dim=-1)
+        tops += [
             tuple(zip(i, v, strict=True))
             for i, v in zip(indices.tolist(), values.tolist(), strict=True)
         ]
-    else:
-        tops = [() for _ in targets]
-    return [
-        TokenLogprob(token_id=t, logprob=lp, top=top)
-        for t, lp, top in zip(targets, chosen, tops, strict=True)
-    ]
+    return tops
+
+
+def head_logprobs(head: Any, hidden: Any) -> Any:
+    """Float32 `log_softmax` over the vocabulary for a few rows of last hidden states, as
+    `LMHead.stats` scores them (hidden scale, bias, soft cap).
+
+    The head's weight stays in the model's dtype: a vocabulary block of it at a time is upcast
+    to float32 (bf16 products are exact in float32, so this is the fused kernel's float32
+    accumulation), so no float32 copy of a `[V, D]` head is ever made.
+    """
+    import torch
+
+    rows = hidden.float() * head.hidden_scale
+    vocab = head.weight.shape[0]
+    logits = torch.empty(rows.shape[0], vocab, dtype=torch.float32, device=rows.device)
+    for first in range(0, vocab, VOCAB_BLOCK):
+        block = slice(first, first + VOCAB_BLOCK)
+        logits[:, block] = rows @ head.weight[block].float().T
+    if head.bias is not None:
+        logits += head.bias.float() * head.hidden_scale
+    if head.softcap is not None:
+        logits.div_(head.softcap).tanh_().mul_(head.softcap)
+    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
