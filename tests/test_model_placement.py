@@ -1,0 +1,260 @@
+"""Where a model named by a spec runs, in what dtype, and what of that is identity.
+
+This machine has no GPU, so the accelerator is simulated (`torch.cuda.is_available` and friends
+monkeypatched) wherever the choice itself is under test; everything that really runs, runs on
+the CPU. The rule (`evalharness.devices`): `--device auto` is the first accelerator, `--dtype
+auto` the checkpoint's dtype there and float32 on the CPU; the resolved dtype is part of a
+model's identity, the device never is; provenance records both.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from cli_helpers import run_cli, run_json, tiny_run_args
+from tiny_models import build_tiny_classifier, build_tiny_reward_model
+
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.reward import RewardModelBackend
+from evalharness.backends.vllm import VLLMBackend
+from evalharness.errors import InputError
+from evalharness.modelspec import parse_model_spec
+from evalharness.store import RunStore
+
+DRIFTCAPS = [
+    "--tasks",
+    "driftcaps",
+    "--task-arg",
+    "driftcaps.data=builtin",
+    "--task-arg",
+    "driftcaps.max_new_tokens=6",
+    "--limit",
+    "4",
+]
+
+
+def pretend_cuda(monkeypatch: pytest.MonkeyPatch, count: int = 2) -> None:
+    """Make torch report `count` CUDA devices (device 0 current) on this CPU-only machine."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+
+@pytest.fixture()
+def bf16_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    """The tiny model with a config that declares bfloat16 weights, as most hub models do."""
+    directory = tmp_path / "bf16"
+    shutil.copytree(tiny_model_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config.pop("torch_dtype", None)
+    config["dtype"] = "bfloat16"
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def scorer_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("scorers")
+    return {
+        "rm": build_tiny_reward_model(folder / "rm"),
+        "clf": build_tiny_classifier(folder / "clf", ("compliance", "refusal")),
+    }
+
+
+# -- identity ------------------------------------------------------------------------------------
+def test_auto_dtype_on_the_cpu_has_the_float32_identity(
+    tiny_model_dir: Path, scorer_dirs: dict[str, Path]
+) -> None:
+    """Runs cached before dtype `auto` became the default (float32 on the CPU) stay valid."""
+    if torch.cuda.is_available():
+        pytest.skip("auto is the GPU here")
+    backends = {
+        "hf": (HFBackend, f"hf:{tiny_model_dir}"),
+        "vllm": (VLLMBackend, f"vllm:{tiny_model_dir}"),
+        "rm": (RewardModelBackend, f"rm:{scorer_dirs['rm']}"),
+        "clf": (RewardModelBackend, f"clf:{scorer_dirs['clf']}"),
+    }
+    for name, (backend, spec) in backends.items():
+        auto = backend(parse_model_spec(spec, dtype="auto"))
+        default = backend(parse_model_spec(spec))
+        explicit = backend(parse_model_spec(spec, dtype="float32"))
+        assert auto.identity["dtype"] == "float32", name
+        assert auto.identity_hash == default.identity_hash == explicit.identity_hash, name
+
+
+def test_the_device_is_not_identity_and_the_resolved_dtype_is(
+    bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = f"hf:{bf16_checkpoint}"
+    on_cpu = HFBackend(parse_model_spec(spec, device="cpu", dtype="bfloat16"))
+    cpu_auto = HFBackend(parse_model_spec(spec, device="cpu"))
+    pretend_cuda(monkeypatch)
+    on_gpu = HFBackend(parse_model_spec(spec, device="cuda", dtype="bfloat16"))
+    gpu_auto = HFBackend(parse_model_spec(spec))
+    assert on_gpu.placement.device == torch.device("cuda", 0)
+    assert on_cpu.identity == on_gpu.identity
+    assert on_cpu.identity_hash == on_gpu.identity_hash
+    # auto: the checkpoint's bfloat16 on the GPU, float32 on the CPU; cached apart.
+    assert gpu_auto.placement.device.type == "cuda"
+    assert gpu_auto.identity["dtype"] == "bfloat16" and cpu_auto.identity["dtype"] == "float32"
+    assert gpu_auto.identity_hash == on_cpu.identity_hash != cpu_auto.identity_hash
+
+
+# -- loading -------------------------------------------------------------------------------------
+def test_a_gpu_load_asks_transformers_for_the_device_and_the_checkpoints_dtype(
+    bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU exists here, so `from_pretrained`'s keyword arguments are captured (monkeypatch)
+    and the model is then loaded on the CPU without the device map: this checks what the
+    backend asks transformers for when it sees CUDA, which is all that can be checked here."""
+    from transformers import AutoModelForCausalLM
+
+    asked: list[dict[str, Any]] = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def capture(directory: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs)
+        kept = {k: v for k, v in kwargs.items() if k != "device_map"}
+        return original(directory, **kept)
+
+    pretend_cuda(monkeypatch)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", capture)
+    backend = HFBackend(parse_model_spec(f"hf:{bf16_checkpoint}"))
+    assert backend.model is not None
+    (kwargs,) = asked
+    assert kwargs["device_map"] == {"": "cuda:0"}
+    assert kwargs["dtype"] == torch.bfloat16
+    spread = HFBackend(parse_model_spec(f"hf:{bf16_checkpoint}", device_map="auto"))
+    assert spread.model is not None
+    assert asked[1]["device_map"] == "auto" and asked[1]["dtype"] == torch.bfloat16
+
+
+def test_vllm_is_given_the_resolved_dtype(
+    bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's own `auto` is not ours (it may pick float16 for a float32 checkpoint): the dtype
+    the identity names is the one the engine is told."""
+    if torch.cuda.is_available():
+        pytest.skip("auto is the GPU here")
+    spec = f"vllm:{bf16_checkpoint}"
+    assert VLLMBackend(parse_model_spec(spec, dtype="auto")).engine_options()["dtype"] == (
+        "float32"
+    )
+    pretend_cuda(monkeypatch)
+    assert VLLMBackend(parse_model_spec(spec)).engine_options()["dtype"] == "bfloat16"
+    with pytest.raises(InputError, match="vllm spreads a model over GPUs with --tensor"):
+        VLLMBackend(parse_model_spec(spec, device_map="auto"))
+    with pytest.raises(InputError, match="--device cuda:1: vllm runs on cuda here"):
+        VLLMBackend(parse_model_spec(spec, device="cuda:1"))
+
+
+def test_ray_workers_each_load_on_their_own_gpu_in_the_drivers_dtype(
+    bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray gives each actor one GPU and hides the others (CUDA_VISIBLE_DEVICES): a replica
+    asked for the driver's `cuda:1` would find no such device, so it loads on `cuda`."""
+    pytest.importorskip("ray")
+    from evalharness.backends.sharded import ShardedBackend
+
+    spec = f"hf:{bf16_checkpoint}"
+    on_cpu = ShardedBackend(parse_model_spec(spec, workers=2, device="cpu"))
+    pretend_cuda(monkeypatch)
+    assert on_cpu._default_gpus() == 0.0  # a CPU model asks Ray for no GPU
+    sharded = ShardedBackend(parse_model_spec(spec, workers=2, device="cuda:1"))
+    assert sharded.replica_spec.device == "cuda"
+    assert sharded.replica_spec.dtype == "bfloat16"
+    assert sharded._default_gpus() == 1.0
+    assert sharded.identity_hash == HFBackend(parse_model_spec(spec)).identity_hash
+    with pytest.raises(InputError, match="--device-map spreads one model"):
+        ShardedBackend(parse_model_spec(spec, workers=2, device_map="auto"))
+
+
+# -- errors --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flags", "expect"),
+    [
+        (["--device", "cuda"], "--device cuda: no CUDA device is visible to this process"),
+        (["--device", "cuda:0"], "--device cuda:0: no CUDA device is visible"),
+        (["--device", "gpu"], "--device 'gpu' is not a device; use auto"),
+        (["--device-map", "everywhere"], "--device-map 'everywhere' is not a placement"),
+        (["--device", "cpu", "--device-map", "auto"], "--device-map auto places the model"),
+        (["--judge", "SELF_SPEC", "--judge-device", "cuda"], "--judge-device cuda: no CUDA"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line_and_creates_no_run(
+    flags: list[str],
+    expect: str,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    store = tmp_path / "store.sqlite"
+    flags = [f"hf:{tiny_model_dir}" if f == "SELF_SPEC" else f for f in flags]
+    code, out, err = run_cli(capsys, *tiny_run_args(tiny_model_dir, store, *flags))
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"evalharness: error: {expect}"), line
+    if store.exists():
+        assert RunStore(store).list_runs() == []
+
+
+def test_the_python_api_refuses_a_missing_device_before_opening_the_store(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from evalharness import evaluate
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    store = tmp_path / "store.sqlite"
+    with pytest.raises(InputError, match="^--device cuda: no CUDA device"):
+        evaluate(f"hf:{tiny_model_dir}", "driftcaps", store=store, device="cuda")
+    assert not store.exists()
+
+
+# -- a real run ----------------------------------------------------------------------------------
+def test_device_cpu_dtype_auto_gives_todays_default_run_and_records_where_it_ran(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same run computed twice from scratch (two stores): the old default's explicit
+    float32, and `--device cpu --dtype auto`. Same run id, answers and metrics; provenance,
+    `run --json` and `show` say where it ran."""
+    if torch.cuda.is_available():
+        pytest.skip("auto is the GPU here")
+    old_store, new_store = tmp_path / "old.sqlite", tmp_path / "new.sqlite"
+
+    def run(store: Path, *flags: str) -> dict[str, Any]:
+        return run_json(
+            capsys,
+            "run",
+            "--model",
+            f"hf:{tiny_model_dir}",
+            *DRIFTCAPS,
+            "--store",
+            str(store),
+            *flags,
+        )
+
+    old = run(old_store, "--dtype", "float32")
+    new = run(new_store, "--device", "cpu", "--dtype", "auto")
+    assert new["calls_made"]["model"] == old["calls_made"]["model"] > 0
+    assert new["run_id"] == old["run_id"]
+    assert new["tasks"] == old["tasks"]
+    answers = [
+        RunStore(s).get_run_responses(old["run_id"], "driftcaps") for s in (old_store, new_store)
+    ]
+    assert answers[0] == answers[1] and answers[0]
+    where = {"device": "cpu", "dtype": "float32"}
+    assert new["devices"]["model"] == where
+    stored = RunStore(new_store).get_run(new["run_id"])
+    assert stored["provenance"]["devices"]["model"] == where
+    shown = run_json(capsys, "show", new["run_id"], "--store", str(new_store))
+    assert shown["devices"]["model"] == where
+    code, out, _ = run_cli(capsys, "show", new["run_id"], "--store", str(new_store))
+    assert code == 0 and 'devices {"model": {"device": "cpu", "dtype": "float32"}' in out
