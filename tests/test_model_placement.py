@@ -258,3 +258,50 @@ def test_device_cpu_dtype_auto_gives_todays_default_run_and_records_where_it_ran
     assert shown["devices"]["model"] == where
     code, out, _ = run_cli(capsys, "show", new["run_id"], "--store", str(new_store))
     assert code == 0 and 'devices {"model": {"device": "cpu", "dtype": "float32"}' in out
+
+
+# -- serve ---------------------------------------------------------------------------------------
+def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server scores through the fused head (`LMHead`: scale, bias, soft cap) and makes
+    top-k logits a vocabulary block at a time; both must give the model's own log_softmax. A
+    Gemma-2 head caps its logits, which a plain `hidden @ weight.T` misses."""
+    from types import SimpleNamespace
+
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from evalharness.serve import worker
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=67,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        final_logit_softcapping=1.5,
+        pad_token_id=0,
+    )
+    model = Gemma2ForCausalLM(config).eval()
+    with torch.no_grad():  # logits of a few units, where the cap bends them
+        model.get_output_embeddings().weight.mul_(40.0)
+    monkeypatch.setattr(
+        worker, "VOCAB_BLOCK", 16, raising=False
+    )  # several blocks, the last one short
+    backend = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
+    sequences = [([5, 9, 17, 3, 40, 22], 1), ([7, 8, 60], 2)]
+    served = worker.batch_logprobs(backend, sequences, top_k=3)  # type: ignore[arg-type]
+    for (ids, start), scored in zip(sequences, served, strict=True):
+        with torch.inference_mode():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        reference = torch.log_softmax(logits, dim=-1)
+        for position, token in enumerate(scored, start=start):
+            row = reference[position - 1]
+            assert token.token_id == ids[position]
+            assert token.logprob == pytest.approx(float(row[ids[position]]), abs=1e-5)
+            values, indices = row.topk(3)
+            assert [t for t, _ in token.top] == indices.tolist()
+            assert [v for _, v in token.top] == pytest.approx(values.tolist(), abs=1e-5)
