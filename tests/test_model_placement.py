@@ -305,3 +305,72 @@ def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
             values, indices = row.topk(3)
             assert [t for t, _ in token.top] == indices.tolist()
             assert [v for _, v in token.top] == pytest.approx(values.tolist(), abs=1e-5)
+
+
+# -- pipeline ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("keys", "expect"),
+    [
+        ("device: cuda", "evaluate.device cuda: no CUDA device is visible"),
+        ("device: tpu", "evaluate.device 'tpu' is not a device"),
+        ("device_map: everywhere", "--device-map 'everywhere' is not a placement"),
+        ("device: cpu, device_map: auto", "evaluate.device_map places the model over every"),
+    ],
+)
+def test_a_pipeline_checks_the_evaluate_device_before_training(
+    keys: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "train: {method: sft, model: hf:placeholder, data: rows.jsonl, out: runs/sft}\n"
+        f"evaluate: {{tasks: [driftcaps], {keys}}}\n"
+        "gate:\n  - {metric: driftcaps.balanced_safety_accuracy, max_drop: 0.05}\n"
+    )
+    code, _, err = run_cli(capsys, "pipeline", str(config))
+    assert code == 2
+    (message,) = err.strip().splitlines()
+    assert message.startswith(f"evalharness: error: {config}:2: {expect}"), message
+
+
+# -- judges and best-of-N ------------------------------------------------------------------------
+def test_a_local_judge_runs_where_told_and_provenance_says_so(
+    tiny_model_dir: Path,
+    scorer_dirs: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    store = tmp_path / "store.sqlite"
+    result = run_json(
+        capsys,
+        "run",
+        "--model",
+        f"hf:{tiny_model_dir}",
+        *DRIFTCAPS,
+        "--judge",
+        f"clf:{scorer_dirs['clf']}",
+        "--judge-device",
+        "cpu",
+        "--store",
+        str(store),
+    )
+    where = {"device": "cpu", "dtype": "float32"}
+    stored = RunStore(store).get_run(result["run_id"])["provenance"]["devices"]
+    assert stored == result["devices"] == {"model": where, "judge": where}
+
+
+def test_best_of_n_places_the_sampled_model_and_its_scorer_on_the_device(
+    tiny_model_dir: Path, scorer_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evalharness.backends.best_of_n import BestOfNBackend
+
+    pretend_cuda(monkeypatch)
+    spec = f"bon:2:rm:{scorer_dirs['rm']}:hf:{tiny_model_dir}"
+    backend = BestOfNBackend(parse_model_spec(spec, device="cuda:1"))
+    assert backend.model.placement.device == torch.device("cuda", 1)
+    assert backend.scorer.backend.placement.device == torch.device("cuda", 1)
+    judged = BestOfNBackend(
+        parse_model_spec(f"bon:2:hf:{tiny_model_dir}:hf:{tiny_model_dir}", device="cpu")
+    )
+    assert judged.scorer.backend.placement.device == torch.device("cpu")
