@@ -306,7 +306,10 @@ class Runner:
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
         judge_names = ", ".join(dict.fromkeys(j.display_name for j in judges.values())) or None
         self_judged = sorted(name for name, judge in judges.items() if judge.backend is backend)
-        baselines = {task.name: self._attach_baseline(task, loaded[task.name]) for task in tasks}
+        baselines = {
+            task.name: self._attach_baseline(task, loaded[task.name], spec.model.device)
+            for task in tasks
+        }
         task_info = {
             task.name: {
                 "options": task.options,
@@ -442,7 +445,9 @@ class Runner:
             judges[task.name] = built[judge_spec]
         return judges
 
-    def _attach_baseline(self, task: Task, data: TaskData) -> dict[str, str] | None:
+    def _attach_baseline(
+        self, task: Task, data: TaskData, device: str = "auto"
+    ) -> dict[str, str] | None:
         """Give a pairwise task its baseline answers: from a stored run, or generated now."""
         source = task.baseline_source()
         if not source:
@@ -470,7 +475,8 @@ class Runner:
         if len(matches) > 1:
             raise InputError(f"--baseline {source!r} matches runs {', '.join(matches)}")
         try:
-            baseline_spec = parse_model_spec(source)
+            # A baseline model runs where the evaluated one does.
+            baseline_spec = parse_model_spec(source, device=device)
         except InputError:
             raise InputError(
                 f"--baseline {source!r} is neither a run in {self.store.path} with task "

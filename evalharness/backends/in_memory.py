@@ -51,7 +51,8 @@ class InMemoryHFBackend(HFBackend):
     """`HFBackend` over a live model and tokenizer; nothing is loaded or written."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 8) -> None:
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        first = next(model.parameters())
+        dtype = str(first.dtype).removeprefix("torch.")
         self.spec = ModelSpec(
             backend="hf", name=name, raw=f"memory:{name}", dtype=dtype, batch_size=batch_size
         )
@@ -82,7 +83,7 @@ class InMemoryHFBackend(HFBackend):
         self._tokenizer = tokenizer
         self._prompts = None
         # It stays where its caller put it (its first device); provenance says where.
-        self.placement = Placement(model.device, dtype)
+        self.placement = Placement(getattr(model, "device", first.device), dtype)
 
     def _load(self) -> None:
         """Already loaded: the model and tokenizer were given."""
