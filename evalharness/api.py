@@ -197,8 +197,10 @@ def evaluate(
         max_judge_calls=max_judge_calls,
         limit=limit,
         seed=seed,
-        judge_device=parse_device(judge_device, option="judge_device") if judge_device else None,
+        judge_device=parse_device(judge_device, option="--judge-device") if judge_device else None,
     )
+    if backend is None:
+        check_devices(spec_model, judge_device)
     options = dict(runner_options or {})
     if backend is not None:
         options["use_backend"] = backend
@@ -258,6 +260,21 @@ def compare(
         )
     finally:
         run_store.close()
+
+
+#: Backends that hold weights in this process: their `--device` must exist on this machine.
+LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon")
+
+
+def check_devices(model: ModelSpec, judge_device: str | None) -> None:
+    """A device this machine lacks is a one-line error before the store is even opened (the
+    backends resolve it again when built, also before any run is created)."""
+    from evalharness.devices import resolve_device
+
+    if model.backend in LOCAL_BACKENDS:
+        resolve_device(model.device)
+    if judge_device is not None:
+        resolve_device(judge_device, option="--judge-device")
 
 
 def _tasks_and_options(

@@ -374,3 +374,38 @@ def test_best_of_n_places_the_sampled_model_and_its_scorer_on_the_device(
         parse_model_spec(f"bon:2:hf:{tiny_model_dir}:hf:{tiny_model_dir}", device="cpu")
     )
     assert judged.scorer.backend.placement.device == torch.device("cpu")
+
+
+def test_every_command_that_loads_a_model_takes_the_device(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--device cuda` reaches the model loader of each command: on a machine without CUDA each
+    one says so in one line (and none stores a run)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from cli_helpers import free_port
+
+    model = f"hf:{tiny_model_dir}"
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"context": "a", "continuation": " b"}) + "\n")
+    completions = tmp_path / "completions.jsonl"
+    completions.write_text(json.dumps({"id": "1", "prompt": "p", "completion": "c"}) + "\n")
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps([{"instruction": "i", "output": "o", "generator": "g"}]))
+    store = str(tmp_path / "store.sqlite")
+    commands = {
+        "score": ["score", "--model", model, "--input", str(rows)],
+        "serve": ["serve", "--model", model, "--port", str(free_port())],
+        "parity": ["parity", "--a", model, "--b", model],
+        "judge": ["judge", "--judge", model, "--input", str(completions)],
+        "import": ["import", "alpaca-eval", "--outputs", str(outputs), "--judge", model],
+        "bon": ["run", "--model", f"bon:2:{model}:{model}", *DRIFTCAPS],
+    }
+    for name, argv in commands.items():
+        flag = "--judge-device" if name == "import" else "--device"
+        stored = ["--store", store] if name in ("import", "bon") else []
+        code, _, err = run_cli(capsys, *argv, flag, "cuda", *stored)
+        assert code == 2, (name, err)
+        (line,) = err.strip().splitlines()
+        assert "cuda: no CUDA device is visible to this process" in line, (name, line)
+    assert not Path(store).exists() or RunStore(Path(store)).list_runs() == []
