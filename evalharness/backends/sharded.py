@@ -11,10 +11,11 @@ and SQLite sees one writer.
 
 Ray starts on the first uncached request, never for a fully cached run. `RAY_ADDRESS` (e.g. a
 cluster started with `ray start --head`) places the actors on that cluster's machines; without it
-a private local instance with all this machine's CPUs is started. Each actor asks for one GPU when
-the driver sees CUDA (`EVALHARNESS_WORKER_GPUS` overrides: e.g. `0.5` packs two replicas per GPU,
-`0` runs on CPUs) and for `EVALHARNESS_WORKER_CPUS` CPUs (default: a fair share of a local
-machine, 1 on a cluster); torch in the actor uses as many threads as it was given CPUs.
+a private local instance with all this machine's CPUs is started. Each actor asks for one GPU
+when the model runs on CUDA (`--device`; it loads there in the driver's resolved dtype;
+`EVALHARNESS_WORKER_GPUS` overrides: e.g. `0.5` packs two replicas per GPU, `0` runs on CPUs)
+and for `EVALHARNESS_WORKER_CPUS` CPUs (default: a fair share of a local machine, 1 on a
+cluster); torch in the actor uses as many threads as it was given CPUs.
 """
 
 from __future__ import annotations
