@@ -409,3 +409,68 @@ def test_every_command_that_loads_a_model_takes_the_device(
         (line,) = err.strip().splitlines()
         assert "cuda: no CUDA device is visible to this process" in line, (name, line)
     assert not Path(store).exists() or RunStore(Path(store)).list_runs() == []
+
+
+# -- on a real GPU (skipped without one; run by the GPU test script) ------------------------------
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+#: Largest |log p| difference per continuation between CUDA and the CPU in float32 (kernel
+#: rounding: TF32 is off for matmuls by default) and in the checkpoint's bfloat16.
+GPU_FLOAT32_TOLERANCE = 1e-3
+GPU_BFLOAT16_TOLERANCE = 0.1
+SCORED = [
+    ("The answer is", " yes"),
+    ("Rating: [[", "7]]"),
+    ("Name a colour:", " red, then blue"),
+    ("1 2 3 4", " 5 6 7"),
+]
+
+
+@requires_cuda
+def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoint: Path) -> None:
+    from evalharness.requests import ScoreRequest
+
+    requests = [ScoreRequest(continuation=c, context=x) for x, c in SCORED]
+    spec = f"hf:{bf16_checkpoint}"
+    cpu = HFBackend(parse_model_spec(spec, device="cpu"))
+    gpu32 = HFBackend(parse_model_spec(spec, device="cuda", dtype="float32"))
+    gpu = HFBackend(parse_model_spec(spec))
+    assert next(gpu32.model.parameters()).device.type == "cuda"
+    assert next(gpu.model.parameters()).dtype == torch.bfloat16
+    assert gpu32.identity_hash == cpu.identity_hash != gpu.identity_hash
+    reference = [r.logprob for r in cpu.score(requests)]
+    for backend, tolerance in ((gpu32, GPU_FLOAT32_TOLERANCE), (gpu, GPU_BFLOAT16_TOLERANCE)):
+        found = [r.logprob for r in backend.score(requests)]
+        assert found == pytest.approx(reference, abs=tolerance)
+
+
+@requires_cuda
+def test_a_gpu_run_records_the_card(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store.sqlite"
+    argv = ["run", "--model", f"hf:{tiny_model_dir}", *DRIFTCAPS, "--store", str(store)]
+    result = run_json(capsys, *argv)
+    where = result["devices"]["model"]
+    assert where["device"] == f"cuda:{torch.cuda.current_device()}"
+    assert where["device_name"] == torch.cuda.get_device_name()
+    on_cpu = run_json(capsys, *argv, "--device", "cpu", "--dtype", where["dtype"])
+    assert on_cpu["run_id"] == result["run_id"]  # the device is not identity
+
+
+def test_a_model_in_memory_runs_where_it_is_and_provenance_says_where(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalharness import evaluate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    store = tmp_path / "store.sqlite"
+    options = {"driftcaps": {"data": "builtin", "max_new_tokens": "4"}}
+    with pytest.raises(InputError, match="a model in memory runs where it is"):
+        evaluate(model, "driftcaps", tokenizer=tokenizer, device="cpu", store=store)
+    results = evaluate(
+        model, "driftcaps", tokenizer=tokenizer, limit=2, task_options=options, store=store
+    )
+    assert results.raw["devices"]["model"] == {"device": "cpu", "dtype": "float32"}
