@@ -264,9 +264,10 @@ def test_device_cpu_dtype_auto_gives_todays_default_run_and_records_where_it_ran
 def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The server scores through the fused head (`LMHead`: scale, bias, soft cap) and makes
-    top-k logits a vocabulary block at a time; both must give the model's own log_softmax. A
-    Gemma-2 head caps its logits, which a plain `hidden @ weight.T` misses."""
+    """The server scores as the model's head does (`LMHead`: scale, bias, soft cap): through
+    the fused kernel without alternatives, and a vocabulary block at a time with them; both
+    must give the model's own log_softmax. A Gemma-2 head caps its logits, which a plain
+    `hidden @ weight.T` misses."""
     from types import SimpleNamespace
 
     from transformers import Gemma2Config, Gemma2ForCausalLM
@@ -288,13 +289,14 @@ def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
     model = Gemma2ForCausalLM(config).eval()
     with torch.no_grad():  # logits of a few units, where the cap bends them
         model.get_output_embeddings().weight.mul_(40.0)
-    monkeypatch.setattr(
-        worker, "VOCAB_BLOCK", 16, raising=False
-    )  # several blocks, the last one short
+    # A budget of 48 logits: one row at a time, three vocabulary entries per block.
+    monkeypatch.setattr(worker, "LOGIT_ELEMENTS", 48, raising=False)
     backend = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
     sequences = [([5, 9, 17, 3, 40, 22], 1), ([7, 8, 60], 2)]
     served = worker.batch_logprobs(backend, sequences, top_k=3)  # type: ignore[arg-type]
-    for (ids, start), scored in zip(sequences, served, strict=True):
+    plain = worker.batch_logprobs(backend, sequences, top_k=0)  # type: ignore[arg-type]
+    for (ids, start), scored, chosen in zip(sequences, served, plain, strict=True):
+        assert [t.logprob for t in chosen] == pytest.approx([t.logprob for t in scored], abs=1e-5)
         with torch.inference_mode():
             logits = model(input_ids=torch.tensor([ids])).logits[0].float()
         reference = torch.log_softmax(logits, dim=-1)

@@ -33,9 +33,9 @@ from evalharness.backends.hf import HFBackend, input_device
 from evalharness.requests import SamplingParams
 from evalharness.serve.schema import APIError
 
-#: Rows of the LM head upcast to float32 at once for top-k alternatives (bounded memory for
-#: large vocabularies: 8192 x 4096 floats is 128 MiB).
-VOCAB_BLOCK = 8192
+#: Float32 logits held at once for top-k alternatives (32 MiB, the chunked scoring path's
+#: budget): memory stays bounded for any vocabulary.
+LOGIT_ELEMENTS = 1 << 23
 #: Most tokens (rows x padded width) in one scoring forward; larger batches are split.
 MAX_BATCH_TOKENS = 16384
 
@@ -408,10 +408,10 @@ def batch_logprobs(
     """Per sequence `(ids, start)`, the log-probabilities of `ids[start:]` in one forward pass.
 
     Rows are right-padded and masked, so each row's tokens see only their own prefix, and go
-    to the model's device. The chosen tokens' log-probabilities come from the fused head
-    scoring `HFBackend.score` uses (`LMHead.stats`: the Triton kernel on CUDA), so a served
-    echo score equals the local score; only the top-k alternatives need logits, and those are
-    made a bounded chunk of rows at a time (`head_logprobs`), never for every row at once.
+    to the model's device. Without alternatives the chosen tokens are scored by the fused head
+    `HFBackend.score` uses (`LMHead.stats`: the Triton kernel on CUDA), so a served echo score
+    equals the local score. With `top_k` alternatives, logits are needed: they are made in
+    bounded float32 blocks (`head_logprobs`), never `[rows, vocab]` at once.
     """
     import torch
 
@@ -435,54 +435,75 @@ def batch_logprobs(
         for row, (ids, start) in enumerate(sequences):
             predicting = hidden[row, start - 1 : len(ids) - 1]
             targets = ids[start:]
-            chosen = head.stats(predicting, torch.tensor(targets, device=hidden.device))
-            tops = _top_alternatives(head, predicting, top_k)
+            target_ids = torch.tensor(targets, device=hidden.device)
+            if top_k > 0:
+                chosen, tops = head_logprobs(head, predicting, target_ids, top_k)
+            else:
+                chosen = head.stats(predicting, target_ids).logprobs.tolist()
+                tops = [() for _ in targets]
             results.append(
                 [
                     TokenLogprob(token_id=t, logprob=lp, top=top)
-                    for t, lp, top in zip(targets, chosen.logprobs.tolist(), tops, strict=True)
+                    for t, lp, top in zip(targets, chosen, tops, strict=True)
                 ]
             )
     return results
 
 
-def _top_alternatives(head: Any, hidden: Any, top_k: int) -> list[tuple[tuple[int, float], ...]]:
-    """The `top_k` most likely tokens and their log-probabilities (descending) per row."""
-    if top_k <= 0:
-        return [() for _ in range(hidden.shape[0])]
-    from evalharness.kernels.chunked import default_chunk_rows
+def head_logprobs(
+    head: Any, hidden: Any, targets: Any, top_k: int
+) -> tuple[list[float], list[tuple[tuple[int, float], ...]]]:
+    """Each row's target log-probability and its `top_k` most likely tokens (descending), as
+    `LMHead` scores them (hidden scale, bias, soft cap), in float32.
 
-    vocab = head.weight.shape[0]
-    tops: list[tuple[tuple[int, float], ...]] = []
-    step = default_chunk_rows(vocab)
-    for offset in range(0, hidden.shape[0], step):
-        logprobs = head_logprobs(head, hidden[offset : offset + step])
-        values, indices = logprobs.topk(min(top_k, vocab), dim=-1)
-        tops += [
-            tuple(zip(i, v, strict=True))
-            for i, v in zip(indices.tolist(), values.tolist(), strict=True)
-        ]
-    return tops
-
-
-def head_logprobs(head: Any, hidden: Any) -> Any:
-    """Float32 `log_softmax` over the vocabulary for a few rows of last hidden states, as
-    `LMHead.stats` scores them (hidden scale, bias, soft cap).
-
-    The head's weight stays in the model's dtype: a vocabulary block of it at a time is upcast
-    to float32 (bf16 products are exact in float32, so this is the fused kernel's float32
-    accumulation), so no float32 copy of a `[V, D]` head is ever made.
+    The vocabulary is walked in blocks holding at most `LOGIT_ELEMENTS` float32 logits, with a
+    running log-sum-exp and a running top-k: the head's weight stays in the model's dtype and
+    only one block of it is upcast at a time (bf16 products are exact in float32, so this is
+    the fused kernel's float32 accumulation), and no `[rows, vocab]` logits exist.
     """
     import torch
 
-    rows = hidden.float() * head.hidden_scale
     vocab = head.weight.shape[0]
-    logits = torch.empty(rows.shape[0], vocab, dtype=torch.float32, device=rows.device)
-    for first in range(0, vocab, VOCAB_BLOCK):
-        block = slice(first, first + VOCAB_BLOCK)
-        logits[:, block] = rows @ head.weight[block].float().T
-    if head.bias is not None:
-        logits += head.bias.float() * head.hidden_scale
-    if head.softcap is not None:
-        logits.div_(head.softcap).tanh_().mul_(head.softcap)
-    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    k = min(top_k, vocab)
+    # Rows per pass, and vocabulary entries per block: the block's logits and its upcast
+    # weight each stay within the budget.
+    step = max(1, min(hidden.shape[0], LOGIT_ELEMENTS // min(vocab, 1024)))
+    width = max(1, min(LOGIT_ELEMENTS // step, LOGIT_ELEMENTS // hidden.shape[1]))
+    chosen: list[float] = []
+    tops: list[tuple[tuple[int, float], ...]] = []
+    for first_row in range(0, hidden.shape[0], step):
+        rows = hidden[first_row : first_row + step].float() * head.hidden_scale
+        wanted = targets[first_row : first_row + step]
+        n = rows.shape[0]
+        running_max = torch.full((n,), -torch.inf, device=rows.device)
+        running_sum = torch.zeros(n, device=rows.device)
+        target_logit = torch.zeros(n, device=rows.device)
+        top_values = torch.empty(n, 0, device=rows.device)
+        top_ids = torch.empty(n, 0, dtype=torch.long, device=rows.device)
+        for first in range(0, vocab, width):
+            logits = rows @ head.weight[first : first + width].float().T
+            if head.bias is not None:
+                logits += head.bias[first : first + width].float() * head.hidden_scale
+            if head.softcap is not None:
+                logits.div_(head.softcap).tanh_().mul_(head.softcap)
+            block_max = torch.maximum(running_max, logits.max(dim=-1).values)
+            running_sum = running_sum * torch.exp(running_max - block_max) + torch.exp(
+                logits - block_max[:, None]
+            ).sum(dim=-1)
+            running_max = block_max
+            inside = (wanted >= first) & (wanted < first + logits.shape[1])
+            target_logit[inside] = logits[inside, wanted[inside] - first]
+            values, ids = logits.topk(min(k, logits.shape[1]), dim=-1)
+            top_values, order = torch.cat([top_values, values], dim=1).topk(
+                min(k, top_values.shape[1] + values.shape[1]), dim=-1
+            )
+            top_ids = torch.cat([top_ids, ids + first], dim=1).gather(1, order)
+        normaliser = running_max + torch.log(running_sum)
+        chosen += (target_logit - normaliser).tolist()
+        tops += [
+            tuple(zip(i, v, strict=True))
+            for i, v in zip(
+                top_ids.tolist(), (top_values - normaliser[:, None]).tolist(), strict=True
+            )
+        ]
+    return chosen, tops
