@@ -88,27 +88,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_device_options(parser: argparse.ArgumentParser, *, what: str = "the model") -> None:
+def add_device_options(parser: argparse.ArgumentParser) -> None:
     """`--device` and `--device-map`: where a model named by a spec runs (`evalharness.devices`)."""
     parser.add_argument(
-        "--device",
-        default=None,
-        help=f"where {what} runs: {DEVICE_HELP}; default auto",
+        "--device", default=None, help=f"where the model runs: {DEVICE_HELP}; default auto"
     )
     parser.add_argument(
         "--device-map",
         default=None,
-        help=f"spread {what} over every visible GPU with accelerate's placement when it is too "
-        f"large for one: {', '.join(DEVICE_MAPS)}; not with an explicit --device",
-    )
-
-
-def add_judge_device_option(parser: argparse.ArgumentParser, default: str = "--device") -> None:
-    parser.add_argument(
-        "--judge-device",
-        default=None,
-        help=f"where a judge that is a local model (hf:, rm:, clf:) runs: {DEVICE_HELP} "
-        f"(default: {default})",
+        help="spread the model over every visible GPU with accelerate's placement when it is "
+        f"too large for one: {', '.join(DEVICE_MAPS)}; not with an explicit --device",
     )
 
 
@@ -158,7 +147,12 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="judge call budget for this invocation; the rest stays unjudged until a re-run",
     )
-    add_judge_device_option(parser)
+    parser.add_argument(
+        "--judge-device",
+        default=None,
+        help=f"where a judge that is a local model (hf:, rm:, clf:) runs: {DEVICE_HELP} "
+        "(default: --device)",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:

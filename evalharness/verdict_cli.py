@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from evalharness.devices import DEVICE_HELP
 from evalharness.errors import InputError
 
 
@@ -40,8 +41,7 @@ def add_verdict_parsers(commands: Any) -> None:
         "--judge-device",
         "--device",
         default=None,
-        help="where a judge that is a local model (hf:, clf:) runs: auto (first accelerator, "
-        "else cpu), cpu, cuda, cuda:N, mps; default auto",
+        help=f"where a judge that is a local model (hf:, clf:) runs: {DEVICE_HELP}; default auto",
     )
     judge.add_argument("--json", action="store_true", help="one JSON object per row")
 
