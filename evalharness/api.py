@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalharness.devices import parse_device
 from evalharness.errors import InputError
-from evalharness.modelspec import ModelSpec, parse_model_spec
+from evalharness.modelspec import ModelSpec, parse_model_spec, placed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,6 +157,9 @@ def evaluate(
     progress: bool | Progress = False,
     notify: Callable[[str], None] | None = None,
     runner_options: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    device_map: str | None = None,
+    judge_device: str | None = None,
 ) -> Results:
     """Run `tasks` on `model` (judged by `judge`, default each task's own) and store the run.
 
@@ -166,6 +170,9 @@ def evaluate(
     or judge calls. An interrupted run resumes on the next call. `progress`: True for a
     progress bar, or the engine's progress callable; `notify` receives one-line notices;
     `runner_options` (a prebuilt `use_backend` or `use_judge`) go to the engine's `Runner`.
+    `device` (auto: the first accelerator, else cpu; cpu, cuda, cuda:N, mps) and `device_map`
+    (`auto`: over every visible GPU) place a model named by a spec, `judge_device` a judge that
+    is a local model (default: `device`); a model in memory runs where it is.
     """
     from evalharness.engine import Runner, RunSpec, no_progress
     from evalharness.store import open_store
@@ -173,7 +180,7 @@ def evaluate(
     bounds = {"limit": limit, "max_judge_calls": max_judge_calls, "judge_retries": judge_retries}
     check_run_bounds(bounds)
     names, options = _tasks_and_options(tasks, task_options)
-    spec_model, backend = _model(model, tokenizer, name)
+    spec_model, backend = _model(model, tokenizer, name, device, device_map)
     spec = RunSpec(
         model=spec_model,
         tasks=names,
@@ -190,7 +197,10 @@ def evaluate(
         max_judge_calls=max_judge_calls,
         limit=limit,
         seed=seed,
+        judge_device=parse_device(judge_device, option="--judge-device") if judge_device else None,
     )
+    if backend is None:
+        check_devices(spec_model, judge_device)
     options = dict(runner_options or {})
     if backend is not None:
         options["use_backend"] = backend
@@ -252,6 +262,21 @@ def compare(
         run_store.close()
 
 
+#: Backends that hold weights in this process: their `--device` must exist on this machine.
+LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon")
+
+
+def check_devices(model: ModelSpec, judge_device: str | None) -> None:
+    """A device this machine lacks is a one-line error before the store is even opened (the
+    backends resolve it again when built, also before any run is created)."""
+    from evalharness.devices import resolve_device
+
+    if model.backend in LOCAL_BACKENDS:
+        resolve_device(model.device)
+    if judge_device is not None:
+        resolve_device(judge_device, option="--judge-device")
+
+
 def _tasks_and_options(
     tasks: Sequence[str] | str | None, task_options: Mapping[str, Mapping[str, str]] | None
 ) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -273,11 +298,22 @@ def _tasks_and_options(
     return names, options
 
 
-def _model(model: Any, tokenizer: Any, name: str | None) -> tuple[ModelSpec, Backend | None]:
+def _model(
+    model: Any,
+    tokenizer: Any,
+    name: str | None,
+    device: str | None = None,
+    device_map: str | None = None,
+) -> tuple[ModelSpec, Backend | None]:
     if isinstance(model, ModelSpec):
-        return model, None
+        return placed(model, device, device_map), None
     if isinstance(model, str):
-        return parse_model_spec(model), None
+        return parse_model_spec(model, device=device, device_map=device_map), None
+    if device is not None or device_map is not None:
+        raise InputError(
+            "a model in memory runs where it is: move it (model.to(...)) instead of passing "
+            "device= or device_map="
+        )
     if tokenizer is None:
         raise InputError("a model in memory needs its tokenizer: evaluate(model, tokenizer=...)")
     from evalharness.backends.in_memory import InMemoryHFBackend

@@ -19,6 +19,7 @@ from typing import Any
 from evalharness import __version__
 from evalharness.api import DEFAULT_TASK_OPTIONS
 from evalharness.compare_cli import add_compare_parser, cmd_compare
+from evalharness.devices import DEVICE_HELP, DEVICE_MAPS
 from evalharness.errors import BackendError, InputError
 from evalharness.export_cli import add_export_parser, cmd_export
 from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
@@ -34,7 +35,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL_ALIAS, help="hf:PATH_OR_ID, openai:NAME or alias"
     )
-    parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16, auto")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="auto (default: the checkpoint's dtype, e.g. bfloat16, on an accelerator; float32 "
+        "on the CPU), float32, bfloat16, float16",
+    )
+    add_device_options(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="requests per batch (hf)")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for openai:")
     parser.add_argument(
@@ -78,6 +85,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="backend replicas as Ray actors, requests split across them (hf:, vllm:)",
+    )
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """`--device` and `--device-map`: where a model named by a spec runs (`evalharness.devices`)."""
+    parser.add_argument(
+        "--device", default=None, help=f"where the model runs: {DEVICE_HELP}; default auto"
+    )
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        help="spread the model over every visible GPU with accelerate's placement when it is "
+        f"too large for one: {', '.join(DEVICE_MAPS)}; not with an explicit --device",
     )
 
 
@@ -127,6 +147,12 @@ def _add_judge_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="judge call budget for this invocation; the rest stays unjudged until a re-run",
     )
+    parser.add_argument(
+        "--judge-device",
+        default=None,
+        help=f"where a judge that is a local model (hf:, rm:, clf:) runs: {DEVICE_HELP} "
+        "(default: --device)",
+    )
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +165,8 @@ def _model_spec(args: argparse.Namespace) -> ModelSpec:
     return parse_model_spec(
         args.model,
         dtype=args.dtype,
+        device=args.device,
+        device_map=args.device_map,
         batch_size=args.batch_size,
         base_url=args.base_url,
         api_key_env=args.api_key_env,
@@ -234,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_mt_bench_import_options(importer)
     _add_judge_options(importer)
+    importer.add_argument(
+        "--device", default=None, help=f"where a local --judge runs: {DEVICE_HELP}; default auto"
+    )
     importer.add_argument("--seed", type=int, default=0)
     _add_output_options(importer)
 
@@ -388,6 +419,7 @@ def _execute(
             judge_http_retries=args.judge_http_retries,
             judge_retries=args.judge_retries,
             max_judge_calls=args.max_judge_calls,
+            judge_device=args.judge_device or getattr(args, "device", None),
             limit=getattr(args, "limit", None),
             seed=args.seed,
             store=args.store,
@@ -512,6 +544,7 @@ def run_summary(store: Any, run_id: str) -> dict[str, Any]:
         "calls_made": {"model": 0, "judge": 0},
         "warnings": run_warnings(run["spec"], tasks),
         "provenance": run["provenance"],
+        "devices": run["provenance"].get("devices", {}),
     }
 
 
@@ -530,6 +563,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         prov = summary["provenance"]
         out_console.print(f"status {summary['status']} · judge {summary['judge']}")
         out_console.print(f"packages {json.dumps(prov['packages'])}")
+        if prov.get("devices"):
+            out_console.print(f"devices {json.dumps(prov['devices'])}", markup=False)
         for warning in summary["warnings"]:
             err_console.print(warning, style="dim", markup=False, highlight=False, soft_wrap=True)
     return 0

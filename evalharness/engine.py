@@ -9,6 +9,7 @@ judge, tasks, data, limit, seed), so "the same command" always means "the same r
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +64,9 @@ class RunSpec:
     max_judge_calls: int | None = None
     limit: int | None = None
     seed: int = 0
+    #: Where a judge that is a local model runs; None: where the evaluated model runs.
+    #: Not part of the run id (the device changes no answer's identity).
+    judge_device: str | None = None
 
 
 @dataclass
@@ -78,6 +82,8 @@ class RunOutcome:
     judging: dict[str, Any] = field(default_factory=dict)
     #: One-line reasons not to take the numbers at face value (see `run_warnings`).
     warnings: list[str] = field(default_factory=list)
+    #: Where the model and a local judge ran (provenance's `devices`).
+    devices: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +97,7 @@ class RunOutcome:
             "warnings": self.warnings,
             "resumed": self.resumed,
             "seconds": round(self.seconds, 3),
+            "devices": self.devices,
         }
 
 
@@ -243,6 +250,21 @@ def _sort_key(item: _Pending) -> tuple:
     return (2, 0, 0, 0, 0, 0)
 
 
+def _device_records(backend: Backend, judges: dict[str, Any]) -> dict[str, Any]:
+    """Where the model and each local judge ran (`Backend.device_record`), for provenance."""
+    records: dict[str, Any] = {"model": backend.device_record()}
+    judged = {
+        name: judge.backend.device_record()
+        for name, judge in sorted(judges.items())
+        if judge.backend is not None and judge.backend is not backend
+    }
+    found = {name: record for name, record in judged.items() if record is not None}
+    if found:
+        unique = {json.dumps(r, sort_keys=True) for r in found.values()}
+        records["judge"] = next(iter(found.values())) if len(unique) == 1 else found
+    return records
+
+
 class Runner:
     def __init__(
         self,
@@ -284,7 +306,10 @@ class Runner:
         unique_judges = list({j.identity_hash: j for j in judges.values()}.values())
         judge_names = ", ".join(dict.fromkeys(j.display_name for j in judges.values())) or None
         self_judged = sorted(name for name, judge in judges.items() if judge.backend is backend)
-        baselines = {task.name: self._attach_baseline(task, loaded[task.name]) for task in tasks}
+        baselines = {
+            task.name: self._attach_baseline(task, loaded[task.name], spec.model.device)
+            for task in tasks
+        }
         task_info = {
             task.name: {
                 "options": task.options,
@@ -328,6 +353,7 @@ class Runner:
             tasks=task_info,
             seed=spec.seed,
             model_records=backend.recorded_metadata(),
+            devices=_device_records(backend, judges),
         )
         stored_spec = {
             "tasks": spec.tasks,
@@ -382,6 +408,7 @@ class Runner:
             status=status,
             judging=self.judge_stats.to_json() if judges else {},
             warnings=run_warnings(stored_spec, results),
+            devices=prov.get("devices", {}),
         )
 
     # -- judges, baselines, estimates ----------------------------------------------------
@@ -411,13 +438,16 @@ class Runner:
                     timeout_s=spec.judge_timeout_s,
                     http_retries=spec.judge_http_retries,
                     retries=spec.judge_retries,
+                    device=spec.judge_device or spec.model.device,
                 )
             for protocol in task.judge_protocols():
                 built[judge_spec].check_protocol(protocol)
             judges[task.name] = built[judge_spec]
         return judges
 
-    def _attach_baseline(self, task: Task, data: TaskData) -> dict[str, str] | None:
+    def _attach_baseline(
+        self, task: Task, data: TaskData, device: str = "auto"
+    ) -> dict[str, str] | None:
         """Give a pairwise task its baseline answers: from a stored run, or generated now."""
         source = task.baseline_source()
         if not source:
@@ -445,7 +475,8 @@ class Runner:
         if len(matches) > 1:
             raise InputError(f"--baseline {source!r} matches runs {', '.join(matches)}")
         try:
-            baseline_spec = parse_model_spec(source)
+            # A baseline model runs where the evaluated one does.
+            baseline_spec = parse_model_spec(source, device=device)
         except InputError:
             raise InputError(
                 f"--baseline {source!r} is neither a run in {self.store.path} with task "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from evalharness.devices import parse_device, parse_device_map
 from evalharness.errors import InputError
 
 DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
@@ -22,9 +23,10 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 class ModelSpec:
     """A parsed model spec plus the options that change what the model computes.
 
-    `dtype`, `revision`, `base_url` and (vLLM) `max_model_len` are part of the model's
-    identity; `batch_size`, `concurrency`, `api_key_env`, the other vLLM engine options and
-    `workers` only change how fast it runs.
+    `dtype` (resolved: `auto` is the checkpoint's dtype on an accelerator, float32 on the CPU,
+    see `evalharness.devices`), `revision`, `base_url` and (vLLM) `max_model_len` are part of
+    the model's identity; `device`, `device_map`, `batch_size`, `concurrency`, `api_key_env`,
+    the other vLLM engine options and `workers` only change where and how fast it runs.
 
     `api_key_env` names the variable holding the key (`openai:` sends it, `serve` demands it).
     None, when no variable was named, sends `$OPENAI_API_KEY` to api.openai.com only, never to
@@ -35,7 +37,11 @@ class ModelSpec:
     name: str
     raw: str
     revision: str | None = None
-    dtype: str = "float32"
+    dtype: str = "auto"
+    #: Where local weights run: `auto` (the first accelerator, else the CPU), cpu, cuda[:N], mps.
+    device: str = "auto"
+    #: accelerate's placement over every visible GPU (`auto`) for a model too large for one.
+    device_map: str | None = None
     batch_size: int = 8
     base_url: str | None = None
     api_key_env: str | None = None
@@ -79,6 +85,7 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
     model = model.with_options(**options)
     if model.dtype not in DTYPES:
         raise InputError(f"--dtype {model.dtype!r} is not one of {', '.join(DTYPES)}")
+    model = placed(model)
     if model.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if model.workers < 1:
@@ -89,6 +96,24 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
         raise InputError("--max-model-len must be at least 1")
     if model.gpu_memory_utilization is not None and not 0.0 < model.gpu_memory_utilization <= 1.0:
         raise InputError("--gpu-memory-utilization must be in (0, 1]")
+    return model
+
+
+def placed(model: ModelSpec, device: str | None = None, device_map: str | None = None) -> ModelSpec:
+    """`model` with `device` / `device_map` (when given) checked and normalised.
+
+    `--device-map` spreads the model over every visible GPU, which an explicit single device
+    contradicts: giving both is an error rather than a silent choice of one.
+    """
+    model = model.with_options(device=device, device_map=device_map)
+    model = replace(
+        model, device=parse_device(model.device), device_map=parse_device_map(model.device_map)
+    )
+    if model.device_map is not None and model.device != "auto":
+        raise InputError(
+            f"--device-map {model.device_map} places the model over every visible GPU; it "
+            f"cannot be combined with --device {model.device} (leave one of them out)"
+        )
     return model
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from evalharness.devices import DEVICE_HELP
 from evalharness.errors import InputError
 from evalharness.modelspec import parse_model_spec
 from evalharness.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE, PARITY_ITEMS
@@ -33,7 +34,15 @@ def add_parity_parser(commands: Any) -> None:
     parity.add_argument(
         "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="greedy answer length"
     )
-    parity.add_argument("--dtype", default=None, help="both backends: float32 (default), …")
+    parity.add_argument(
+        "--dtype",
+        default=None,
+        help="both backends: auto (default: the checkpoint's dtype on a GPU, float32 on the "
+        "CPU), float32, bfloat16, float16",
+    )
+    parity.add_argument(
+        "--device", default=None, help=f"both backends: where they run ({DEVICE_HELP})"
+    )
     parity.add_argument("--max-model-len", type=int, default=None, help="vllm: context cap")
     parity.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -46,7 +55,7 @@ def cmd_parity(args: argparse.Namespace) -> int:
         raise InputError("--limit must be at least 1")
     if args.max_new_tokens < 1:
         raise InputError("--max-new-tokens must be at least 1")
-    options = {"dtype": args.dtype, "max_model_len": args.max_model_len}
+    options = {"dtype": args.dtype, "max_model_len": args.max_model_len, "device": args.device}
     specs = [parse_model_spec(text, **options) for text in (args.a, args.b)]
     for spec in specs:
         if spec.backend not in ("hf", "builtin", "vllm"):

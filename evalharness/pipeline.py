@@ -69,6 +69,8 @@ EVALUATE_KEYS: dict[str, tuple[type, ...]] = {
     "limit": (int,),
     "seed": (int,),
     "dtype": (str,),
+    "device": (str,),
+    "device_map": (str,),
     "store": (str,),
 }
 
@@ -97,9 +99,32 @@ def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines
     tasks = evaluate_config.get("tasks")
     if not tasks:
         raise InputError(f"{lines.where('evaluate')}: evaluate.tasks must be a non-empty list")
+    check_evaluate_placement(evaluate_config, lines)
     store = evaluate_config.get("store")
     store_path = Path(store) if store else default_store_path()
     check_store_file(store_path, f"{lines.where('evaluate', 'store')}: store {store_path}")
+
+
+def check_evaluate_placement(evaluate_config: dict[str, Any], lines: YamlLines) -> None:
+    """`evaluate.device` / `evaluate.device_map` are spelt right, go together, and the device
+    exists here: checked before training, so a GPU-less machine fails now, not after it."""
+    from evalharness.devices import parse_device_map, resolve_device
+
+    device, device_map = evaluate_config.get("device"), evaluate_config.get("device_map")
+    if device is not None:
+        resolve_device(device, option=f"{lines.where('evaluate', 'device')}: evaluate.device")
+    if device_map is None:
+        return
+    where = lines.where("evaluate", "device_map")
+    try:
+        parse_device_map(device_map)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if device not in (None, "auto"):
+        raise InputError(
+            f"{where}: evaluate.device_map places the model over every visible GPU; leave "
+            f"evaluate.device ({device}) out"
+        )
 
 
 def parse_gates(path: Path, entries: Any, lines: YamlLines | None = None) -> list[Gate]:
@@ -155,7 +180,12 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
             raise InputError(f"{where}: task_args key {key!r} is not TASK.OPTION")
         task_options.setdefault(task, {})[option] = str(value)
     results = evaluate_run(
-        parse_model_spec(model, dtype=str(evaluate_config.get("dtype", "float32"))),
+        parse_model_spec(
+            model,
+            dtype=str(evaluate_config.get("dtype") or "auto"),
+            device=evaluate_config.get("device"),
+            device_map=evaluate_config.get("device_map"),
+        ),
         [str(t) for t in tasks],
         task_options=task_options,
         judge=evaluate_config.get("judge"),

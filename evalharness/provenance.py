@@ -28,8 +28,12 @@ def collect(
     seed: int,
     argv: list[str] | None = None,
     model_records: dict[str, Any] | None = None,
+    devices: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`model_records`: `Backend.recorded_metadata()`, kept only when there is any."""
+    """`model_records`: `Backend.recorded_metadata()`, kept only when there is any.
+    `devices`: where the model (and a local judge) ran: device, resolved dtype, device map and
+    card (`evalharness.devices.describe`). Not part of the identity: the same run on another
+    card has the same id, and this says which card answered last."""
     collected = {
         "packages": package_versions(),
         "python": sys.version.split()[0],
@@ -43,4 +47,6 @@ def collect(
     }
     if model_records:
         collected["model_records"] = model_records
+    if devices:
+        collected["devices"] = devices
     return collected

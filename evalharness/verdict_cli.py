@@ -8,6 +8,7 @@ import json
 import sys
 from typing import Any
 
+from evalharness.devices import DEVICE_HELP
 from evalharness.errors import InputError
 
 
@@ -36,6 +37,12 @@ def add_verdict_parsers(commands: Any) -> None:
     judge.add_argument("--judge-mode", default="auto")
     judge.add_argument("--judge-base-url", default=None)
     judge.add_argument("--judge-api-key-env", default=None, metavar="NAME")
+    judge.add_argument(
+        "--judge-device",
+        "--device",
+        default=None,
+        help=f"where a judge that is a local model (hf:, clf:) runs: {DEVICE_HELP}; default auto",
+    )
     judge.add_argument("--json", action="store_true", help="one JSON object per row")
 
     agree = commands.add_parser(
@@ -195,6 +202,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
         mode=args.judge_mode,
         base_url=args.judge_base_url,
         api_key_env=args.judge_api_key_env,
+        device=args.judge_device,
     )
     judge.check_protocol("refusal")
     rows = []

@@ -54,7 +54,10 @@ def build_judge(
     timeout_s: float | None = None,
     http_retries: int | None = None,
     retries: int = 2,
+    device: str | None = None,
 ) -> Judge:
+    """`device` places a judge that is a local model (`hf:`, `rm:`, `clf:`; default auto: the
+    first accelerator); `self` runs where the evaluated model runs."""
     spec = ALIASES.get(spec, spec)
     kind, _, value = spec.partition(":")
     if kind in KINDS:
@@ -62,9 +65,9 @@ def build_judge(
     if kind == "annotations":
         return AnnotationsJudge(Path(value))
     if kind == "rm":
-        return RewardModelJudge(load_backend(parse_model_spec(spec)), name=spec)
+        return RewardModelJudge(load_backend(parse_model_spec(spec, device=device)), name=spec)
     if kind == "clf":
-        return ClassifierJudge(load_backend(parse_model_spec(spec)), name=spec)
+        return ClassifierJudge(load_backend(parse_model_spec(spec, device=device)), name=spec)
     if model_spec is not None and spec in ("self", model_spec.raw):
         judge_spec, backend = model_spec, model_backend
     elif spec == "self":
@@ -78,6 +81,7 @@ def build_judge(
                 concurrency=concurrency,
                 timeout_s=timeout_s,
                 max_retries=http_retries,
+                device=device,
             )
         except InputError:
             if spec.partition(":")[0] in BACKENDS:

@@ -72,6 +72,11 @@ class Backend(HasIdentity):
         it back. It changes no answer, so it is not part of the identity. None for most."""
         return None
 
+    def device_record(self) -> dict[str, Any] | None:
+        """Where a local model runs (`evalharness.devices.describe`: device, dtype, device map,
+        card), for the run's provenance; None for models that run elsewhere (APIs, files)."""
+        return None
+
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
         """Continue raw-text prompts; backends without a raw-text mode refuse."""
         raise InputError(f"{self.display_name} cannot continue raw text (CompleteRequest)")

@@ -199,18 +199,30 @@ class BestOfNBackend(Backend):
             scorer_spec = parse_model_spec(
                 raw,
                 dtype=self.spec.dtype,
+                device=self.spec.device,
+                device_map=self.spec.device_map,
                 batch_size=self.spec.batch_size,
                 trust_remote_code=self.spec.trust_remote_code,
             )
             return RewardScorer(load_backend(scorer_spec))
         from evalharness.judges.factory import build_judge
 
-        judge = build_judge(raw, model_spec=self.model_spec, model_backend=self.model)
+        judge = build_judge(
+            raw, model_spec=self.model_spec, model_backend=self.model, device=self.spec.device
+        )
         return JudgeScorer(judge)
 
     @property
     def identity(self) -> dict[str, Any]:
         return self._identity
+
+    def device_record(self) -> dict[str, Any] | None:
+        """The sampled model's placement, and the scorer's when it is another local model."""
+        record = self.model.device_record()
+        scorer = self.scorer.backend
+        if scorer is not None and scorer is not self.model and scorer.device_record():
+            record = {**(record or {}), "scorer": scorer.device_record()}
+        return record
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         """All N x len(requests) candidates in one call, then all their scores in one call."""

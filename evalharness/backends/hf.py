@@ -7,10 +7,11 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evalharness import devices
 from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.backends.context import causal_lm_limit, fit_prompt, fit_scored
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
@@ -171,8 +172,62 @@ def read_chat_template(directory: Path) -> str | None:
     return None
 
 
-def load_pretrained(spec: ModelSpec, directory: Path, model_class: Any) -> tuple[Any, Any]:
-    """Tokenizer and model (eval mode) from a checkpoint, as every local backend loads them."""
+@dataclass(frozen=True)
+class Placement:
+    """Where a spec's weights run and in what dtype, resolved once per backend
+    (`evalharness.devices` is the rule): the dtype is part of the identity, the rest is not."""
+
+    device: Any
+    dtype: str
+    device_map: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What provenance keeps: device, dtype, placement and the card's name."""
+        return devices.describe(self.device, self.dtype, self.device_map)
+
+    def load_options(self) -> dict[str, Any]:
+        """`from_pretrained` keywords that load the weights in this dtype straight onto the
+        device (never a full copy on the host first)."""
+        return {
+            "dtype": devices.torch_dtype(self.dtype),
+            **devices.placement(self.device, self.device_map),
+        }
+
+
+def resolve_placement(spec: ModelSpec, directory: Path) -> Placement:
+    """`spec.device` and `spec.dtype` made concrete for this machine; a one-line InputError for
+    a device it lacks (raised when the backend is built, so before any run is created).
+
+    A bare `cuda` becomes the current CUDA device's index, so provenance names the card.
+    """
+    import torch
+
+    device = devices.resolve_device(spec.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    dtype = devices.resolve_dtype(spec.dtype, device, _dtype_source(directory))
+    return Placement(device, dtype, spec.device_map)
+
+
+def _dtype_source(directory: Path) -> Path:
+    """The directory whose config.json declares the weights' dtype: a PEFT adapter's is its
+    local base model's."""
+    if (directory / "config.json").is_file() or not (directory / ADAPTER_CONFIG).is_file():
+        return directory
+    try:
+        base = json.loads((directory / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return directory
+    path = Path(base).expanduser() if isinstance(base, str) else None
+    return path if path is not None and path.is_dir() else directory
+
+
+def load_pretrained(
+    spec: ModelSpec, directory: Path, model_class: Any, placement: Placement | None = None
+) -> tuple[Any, Any]:
+    """Tokenizer and model (eval mode) from a checkpoint, as every local backend loads them:
+    in the resolved dtype, straight onto the resolved device (`resolve_placement` when no
+    `placement` is given)."""
     import torch
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -183,27 +238,42 @@ def load_pretrained(spec: ModelSpec, directory: Path, model_class: Any) -> tuple
     if "OMP_NUM_THREADS" not in os.environ:
         # One thread per core this process may use (affinity and container limits honoured).
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    dtype = "auto" if spec.dtype == "auto" else getattr(torch, spec.dtype)
+    placement = placement or resolve_placement(spec, directory)
     trust = spec.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust)
-    model = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=trust)
+    model = model_class.from_pretrained(
+        directory, trust_remote_code=trust, **placement.load_options()
+    )
     return tokenizer, model.eval()
 
 
+def input_device(model: Any) -> Any:
+    """Where a model's inputs go: its device, the first one under a device map."""
+    return getattr(model, "device", None)
+
+
 def checkpoint_identity(
-    backend: str, spec: ModelSpec, directory: Path, weights: dict[str, Any]
+    backend: str,
+    spec: ModelSpec,
+    directory: Path,
+    weights: dict[str, Any],
+    *,
+    dtype: str | None = None,
 ) -> dict[str, Any]:
     """What makes a local checkpoint's answers what they are, for every local backend: the
     checkpoint's files (`resolve_local_dir`: weights, config, tokenizer, chat template,
-    decoding defaults) and the dtype. The chat template's and generation config's own hashes
-    are named apart too: `compare` warns when the template differs between two runs."""
+    decoding defaults) and the RESOLVED dtype (`dtype`, else resolved here), never the device:
+    the same weights in the same dtype answer the same on every card (up to kernel rounding),
+    and a default CPU run (auto = float32) keeps the cache an explicit float32 run made. The
+    chat template's and generation config's own hashes are named apart too: `compare` warns
+    when the template differs between two runs."""
     template = read_chat_template(directory)
     generation_config = directory / "generation_config.json"
     return {
         "backend": backend,
         "name": spec.raw,
         **weights,
-        "dtype": spec.dtype,
+        "dtype": dtype or resolve_placement(spec, directory).dtype,
         "chat_template_sha256": sha256_hex(template) if template else None,
         "generation_config_sha256": (
             sha256_hex(generation_config.read_text()) if generation_config.exists() else None
@@ -264,7 +334,10 @@ class HFBackend(Backend):
         self.spec = spec
         self.batch_size = spec.batch_size
         self.directory, weights = resolve_local_dir(spec)
-        self._identity = checkpoint_identity("hf", spec, self.directory, weights)
+        self.placement = resolve_placement(spec, self.directory)
+        self._identity = checkpoint_identity(
+            "hf", spec, self.directory, weights, dtype=self.placement.dtype
+        )
         self._model: Any = None
         self._tokenizer: Any = None
         self._prompts: PromptEncoder | None = None
@@ -273,6 +346,9 @@ class HFBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self._identity
 
+    def device_record(self) -> dict[str, Any] | None:
+        return self.placement.record()
+
     # -- loading -------------------------------------------------------------------------
     def _load(self) -> None:
         if self._model is not None:
@@ -280,7 +356,7 @@ class HFBackend(Backend):
         from transformers import AutoModelForCausalLM
 
         self._tokenizer, self._model = load_pretrained(
-            self.spec, self.directory, AutoModelForCausalLM
+            self.spec, self.directory, AutoModelForCausalLM, self.placement
         )
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
@@ -296,9 +372,9 @@ class HFBackend(Backend):
         return self._tokenizer
 
     def _on_device(self, tensor: Any) -> Any:
-        """Inputs go where the model is (a model handed over by a training loop may be on a
-        GPU; a loaded checkpoint stays on the CPU)."""
-        device = getattr(self.model, "device", None)
+        """Inputs go where the model is: its device (the first one under a device map), for a
+        loaded checkpoint and a model handed over by a training loop alike."""
+        device = input_device(self.model)
         return tensor if device is None or tensor.device == device else tensor.to(device)
 
     @property

