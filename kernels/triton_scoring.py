@@ -36,6 +36,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # tiles are widened first. Products of 16-bit floats are exact in float32, so results match a
 # compiled 16-bit dot with float32 accumulation.
 WIDEN_DOT_INPUTS: tl.constexpr = tl.constexpr(INTERPRETED)
+# The interpreter also converts float32 to bfloat16 by truncation, where compiled code rounds
+# to nearest even: there the rounding is done on the bits first, so tests see the GPU's numbers.
+ROUND_BF16_IN_SOFTWARE: tl.constexpr = tl.constexpr(INTERPRETED)
 
 # Interpreted programs cost ~1.5 ms each, whatever their size: use few, large blocks there.
 # ROW_CHUNK / VOCAB_CHUNK / WORKSPACE_ELEMENTS size the backward's chunks (see backward_plan).
@@ -105,6 +108,16 @@ def _dot(a, b, acc, IEEE: tl.constexpr):
     if IEEE:
         return tl.dot(a, b, acc, input_precision="ieee")
     return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _to_output_dtype(x, dtype: tl.constexpr):
+    """`x.to(dtype)`, rounding to nearest even for bfloat16 under the interpreter too."""
+    if ROUND_BF16_IN_SOFTWARE and dtype == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(dtype)
 
 
 @triton.jit
@@ -377,7 +390,7 @@ def _logit_grad_kernel(
     # Every element of the window is written (zeros on ignored rows): DZ is reused scratch.
     tl.store(
         DZ + local_rows[:, None] * stride_dzn + local_cols[None, :] * stride_dzv,
-        grad_z.to(DZ.dtype.element_ty),
+        _to_output_dtype(grad_z, DZ.dtype.element_ty),
         mask=row_mask[:, None] & col_mask[None, :],
     )
     if WITH_COL_SUMS:
