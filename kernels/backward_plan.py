@@ -18,7 +18,8 @@ Scratch for the chunks costs (almost) no memory: until the vocabulary pass write
 gradient is an allocated, unwritten `[V, D]` buffer. The row pass keeps its `[rows, V]` chunk
 there (rows <= D), and the vocabulary pass keeps chunk j's `[N, cols]` in the part of the weight
 gradient that chunks after j have not written yet. Only the last few chunks, when that tail is
-too short, use a dedicated buffer of `workspace_elements`.
+too short, use a dedicated buffer of `workspace_elements` (2 MiB in bf16), or, in `one-pass`,
+the hidden gradient's own buffer, which that schedule writes last.
 """
 
 from __future__ import annotations

@@ -633,21 +633,33 @@ def _vocab_pass(
     hidden_sums: torch.Tensor | None,
     bias_sums: torch.Tensor | None,
     launch: dict[str, int],
+    spare: torch.Tensor | None = None,
 ) -> None:
     """`grad_weight[cols] = dz[:, cols].T @ H`, a chunk of vocabulary columns at a time (each
     element one matmul's float32 sum over all rows, written once). With `hidden_sums` (float32
-    `[N, D]`), also `hidden_sums += dz[:, cols] @ W[cols]` (the one-pass schedule)."""
+    `[N, D]`), also `hidden_sums += dz[:, cols] @ W[cols]` (the one-pass schedule).
+
+    `spare` is an unwritten buffer that may serve as the dedicated scratch (the one-pass
+    schedule's hidden gradient, written only after this pass); otherwise a small one is made.
+    """
     hidden, weight = saved.hidden, saved.weight
     n_rows, dim = hidden.shape
+    workspace = launch.get("WORKSPACE_ELEMENTS", backward_plan.WORKSPACE_ELEMENTS)
+    if spare is not None:
+        workspace = max(workspace, spare.numel())
     chunks = backward_plan.vocab_chunks(
         weight.shape[0],
         dim,
         n_rows,
         chunk=launch.get("VOCAB_CHUNK", backward_plan.VOCAB_CHUNK),
-        workspace_elements=launch.get("WORKSPACE_ELEMENTS", backward_plan.WORKSPACE_ELEMENTS),
+        workspace_elements=workspace,
     )
     own_size = backward_plan.dedicated_elements(chunks, n_rows)
-    own = torch.empty(own_size, dtype=hidden.dtype, device=hidden.device) if own_size else None
+    own = None
+    if own_size and spare is not None and spare.numel() >= own_size:
+        own = spare.view(-1)
+    elif own_size:
+        own = torch.empty(own_size, dtype=hidden.dtype, device=hidden.device)
     borrowed = grad_weight.view(-1)
     for chunk in chunks:
         if chunk.scratch_offset is None:
@@ -695,7 +707,9 @@ def fused_backward(
             hidden_sums = (
                 torch.zeros(n_rows, dim, dtype=torch.float32, device=device) if need_h else None
             )
-            _vocab_pass(saved, logit_grads, grad_weight, hidden_sums, bias_sums, launch)
+            _vocab_pass(
+                saved, logit_grads, grad_weight, hidden_sums, bias_sums, launch, grad_hidden
+            )
             if grad_hidden is not None and hidden_sums is not None:
                 grad_hidden.copy_(hidden_sums)
         else:

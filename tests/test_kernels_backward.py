@@ -78,6 +78,24 @@ def test_every_output_and_option_backpropagates_like_float64(
         assert relative_error(grad, expected_grads[name]) < tolerance, name
 
 
+def test_one_pass_keeps_its_last_chunks_in_the_unwritten_hidden_gradient(
+    poisoned_gradients: None,
+) -> None:
+    """With a workspace smaller than the hidden gradient, the one-pass schedule's dedicated
+    chunks live in the hidden gradient's buffer, which it writes only at the end."""
+    blocks = SMALL_CHUNKS | {"WORKSPACE_ELEMENTS": SHAPE["n_rows"] * 32}
+    spare = SHAPE["n_rows"] * SHAPE["dim"]
+    plan = backward_plan.vocab_chunks(
+        SHAPE["vocab"], SHAPE["dim"], SHAPE["n_rows"], chunk=128, workspace_elements=spare
+    )
+    assert 0 < backward_plan.dedicated_elements(plan, SHAPE["n_rows"]) <= spare
+    inputs = make_inputs(26, **SHAPE)
+    _, grads = run_with_grads("triton", inputs, torch.float32, schedule="one-pass", blocks=blocks)
+    _, expected = run_with_grads("reference", inputs, torch.float64)
+    for name, grad in grads.items():
+        assert relative_error(grad, expected[name]) < 1e-5, name
+
+
 def _gradients_rounded_like_the_old_kernel(
     inputs: dict[str, torch.Tensor], weights: tuple[float, float, float]
 ) -> dict[str, torch.Tensor]:
