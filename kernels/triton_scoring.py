@@ -738,11 +738,11 @@ class _TritonTokenStats(torch.autograd.Function):
         with_entropy: bool,
         schedule: backward_plan.Schedule,
         blocks: dict[str, int] | None,
+        training: bool,
     ) -> tuple[torch.Tensor, ...]:
         n_rows, device = hidden.shape[0], hidden.device
         with_kl = ref_hidden is not None
         # Scoring float32 inputs multiplies exactly (ieee); training them uses tf32 tensor cores.
-        training = any(ctx.needs_input_grad[:3])
         ieee = hidden.dtype == torch.float32 and not training
         launch = _launch_blocks(blocks)
         split_size = launch.get("SPLIT_SIZE", VOCAB_SPLIT_SIZE)
@@ -807,7 +807,7 @@ class _TritonTokenStats(torch.autograd.Function):
             schedule,
             _launch_blocks(blocks),
         )
-        return (*gradients, *([None] * 9))
+        return (*gradients, *([None] * 10))
 
 
 def token_stats_triton(
@@ -830,6 +830,11 @@ def token_stats_triton(
     `schedule` picks how the backward walks its chunks (see backward_plan); the dispatcher's
     rule chooses it per shape.
     """
+    # Inside an autograd Function's forward grad mode is always off, so "will a backward
+    # follow" is decided here: grad mode on and a differentiable input.
+    training = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )
     if schedule not in backward_plan.SCHEDULES:
         raise ValueError(
             f"unknown backward schedule {schedule!r}; choose from {backward_plan.SCHEDULES}"
@@ -847,5 +852,6 @@ def token_stats_triton(
         entropy,
         schedule,
         blocks,
+        training,
     )
     return TokenStats.from_outputs(outputs, entropy=entropy, kl=ref_hidden is not None)

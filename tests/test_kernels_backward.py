@@ -313,3 +313,31 @@ def test_chunked_16bit_head_path(dtype: torch.dtype, monkeypatch: pytest.MonkeyP
     rounded = {k: v.to(dtype).double() if v.is_floating_point() else v for k, v in inputs.items()}
     same, _ = run_with_grads("reference", rounded, torch.float64, softcap=5.0)
     assert relative_error(stats.logprobs, same.logprobs) < 1e-5
+
+
+def test_float32_scoring_is_exact_and_training_uses_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward multiplies float32 exactly (ieee) when no backward will follow, even for a
+    model whose parameters require grad scored under no_grad, and on tf32 tensor cores when
+    one will (the backward always does)."""
+    from evalharness.kernels import triton_scoring
+
+    seen: list[bool] = []
+    real = triton_scoring._forward
+
+    class Spy:
+        def __getitem__(self, grid):  # type: ignore[no-untyped-def]
+            def launch(*args, **kwargs):  # type: ignore[no-untyped-def]
+                seen.append(kwargs["IEEE"])
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(triton_scoring, "_forward", Spy())
+    inputs = make_inputs(27, n_rows=8, vocab=100)
+    weight = inputs["weight"].clone().requires_grad_()
+    with torch.no_grad():
+        token_stats(inputs["hidden"], weight, inputs["targets"], impl="triton")
+    token_stats(inputs["hidden"], weight.detach(), inputs["targets"], impl="triton")
+    token_stats(inputs["hidden"], weight, inputs["targets"], impl="triton")
+    token_stats(inputs["hidden"].bfloat16(), weight.bfloat16(), inputs["targets"], impl="triton")
+    assert seen == [True, True, False, False]
