@@ -341,3 +341,54 @@ def test_float32_scoring_is_exact_and_training_uses_tf32(monkeypatch: pytest.Mon
     token_stats(inputs["hidden"], weight, inputs["targets"], impl="triton")
     token_stats(inputs["hidden"].bfloat16(), weight.bfloat16(), inputs["targets"], impl="triton")
     assert seen == [True, True, False, False]
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def _scoring_benchmark():  # type: ignore[no-untyped-def]
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))  # it imports `measure` from beside itself
+    spec = importlib.util.spec_from_file_location("scoring_benchmark", folder / "scoring.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_cli_contract_and_goals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`--json PATH` names the output (make test-gpu calls `--device cuda --quick --json PATH`),
+    `--quick` is refused off CUDA, and the goals compare the kernel with CCE and Liger."""
+    bench = _scoring_benchmark()
+    out = tmp_path / "scoring.json"
+    args = bench.parse_args(
+        ["--device", "cpu", "--n", "8", "--d", "4", "--v", "16", "--json", str(out)]
+    )
+    assert args.out == out
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--device", "cpu", "--quick"])
+
+    def row(path: str, mode: str, time_ms: float, peak: float) -> dict[str, object]:
+        return {"path": path, "n": 8192, "d": 4096, "v": 128256, "mode": mode, "status": "ok"} | {
+            "time_ms": time_ms,
+            "extra_peak_mib": peak,
+        }
+
+    rows = [
+        row("triton", "forward", 15.0, 7.0),
+        row("cce", "forward", 15.9, 0.1),
+        row("triton", "backward", 80.0, 1068.0),
+        row("cce", "backward", 155.3, 1068.0),
+        row("liger", "backward", 72.4, 1191.0),
+    ]
+    goals = {(g["mode"], g["measure"], g["peer"]): g["passed"] for g in bench.build_goals(rows)}
+    assert goals == {
+        ("forward", "time_ms", "cce"): True,
+        ("backward", "time_ms", "cce"): True,
+        ("backward", "time_ms", "liger"): False,
+        ("backward", "extra_peak_mib", "cce"): True,
+    }
