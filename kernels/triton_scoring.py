@@ -704,14 +704,18 @@ def fused_backward(
         if grad_weight is None:
             _row_pass(saved, logit_grads, grad_hidden, None, bias_sums, launch)
         elif schedule == "one-pass":
-            hidden_sums = (
-                torch.zeros(n_rows, dim, dtype=torch.float32, device=device) if need_h else None
-            )
-            _vocab_pass(
-                saved, logit_grads, grad_weight, hidden_sums, bias_sums, launch, grad_hidden
-            )
-            if grad_hidden is not None and hidden_sums is not None:
-                grad_hidden.copy_(hidden_sums)
+            if grad_hidden is not None and grad_hidden.dtype == torch.float32:
+                # float32 inputs: the hidden gradient is its own float32 sum
+                _vocab_pass(saved, logit_grads, grad_weight, grad_hidden.zero_(), bias_sums, launch)
+            else:
+                hidden_sums = (
+                    torch.zeros(n_rows, dim, dtype=torch.float32, device=device) if need_h else None
+                )
+                _vocab_pass(
+                    saved, logit_grads, grad_weight, hidden_sums, bias_sums, launch, grad_hidden
+                )
+                if grad_hidden is not None and hidden_sums is not None:
+                    grad_hidden.copy_(hidden_sums)
         else:
             if grad_hidden is not None:
                 _row_pass(saved, logit_grads, grad_hidden, grad_weight, None, launch)

@@ -90,10 +90,11 @@ def test_one_pass_keeps_its_last_chunks_in_the_unwritten_hidden_gradient(
     )
     assert 0 < backward_plan.dedicated_elements(plan, SHAPE["n_rows"]) <= spare
     inputs = make_inputs(26, **SHAPE)
-    _, grads = run_with_grads("triton", inputs, torch.float32, schedule="one-pass", blocks=blocks)
+    # bf16: a float32 hidden gradient is its own accumulator and lends nothing
+    _, grads = run_with_grads("triton", inputs, torch.bfloat16, schedule="one-pass", blocks=blocks)
     _, expected = run_with_grads("reference", inputs, torch.float64)
     for name, grad in grads.items():
-        assert relative_error(grad, expected[name]) < 1e-5, name
+        assert relative_error(grad, expected[name]) < 1e-2, name
 
 
 def _gradients_rounded_like_the_old_kernel(
