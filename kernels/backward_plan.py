@@ -18,7 +18,7 @@ Scratch for the chunks costs (almost) no memory: until the vocabulary pass write
 gradient is an allocated, unwritten `[V, D]` buffer. The row pass keeps its `[rows, V]` chunk
 there (rows <= D), and the vocabulary pass keeps chunk j's `[N, cols]` in the part of the weight
 gradient that chunks after j have not written yet. Only the last few chunks, when that tail is
-too short, use a dedicated buffer of `workspace_elements` (2 MiB in bf16), or, in `one-pass`,
+too short, use a dedicated buffer of `workspace_elements` (1 MiB in bf16), or, in `one-pass`,
 the hidden gradient's own buffer, which that schedule writes last.
 """
 
@@ -38,10 +38,12 @@ ROW_CHUNK = 1024
 ROW_CHUNK_OWN_BUFFER = 256
 # Vocabulary columns of a vocabulary-pass chunk: `[cols, N] @ [N, D]` gets 8 x 32 output tiles.
 VOCAB_CHUNK = 1024
-# The dedicated buffer for the vocabulary pass's last chunks: 1 Mi elements (2 MiB in bf16).
-WORKSPACE_ELEMENTS = 1 << 20
-# Chunk widths are rounded down to this multiple when larger, so every chunk's rows start on a
-# 128-byte boundary (tensor-core loads and cuBLAS prefer aligned leading dimensions).
+# The dedicated buffer for the vocabulary pass's last chunks: 512 Ki elements (1 MiB in bf16),
+# small next to the gradients so the extra memory stays at theirs (CCE: gradients + 2 MiB).
+WORKSPACE_ELEMENTS = 1 << 19
+# Chunk widths are rounded down to this multiple when larger, so a chunk's row stride (its
+# width) is a multiple of 128 bytes: tensor-core loads and cuBLAS prefer aligned leading
+# dimensions, and later chunks start at aligned offsets whenever D is a multiple of 64.
 ALIGN = 64
 
 
