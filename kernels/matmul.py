@@ -8,6 +8,7 @@ floats are exact in float32, so both give the same float32-accumulated result.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,24 +17,44 @@ import torch
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
+# Cleared (with a warning) if this torch build's CUDA lacks the out_dtype overloads.
+_overload = {"usable": True}
+
+
 def native_float32_output(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether `a @ b` can produce float32 directly from these (16-bit, CUDA) inputs."""
-    return a.is_cuda and a.dtype in HALF_DTYPES and b.dtype == a.dtype
+    return _overload["usable"] and a.is_cuda and a.dtype in HALF_DTYPES and b.dtype == a.dtype
+
+
+def _unsupported(error: Exception) -> None:
+    """Widen the operands from now on: slower and more memory, the same float32 sums."""
+    _overload["usable"] = False
+    warnings.warn(
+        f"torch.mm(..., out_dtype=torch.float32) failed ({error}); widening 16-bit operands",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def mm_float32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """`a @ b` as float32 with float32 accumulation (into `out` when given)."""
     if native_float32_output(a, b):
-        if out is None:
-            return torch.mm(a, b, out_dtype=torch.float32)
-        return torch.mm(a, b, out_dtype=torch.float32, out=out)
+        try:
+            if out is None:
+                return torch.mm(a, b, out_dtype=torch.float32)
+            return torch.mm(a, b, out_dtype=torch.float32, out=out)
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            _unsupported(error)
     return torch.mm(a.float(), b.float(), out=out)
 
 
 def addmm_float32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`acc += a @ b` for a float32 `acc`, accumulating in float32."""
     if native_float32_output(a, b):
-        return torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+        try:
+            return torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
+        except (RuntimeError, NotImplementedError, TypeError) as error:
+            _unsupported(error)
     return acc.addmm_(a.float(), b.float())
 
 
