@@ -19,6 +19,7 @@ this module is imported lazily by the dispatcher, after the environment is settl
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -398,6 +399,13 @@ def _logit_grad_kernel(
         tl.store(COL_SUMS + block_n * window_cols + local_cols, tl.sum(grad_z, 0), mask=col_mask)
 
 
+def _autotune_options() -> dict[str, Any]:
+    """Short timing and the on-disk cache, where this Triton version has them."""
+    wanted = {"warmup": AUTOTUNE_WARMUP_MS, "rep": AUTOTUNE_REP_MS, "cache_results": True}
+    accepted = inspect.signature(triton.autotune).parameters
+    return {name: value for name, value in wanted.items() if name in accepted}
+
+
 if INTERPRETED:
     _forward = _forward_kernel
     _logit_grad = _logit_grad_kernel
@@ -405,17 +413,13 @@ else:
     _forward = triton.autotune(
         configs=FORWARD_CONFIGS,
         key=["vocab", "dim", "ref_dim", "WITH_ENTROPY", "WITH_KL", "IEEE"],
-        warmup=AUTOTUNE_WARMUP_MS,
-        rep=AUTOTUNE_REP_MS,
-        cache_results=True,
+        **_autotune_options(),
     )(_forward_kernel)
     _logit_grad = triton.autotune(
         configs=LOGIT_GRAD_CONFIGS,
         key=["rows_bucket", "cols_bucket", "dim", "ref_dim", "WITH_ENTROPY", "WITH_KL", "IEEE"],
-        warmup=AUTOTUNE_WARMUP_MS,
-        rep=AUTOTUNE_REP_MS,
-        cache_results=True,
         reset_to_zero=["COL_SUMS"],
+        **_autotune_options(),
     )(_logit_grad_kernel)
 
 
