@@ -64,29 +64,32 @@ def _configs(rows: list[tuple[int, int, int, int, int]], **extra: int) -> list[t
 # Compiled forward tiles (BLOCK_N, BLOCK_V, BLOCK_D, warps, stages). The autotuner picks per
 # (V, D, dtype), never per N, so a row's result does not depend on how many rows share its
 # call (batch invariance). CCE's best forward tile on H100 is 128 x 128 x 32 with 4 warps and 4
-# stages; the BLOCK_D = 32 rows let the forward pipeline deeper at the same shared memory.
+# stages; BLOCK_D = 32 lets a tile pipeline deeper in the same shared memory. ptxas (sm_90a,
+# bf16) keeps the 8-warp 128 x 128 tiles and the 64-row tiles free of register spills; with
+# entropy and KL every larger tile spills kilobytes, so 64 x 64 is there for that case.
 FORWARD_CONFIGS = _configs(
     [
         (128, 128, 32, 4, 4),
         (128, 128, 32, 8, 4),
         (128, 256, 32, 8, 3),
         (256, 128, 32, 8, 3),
-        (64, 256, 32, 4, 4),
         (128, 128, 64, 8, 3),
-        (128, 256, 64, 8, 3),
         (64, 128, 64, 4, 3),
+        (64, 64, 64, 4, 3),
     ]
 )
 # The backward's logit-gradient kernel is a matmul with an elementwise epilogue: the usual
-# Hopper GEMM tiles. Few configs, and the autotuner is keyed by power-of-two buckets of the
-# window (rows, cols), so a training run tunes a handful of times, not per call.
+# Hopper GEMM tiles, and two smaller ones that stay spill-free with the KL term's second
+# accumulator. Few configs, and the autotuner is keyed by power-of-two buckets of the window
+# (rows, cols), so a training run tunes a handful of times, not per call.
 LOGIT_GRAD_CONFIGS = _configs(
     [
         (128, 256, 64, 8, 3),
         (256, 128, 64, 8, 3),
-        (128, 128, 64, 4, 4),
+        (128, 128, 64, 8, 3),
         (128, 128, 32, 4, 4),
-        (64, 256, 32, 4, 4),
+        (64, 128, 64, 4, 3),
+        (128, 64, 64, 4, 3),
     ],
     GROUP_N=8,
 )
