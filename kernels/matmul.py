@@ -69,8 +69,12 @@ def fp32_matmul_precision(device: torch.device, precision: str) -> Iterator[None
         yield
         return
     settings = torch.backends.cuda.matmul
-    previous = settings.fp32_precision
-    settings.fp32_precision = precision
+    try:
+        previous = settings.fp32_precision
+        settings.fp32_precision = precision
+    except (AttributeError, RuntimeError):  # an older torch, or the legacy allow_tf32 in use
+        yield
+        return
     try:
         yield
     finally:

@@ -19,6 +19,7 @@ this module is imported lazily by the dispatcher, after the environment is settl
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -707,7 +708,8 @@ def fused_backward(
     bias_sums = torch.zeros(weight.shape[0], dtype=torch.float32, device=device) if need_b else None
     logit_grads = _LogitGradients(saved, upstream, launch)
     # cuBLAS float32 matmuls of a training step use tf32, as the kernel's own dots do.
-    with fp32_matmul_precision(device, "tf32"):
+    precision = fp32_matmul_precision(device, "tf32") if hidden.dtype == torch.float32 else None
+    with precision or contextlib.nullcontext():
         if grad_weight is None:
             _row_pass(saved, logit_grads, grad_hidden, None, bias_sums, launch)
         elif schedule == "one-pass":
