@@ -2,8 +2,10 @@
 
 Run from the repository root::
 
-    python benchmarks/scoring.py [--shapes cpu|gpu] [--mode forward|backward|both]
+    python benchmarks/scoring.py [--shapes cpu|gpu|llama] [--mode forward|backward|both]
     python benchmarks/scoring.py --n 8192 --d 576 --v 49152 --paths naive,chunked
+    python benchmarks/scoring.py --device cuda --quick --json PATH   # ~2 min, for make test-gpu
+    python benchmarks/scoring.py --device cuda --shapes llama --mode both   # the kernel goals
 
 What is measured
     The primitive is `log_softmax(hidden @ weight.T)[target]` per row: hidden [N, D], LM-head
@@ -14,7 +16,9 @@ What is measured
     chunked   `evalharness.kernels.dispatch.token_logprobs(..., impl="chunked")`, the PyTorch
               fallback that never holds more than a chunk of rows x vocab of logits.
     triton    `token_logprobs(..., impl="triton")`, the fused kernel (CUDA only: under
-              TRITON_INTERPRET=1 on a CPU it is far too slow to benchmark).
+              TRITON_INTERPRET=1 on a CPU it is far too slow to benchmark), with the backward
+              schedule `auto`'s table picks for N; `triton-two-pass` and `triton-one-pass`
+              force one schedule (kernels/backward_plan.py), to measure the table's split.
     liger     Liger-Kernel's `LigerFusedLinearCrossEntropyLoss(reduction="none")`, called as
               `loss(weight, hidden, targets)` (CUDA only, if installed); it returns the per-token
               NLL, so the log-prob is its negation.
@@ -52,9 +56,10 @@ Time
 Correctness
     Every row also reports max |logprob - reference| over the first 256 rows, the reference being
     float64 `log_softmax` computed from the same (dtype-rounded) inputs, so a fast path cannot
-    hide a wrong answer. In backward mode it also reports the max abs error of d(sum)/d(hidden)
-    on those rows (each row's hidden-gradient depends on that row alone, so a 256-row float64
-    reference is exact); the weight gradient, which sums over all rows, is not checked here.
+    hide a wrong answer. In backward mode it also reports, for every path, the max abs error of
+    d(sum)/d(hidden) on those rows (each row's hidden-gradient depends on that row alone) and of
+    d(sum)/d(weight) on the first 256 vocabulary rows, summed over all N rows in float64 a chunk
+    of rows at a time.
 
 Skips
     Paths that need CUDA (or a package that is not installed) are listed as skipped. The naive
@@ -68,11 +73,23 @@ Checks
     logits it must hold) stands in for it, which only makes the check stricter. The exit status
     is 1 when a check fails or a worker crashed.
 
+    On CUDA, the kernel's goals are checked per (N, D, V): forward time <= CCE's, forward +
+    backward time <= CCE's and Liger's, forward + backward extra peak <= CCE's. They are
+    reported (table and JSON "goals"), not turned into the exit status.
+
+Presets
+    `--shapes llama`: D = 4096, V = 128256 at N = 8192 and 32768 (the goals' shapes).
+    `--quick` (CUDA): N = 8192 of those, forward and backward, paths triton, naive, liger and
+    cce, 5 repeats after 1 warm-up, each worker capped at 150 s: about 2 minutes on an H100,
+    most of it process start-up and the first compile. Autotuning results are cached on disk
+    (Triton's cache), so later workers and later runs skip the tuning.
+
 Output
-    A table on stdout and JSON at `--out` (default `benchmarks/results/scoring-<device>.json`)
-    with one row per (path, config, mode), the checks, and device facts (CPU model or GPU
-    name, torch/triton/liger/cce versions, date). The full `gpu` grid is 27 configs x 5 paths;
-    narrow it with `--paths`, `--mode` or explicit `--n/--d/--v` lists.
+    A table on stdout and JSON at `--json`/`--out` (default
+    `benchmarks/results/scoring-<device>.json`) with one row per (path, config, mode), the
+    checks, the goals, and device facts (CPU model or GPU name, torch/triton/liger/cce versions,
+    date). The full `gpu` grid is 27 configs x 5 paths; narrow it with `--paths`, `--mode` or
+    explicit `--n/--d/--v` lists.
 """
 
 from __future__ import annotations
@@ -105,8 +122,10 @@ from measure import (  # beside this script
 )
 
 RESULT_PREFIX = "SCORING_RESULT "
-PATHS = ("naive", "chunked", "triton", "liger", "cce")
-CUDA_ONLY = {"triton", "liger", "cce"}
+PATHS = ("naive", "chunked", "triton", "triton-two-pass", "triton-one-pass", "liger", "cce")
+DEFAULT_PATHS = ("naive", "chunked", "triton", "liger", "cce")
+OURS = ("chunked", "triton", "triton-two-pass", "triton-one-pass")
+CUDA_ONLY = {"triton", "triton-two-pass", "triton-one-pass", "liger", "cce"}
 PACKAGES = {"liger": "liger_kernel", "cce": "cut_cross_entropy"}
 DISTRIBUTIONS = {
     "torch": "torch",
@@ -123,12 +142,23 @@ SHAPE_PRESETS: dict[str, list[tuple[int, int, int]]] = {
         (32768, 576, 49152),  # naive skipped (~12 GiB); the fallback's memory stays flat
     ],
     "gpu": list(itertools.product((2048, 8192, 32768), (576, 2048, 4096), (32000, 49152, 128256))),
+    # The fused kernel's goals: a Llama-3 head (D = 4096, V = 128256).
+    "llama": [(8192, 4096, 128256), (32768, 4096, 128256)],
+}
+QUICK = {
+    "configs": [(8192, 4096, 128256)],
+    "paths": ["triton", "naive", "liger", "cce"],
+    "mode": "both",
+    "repeats": 5,
+    "warmup": 1,
+    "worker_timeout": 150.0,
 }
 DEFAULT_CPU_NAIVE_CAP_GIB = 6.0
 GPU_NAIVE_CAP_FRACTION = 0.85
 NAIVE_BYTES_PER_LOGIT = {"forward": 8, "backward": 12}
 CHECK_MIN_V, CHECK_MIN_N, CHECK_FACTOR = 32000, 8192, 20
 REFERENCE_ROWS = 256
+REFERENCE_CHUNK_ROWS = 1024  # float64 logits of the weight-gradient reference: 1 GiB at V=128k
 LOGIT_STD = 3.0  # spread of the synthetic logits, roughly that of a trained LM head
 H100_H200_BF16_DENSE_TFLOPS = 989.0
 MIB = 1024**2
@@ -149,10 +179,14 @@ def build_path(name: str, cce_impl: str) -> Callable[..., Any]:
             return torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
 
         return naive
-    if name in ("chunked", "triton"):
-        from evalharness.kernels.dispatch import token_logprobs
+    if name in OURS:
+        from evalharness.kernels.dispatch import token_stats
 
-        return lambda hidden, weight, targets: token_logprobs(hidden, weight, targets, impl=name)
+        impl = "chunked" if name == "chunked" else "triton"
+        schedule = name.removeprefix("triton-") if name.startswith("triton-") else None
+        return lambda hidden, weight, targets: (
+            token_stats(hidden, weight, targets, impl=impl, schedule=schedule).logprobs
+        )
     if name == "liger":
         from liger_kernel.transformers.fused_linear_cross_entropy import (
             LigerFusedLinearCrossEntropyLoss,
@@ -195,22 +229,41 @@ def make_inputs(
 def reference_errors(
     hidden: Any, weight: Any, targets: Any, logprobs: Any, backward: bool
 ) -> dict[str, float | None]:
-    """Max abs error of the log-probs (and of d sum / d hidden) on the first rows, vs float64."""
+    """Max abs errors against float64: log-probs and d sum / d hidden on the first rows, and
+    d sum / d weight on the first vocabulary rows (a sum over all rows, built chunk by chunk)."""
     import torch
 
     rows = min(REFERENCE_ROWS, hidden.shape[0])
+    errors: dict[str, float | None] = {"max_abs_err_grad_hidden": None}
+    errors["max_abs_err_grad_weight"] = None
     with torch.no_grad():
         h = hidden.detach()[:rows].double()
         w = weight.detach().double()
         t = targets[:rows]
         log_p = torch.log_softmax(h @ w.T, -1)
         ref = log_p.gather(1, t[:, None]).squeeze(1)
-        err = (logprobs[:rows].double() - ref).abs().max().item()
-        grad_err = None
+        errors["max_abs_err"] = (logprobs[:rows].double() - ref).abs().max().item()
         if backward and hidden.grad is not None:
             ref_grad = w[t] - log_p.exp() @ w  # d log p_t / d h = w_t - sum_j p_j w_j
-            grad_err = (hidden.grad[:rows].double() - ref_grad).abs().max().item()
-    return {"max_abs_err": err, "max_abs_err_grad_hidden": grad_err}
+            errors["max_abs_err_grad_hidden"] = (
+                (hidden.grad[:rows].double() - ref_grad).abs().max().item()
+            )
+        if backward and weight.grad is not None:
+            vocab_rows = min(REFERENCE_ROWS, weight.shape[0])
+            ref_grad_w = torch.zeros(vocab_rows, w.shape[1], dtype=torch.float64, device=w.device)
+            for start in range(0, hidden.shape[0], REFERENCE_CHUNK_ROWS):
+                h_chunk = hidden.detach()[start : start + REFERENCE_CHUNK_ROWS].double()
+                t_chunk = targets[start : start + REFERENCE_CHUNK_ROWS]
+                logits = h_chunk @ w.T
+                p = torch.softmax(logits, -1)[:, :vocab_rows]
+                del logits
+                ref_grad_w -= p.T @ h_chunk  # d log p_t / d w_j = ([j = t] - p_j) h
+                hits = t_chunk < vocab_rows
+                ref_grad_w.index_add_(0, t_chunk[hits], h_chunk[hits])
+            errors["max_abs_err_grad_weight"] = (
+                (weight.grad[:vocab_rows].double() - ref_grad_w).abs().max().item()
+            )
+    return errors
 
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +364,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     result["times_ms"] = [t * 1000 for t in times]
     result["time_ms"] = statistics.median(times) * 1000
     result.update(reference_errors(hidden, weight, targets, logprobs.float(), backward))
+    if backward and hidden.grad is not None:
+        result["grad_dtype"] = str(hidden.grad.dtype).removeprefix("torch.")
     return result
 
 
@@ -341,7 +396,7 @@ def skip_reason(
         return "skipped: needs CUDA"  # triton under TRITON_INTERPRET=1 is far too slow
     if path in PACKAGES and importlib.util.find_spec(PACKAGES[path]) is None:
         return f"skipped: {PACKAGES[path]} not installed"
-    if path in ("chunked", "triton") and kernels_error is not None:
+    if path in OURS and kernels_error is not None:
         return f"skipped: evalharness.kernels.dispatch not importable ({kernels_error})"
     if path == "naive":
         need = naive_estimate_bytes(n, v, mode)
@@ -458,6 +513,57 @@ def build_checks(rows: list[dict[str, Any]], device: str) -> list[dict[str, Any]
     return checks
 
 
+def build_goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fused kernel against its peers per shape: forward time <= CCE's, forward + backward
+    time <= CCE's and Liger's, forward + backward extra peak <= CCE's (CUDA rows only)."""
+    by_key = {(r["path"], r["n"], r["d"], r["v"], r["mode"]): r for r in rows}
+
+    def ok(path: str, n: int, d: int, v: int, mode: str) -> dict[str, Any] | None:
+        row = by_key.get((path, n, d, v, mode))
+        return row if row is not None and row["status"] == "ok" else None
+
+    goals = []
+    shapes = sorted({(r["n"], r["d"], r["v"]) for r in rows if r["path"] == "triton"})
+    for n, d, v in shapes:
+        wanted = [
+            ("forward", "time_ms", "cce"),
+            ("backward", "time_ms", "cce"),
+            ("backward", "time_ms", "liger"),
+            ("backward", "extra_peak_mib", "cce"),
+        ]
+        for mode, measure, peer in wanted:
+            ours, theirs = ok("triton", n, d, v, mode), ok(peer, n, d, v, mode)
+            goal: dict[str, Any] = {"n": n, "d": d, "v": v, "mode": mode, "measure": measure}
+            goal |= {"peer": peer, "ours": None, "theirs": None, "passed": None}
+            if ours is not None and theirs is not None:
+                goal |= {"ours": ours[measure], "theirs": theirs[measure]}
+                goal["passed"] = ours[measure] <= theirs[measure]
+            goals.append(goal)
+    return goals
+
+
+def render_goals(goals: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="goals: fused kernel (triton) vs its peers")
+    for column in ("N", "D", "V", "mode", "measure", "peer", "triton", "peer's", "result"):
+        table.add_column(column, justify="right")
+    verdict = {True: "[green]met[/green]", False: "[red]MISSED[/red]", None: "n/a"}
+    for goal in goals:
+        table.add_row(
+            str(goal["n"]),
+            str(goal["d"]),
+            str(goal["v"]),
+            goal["mode"],
+            goal["measure"],
+            goal["peer"],
+            fmt(goal["ours"], ".1f"),
+            fmt(goal["theirs"], ".1f"),
+            verdict[goal["passed"]],
+        )
+    return table
+
+
 def render_table(rows: list[dict[str, Any]], title: str, cuda: bool) -> Any:
     from rich.table import Table
 
@@ -471,6 +577,8 @@ def render_table(rows: list[dict[str, Any]], title: str, cuda: bool) -> Any:
         errors = fmt(row.get("max_abs_err"), ".1e")
         if row.get("max_abs_err_grad_hidden") is not None:
             errors += f" / dh {row['max_abs_err_grad_hidden']:.1e}"
+        if row.get("max_abs_err_grad_weight") is not None:
+            errors += f" / dW {row['max_abs_err_grad_weight']:.1e}"
         cells = [
             row["path"],
             str(row["n"]),
@@ -537,7 +645,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", help="comma-separated token counts (with --d and --v)")
     parser.add_argument("--d", help="comma-separated hidden sizes")
     parser.add_argument("--v", help="comma-separated vocabulary sizes")
-    parser.add_argument("--paths", default=",".join(PATHS), help=f"subset of {','.join(PATHS)}")
+    parser.add_argument(
+        "--paths", default=",".join(DEFAULT_PATHS), help=f"subset of {','.join(PATHS)}"
+    )
     parser.add_argument("--mode", choices=("forward", "backward", "both"), default="forward")
     parser.add_argument(
         "--dtype",
@@ -573,7 +683,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads in workers")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker-timeout", type=float, default=1800.0, help="seconds per run")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", "--json", dest="out", type=Path, default=None, help="JSON path")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CUDA smoke preset for make test-gpu (~2 min on an H100): N=8192, D=4096, "
+        "V=128256, forward and backward, triton/naive/liger/cce",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     parser.add_argument("--worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -587,12 +703,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     elif args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but torch sees no CUDA device")
     cuda = args.device == "cuda"
+    if args.quick:
+        if not cuda:
+            parser.error("--quick is the CUDA preset; on a CPU give --n/--d/--v")
+        if any(x is not None for x in (args.n, args.d, args.v, args.shapes)):
+            parser.error("--quick fixes the shapes; leave out --n/--d/--v/--shapes")
+        args.paths = ",".join(QUICK["paths"])
+        args.mode = QUICK["mode"]
+        args.repeats = args.repeats or QUICK["repeats"]
+        args.warmup = QUICK["warmup"] if args.warmup is None else args.warmup
+        args.worker_timeout = min(args.worker_timeout, QUICK["worker_timeout"])
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     unknown = sorted(set(args.paths) - set(PATHS))
     if unknown:
         parser.error(f"unknown paths {unknown}; choose from {', '.join(PATHS)}")
     explicit = [parse_list(args.n), parse_list(args.d), parse_list(args.v)]
-    if any(x is not None for x in explicit):
+    if args.quick:
+        args.configs = list(QUICK["configs"])
+    elif any(x is not None for x in explicit):
         if any(not x for x in explicit) or args.shapes is not None:
             parser.error("give all of --n, --d and --v (comma lists), and no --shapes")
         args.configs = list(itertools.product(*explicit))
@@ -628,7 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(width=max(140, Console().width))  # 80 when piped: too narrow
     cuda = args.device == "cuda"
-    kernels_error = kernels_import_error() if {"chunked", "triton"} & set(args.paths) else None
+    kernels_error = kernels_import_error() if set(OURS) & set(args.paths) else None
     out = args.out or Path(f"benchmarks/results/scoring-{device_slug(args)}.json")
 
     rows: list[dict[str, Any]] = []
@@ -690,6 +818,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if needs_cuda:
         console.print(f"not run (need CUDA): {', '.join(needs_cuda)}")
     checks = build_checks(rows, args.device)
+    goals = build_goals(rows) if cuda else []
+    if goals:
+        console.print(render_goals(goals))
     if checks:
         console.print(render_checks(checks))
     elif args.device == "cpu":
@@ -710,12 +841,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_naive_gib": args.max_naive_gib,
             "peak_tflops": args.peak_tflops,
             "cce_impl": args.cce_impl,
+            "quick": args.quick,
             "reference_rows": REFERENCE_ROWS,
             "logit_std": LOGIT_STD,
         },
         "device": info,
         "results": rows,
         "checks": checks,
+        "goals": goals,
     }
     if args.dry_run:
         console.print(f"dry run: nothing measured, {out} not written")

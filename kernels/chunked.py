@@ -1,10 +1,12 @@
 """Chunked PyTorch scoring: the fallback wherever the Triton kernel cannot run.
 
-Rows are processed a chunk at a time in float32, so at most `chunk x V` logits (and a few
-same-sized temporaries) exist at once. Every forward matmul has the same shape (the last chunk
-is padded), so a row's scores never depend on which other rows share its batch. The backward
-pass recomputes each chunk's logits instead of storing them, the same trade the fused kernel
-makes.
+Rows are processed a chunk at a time with float32 logits, so at most `chunk x V` logits (and a
+few same-sized temporaries) exist at once. On CUDA, bf16/fp16 inputs are multiplied on the
+tensor cores straight into float32 (`torch.mm(..., out_dtype=torch.float32)`), without a float32
+copy of the head; elsewhere (and for float32 or mixed inputs) the head is widened once.
+Every forward matmul has the same shape (the last chunk is padded), so a row's scores never
+depend on which other rows share its batch. The backward pass recomputes each chunk's logits
+instead of storing them, the same trade the fused kernel makes.
 """
 
 from __future__ import annotations
@@ -13,19 +15,33 @@ from typing import Any
 
 import torch
 
+from .matmul import addmm_float32_, mm_float32, native_float32_output
 from .stats import GradientAccumulators, TokenStats
 
-# About 32 MiB of float32 logits per chunk: small enough that the chunk's temporaries stay far
-# below the naive path's `[N, V]` logits, large enough that each matmul is still efficient.
+# CPU: about 32 MiB of float32 logits per chunk: small enough that the chunk's temporaries stay
+# far below the naive path's `[N, V]` logits, large enough that each matmul is still efficient.
 CHUNK_ELEMENTS = 1 << 23
+# CUDA: a GPU matmul needs hundreds of rows to fill its SMs (65 rows at V = 128k ran at 2.4% of
+# peak); 512 rows x 128k columns of float32 logits is 250 MiB, 1024 rows below V = 64k.
+CUDA_CHUNK_ROWS, CUDA_LARGE_VOCAB_CHUNK_ROWS, CUDA_LARGE_VOCAB = 1024, 512, 65536
 
 
-def default_chunk_rows(vocab_size: int) -> int:
+def default_chunk_rows(vocab_size: int, device: torch.device | None = None) -> int:
+    if device is not None and device.type == "cuda":
+        return CUDA_LARGE_VOCAB_CHUNK_ROWS if vocab_size > CUDA_LARGE_VOCAB else CUDA_CHUNK_ROWS
     return max(16, min(1024, CHUNK_ELEMENTS // max(vocab_size, 1)))
 
 
+def keeps_16bit_head(hidden: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the head stays in its 16-bit dtype (CUDA, one 16-bit dtype for both inputs)."""
+    return native_float32_output(hidden, weight)
+
+
 class _Head:
-    """One LM head in float32, writing a chunk's logits into a buffer reused for every chunk.
+    """One LM head, writing a chunk's float32 logits into a buffer reused for every chunk.
+
+    The head is either kept as given (16-bit on CUDA, multiplied into float32 natively) or
+    widened to float32 once (see `keeps_16bit_head`).
 
     Reusing buffers matters for memory: a fresh chunk-sized tensor per chunk (and per
     temporary) leaves the allocator holding several freed chunks at once, which showed as a
@@ -41,16 +57,28 @@ class _Head:
         chunk_rows: int,
     ) -> None:
         self.hidden = hidden.detach()
-        self.weight32 = weight.detach().float()
+        self.keeps_16bit = keeps_16bit_head(hidden, weight)
+        self.weight = weight.detach() if self.keeps_16bit else weight.detach().float()
+        self.dtype = self.weight.dtype
         self.bias32 = None if bias is None else bias.detach().float()
         self.softcap = softcap
         self.chunk_rows = chunk_rows
         device = hidden.device
-        self.padded = torch.zeros(chunk_rows, hidden.shape[1], dtype=torch.float32, device=device)
+        self.padded = torch.zeros(chunk_rows, hidden.shape[1], dtype=self.dtype, device=device)
         self.logits = torch.empty(chunk_rows, weight.shape[0], dtype=torch.float32, device=device)
+        self._operand: torch.Tensor | None = None
 
     def chunk_hidden(self, rows: slice) -> torch.Tensor:
-        return self.hidden[rows].float()
+        return self.hidden[rows].to(self.dtype)
+
+    def matmul_operand(self, grad_z: torch.Tensor) -> torch.Tensor:
+        """The float32 logit gradient in the head's dtype, for the two gradient matmuls (a
+        16-bit copy in a reused buffer when the head is 16-bit, the chunk itself otherwise)."""
+        if not self.keeps_16bit:
+            return grad_z
+        if self._operand is None:
+            self._operand = torch.empty(self.logits.shape, dtype=self.dtype, device=grad_z.device)
+        return self._operand[: grad_z.shape[0]].copy_(grad_z)
 
     def logits_for(self, rows: slice, *, pad: bool) -> torch.Tensor:
         """Float32 (soft-capped) logits of `rows`, a view of the shared buffer.
@@ -64,9 +92,9 @@ class _Head:
         if pad and n_rows < self.chunk_rows:
             self.padded.zero_()
             self.padded[:n_rows] = chunk
-            torch.mm(self.padded, self.weight32.T, out=self.logits)
+            mm_float32(self.padded, self.weight.T, out=self.logits)
         else:
-            torch.mm(chunk, self.weight32.T, out=self.logits[:n_rows])
+            mm_float32(chunk, self.weight.T, out=self.logits[:n_rows])
         logits = self.logits[:n_rows]
         if self.bias32 is not None:
             logits += self.bias32
@@ -248,10 +276,11 @@ class _ChunkedTokenStats(torch.autograd.Function):
                 )  # fmt: skip
             if cap_buffer is not None:
                 grad_z.mul_(cap_slope)
+            operand = head.matmul_operand(grad_z)
             if grads.need_hidden:
-                torch.mm(grad_z, head.weight32, out=grads.grad_hidden[rows])
+                mm_float32(operand, head.weight, out=grads.grad_hidden[rows])
             if grads.need_weight:
-                grads.grad_weight.addmm_(grad_z.T, head.chunk_hidden(rows))
+                addmm_float32_(grads.grad_weight, operand.T, head.chunk_hidden(rows))
             if grads.need_bias:
                 grads.grad_bias += grad_z.sum(0)
 
@@ -272,7 +301,7 @@ def token_stats_chunked(
     ref_bias: torch.Tensor | None,
     chunk_rows: int | None = None,
 ) -> TokenStats:
-    rows = chunk_rows or default_chunk_rows(weight.shape[0])
+    rows = chunk_rows or default_chunk_rows(weight.shape[0], hidden.device)
     outputs = _ChunkedTokenStats.apply(
         hidden,
         weight,

@@ -62,14 +62,18 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 @pytest.fixture
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fill the kernel's output buffers with NaN / -1 so an unwritten element cannot pass."""
+    """Fill the kernel's output and gradient buffers with NaN / -1 so an unwritten element
+    cannot pass."""
     from evalharness.kernels import triton_scoring
 
-    def poisoned(size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def poisoned(shape: int | tuple[int, ...], dtype: torch.dtype, device: torch.device):
         fill = float("nan") if dtype.is_floating_point else -1
-        return torch.full((size,), fill, dtype=dtype, device=device)
+        return torch.full(
+            shape if isinstance(shape, tuple) else (shape,), fill, dtype=dtype, device=device
+        )
 
     monkeypatch.setattr(triton_scoring, "new_output", poisoned)
+    monkeypatch.setattr(triton_scoring, "new_gradient", poisoned)
 
 
 def run_with_grads(
