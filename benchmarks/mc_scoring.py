@@ -34,7 +34,6 @@ Output
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -140,15 +139,6 @@ def run_lm_eval(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def device_options(device: str) -> dict[str, Any]:
-    """`device=` for `parse_model_spec` where `ModelSpec` has that option (the result records
-    where the model really ran either way)."""
-    from evalharness.modelspec import ModelSpec
-
-    names = {field.name for field in dataclasses.fields(ModelSpec)}
-    return {"device": device} if "device" in names else {}
-
-
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """evalharness on the same YAML folder, with its hf backend loaded and warmed up first."""
     from evalharness import evaluate
@@ -161,7 +151,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         f"hf:{spec['model_dir']}",
         dtype=spec["dtype"],
         batch_size=spec["ours_batch_size"],
-        **device_options(spec["device"]),
+        device=spec["device"],
     )
     backend = load_backend(model_spec)
     backend.score([ScoreRequest(continuation=" water", context="Question: why?\nAnswer:")])

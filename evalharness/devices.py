@@ -18,7 +18,9 @@ torch is imported inside the functions: the CLI's start-up must not pay for it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,23 @@ def parse_device_map(text: str | None) -> str | None:
     return value
 
 
+#: Device files an accelerator torch can use leaves on Linux: NVIDIA's driver, ROCm's kernel
+#: driver (AMD GPUs appear as `cuda` in torch), WSL2's GPU paravirtualisation.
+_ACCELERATOR_FILES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd", "/dev/dxg")
+
+
+def accelerator_possible() -> bool:
+    """False when no accelerator can be visible to torch here, decided without importing it.
+
+    A cached run never loads a model, yet its identity needs the dtype `auto` resolves to, and
+    so whether an accelerator exists; importing torch only to hear "no" would cost a second on
+    every cached run of every CPU machine (CI). Without any GPU driver, torch sees none.
+    """
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return True  # already paid for, or Apple's GPU (MPS): ask torch
+    return any(os.path.exists(path) for path in _ACCELERATOR_FILES)
+
+
 def accelerator_type() -> str | None:
     """`cuda` or `mps` when this process can use one, else None."""
     import torch
@@ -91,6 +110,26 @@ def resolve_device(text: str | None = "auto", *, option: str = "--device") -> An
     if device.type == "mps" and accelerator_type() != "mps":
         raise InputError(f"{option} mps: no Apple GPU (MPS) is available")
     return device
+
+
+def resolve_device_name(text: str | None = "auto", *, option: str = "--device") -> str:
+    """`resolve_device` as a name (`cpu`, `cuda:0`, `mps`), with a bare `cuda` made the current
+    CUDA device so provenance names the card; torch is imported only where an accelerator
+    could exist (`accelerator_possible`)."""
+    value = parse_device(text, option=option)
+    if not accelerator_possible():
+        if value in ("auto", "cpu"):
+            return "cpu"
+        raise InputError(f"{option} {value}: no {_KIND[value[:4]]} is visible to this process")
+    import torch
+
+    device = resolve_device(value, option=option)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
+
+
+_KIND = {"cuda": "CUDA device", "mps": "Apple GPU (MPS)"}
 
 
 def checkpoint_dtype_name(directory: Path | None) -> str | None:
@@ -144,7 +183,7 @@ def describe(device: Any, dtype: str, device_map: str | None = None) -> dict[str
     record: dict[str, Any] = {"device": str(device), "dtype": dtype}
     if device_map is not None:
         record["device_map"] = device_map
-    if getattr(device, "type", None) == "cuda":
+    if getattr(device, "type", str(device).split(":")[0]) == "cuda":
         import torch
 
         record["device_name"] = torch.cuda.get_device_name(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -257,19 +258,24 @@ def test_mismatched_architectures_fail_with_one_line(
 def test_greedy_soups_are_scored_on_the_accelerator(
     checkpoints: dict[str, Path], heldout: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`auto` puts the scoring model on the GPU when one is visible (simulated here: the move
-    is recorded, not made), in float32; `cpu` keeps it on the host."""
+    """`auto` puts the scoring model on the GPU when one is visible (simulated here: the
+    placement asked of the loader is recorded, the weights load on the host), in float32;
+    `cpu` keeps it on the host."""
+    from evalharness.backends import hf
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    moves: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    asked: list[tuple[str, str]] = []
+    real_load = hf.load_pretrained
 
-    def record(module: torch.nn.Module, *args: object, **kwargs: object) -> torch.nn.Module:
-        if args and isinstance(args[0], (str, torch.device)):
-            moves.append(torch.device(args[0]))
-        return module
+    def load(spec: Any, directory: Path, model_class: Any, placement: Any = None) -> Any:
+        asked.append((placement.device_name, placement.dtype))
+        return real_load(spec, directory, model_class, hf.Placement("cpu", placement.dtype))
 
-    monkeypatch.setattr(torch.nn.Module, "to", record)
+    monkeypatch.setattr(hf, "load_pretrained", load)
+    monkeypatch.setattr(torch.nn.Module, "to", lambda module, *a, **k: module)
     scorer = HeldoutLikelihood(heldout, checkpoints["a"])
-    assert scorer.device.type == "cuda" and moves[-1].type == "cuda"
+    assert scorer.device.type == "cuda" and asked == [("cuda:0", "float32")]
     assert next(scorer.model.parameters()).dtype == torch.float32
     assert HeldoutLikelihood(heldout, checkpoints["a"], device="cpu").device.type == "cpu"

@@ -302,7 +302,8 @@ def test_online_models_load_on_the_runs_device(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:
     """GRPO: policy and reference are loaded for the accelerator's device, the reward model's
-    spec gets the dtype for where it runs, and the run records its placement."""
+    spec names the run's device (its `auto` dtype resolved there), and the run records its
+    placement."""
     from tiny_models import build_tiny_reward_model
 
     from evalharness import modelspec
@@ -338,7 +339,12 @@ def test_online_models_load_on_the_runs_device(
     )
     online.train_online(config, progress=False)
     assert devices == [torch.device("cpu"), torch.device("cpu")]  # policy, reference
-    assert [spec.dtype for spec in specs if spec.backend == "rm"] == ["float32"]
+    rm_specs = [spec for spec in specs if spec.backend == "rm"]
+    assert [(spec.device, spec.dtype) for spec in rm_specs] == [("cpu", "auto")]
+    # `auto` is resolved where the reward backend places the model: float32 on the CPU.
+    from evalharness.backends.hf import resolve_placement
+
+    assert resolve_placement(rm_specs[0], reward).dtype == "float32"
     metadata = json.loads((tmp_path / "grpo" / "train.json").read_text())
     assert metadata["placement"]["device"] == "cpu"
 

@@ -319,13 +319,11 @@ class HeldoutLikelihood:
         from evalharness.modelspec import parse_model_spec
         from evalharness.scoring_cli import read_score_rows
 
-        from .precision import spec_options
-
         rows = read_score_rows(str(rows_file), "--heldout")
         if not rows:
             raise InputError(f"{rows_file}: no rows to score")
         self.device = resolve_device(device)
-        spec = parse_model_spec(f"hf:{like}", **spec_options(self.device, "float32"))
+        spec = parse_model_spec(f"hf:{like}", dtype="float32", device=str(self.device))
         backend = HFBackend(spec)
         self.model = backend.model.to(self.device)
         self.pad_id = backend.tokenizer.pad_token_id

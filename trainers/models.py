@@ -47,14 +47,12 @@ def load_model(
     sums (they were stored under float32)."""
     from transformers import AutoModelForCausalLM
 
-    from .precision import spec_options
-
     device = torch.device(device or "cpu")
     spec = parse_model_spec(spec_text)
     directory, weights = resolve_local_dir(spec)
     dtype = resolve_dtype(dtype, device, directory)
     target = device if place else torch.device("cpu")
-    spec = spec.with_options(**spec_options(target, dtype))
+    spec = spec.with_options(dtype=dtype, device=str(target))
     if sequence_classifier:
         tokenizer, model = _load_reward_head(spec, directory, target)
     elif load_in_4bit:

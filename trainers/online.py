@@ -151,12 +151,10 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     if float(hyper.get("beta", 0.0) or 0.0) > 0 and own_reference:
         reference = load_model(config.reference or config.model, dtype, device=device).model
         reference.requires_grad_(False)
-    # Frozen: the checkpoint's dtype on an accelerator. The reward backend loads the model
-    # on the device its spec names (a spec without one: the host, in float32 there).
-    reward_device = device if precision.spec_carries_device() else torch.device("cpu")
-    reward_dtype = precision.frozen_dtype(config.dtype, reward_device)
+    # Frozen: the reward backend loads it on the run's device, `auto` in the checkpoint's
+    # dtype there (float32 on the CPU), by the shared rule.
     rewarder = RewardModelBackend(
-        parse_model_spec(config.reward, **precision.spec_options(reward_device, reward_dtype))
+        parse_model_spec(config.reward, dtype=config.dtype, device=str(device))
     )
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]

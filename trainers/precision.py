@@ -140,35 +140,6 @@ def record(device: Any, dtype: str, mixed_precision: str, tf32: bool) -> dict[st
     return {**devices.describe(device, dtype), "mixed_precision": mixed_precision, "tf32": tf32}
 
 
-def frozen_dtype(requested: str, device: Any) -> str:
-    """A frozen model's dtype when its checkpoint is not at hand (the reward model): float32
-    on the CPU, else the request (`auto` leaves it to the loader: the checkpoint's dtype)."""
-    if requested == "auto" and getattr(device, "type", str(device)) == "cpu":
-        return "float32"
-    return requested
-
-
-def spec_options(device: Any, dtype: str) -> dict[str, Any]:
-    """`parse_model_spec` keyword options putting a model on `device` in `dtype`.
-
-    The device goes in only where `ModelSpec` has a `device` field (the loaders that place
-    a spec's model themselves); elsewhere the caller moves the model after loading.
-    """
-    options: dict[str, Any] = {"dtype": dtype}
-    if spec_carries_device():
-        options["device"] = str(device)
-    return options
-
-
-def spec_carries_device() -> bool:
-    """Whether a `ModelSpec` names its device (and the backends load the model there)."""
-    from dataclasses import fields
-
-    from evalharness.modelspec import ModelSpec
-
-    return "device" in {field.name for field in fields(ModelSpec)}
-
-
 def _forget_other_device(cpu: bool) -> None:
     """A single process that earlier used another device (a notebook: a GPU run, then a
     `device: cpu` one) must not keep it: accelerate's process state remembers the first."""

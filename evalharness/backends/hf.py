@@ -177,13 +177,20 @@ class Placement:
     """Where a spec's weights run and in what dtype, resolved once per backend
     (`evalharness.devices` is the rule): the dtype is part of the identity, the rest is not."""
 
-    device: Any
+    #: `cpu`, `cuda:N`, `mps`: a name, so a CPU machine decides it without importing torch.
+    device_name: str
     dtype: str
     device_map: str | None = None
 
+    @property
+    def device(self) -> Any:
+        import torch
+
+        return torch.device(self.device_name)
+
     def record(self) -> dict[str, Any]:
         """What provenance keeps: device, dtype, placement and the card's name."""
-        return devices.describe(self.device, self.dtype, self.device_map)
+        return devices.describe(self.device_name, self.dtype, self.device_map)
 
     def load_options(self) -> dict[str, Any]:
         """`from_pretrained` keywords that load the weights in this dtype straight onto the
@@ -200,11 +207,7 @@ def resolve_placement(spec: ModelSpec, directory: Path) -> Placement:
 
     A bare `cuda` becomes the current CUDA device's index, so provenance names the card.
     """
-    import torch
-
-    device = devices.resolve_device(spec.device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = devices.resolve_device_name(spec.device)
     dtype = devices.resolve_dtype(spec.dtype, device, _dtype_source(directory))
     return Placement(device, dtype, spec.device_map)
 

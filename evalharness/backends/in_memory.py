@@ -69,7 +69,7 @@ class InMemoryHFBackend(HFBackend):
         self._tokenizer = tokenizer
         self._prompts = None
         # It stays where its caller put it (its first device); provenance says where.
-        self.placement = Placement(getattr(model, "device", first.device), dtype)
+        self.placement = Placement(str(getattr(model, "device", first.device)), dtype)
 
     def _load(self) -> None:
         """Already loaded: the model and tokenizer were given."""
