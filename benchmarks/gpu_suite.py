@@ -19,11 +19,12 @@ running out of time is recorded and the next one still runs)
                 (tests/tiny_models.py). Nothing can be downloaded there; the tokenizer knows
                 400 of the 128256 ids, which is enough to feed real text in and to score it,
                 and generation lengths are forced, so speed is that of a real 1B model.
-    tests       `pytest -m gpu tests/test_gpu.py`: the compiled Triton kernel against the
-                float64 reference (forward and backward, fp32 and bf16), an `hf:` model on cuda
-                against the CPU (per-token log-prob differences, recorded; identical identity),
-                `serve` on cuda, one training step on cuda. Its own file only: the other test
-                modules set TRITON_INTERPRET=1 when imported.
+    tests       `pytest -m gpu` over GPU_TEST_FILES: the compiled Triton kernel against the
+                float64 reference (forward and backward, both backward schedules, fp32 and
+                bf16), an `hf:` model on cuda against the CPU (per-token log-prob differences,
+                recorded; identical identity), `serve` on cuda, training and GRPO on cuda, the
+                live-model fingerprint on the device. Not the interpreted kernel test modules:
+                they set TRITON_INTERPRET=1 when imported.
     kernel      benchmarks/scoring.py --device cuda --quick: fused kernel vs naive, Liger, CCE.
     generation  benchmarks/vllm_generation.py: MT-Bench-style chat prompts, `hf:` vs `vllm:`
                 tokens/s, every prompt forced to the full length (vLLM: a reason when absent).
@@ -37,9 +38,9 @@ suite ends inside the device tool's 10-minute command limit with time to copy re
 
     setup        60 s limit, ~25 s expected: 39 small wheels unpacked, one editable install.
     models       60 s limit, ~20 s: 1.24e9 parameters initialised on the GPU, 2.5 GB written.
-    tests       120 s limit, ~60 s: pytest start-up, Triton compiling 4 kernel variants
-                (~10 s each), tiny models on both devices, a server, a train step.
-    kernel      120 s limit, ~90 s: scoring.py's --quick grid, one process per (path, shape,
+    tests       150 s limit, ~90 s: pytest start-up, Triton compiling the kernel variants
+                (~10 s each), tiny models on both devices, a server, train steps.
+    kernel      150 s limit, ~120 s: scoring.py's --quick grid, one process per (path, shape,
                 mode) at D = 4096, V = 128256 (~5 s of imports each plus the timed runs).
     generation   60 s limit, ~30 s: load 2.5 GB (~5 s), warm up, 32 prompts x 128 tokens in
                 one batch (~128 decoding steps of ~15 ms); vLLM adds ~60 s when it is there.
@@ -48,7 +49,7 @@ suite ends inside the device tool's 10-minute command limit with time to copy re
     dpo         150 s limit, ~100 s: three processes (ours, TRL ref-per-step, TRL precomputed),
                 each loading the model and scoring the reference, 2 + 10 steps of 4 pairs.
 
-    Expected ~6 min; the limits add up to 11 min, so a step that runs long is cut by the
+    Expected ~7 min; the limits add up to 12 min, so a step that runs long is cut by the
     total cap (its reason says so) and the remaining steps are recorded as skipped.
 
 Output
@@ -344,12 +345,23 @@ def build_model(target: Path, smoke: bool) -> None:
     (target / "model.json").write_text(json.dumps(description, indent=2))
 
 
+#: The files holding `gpu`-marked tests; none of them sets TRITON_INTERPRET=1 when imported (the
+#: interpreted kernel tests do), and the compiled-kernel file runs its checks in a fresh process.
+GPU_TEST_FILES = (
+    "tests/test_gpu.py",
+    "tests/test_kernels_gpu.py",
+    "tests/test_model_placement.py",
+    "tests/test_training_devices.py",
+    "tests/test_weights_fingerprint.py",
+)
+
+
 def step_tests(step: StepRun, limit: float) -> dict[str, Any]:
     junit = step.work / "tests.xml"
     record = step.work / "tests-record.json"
     step.env["EVALHARNESS_GPU_RECORD"] = str(record)
     command = [step.python, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
-    command += ["-rs", "tests/test_gpu.py", f"--junitxml={junit}"]
+    command += ["-rs", *GPU_TEST_FILES, f"--junitxml={junit}"]
     code = step.run(command, "pytest -m gpu")
     if not junit.exists():
         raise StepFailed(f"pytest exited {code} before writing its report; see {LOG}")
@@ -467,8 +479,8 @@ def step_dpo(step: StepRun, limit: float) -> dict[str, Any]:
 STEPS = (
     Step("setup", 60, step_setup),
     Step("models", 60, step_models),
-    Step("tests", 120, step_tests),
-    Step("kernel", 120, step_kernel),
+    Step("tests", 150, step_tests),
+    Step("kernel", 150, step_kernel),
     Step("generation", 60, step_generation, needs_model=True),
     Step("mc_scoring", 90, step_mc_scoring, needs_model=True),
     Step("dpo", 150, step_dpo, needs_model=True),

@@ -414,7 +414,7 @@ def test_every_command_that_loads_a_model_takes_the_device(
 
 
 # -- on a real GPU (skipped without one; run by the GPU test script) ------------------------------
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 #: Largest |log p| difference per continuation between CUDA and the CPU in float32 (kernel
 #: rounding: TF32 is off for matmuls by default) and in the checkpoint's bfloat16.
 GPU_FLOAT32_TOLERANCE = 1e-3
@@ -427,6 +427,7 @@ SCORED = [
 ]
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoint: Path) -> None:
     from evalharness.requests import ScoreRequest
@@ -445,6 +446,7 @@ def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoi
         assert found == pytest.approx(reference, abs=tolerance)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_a_gpu_run_records_the_card(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

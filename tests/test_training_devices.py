@@ -349,7 +349,8 @@ def test_online_models_load_on_the_runs_device(
     assert metadata["placement"]["device"] == "cpu"
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_gpu_training_runs_there_under_bf16_autocast(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -110,7 +110,8 @@ def test_nh_lanes_take_any_dtype_size_and_view() -> None:
     assert not torch.equal(nh_lanes(swapped), nh_lanes(odd))  # position matters, not just sums
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_gpu_the_lanes_are_the_cpus_and_the_digest_follows_the_weights(
     tokenizer: Any,
 ) -> None:
