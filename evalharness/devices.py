@@ -30,7 +30,7 @@ from evalharness.errors import InputError
 DEVICE_HELP = "auto (first accelerator, else cpu), cpu, cuda, cuda:N, mps"
 #: accelerate's placement strategies for `--device-map`.
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
-_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu(:\d+)?|mps|cuda(:\d+)?)$")
 #: The dtypes a checkpoint's config may name and the names this project uses for them.
 _CHECKPOINT_DTYPES = {
     "float32": "float32",
@@ -46,7 +46,8 @@ def parse_device(text: str | None, *, option: str = "--device") -> str:
     value = (text or "auto").strip().lower()
     if not _DEVICE_PATTERN.match(value):
         raise InputError(f"{option} {text!r} is not a device; use {DEVICE_HELP}")
-    return value
+    # `cpu:N` is what accelerate names a process's device in a CPU launch: one host.
+    return "cpu" if value.startswith("cpu") else value
 
 
 def parse_device_map(text: str | None) -> str | None:

@@ -24,6 +24,8 @@ def test_auto_is_the_cpu_without_an_accelerator() -> None:
         pytest.skip("this machine has an accelerator")
     assert devices.resolve_device("auto") == torch.device("cpu")
     assert devices.resolve_device(None) == torch.device("cpu")
+    # accelerate names a CPU launch's process devices `cpu:N`: still the host.
+    assert devices.resolve_device_name("cpu:1") == "cpu"
 
 
 def test_auto_is_the_gpu_when_one_is_visible(monkeypatch: pytest.MonkeyPatch) -> None:
