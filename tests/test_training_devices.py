@@ -298,6 +298,24 @@ def test_16_bit_options_train_on_the_cpu(
     assert warned is (dtype == "bfloat16")
 
 
+def _grpo_config(
+    model: Path, data: dict[str, Path], tmp_path: Path, reward: Path, **options: Any
+) -> Any:
+    """One GRPO step on the SFT prompts with the tiny reward model: 2 samples of 4 tokens."""
+    return _config(
+        model,
+        data["sft"],
+        tmp_path / "grpo",
+        method="grpo",
+        reward=f"rm:{reward}",
+        group_size=2,
+        max_new_tokens=4,
+        batch_size=2,
+        max_steps=1,
+        **options,
+    )
+
+
 def test_online_models_load_on_the_runs_device(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -325,18 +343,8 @@ def test_online_models_load_on_the_runs_device(
     monkeypatch.setattr(online, "load_model", load_model)
     monkeypatch.setattr(modelspec, "parse_model_spec", parse)
     reward = build_tiny_reward_model(tmp_path / "rm")
-    config = _config(
-        tiny_model_dir,
-        data["sft"],
-        tmp_path / "grpo",
-        method="grpo",
-        reward=f"rm:{reward}",
-        group_size=2,
-        max_new_tokens=4,
-        batch_size=2,
-        max_steps=1,
-        loss_args={"beta": 0.1},  # a separate reference model
-    )
+    # beta > 0: a separate reference model.
+    config = _grpo_config(tiny_model_dir, data, tmp_path, reward, loss_args={"beta": 0.1})
     online.train_online(config, progress=False)
     assert devices == [torch.device("cpu"), torch.device("cpu")]  # policy, reference
     rm_specs = [spec for spec in specs if spec.backend == "rm"]
@@ -375,17 +383,7 @@ def test_on_a_gpu_training_runs_there_under_bf16_autocast(
     assert placement["device"].startswith("cuda") and placement["mixed_precision"] == "bf16"
     assert placement["dtype"] == "float32" and placement["tf32"] is True
     reward = build_tiny_reward_model(tmp_path / "rm")
-    grpo = _config(
-        tiny_model_dir,
-        data["sft"],
-        tmp_path / "grpo",
-        method="grpo",
-        reward=f"rm:{reward}",
-        group_size=2,
-        max_new_tokens=4,
-        batch_size=2,
-        max_steps=1,
-    )
+    grpo = _grpo_config(tiny_model_dir, data, tmp_path, reward)
     online.train_online(grpo, progress=False)
     grpo_placement = json.loads((tmp_path / "grpo" / "train.json").read_text())["placement"]
     assert grpo_placement["device"].startswith("cuda")
