@@ -852,14 +852,16 @@ def token_stats_triton(
         raise ValueError(
             f"unknown backward schedule {schedule!r}; choose from {backward_plan.SCHEDULES}"
         )
+    # The kernels take hidden/weight strides, but index targets and biases by row or column
+    # alone: those [N] and [V] vectors are made contiguous (a copy only when they are not).
     outputs = _TritonTokenStats.apply(
         hidden,
         weight,
-        bias,
+        None if bias is None else bias.contiguous(),
         targets.contiguous(),
         ref_hidden,
         ref_weight,
-        ref_bias,
+        None if ref_bias is None else ref_bias.contiguous(),
         ignore_index,
         softcap,
         entropy,
