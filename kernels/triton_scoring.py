@@ -820,18 +820,24 @@ class _TritonTokenStats(torch.autograd.Function):
         def upstream(grad: torch.Tensor | None, enabled: bool = True) -> torch.Tensor:
             return zeros if grad is None or not enabled else grad.float().contiguous()
 
-        gradients = fused_backward(
-            saved,
-            _Upstream(
-                upstream(grad_logprobs),
-                upstream(grad_entropy, with_entropy),
-                upstream(grad_kl, with_kl),
-            ),
-            (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]),
-            schedule,
-            _launch_blocks(blocks),
-        )
+        with _launch_device(saved.hidden):  # see token_stats_triton
+            gradients = fused_backward(
+                saved,
+                _Upstream(
+                    upstream(grad_logprobs),
+                    upstream(grad_entropy, with_entropy),
+                    upstream(grad_kl, with_kl),
+                ),
+                (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]),
+                schedule,
+                _launch_blocks(blocks),
+            )
         return (*gradients, *([None] * 10))
+
+
+def _launch_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """`tensor`'s CUDA device made current for the launches inside (nothing off CUDA)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def token_stats_triton(
@@ -863,21 +869,25 @@ def token_stats_triton(
         raise ValueError(
             f"unknown backward schedule {schedule!r}; choose from {backward_plan.SCHEDULES}"
         )
-    # The kernels take hidden/weight strides, but index targets and biases by row or column
-    # alone: those [N] and [V] vectors are made contiguous (a copy only when they are not).
-    outputs = _TritonTokenStats.apply(
-        hidden,
-        weight,
-        None if bias is None else bias.contiguous(),
-        targets.contiguous(),
-        ref_hidden,
-        ref_weight,
-        None if ref_bias is None else ref_bias.contiguous(),
-        ignore_index,
-        softcap,
-        entropy,
-        schedule,
-        blocks,
-        training,
-    )
+    # Triton launches on the current CUDA device, not on the tensors' device: on cuda:1 with
+    # cuda:0 current it would run cuda:0 programs on cuda:1 pointers (an illegal address, or a
+    # peer read).
+    with _launch_device(hidden):
+        # The kernels take hidden/weight strides, but index targets and biases by row or column
+        # alone: those [N] and [V] vectors are made contiguous (a copy only when they are not).
+        outputs = _TritonTokenStats.apply(
+            hidden,
+            weight,
+            None if bias is None else bias.contiguous(),
+            targets.contiguous(),
+            ref_hidden,
+            ref_weight,
+            None if ref_bias is None else ref_bias.contiguous(),
+            ignore_index,
+            softcap,
+            entropy,
+            schedule,
+            blocks,
+            training,
+        )
     return TokenStats.from_outputs(outputs, entropy=entropy, kl=ref_hidden is not None)
