@@ -285,6 +285,7 @@ def test_triton_addresses_inputs_past_two_to_the_31_elements() -> None:
     tensor (T * D apart), or a head spanning more than 2^31 elements, score correctly."""
     done = subprocess.run(
         [sys.executable, "-c", WIDE_OFFSETS_SCRIPT],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
         capture_output=True,
         text=True,
         timeout=300,
