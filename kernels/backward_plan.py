@@ -79,7 +79,6 @@ def vocab_chunks(
     *,
     chunk: int = VOCAB_CHUNK,
     workspace_elements: int = WORKSPACE_ELEMENTS,
-    borrow_weight_gradient: bool = True,
 ) -> list[VocabChunk]:
     """The vocabulary pass's chunks, in order, each with where its `dz` is kept.
 
@@ -93,7 +92,7 @@ def vocab_chunks(
     start = 0
     while start < vocab:
         remaining = vocab - start
-        fit = (remaining * dim) // (dim + n_rows) if borrow_weight_gradient else 0
+        fit = (remaining * dim) // (dim + n_rows)
         borrowed = _aligned(min(chunk, fit))
         if borrowed >= 1 and borrowed >= own:
             cols = borrowed

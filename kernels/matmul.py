@@ -17,20 +17,28 @@ import torch
 HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
-# Cleared (with a warning) if this torch build's CUDA lacks the out_dtype overloads.
-_overload = {"usable": True}
+# Per overload; cleared (with a warning) when this torch build's CUDA refuses it. A release with
+# `mm(..., out_dtype=)` may still refuse `addmm`'s float32 `self` next to 16-bit inputs (the
+# first ones check that they match): a refused addmm must not widen every forward matmul too.
+_usable = {"mm": True, "addmm": True}
 
 
-def native_float32_output(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether `a @ b` can produce float32 directly from these (16-bit, CUDA) inputs."""
-    return _overload["usable"] and a.is_cuda and a.dtype in HALF_DTYPES and b.dtype == a.dtype
+def native_float32_output(a: torch.Tensor, b: torch.Tensor, op: str = "mm") -> bool:
+    """Whether `op` can produce float32 directly from these (16-bit, CUDA) inputs."""
+    return _usable[op] and a.is_cuda and a.dtype in HALF_DTYPES and b.dtype == a.dtype
 
 
-def _unsupported(error: Exception) -> None:
-    """Widen the operands from now on: slower and more memory, the same float32 sums."""
-    _overload["usable"] = False
+def _unsupported(op: str, error: Exception) -> None:
+    """Widen `op`'s operands from now on: slower and more memory, the same float32 sums.
+
+    Running out of memory is not a missing overload (torch's OutOfMemoryError is a
+    RuntimeError): it propagates, and widened copies would only need more memory.
+    """
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        raise error
+    _usable[op] = False
     warnings.warn(
-        f"torch.mm(..., out_dtype=torch.float32) failed ({error}); widening 16-bit operands",
+        f"torch.{op}(..., out_dtype=torch.float32) failed ({error}); widening 16-bit operands",
         RuntimeWarning,
         stacklevel=3,
     )
@@ -38,23 +46,23 @@ def _unsupported(error: Exception) -> None:
 
 def mm_float32(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """`a @ b` as float32 with float32 accumulation (into `out` when given)."""
-    if native_float32_output(a, b):
+    if native_float32_output(a, b, "mm"):
         try:
             if out is None:
                 return torch.mm(a, b, out_dtype=torch.float32)
             return torch.mm(a, b, out_dtype=torch.float32, out=out)
         except (RuntimeError, NotImplementedError, TypeError) as error:
-            _unsupported(error)
+            _unsupported("mm", error)
     return torch.mm(a.float(), b.float(), out=out)
 
 
 def addmm_float32_(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """`acc += a @ b` for a float32 `acc`, accumulating in float32."""
-    if native_float32_output(a, b):
+    if native_float32_output(a, b, "addmm"):
         try:
             return torch.addmm(acc, a, b, out_dtype=torch.float32, out=acc)
         except (RuntimeError, NotImplementedError, TypeError) as error:
-            _unsupported(error)
+            _unsupported("addmm", error)
     return acc.addmm_(a.float(), b.float())
 
 

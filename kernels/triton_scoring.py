@@ -148,18 +148,26 @@ def _logit_tile(
     BLOCK_V: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """`[BLOCK_N, BLOCK_V]` logits for `rows x cols`, accumulated in float32 over `dim`."""
+    """`[BLOCK_N, BLOCK_V]` logits for `rows x cols`, accumulated in float32 over `dim`.
+
+    Element offsets are int64: `row * stride` passes 2^31 in real inputs (the last positions of
+    16 sequences of a [B, 32768, 4096] tensor are 2^27 elements apart; a transposed or large
+    head's columns likewise), and an int32 product would wrap to a wrong address.
+    """
     acc = tl.zeros((BLOCK_N, BLOCK_V), dtype=tl.float32)
+    h_rows = h_ptr + rows.to(tl.int64)[:, None] * stride_hn
+    w_rows = w_ptr + cols.to(tl.int64)[:, None] * stride_wv
     for d0 in range(0, dim, BLOCK_D):
         offs_d = d0 + tl.arange(0, BLOCK_D)
         d_mask = offs_d < dim
+        wide_d = offs_d.to(tl.int64)[None, :]
         h = tl.load(
-            h_ptr + rows[:, None] * stride_hn + offs_d[None, :] * stride_hd,
+            h_rows + wide_d * stride_hd,
             mask=row_mask[:, None] & d_mask[None, :],
             other=0.0,
         )
         w = tl.load(
-            w_ptr + cols[:, None] * stride_wv + offs_d[None, :] * stride_wd,
+            w_rows + wide_d * stride_wd,
             mask=col_mask[:, None] & d_mask[None, :],
             other=0.0,
         )
@@ -394,6 +402,9 @@ def _logit_grad_kernel(
     grad_z = tl.where(tile_mask, grad_z, 0.0)
 
     # Every element of the window is written (zeros on ignored rows): DZ is reused scratch.
+    # int32 offsets suffice here: a window holds at most ROW_CHUNK x V or N x VOCAB_CHUNK
+    # elements (2^31 needs V or N past two million), and int64 ones spill registers in the
+    # 4-warp tiles' epilogue (ptxas, sm_90a).
     tl.store(
         DZ + local_rows[:, None] * stride_dzn + local_cols[None, :] * stride_dzv,
         _to_output_dtype(grad_z, DZ.dtype.element_ty),
@@ -809,18 +820,24 @@ class _TritonTokenStats(torch.autograd.Function):
         def upstream(grad: torch.Tensor | None, enabled: bool = True) -> torch.Tensor:
             return zeros if grad is None or not enabled else grad.float().contiguous()
 
-        gradients = fused_backward(
-            saved,
-            _Upstream(
-                upstream(grad_logprobs),
-                upstream(grad_entropy, with_entropy),
-                upstream(grad_kl, with_kl),
-            ),
-            (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]),
-            schedule,
-            _launch_blocks(blocks),
-        )
+        with _launch_device(saved.hidden):  # see token_stats_triton
+            gradients = fused_backward(
+                saved,
+                _Upstream(
+                    upstream(grad_logprobs),
+                    upstream(grad_entropy, with_entropy),
+                    upstream(grad_kl, with_kl),
+                ),
+                (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]),
+                schedule,
+                _launch_blocks(blocks),
+            )
         return (*gradients, *([None] * 10))
+
+
+def _launch_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager[Any]:
+    """`tensor`'s CUDA device made current for the launches inside (nothing off CUDA)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 def token_stats_triton(
@@ -852,19 +869,25 @@ def token_stats_triton(
         raise ValueError(
             f"unknown backward schedule {schedule!r}; choose from {backward_plan.SCHEDULES}"
         )
-    outputs = _TritonTokenStats.apply(
-        hidden,
-        weight,
-        bias,
-        targets.contiguous(),
-        ref_hidden,
-        ref_weight,
-        ref_bias,
-        ignore_index,
-        softcap,
-        entropy,
-        schedule,
-        blocks,
-        training,
-    )
+    # Triton launches on the current CUDA device, not on the tensors' device: on cuda:1 with
+    # cuda:0 current it would run cuda:0 programs on cuda:1 pointers (an illegal address, or a
+    # peer read).
+    with _launch_device(hidden):
+        # The kernels take hidden/weight strides, but index targets and biases by row or column
+        # alone: those [N] and [V] vectors are made contiguous (a copy only when they are not).
+        outputs = _TritonTokenStats.apply(
+            hidden,
+            weight,
+            None if bias is None else bias.contiguous(),
+            targets.contiguous(),
+            ref_hidden,
+            ref_weight,
+            None if ref_bias is None else ref_bias.contiguous(),
+            ignore_index,
+            softcap,
+            entropy,
+            schedule,
+            blocks,
+            training,
+        )
     return TokenStats.from_outputs(outputs, entropy=entropy, kl=ref_hidden is not None)

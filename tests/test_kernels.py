@@ -7,6 +7,8 @@ shapes are still chosen so that N, V and D are not multiples of any block size.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -230,6 +232,67 @@ def test_triton_reads_strided_hidden_states() -> None:
     out = token_logprobs(strided, inputs["weight"], inputs["targets"], impl="triton")
     ref = token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], impl="reference")
     assert relative_error(out, ref) < 1e-5
+
+
+def test_triton_reads_a_strided_bias() -> None:
+    """A bias sliced out of a wider tensor (stride 2) scores and backpropagates like a
+    contiguous one: the kernel indexes the bias by vocabulary column alone."""
+    inputs = make_inputs(8, n_rows=20, vocab=200)
+    wide = torch.randn(200, 2)
+    wide[:, 0] = inputs["bias"]
+    bias = wide[:, 0].detach().requires_grad_()
+    assert not bias.is_contiguous()
+    out = token_logprobs(inputs["hidden"], inputs["weight"], inputs["targets"], bias, impl="triton")
+    out.sum().backward()
+    expected_bias = inputs["bias"].clone().requires_grad_()
+    ref = token_logprobs(
+        inputs["hidden"], inputs["weight"], inputs["targets"], expected_bias, impl="reference"
+    )
+    ref.sum().backward()
+    assert relative_error(out, ref) < 1e-5
+    assert relative_error(bias.grad, expected_bias.grad) < 1e-5
+
+
+# Rows 2^30 elements apart (3 of them) and a head whose 300 rows span 2^31 elements, in one
+# lazily allocated bfloat16 buffer (4 GiB of address space, a few pages of it touched). Run in a
+# child process: an int32 offset that wraps reads outside the buffer and kills the process.
+WIDE_OFFSETS_SCRIPT = """
+import torch
+from evalharness.kernels.dispatch import token_stats
+from evalharness.kernels.reference import token_stats_reference
+n, d, v = 3, 64, 300
+row_stride, head_stride = 2**30, 2**31 // (v - 1) + 1
+g = torch.Generator().manual_seed(0)
+rows = torch.randn(n, d, generator=g).bfloat16()
+head = (torch.randn(v, d, generator=g) / 8).bfloat16()
+targets = torch.randint(0, v, (n,), generator=g)
+head_start = (n - 1) * row_stride + d  # the head's rows come after the last hidden row
+storage = torch.empty(head_start + (v - 1) * head_stride + d, dtype=torch.bfloat16)
+hidden = storage.as_strided((n, d), (row_stride, 1)).copy_(rows).requires_grad_()
+weight = storage.as_strided((v, d), (head_stride, 1), head_start).copy_(head).requires_grad_()
+out = token_stats(hidden, weight, targets, impl="triton").logprobs
+out.sum().backward()
+leaves = [rows.clone().requires_grad_(), head.clone().requires_grad_()]
+ref = token_stats_reference(*leaves, targets, dtype=torch.float64).logprobs
+ref.sum().backward()
+pairs = [(out, ref), (hidden.grad, leaves[0].grad), (weight.grad, leaves[1].grad)]
+print(max(float((a.double() - b.double()).abs().max() / b.abs().max()) for a, b in pairs))
+"""
+
+
+def test_triton_addresses_inputs_past_two_to_the_31_elements() -> None:
+    """Offsets row * stride beyond int32: the last positions of long sequences of a [B, T, D]
+    tensor (T * D apart), or a head spanning more than 2^31 elements, score correctly."""
+    done = subprocess.run(
+        [sys.executable, "-c", WIDE_OFFSETS_SCRIPT],
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] or f"exit status {done.returncode}"
+    assert float(done.stdout.strip().splitlines()[-1]) < 2e-2
 
 
 @pytest.mark.parametrize("impl", PATHS)
