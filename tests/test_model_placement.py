@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from cli_helpers import run_cli, run_json, tiny_run_args
+from cli_helpers import cli_env, run_cli, run_json, tiny_run_args
 from tiny_models import build_tiny_classifier, build_tiny_reward_model
 
 from evalharness.backends.hf import HFBackend
@@ -216,6 +218,39 @@ def test_the_python_api_refuses_a_missing_device_before_opening_the_store(
     with pytest.raises(InputError, match="^--device cuda: no CUDA device"):
         evaluate(f"hf:{tiny_model_dir}", "driftcaps", store=store, device="cuda")
     assert not store.exists()
+
+
+#: A cached `run` in a fresh process: whether torch could have been needed (an accelerator's
+#: driver is present) and whether it was imported.
+CACHED_RUN = """
+import json, sys
+from evalharness.cli import main
+from evalharness.devices import accelerator_possible
+possible = accelerator_possible()
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "possible": possible, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_a_cached_run_on_a_cpu_machine_never_imports_torch(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's device check and identity decide `auto` without torch where no accelerator's
+    driver exists: a cached run answers in well under the second torch's import costs."""
+    store = tmp_path / "store.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--limit", "1", "--max-judge-calls", "0")
+    assert run_json(capsys, *args)["calls_made"]["model"] > 0
+    done = subprocess.run(
+        [sys.executable, "-c", CACHED_RUN, *args, "--json", "--judge-device", "cpu"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["possible"]:
+        pytest.skip("an accelerator's driver is present: torch decides")
+    assert outcome == {"code": 0, "possible": False, "torch": False}, done.stderr[-2000:]
 
 
 # -- a real run ----------------------------------------------------------------------------------
