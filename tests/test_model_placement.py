@@ -482,6 +482,22 @@ def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoi
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_model_spread_over_two_gpus_scores_as_on_one(tiny_model_dir: Path) -> None:
+    """Under a device map the decoder ends on the last GPU while the tied head stays with the
+    embeddings on the first: the scores must not depend on where each half landed."""
+    from evalharness.requests import ScoreRequest
+
+    requests = [ScoreRequest(continuation=c, context=x) for x, c in SCORED]
+    spec = f"hf:{tiny_model_dir}"
+    one = HFBackend(parse_model_spec(spec, device="cuda", dtype="float32"))
+    spread = HFBackend(parse_model_spec(spec, device_map="balanced", dtype="float32"))
+    assert len(set(spread.model.hf_device_map.values())) > 1
+    found = [r.logprob for r in spread.score(requests)]
+    assert found == pytest.approx([r.logprob for r in one.score(requests)], abs=1e-5)
+
+
+@pytest.mark.gpu
 @requires_cuda
 def test_a_gpu_run_records_the_card(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

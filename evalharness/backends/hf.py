@@ -630,12 +630,18 @@ class HFBackend(Backend):
         return decoder_of(self.model)
 
     def _token_stats(self, hidden: Any, targets: Any) -> Any:
-        """Target log-probs from last hidden states through the LM head, without full logits."""
+        """Target log-probs from last hidden states through the LM head, without full logits.
+
+        The hidden states go to the head's device: under a device map the decoder ends on the
+        last GPU, while the head (tied to the embeddings, or placed apart) may be on another.
+        """
         import torch
 
         from evalharness.kernels.causal_lm import LMHead
 
-        return LMHead.of(self.model).stats(hidden, torch.as_tensor(targets, device=hidden.device))
+        head = LMHead.of(self.model)
+        hidden = hidden.to(head.weight.device)
+        return head.stats(hidden, torch.as_tensor(targets, device=hidden.device))
 
     def _score_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[ScoreResult]:
         """Right-padded batch of whole sequences; logits only at continuation positions.
