@@ -232,16 +232,19 @@ print(json.dumps({"code": code, "possible": possible, "torch": "torch" in sys.mo
 """
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_cached_run_on_a_cpu_machine_never_imports_torch(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    workers: int, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The run's device check and identity decide `auto` without torch where no accelerator's
-    driver exists: a cached run answers in well under the second torch's import costs."""
+    driver exists: a cached run answers in well under the second torch's import costs (with
+    `--workers` too: Ray starts on the first uncached request only)."""
     store = tmp_path / "store.sqlite"
     args = tiny_run_args(tiny_model_dir, store, "--limit", "1", "--max-judge-calls", "0")
     assert run_json(capsys, *args)["calls_made"]["model"] > 0
+    cached = [*args, "--json", "--judge-device", "cpu", "--workers", str(workers)]
     done = subprocess.run(
-        [sys.executable, "-c", CACHED_RUN, *args, "--json", "--judge-device", "cpu"],
+        [sys.executable, "-c", CACHED_RUN, *cached],
         env=cli_env(),
         capture_output=True,
         text=True,

@@ -188,6 +188,11 @@ class Placement:
 
         return torch.device(self.device_name)
 
+    @property
+    def device_type(self) -> str:
+        """`cpu`, `cuda` or `mps`, without importing torch."""
+        return self.device_name.partition(":")[0]
+
     def record(self) -> dict[str, Any]:
         """What provenance keeps: device, dtype, placement and the card's name."""
         return devices.describe(self.device_name, self.dtype, self.device_map)
@@ -197,7 +202,7 @@ class Placement:
         device (never a full copy on the host first)."""
         return {
             "dtype": devices.torch_dtype(self.dtype),
-            **devices.placement(self.device, self.device_map),
+            **devices.placement(self.device_name, self.device_map),
         }
 
 
