@@ -485,11 +485,14 @@ def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoi
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@requires_cuda
 def test_a_model_spread_over_two_gpus_scores_as_on_one(tiny_model_dir: Path) -> None:
     """Under a device map the decoder ends on the last GPU while the tied head stays with the
     embeddings on the first: the scores must not depend on where each half landed."""
     from evalharness.requests import ScoreRequest
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
 
     requests = [ScoreRequest(continuation=c, context=x) for x, c in SCORED]
     spec = f"hf:{tiny_model_dir}"
