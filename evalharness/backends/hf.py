@@ -266,11 +266,11 @@ def checkpoint_identity(
     directory: Path,
     weights: dict[str, Any],
     *,
-    dtype: str | None = None,
+    dtype: str,
 ) -> dict[str, Any]:
     """What makes a local checkpoint's answers what they are, for every local backend: the
     checkpoint's files (`resolve_local_dir`: weights, config, tokenizer, chat template,
-    decoding defaults) and the RESOLVED dtype (`dtype`, else resolved here), never the device:
+    decoding defaults) and the RESOLVED dtype (`Placement.dtype`), never the device:
     the same weights in the same dtype answer the same on every card (up to kernel rounding),
     and a default CPU run (auto = float32) keeps the cache an explicit float32 run made. The
     chat template's and generation config's own hashes are named apart too: `compare` warns
@@ -281,7 +281,7 @@ def checkpoint_identity(
         "backend": backend,
         "name": spec.raw,
         **weights,
-        "dtype": dtype or resolve_placement(spec, directory).dtype,
+        "dtype": dtype,
         "chat_template_sha256": sha256_hex(template) if template else None,
         "generation_config_sha256": (
             sha256_hex(generation_config.read_text()) if generation_config.exists() else None
