@@ -155,6 +155,36 @@ def test_vllm_is_given_the_resolved_dtype(
         VLLMBackend(parse_model_spec(spec, device="cuda:1"))
 
 
+#: A backend built for its identity alone (what a cached run does) in a fresh process.
+IDENTITY_ONLY = """
+import json, sys
+from evalharness.backends import load_backend
+from evalharness.devices import accelerator_possible
+from evalharness.modelspec import parse_model_spec
+possible = accelerator_possible()
+load_backend(parse_model_spec(sys.argv[1])).identity_hash
+print(json.dumps({"possible": possible, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["vllm", "rm"])
+def test_a_backend_built_for_its_identity_leaves_torch_alone_on_a_cpu_machine(
+    kind: str, tiny_model_dir: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IDENTITY_ONLY, f"{kind}:{tiny_model_dir}"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["possible"]:
+        pytest.skip("an accelerator's driver is present: torch decides")
+    assert outcome["torch"] is False
+
+
 def test_ray_workers_each_load_on_their_own_gpu_in_the_drivers_dtype(
     bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
