@@ -264,6 +264,10 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         max_prompt_length=spec["max_prompt_length"],
         max_grad_norm=1.0,
         dtype=spec.get("dtype", "float32"),
+        # As TRL's side (bf16=False, tf32 left at PyTorch's IEEE default): the trainer's own
+        # CUDA defaults (bf16 autocast, TF32) would time other arithmetic than TRL's.
+        mixed_precision="no",
+        tf32=False,
         seed=spec["seed"],
     )
     started = time.perf_counter()

@@ -269,12 +269,12 @@ LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon")
 def check_devices(model: ModelSpec, judge_device: str | None) -> None:
     """A device this machine lacks is a one-line error before the store is even opened (the
     backends resolve it again when built, also before any run is created)."""
-    from evalharness.devices import resolve_device
+    from evalharness.devices import resolve_device_name
 
     if model.backend in LOCAL_BACKENDS:
-        resolve_device(model.device)
+        resolve_device_name(model.device)
     if judge_device is not None:
-        resolve_device(judge_device, option="--judge-device")
+        resolve_device_name(judge_device, option="--judge-device")
 
 
 def _tasks_and_options(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,24 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test gets its own store and file-hash memo; the converted default model is shared."""
     monkeypatch.setenv("EVALHARNESS_STORE", str(tmp_path / "store.sqlite"))
+
+
+@pytest.fixture()
+def ieee_float32_after() -> Iterator[None]:
+    """Put back PyTorch's float32 matmul precision after a test that trains on CUDA.
+
+    Training turns TF32 on process-wide (`trainers.precision.use_tf32`, as transformers'
+    `tf32=True`); the CUDA-vs-CPU float32 agreement tests that run later in the same pytest
+    process (`make test-gpu` runs every GPU file in one) assume the IEEE default.
+    """
+    import torch
+
+    settings = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)
+    before = [getattr(s, "fp32_precision", None) for s in settings]
+    legacy = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    yield
+    for setting, value in zip(settings, before, strict=True):
+        if value is not None:
+            setting.fp32_precision = value
+    if before[0] is None:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = legacy

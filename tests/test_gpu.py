@@ -247,6 +247,7 @@ def gpu_processes() -> set[int] | None:
 
 
 # -- training ----------------------------------------------------------------------------------
+@pytest.mark.usefixtures("ieee_float32_after")
 def test_one_dpo_step_trains_on_cuda(tiny_model_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from cli_helpers import run_cli, run_json, tiny_run_args
+from cli_helpers import cli_env, run_cli, run_json, tiny_run_args
 from tiny_models import build_tiny_classifier, build_tiny_reward_model
 
 from evalharness.backends.hf import HFBackend
@@ -153,6 +155,36 @@ def test_vllm_is_given_the_resolved_dtype(
         VLLMBackend(parse_model_spec(spec, device="cuda:1"))
 
 
+#: A backend built for its identity alone (what a cached run does) in a fresh process.
+IDENTITY_ONLY = """
+import json, sys
+from evalharness.backends import load_backend
+from evalharness.devices import accelerator_possible
+from evalharness.modelspec import parse_model_spec
+possible = accelerator_possible()
+load_backend(parse_model_spec(sys.argv[1])).identity_hash
+print(json.dumps({"possible": possible, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["vllm", "rm"])
+def test_a_backend_built_for_its_identity_leaves_torch_alone_on_a_cpu_machine(
+    kind: str, tiny_model_dir: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IDENTITY_ONLY, f"{kind}:{tiny_model_dir}"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["possible"]:
+        pytest.skip("an accelerator's driver is present: torch decides")
+    assert outcome["torch"] is False
+
+
 def test_ray_workers_each_load_on_their_own_gpu_in_the_drivers_dtype(
     bf16_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,6 +248,42 @@ def test_the_python_api_refuses_a_missing_device_before_opening_the_store(
     with pytest.raises(InputError, match="^--device cuda: no CUDA device"):
         evaluate(f"hf:{tiny_model_dir}", "driftcaps", store=store, device="cuda")
     assert not store.exists()
+
+
+#: A cached `run` in a fresh process: whether torch could have been needed (an accelerator's
+#: driver is present) and whether it was imported.
+CACHED_RUN = """
+import json, sys
+from evalharness.cli import main
+from evalharness.devices import accelerator_possible
+possible = accelerator_possible()
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "possible": possible, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cached_run_on_a_cpu_machine_never_imports_torch(
+    workers: int, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's device check and identity decide `auto` without torch where no accelerator's
+    driver exists: a cached run answers in well under the second torch's import costs (with
+    `--workers` too: Ray starts on the first uncached request only)."""
+    store = tmp_path / "store.sqlite"
+    args = tiny_run_args(tiny_model_dir, store, "--limit", "1", "--max-judge-calls", "0")
+    assert run_json(capsys, *args)["calls_made"]["model"] > 0
+    cached = [*args, "--json", "--judge-device", "cpu", "--workers", str(workers)]
+    done = subprocess.run(
+        [sys.executable, "-c", CACHED_RUN, *cached],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    if outcome["possible"]:
+        pytest.skip("an accelerator's driver is present: torch decides")
+    assert outcome == {"code": 0, "possible": False, "torch": False}, done.stderr[-2000:]
 
 
 # -- a real run ----------------------------------------------------------------------------------
@@ -444,6 +512,25 @@ def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoi
     for backend, tolerance in ((gpu32, GPU_FLOAT32_TOLERANCE), (gpu, GPU_BFLOAT16_TOLERANCE)):
         found = [r.logprob for r in backend.score(requests)]
         assert found == pytest.approx(reference, abs=tolerance)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_a_model_spread_over_two_gpus_scores_as_on_one(tiny_model_dir: Path) -> None:
+    """Under a device map the decoder ends on the last GPU while the tied head stays with the
+    embeddings on the first: the scores must not depend on where each half landed."""
+    from evalharness.requests import ScoreRequest
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+
+    requests = [ScoreRequest(continuation=c, context=x) for x, c in SCORED]
+    spec = f"hf:{tiny_model_dir}"
+    one = HFBackend(parse_model_spec(spec, device="cuda", dtype="float32"))
+    spread = HFBackend(parse_model_spec(spec, device_map="balanced", dtype="float32"))
+    assert len(set(spread.model.hf_device_map.values())) > 1
+    found = [r.logprob for r in spread.score(requests)]
+    assert found == pytest.approx([r.logprob for r in one.score(requests)], abs=1e-5)
 
 
 @pytest.mark.gpu

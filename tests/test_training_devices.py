@@ -359,6 +359,7 @@ def test_online_models_load_on_the_runs_device(
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.usefixtures("ieee_float32_after")
 def test_on_a_gpu_training_runs_there_under_bf16_autocast(
     monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, data: dict[str, Path], tmp_path: Path
 ) -> None:

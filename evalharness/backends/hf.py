@@ -188,6 +188,11 @@ class Placement:
 
         return torch.device(self.device_name)
 
+    @property
+    def device_type(self) -> str:
+        """`cpu`, `cuda` or `mps`, without importing torch."""
+        return self.device_name.partition(":")[0]
+
     def record(self) -> dict[str, Any]:
         """What provenance keeps: device, dtype, placement and the card's name."""
         return devices.describe(self.device_name, self.dtype, self.device_map)
@@ -197,7 +202,7 @@ class Placement:
         device (never a full copy on the host first)."""
         return {
             "dtype": devices.torch_dtype(self.dtype),
-            **devices.placement(self.device, self.device_map),
+            **devices.placement(self.device_name, self.device_map),
         }
 
 
@@ -261,11 +266,11 @@ def checkpoint_identity(
     directory: Path,
     weights: dict[str, Any],
     *,
-    dtype: str | None = None,
+    dtype: str,
 ) -> dict[str, Any]:
     """What makes a local checkpoint's answers what they are, for every local backend: the
     checkpoint's files (`resolve_local_dir`: weights, config, tokenizer, chat template,
-    decoding defaults) and the RESOLVED dtype (`dtype`, else resolved here), never the device:
+    decoding defaults) and the RESOLVED dtype (`Placement.dtype`), never the device:
     the same weights in the same dtype answer the same on every card (up to kernel rounding),
     and a default CPU run (auto = float32) keeps the cache an explicit float32 run made. The
     chat template's and generation config's own hashes are named apart too: `compare` warns
@@ -276,7 +281,7 @@ def checkpoint_identity(
         "backend": backend,
         "name": spec.raw,
         **weights,
-        "dtype": dtype or resolve_placement(spec, directory).dtype,
+        "dtype": dtype,
         "chat_template_sha256": sha256_hex(template) if template else None,
         "generation_config_sha256": (
             sha256_hex(generation_config.read_text()) if generation_config.exists() else None
@@ -630,12 +635,18 @@ class HFBackend(Backend):
         return decoder_of(self.model)
 
     def _token_stats(self, hidden: Any, targets: Any) -> Any:
-        """Target log-probs from last hidden states through the LM head, without full logits."""
+        """Target log-probs from last hidden states through the LM head, without full logits.
+
+        The hidden states go to the head's device: under a device map the decoder ends on the
+        last GPU, while the head (tied to the embeddings, or placed apart) may be on another.
+        """
         import torch
 
         from evalharness.kernels.causal_lm import LMHead
 
-        return LMHead.of(self.model).stats(hidden, torch.as_tensor(targets, device=hidden.device))
+        head = LMHead.of(self.model)
+        hidden = hidden.to(head.weight.device)
+        return head.stats(hidden, torch.as_tensor(targets, device=hidden.device))
 
     def _score_full(self, pairs: list[tuple[list[int], list[int]]]) -> list[ScoreResult]:
         """Right-padded batch of whole sequences; logits only at continuation positions.

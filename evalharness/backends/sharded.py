@@ -170,8 +170,8 @@ class ShardedBackend(Backend):
         placement = getattr(self._local, "placement", None)
         if placement is None:
             return local
-        on_gpu = placement.device.type == "cuda" and self._worker_gpus() > 0
-        device = "cuda" if on_gpu else placement.device.type
+        on_gpu = placement.device_type == "cuda" and self._worker_gpus() > 0
+        device = "cuda" if on_gpu else placement.device_type
         if self.spec.backend == "vllm":
             device = "auto"  # vLLM places itself
         return replace(local, dtype=placement.dtype, device=device)
@@ -238,7 +238,7 @@ class ShardedBackend(Backend):
         """One GPU per actor (a vLLM one: its tensor-parallel size) when the model runs on
         CUDA (`--device` auto with a GPU, cuda, cuda:N), none when it runs on the CPU."""
         placement = getattr(self._local, "placement", None)
-        if placement is None or placement.device.type != "cuda":
+        if placement is None or placement.device_type != "cuda":
             return 0.0
         # A vLLM replica with tensor parallelism spans that many GPUs.
         return float(self.spec.tensor_parallel_size if self.spec.backend == "vllm" else 1)

@@ -29,6 +29,7 @@ from evalharness.backends.hf import (
     resolve_placement,
 )
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
+from evalharness.devices import accelerator_possible
 from evalharness.errors import BackendError, InputError
 from evalharness.modelspec import ALIASES, ModelSpec
 from evalharness.requests import (
@@ -74,6 +75,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _cuda_available() -> bool:
+    """Whether vLLM runs on CUDA here; without a GPU driver, decided without importing torch
+    (a cached run builds this backend for its identity only)."""
+    if not accelerator_possible():
+        return False
     try:
         import torch
     except ImportError:

@@ -432,6 +432,8 @@ def batch_logprobs(
         hidden = decoder_of(model)(
             input_ids=input_ids.to(device), attention_mask=attention.to(device)
         ).last_hidden_state
+        # Under a device map the decoder ends on the last GPU; the head may be on another.
+        hidden = hidden.to(head.weight.device)
         for row, (ids, start) in enumerate(sequences):
             predicting = hidden[row, start - 1 : len(ids) - 1]
             targets = ids[start:]
