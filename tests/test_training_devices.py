@@ -159,6 +159,19 @@ def test_dtype_auto_is_the_checkpoints_on_the_gpu_and_float32_on_the_cpu(
     asked = models.load_model(f"hf:{checkpoint}", "float16", device=torch.device("cuda", 0))
     assert loaded == ["bfloat16", "float32", "float16"]
     assert [m.identity["dtype"] for m in (on_gpu, on_cpu, asked)] == loaded
+    # A PEFT adapter directory declares no dtype: its base model's config.json does.
+    from safetensors.torch import save_file
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(checkpoint), "peft_type": "LORA"})
+    )
+    save_file({"a": torch.zeros(1)}, str(adapter / "adapter_model.safetensors"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(checkpoint / name, adapter / name)
+    models.load_model(f"hf:{adapter}", "auto", device=torch.device("cuda", 0))
+    assert loaded[-1] == "bfloat16"
 
 
 def test_tf32_goes_on_for_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from evalharness.backends.hf import load_pretrained, resolve_local_dir
+from evalharness.backends.hf import dtype_source, load_pretrained, resolve_local_dir
 from evalharness.devices import placement, resolve_dtype
 from evalharness.kernels.causal_lm import causal_lm_token_stats, decoder_of
 from evalharness.modelspec import parse_model_spec
@@ -50,7 +50,7 @@ def load_model(
     device = torch.device(device or "cpu")
     spec = parse_model_spec(spec_text)
     directory, weights = resolve_local_dir(spec)
-    dtype = resolve_dtype(dtype, device, directory)
+    dtype = resolve_dtype(dtype, device, dtype_source(directory))
     target = device if place else torch.device("cpu")
     spec = spec.with_options(dtype=dtype, device=str(target))
     if sequence_classifier:

@@ -213,11 +213,11 @@ def resolve_placement(spec: ModelSpec, directory: Path) -> Placement:
     A bare `cuda` becomes the current CUDA device's index, so provenance names the card.
     """
     device = devices.resolve_device_name(spec.device)
-    dtype = devices.resolve_dtype(spec.dtype, device, _dtype_source(directory))
+    dtype = devices.resolve_dtype(spec.dtype, device, dtype_source(directory))
     return Placement(device, dtype, spec.device_map)
 
 
-def _dtype_source(directory: Path) -> Path:
+def dtype_source(directory: Path) -> Path:
     """The directory whose config.json declares the weights' dtype: a PEFT adapter's is its
     local base model's."""
     if (directory / "config.json").is_file() or not (directory / ADAPTER_CONFIG).is_file():
