@@ -1,8 +1,8 @@
 """`make test-gpu`: the GPU tests and benchmarks in one prepared run of under 8 minutes.
 
-A GPU machine is lent for minutes at a time, bare, without network: this script is what such a
-session runs, in one call, so none of its time goes on assembling commands. Run from the
-repository root::
+A rented or shared GPU machine is often held for minutes at a time, bare, without network: this
+script is all that runs there, in one call, so none of that time goes on assembling commands.
+Run from the repository root::
 
     python benchmarks/gpu_suite.py            # on a CUDA machine (after `make gpu-wheels` here)
     python benchmarks/gpu_suite.py --smoke    # tiny shapes on the CPU: what CI runs
