@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evalharness.requests import GenerateRequest, Message, SamplingParams
+from evalharness.engine.requests import GenerateRequest, Message, SamplingParams
 
 # Short, distinct user turns of varied length and kind, so prompts differ in token count and a
 # batch has some (realistic) left padding in its prefill.

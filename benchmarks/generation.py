@@ -60,8 +60,8 @@ from rich.console import Console
 from rich.table import Table
 
 from evalharness.backends.hf import HFBackend
-from evalharness.modelspec import parse_model_spec
-from evalharness.requests import GenerateRequest, SamplingParams
+from evalharness.backends.spec import parse_model_spec
+from evalharness.engine.requests import GenerateRequest, SamplingParams
 
 DEFAULT_OUT = Path("benchmarks/results/generation.json")
 

@@ -143,9 +143,9 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     """evalharness on the same YAML folder, with its hf backend loaded and warmed up first."""
     from evalharness import evaluate
     from evalharness.backends import load_backend
-    from evalharness.modelspec import parse_model_spec
-    from evalharness.requests import ScoreRequest
-    from evalharness.store import RunStore
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.engine.requests import ScoreRequest
+    from evalharness.store.run_store import RunStore
 
     model_spec = parse_model_spec(
         f"hf:{spec['model_dir']}",

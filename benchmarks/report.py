@@ -15,7 +15,7 @@ What is built
 What is timed
     `evalharness.reports.site.build_report` in-process, the whole build: reading the store,
     one index, one search chunk and 100-sample detail chunks per run and task, every page,
-    and the comparisons (each pair of runs in both orders, through evalharness.comparison).
+    and the comparisons (each pair of runs in both orders, through evalharness.stats.comparison).
     Imports (the task registry pulls in pandas and scipy) and one small untimed build come
     first, so import and first-use costs stay out of the number. The table shows the time
     per build step, the page count, the number and size of files, the largest chunk a page
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(width=max(100, Console().width))
     from evalharness.reports.site import build_report
-    from evalharness.store import RunStore
+    from evalharness.store.run_store import RunStore
 
     with tempfile.TemporaryDirectory(prefix="report-bench-") as tmp:
         directory = Path(tmp)

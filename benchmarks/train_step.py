@@ -471,7 +471,7 @@ def resolve_model(name: str, workdir: Path) -> tuple[str, Path]:
 
         return "tiny", build_tiny_chat_model(workdir / "tiny-model")
     if name == "smollm2":
-        from evalharness import default_model
+        from evalharness.backends import default_model
 
         return "smollm2", default_model.converted_dir()
     path = Path(name.removeprefix("hf:")).expanduser()

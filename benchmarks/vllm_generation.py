@@ -73,9 +73,9 @@ from rich.console import Console
 from rich.table import Table
 
 from evalharness.backends import load_backend
+from evalharness.backends.spec import parse_model_spec
 from evalharness.backends.vllm import quiet_vllm, vllm_available
-from evalharness.modelspec import parse_model_spec
-from evalharness.requests import GenerateRequest, GenerateResult, Message, SamplingParams
+from evalharness.engine.requests import GenerateRequest, GenerateResult, Message, SamplingParams
 
 DEFAULT_OUT = Path("benchmarks/results/vllm_generation.json")
 MAX_MODEL_LEN = 2048

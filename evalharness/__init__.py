@@ -24,11 +24,11 @@ if not (_PACKAGE_DIR / "tasks").is_dir() and (_PACKAGE_DIR.parent / "pyproject.t
 
 #: The Python API, imported on first use so `import evalharness` (and the CLI) stays light.
 _API = {
-    "evaluate": "evalharness.api",
-    "compare": "evalharness.api",
-    "Results": "evalharness.api",
-    "ResultFrames": "evalharness.api",
-    "EvalCallback": "evalharness.callback",
+    "evaluate": "evalharness.engine.api",
+    "compare": "evalharness.engine.api",
+    "Results": "evalharness.engine.api",
+    "ResultFrames": "evalharness.engine.api",
+    "EvalCallback": "evalharness.engine.callback",
 }
 __all__ = ["__version__", *_API]
 

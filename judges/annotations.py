@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evalharness.engine.requests import Request, Result
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_file
-from evalharness.records import UniqueIds, read_records, require
-from evalharness.requests import Request, Result
+from evalharness.formats.records import UniqueIds, read_records, require
+from evalharness.store.hashing import sha256_file
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge, side_of

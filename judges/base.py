@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
+from evalharness.engine.requests import Request, Result
 from evalharness.errors import InputError
-from evalharness.identity import HasIdentity
-from evalharness.requests import Request, Result
+from evalharness.store.identity import HasIdentity
 from evalharness.tasks.base import PROTOCOL_LABELS, JudgeItem
 
 

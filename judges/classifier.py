@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
+from evalharness.engine.requests import ClassifyRequest, ClassifyResult, Request, Result
 from evalharness.errors import InputError
-from evalharness.requests import ClassifyRequest, ClassifyResult, Request, Result
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from evalharness.backends import Backend, load_backend
+from evalharness.backends.spec import ALIASES as MODEL_ALIASES
+from evalharness.backends.spec import BACKENDS, ModelSpec, parse_model_spec
 from evalharness.errors import InputError, closest_name, did_you_mean
-from evalharness.modelspec import ALIASES as MODEL_ALIASES
-from evalharness.modelspec import BACKENDS, ModelSpec, parse_model_spec
 
 from .annotations import AnnotationsJudge
 from .base import Judge

@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evalharness.fastchat_io import Judgment
-from evalharness.hashing import sha256_file
-from evalharness.requests import Request, Result
+from evalharness.engine.requests import Request, Result
+from evalharness.formats.fastchat import Judgment
+from evalharness.store.hashing import sha256_file
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     GenerateResult,
     Request,

@@ -11,9 +11,9 @@ import string
 from pathlib import Path
 from typing import Any
 
+from evalharness.engine.requests import Message
 from evalharness.errors import InputError
-from evalharness.records import UniqueIds, read_jsonl
-from evalharness.requests import Message
+from evalharness.formats.records import UniqueIds, read_jsonl
 
 from .templates import render_messages
 

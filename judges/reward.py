@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
-from evalharness.requests import Message, Request, Result, RewardRequest, RewardResult
+from evalharness.engine.requests import Message, Request, Result, RewardRequest, RewardResult
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge, side_of

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from evalharness.engine.requests import Request, Result, canonical_json, sha256_hex
 from evalharness.errors import InputError
-from evalharness.records import YamlLines, read_yaml_lines
-from evalharness.requests import Request, Result, canonical_json, sha256_hex
+from evalharness.formats.records import YamlLines, read_yaml_lines
 from evalharness.tasks.base import JudgeItem
 
 from .base import Judge

@@ -12,8 +12,8 @@ from typing import Any
 
 import jinja2
 
+from evalharness.engine.requests import Message, sha256_hex
 from evalharness.errors import InputError
-from evalharness.requests import Message, sha256_hex
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 

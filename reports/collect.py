@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.stats import CI_METHODS
-from evalharness.store import RunStore
+from evalharness.stats.intervals import CI_METHODS
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import SampleView, Task
 from evalharness.tasks.registry import stored_task_class
 
@@ -38,7 +38,8 @@ class TaskResult:
     headline: list[str]
     known: bool
     scored: bool
-    #: metric -> how its interval was made (a name in `evalharness.stats.CI_METHODS`); empty
+    #: metric -> how its interval was made (a name in `evalharness.stats.intervals.CI_METHODS`);
+    #: empty
     #: for runs stored before it was recorded.
     ci_method: dict[str, str] = field(default_factory=dict)
 

@@ -1,7 +1,8 @@
 """Precomputed run-versus-run comparisons for the report's compare page.
 
 A static page cannot run the paired tests, so the report computes them at build time with
-`evalharness.comparison.compare_runs`, both orders of every pair (the regression and `worse_by`
+`evalharness.stats.comparison.compare_runs`, both orders of every pair (the regression and
+`worse_by`
 fields depend on which run is the baseline, so the page never flips a result itself). The
 number of pairs grows with the square of the runs; past `MAX_PAIRS` only the pairs involving
 the newest runs are kept, and the page says so.
@@ -13,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness.comparison import compare_runs
 from evalharness.errors import InputError
 from evalharness.reports.collect import RunInfo
-from evalharness.store import RunStore
+from evalharness.stats.comparison import compare_runs
+from evalharness.store.run_store import RunStore
 
 #: Unordered pairs of runs compared at most (each in both orders).
 MAX_PAIRS = 300

@@ -40,7 +40,7 @@ from evalharness.reports.comparisons import CompareFn, compare_pair, default_com
 from evalharness.reports.data import PAGE_SIZE, detail, js_json, sample_index, write_chunk
 from evalharness.reports.data import write_text as write_file
 from evalharness.reports.panels import TaskContext, drift_tables, task_panels
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import Task
 
 #: A file in every report directory; only a directory holding it is ever replaced.
@@ -451,7 +451,10 @@ class SiteWriter:
         )
         note = None
         if compare is None:
-            note = "Comparisons are not available: this installation has no evalharness.comparison."
+            note = (
+                "Comparisons are not available: this installation has no "
+                "evalharness.stats.comparison."
+            )
         elif plan.capped:
             note = (
                 f"{plan.possible} pairs of runs share a task; only the {len(plan.pairs)} pairs "

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from evalharness.engine.requests import Request, Result
 from evalharness.errors import InputError
-from evalharness.requests import Request, Result
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class SampleView:
 @dataclass
 class TaskResult:
     """A task's aggregate: metrics, their CIs, and for each CI the method that made it
-    (`ci_method`, a name in `evalharness.stats.CI_METHODS`), so a reader of the stored run
+    (`ci_method`, a name in `evalharness.stats.intervals.CI_METHODS`), so a reader of the stored run
     knows what an interval is."""
 
     metrics: dict[str, float]

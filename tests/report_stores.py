@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalharness.store import Link, RunStore
+from evalharness.store.run_store import Link, RunStore
 
 #: A payload that runs script if any text from a model, judge or dataset is parsed as HTML.
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'

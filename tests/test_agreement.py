@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evalharness.agreement import agreement, pairwise_label
+from evalharness.stats.agreement import agreement, pairwise_label
 
 
 def _from_table(table: dict[tuple[str, str], int]) -> tuple[list[str], list[str]]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli, run_json
 
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.alpaca_eval.loader import BUILTIN
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
 

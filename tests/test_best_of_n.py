@@ -16,15 +16,15 @@ from evalharness.backends.best_of_n import (
     best_index,
     rating_fields,
 )
-from evalharness.errors import InputError
-from evalharness.modelspec import parse_model_spec, split_best_of_n
-from evalharness.requests import (
+from evalharness.backends.spec import parse_model_spec, split_best_of_n
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     RewardRequest,
     SamplingParams,
     ScoreRequest,
 )
+from evalharness.errors import InputError
 
 REQUESTS = [
     GenerateRequest((Message("user", "What is the capital of france?"),), SamplingParams(0.0, 10)),

@@ -14,9 +14,9 @@ from fastapi import FastAPI, Request
 from local_server import running_server
 from scipy.stats import binomtest, ttest_1samp, wilcoxon
 
-from evalharness.comparison import compare_runs
-from evalharness.paired import delta_ci, mcnemar_p, paired_rate_delta_ci, wilcoxon_p
-from evalharness.store import RunStore
+from evalharness.stats.comparison import compare_runs
+from evalharness.stats.paired import delta_ci, mcnemar_p, paired_rate_delta_ci, wilcoxon_p
+from evalharness.store.run_store import RunStore
 
 # -- the statistics -------------------------------------------------------------------------
 
@@ -392,8 +392,8 @@ def test_pipeline_gates_with_compare(
 
 
 def test_pipeline_gate_entries_are_checked(tmp_path: Path) -> None:
+    from evalharness.engine.pipeline import parse_gates
     from evalharness.errors import InputError
-    from evalharness.pipeline import parse_gates
 
     path = tmp_path / "p.yaml"
     with pytest.raises(InputError, match="gate #1: unknown key.*higher_is_better"):
@@ -430,7 +430,7 @@ def _fake_pipeline(
     (keyed base/tuned) for runs already in the store: gating, without the models' minutes."""
     from types import SimpleNamespace
 
-    import evalharness.pipeline
+    import evalharness.engine.pipeline
     import evalharness.trainers.loop
 
     def train(config: Any, progress: bool) -> SimpleNamespace:
@@ -440,7 +440,7 @@ def _fake_pipeline(
         return results["base" if model == "hf:base" else "tuned"]
 
     monkeypatch.setattr(evalharness.trainers.loop, "train", train)
-    monkeypatch.setattr(evalharness.pipeline, "evaluate", evaluate)
+    monkeypatch.setattr(evalharness.engine.pipeline, "evaluate", evaluate)
     store = tmp_path / "store.sqlite"
     data = _refusal_data(tmp_path / "rows.jsonl")
     path = tmp_path / "pipeline.yaml"
@@ -461,7 +461,7 @@ def test_a_partial_evaluation_fails_every_gate_with_its_reason(
 
     Warnings of either run (here: a task judged by the model itself) reach the report too.
     """
-    from evalharness.engine import run_warnings
+    from evalharness.engine.runner import run_warnings
 
     store = RunStore(tmp_path / "store.sqlite")
     _store_run(store, "base", "driftcaps", _safety_scores(6), {"unsafe_refusal_rate": 0.5})
@@ -504,8 +504,8 @@ def test_pipeline_evaluate_passes_judge_settings_and_the_named_key(
 ) -> None:
     """An `openai:` judge in pipeline YAML: its URL, mode and the key from the named variable
     reach the judge server (the YAML holds the variable's name, never the key)."""
-    from evalharness.pipeline import check_evaluate, evaluate
-    from evalharness.records import read_yaml_lines
+    from evalharness.engine.pipeline import check_evaluate, evaluate
+    from evalharness.formats.records import read_yaml_lines
 
     seen: list[str] = []
     app = FastAPI()

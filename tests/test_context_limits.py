@@ -21,10 +21,8 @@ from evalharness.backends.context import (
 )
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.reward import RewardModelBackend
-from evalharness.engine import TRUNCATED_COUNT
-from evalharness.errors import InputError
-from evalharness.modelspec import parse_model_spec
-from evalharness.requests import (
+from evalharness.backends.spec import parse_model_spec
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateResult,
     Message,
@@ -35,6 +33,8 @@ from evalharness.requests import (
     result_from_json,
     result_to_json,
 )
+from evalharness.engine.runner import TRUNCATED_COUNT
+from evalharness.errors import InputError
 
 LIMIT = 64
 #: Far more than LIMIT tokens with the tiny tokenizer.

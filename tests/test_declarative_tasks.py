@@ -19,7 +19,7 @@ import pytest
 from cli_helpers import run_cli, run_json
 from scipy.stats import binomtest
 
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "tasks" / "declarative" / "examples"
@@ -287,7 +287,7 @@ def test_acc_norm_divides_by_the_choice_length_without_the_delimiter() -> None:
     """lm-eval's acc_norm: logprob / len(choice), the delimiter not counted. With choices "a"
     and "bbb" at -2.0 and -5.5 that picks "bbb" (-2.0 vs -1.83); counting the delimiter would
     pick "a" (-1.0 vs -1.375), and plain acc picks "a" too."""
-    from evalharness.requests import ScoreResult
+    from evalharness.engine.requests import ScoreResult
     from evalharness.tasks.base import Sample
     from evalharness.tasks.registry import get_task_class
 

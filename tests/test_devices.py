@@ -1,4 +1,5 @@
-"""The device and dtype rule every model path shares (`evalharness.devices`), checked on the CPU
+"""The device and dtype rule every model path shares (`evalharness.backends.devices`), checked on
+the CPU
 with the accelerator's presence simulated: which device `auto` picks, what `dtype=auto` means
 there, and the one-line errors for devices this machine lacks."""
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evalharness import devices
+from evalharness.backends import devices
 from evalharness.errors import InputError
 
 

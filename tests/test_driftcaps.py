@@ -13,7 +13,7 @@ from scipy.stats import binomtest
 
 from evalharness.errors import InputError
 from evalharness.judges.rules import XSTEST_REFUSAL_PREFIXES, RuleJudge
-from evalharness.paired import mcnemar_p
+from evalharness.stats.paired import mcnemar_p
 from evalharness.tasks.base import Sample
 from evalharness.tasks.driftcaps import DriftCaps
 from evalharness.tasks.driftcaps.drift import compute_drift

@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import run_cli, run_json
 from test_alpaca_eval import make_model, reference_rows
 
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 
 QUESTION_IDS = list(range(1, 9))  # the authored set `--questions builtin` reads
 MODEL = "model_a"

@@ -141,7 +141,7 @@ def test_compiled_kernel_matches_float64_reference(dtype: torch.dtype) -> None:
 # -- an hf: model on cuda and on the CPU -----------------------------------------------------------
 def load(model_dir: Path, device: str, dtype: str) -> Any:
     from evalharness.backends import load_backend
-    from evalharness.modelspec import parse_model_spec
+    from evalharness.backends.spec import parse_model_spec
 
     backend = load_backend(parse_model_spec(f"hf:{model_dir}", device=device, dtype=dtype))
     backend.model  # noqa: B018 - loads the weights
@@ -160,7 +160,7 @@ def token_logprobs(backend: Any, text: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_hf_model_on_cuda_agrees_with_the_cpu(tiny_model_dir: Path, dtype: str) -> None:
-    from evalharness.requests import ScoreRequest
+    from evalharness.engine.requests import ScoreRequest
 
     cpu, gpu = load(tiny_model_dir, "cpu", dtype), load(tiny_model_dir, "cuda", dtype)
     assert gpu.model.device.type == "cuda" and cpu.model.device.type == "cpu"
@@ -190,7 +190,7 @@ def test_hf_model_on_cuda_agrees_with_the_cpu(tiny_model_dir: Path, dtype: str) 
 
 # -- serve --------------------------------------------------------------------------------------
 def test_serve_on_cuda_answers_as_the_model_on_cuda(tiny_model_dir: Path) -> None:
-    from evalharness.requests import GenerateRequest, Message, SamplingParams
+    from evalharness.engine.requests import GenerateRequest, Message, SamplingParams
 
     port = free_port()
     process = spawn_cli(

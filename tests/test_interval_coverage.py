@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
-from evalharness.paired import delta_ci, paired_rate_delta_ci
-from evalharness.stats import (
+from evalharness.stats.intervals import (
     clustered_t,
     clustered_wilson,
     mean_of_proportions_ci,
     proportion_ci,
 )
+from evalharness.stats.paired import delta_ci, paired_rate_delta_ci
 
 NOMINAL = 0.95
 SIZES = (8, 25, 80)

@@ -11,13 +11,13 @@ import pytest
 from cli_helpers import run_cli, run_json
 from cli_helpers import tiny_run_args as tiny_args
 
+from evalharness.engine.requests import GenerateResult, Result, ScoreResult
 from evalharness.errors import InputError
 from evalharness.judges.base import side_of
 from evalharness.judges.llm import LLMJudge, order_gap
 from evalharness.judges.prompts import load_fastchat_prompts, render_fastchat
 from evalharness.judges.rules import RuleJudge
-from evalharness.requests import GenerateResult, Result, ScoreResult
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import JudgeItem
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
 

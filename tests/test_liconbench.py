@@ -15,8 +15,8 @@ from cli_helpers import run_json
 from conftest import shared_data
 from scipy.stats import binomtest
 
+from evalharness.engine.requests import CompleteRequest, GenerateResult
 from evalharness.errors import InputError
-from evalharness.requests import CompleteRequest, GenerateResult
 from evalharness.tasks.base import Sample
 from evalharness.tasks.liconbench import synthetic
 from evalharness.tasks.liconbench.loader import BUILTIN

@@ -218,7 +218,7 @@ def logged(lm_eval_results: dict, task: str) -> dict[str, list[dict]]:
 
 
 def stored_samples(ours: dict, task: str) -> dict[str, dict]:
-    from evalharness.store import RunStore
+    from evalharness.store.run_store import RunStore
 
     samples = RunStore(ours["store"]).get_samples(ours["result"]["run_id"], task)
     return {s["sample_id"]: s for s in samples}
@@ -275,7 +275,7 @@ def test_generation_text_filters_and_exact_match_equal_lm_eval(
     mine = stored_samples(ours, "gen_short")
     run_id = ours["result"]["run_id"]
     sent = sent_requests(ours["store"], run_id, "gen_short")
-    from evalharness.store import RunStore
+    from evalharness.store.run_store import RunStore
 
     answers = RunStore(ours["store"]).get_run_responses(run_id, "gen_short")
     assert set(mine) == set(theirs) and len(mine) == len(QUESTIONS)
@@ -487,8 +487,8 @@ def test_a_stop_string_counts_only_in_generated_text(tiny_model_dir: Path) -> No
     stop that is the prompt's last characters plus the first generated token, generation ended
     after that one token. It runs on, as lm-eval's would."""
     from evalharness.backends import load_backend
-    from evalharness.modelspec import parse_model_spec
-    from evalharness.requests import CompleteRequest, SamplingParams
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.engine.requests import CompleteRequest, SamplingParams
 
     backend = load_backend(parse_model_spec(f"hf:{tiny_model_dir}"))
     prompt = "Question: what is the answer\nAnswer:"  # its first new token decodes alone
@@ -507,7 +507,7 @@ def test_a_stop_string_counts_only_in_generated_text(tiny_model_dir: Path) -> No
 
 def test_verbatim_leaves_the_cache_keys_of_other_requests_unchanged() -> None:
     """Requests stored before `verbatim` existed keep their cache keys (and answers)."""
-    from evalharness.requests import CompleteRequest, canonical_json
+    from evalharness.engine.requests import CompleteRequest, canonical_json
 
     plain = json.loads(canonical_json(CompleteRequest("Q:", stop=("\n",))))
     assert plain == {

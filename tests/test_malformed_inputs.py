@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import cli_env
 
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
 MALFORMED = REPO / "tests" / "malformed"
@@ -307,7 +307,7 @@ def test_malformed_input_is_one_line_exit_2_and_leaves_the_store_alone(
 def test_numbers_written_as_strings_are_numbers(tmp_path: Path) -> None:
     """PyYAML reads `5e-6` and `1e3` as strings; a training config means them as numbers."""
     from evalharness.cli import build_parser
-    from evalharness.train_cli import config_from_args
+    from evalharness.cli.train import config_from_args
 
     path = tmp_path / "train.yaml"
     path.write_text(

@@ -19,12 +19,12 @@ import pytest
 from cli_helpers import run_cli
 from tiny_models import build_tiny_classifier, build_tiny_reward_model
 
-from evalharness import hashing
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.reward import RewardModelBackend
+from evalharness.backends.spec import parse_model_spec
 from evalharness.backends.vllm import VLLMBackend
-from evalharness.modelspec import parse_model_spec
-from evalharness.store import RunStore
+from evalharness.store import hashing
+from evalharness.store.run_store import RunStore
 
 DRIFTCAPS = [
     "--tasks",

@@ -2,7 +2,8 @@
 
 This machine has no GPU, so the accelerator is simulated (`torch.cuda.is_available` and friends
 monkeypatched) wherever the choice itself is under test; everything that really runs, runs on
-the CPU. The rule (`evalharness.devices`): `--device auto` is the first accelerator, `--dtype
+the CPU. The rule (`evalharness.backends.devices`): `--device auto` is the first accelerator,
+`--dtype
 auto` the checkpoint's dtype there and float32 on the CPU; the resolved dtype is part of a
 model's identity, the device never is; provenance records both.
 """
@@ -23,10 +24,10 @@ from tiny_models import build_tiny_classifier, build_tiny_reward_model
 
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.reward import RewardModelBackend
+from evalharness.backends.spec import parse_model_spec
 from evalharness.backends.vllm import VLLMBackend
 from evalharness.errors import InputError
-from evalharness.modelspec import parse_model_spec
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 
 DRIFTCAPS = [
     "--tasks",
@@ -159,8 +160,8 @@ def test_vllm_is_given_the_resolved_dtype(
 IDENTITY_ONLY = """
 import json, sys
 from evalharness.backends import load_backend
-from evalharness.devices import accelerator_possible
-from evalharness.modelspec import parse_model_spec
+from evalharness.backends.devices import accelerator_possible
+from evalharness.backends.spec import parse_model_spec
 possible = accelerator_possible()
 load_backend(parse_model_spec(sys.argv[1])).identity_hash
 print(json.dumps({"possible": possible, "torch": "torch" in sys.modules}))
@@ -255,7 +256,7 @@ def test_the_python_api_refuses_a_missing_device_before_opening_the_store(
 CACHED_RUN = """
 import json, sys
 from evalharness.cli import main
-from evalharness.devices import accelerator_possible
+from evalharness.backends.devices import accelerator_possible
 possible = accelerator_possible()
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "possible": possible, "torch": "torch" in sys.modules}))
@@ -498,7 +499,7 @@ SCORED = [
 @pytest.mark.gpu
 @requires_cuda
 def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoint: Path) -> None:
-    from evalharness.requests import ScoreRequest
+    from evalharness.engine.requests import ScoreRequest
 
     requests = [ScoreRequest(continuation=c, context=x) for x, c in SCORED]
     spec = f"hf:{bf16_checkpoint}"
@@ -519,7 +520,7 @@ def test_gpu_scores_agree_with_the_cpu_within_the_stated_tolerance(bf16_checkpoi
 def test_a_model_spread_over_two_gpus_scores_as_on_one(tiny_model_dir: Path) -> None:
     """Under a device map the decoder ends on the last GPU while the tied head stays with the
     embeddings on the first: the scores must not depend on where each half landed."""
-    from evalharness.requests import ScoreRequest
+    from evalharness.engine.requests import ScoreRequest
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA devices")

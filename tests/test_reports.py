@@ -22,12 +22,12 @@ import pytest
 from browser import chromium, open_page, screenshot
 from report_stores import ALL_TASKS, UNKNOWN_TASK, XSS, build_store
 
+from evalharness.cli.report import add_report_parser, cmd_report
 from evalharness.errors import InputError
-from evalharness.report_cli import add_report_parser, cmd_report
 from evalharness.reports import charts
 from evalharness.reports.data import js_json
 from evalharness.reports.site import MARKER, Names
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 
 SAMPLES_PER_TASK = 30
 TASKS = (*ALL_TASKS, UNKNOWN_TASK)
@@ -450,7 +450,7 @@ def test_model_and_judge_text_is_inert(site: Site, browser: Any) -> None:
 
 
 def test_compare_page_shows_deltas(site: Site, browser: Any) -> None:
-    pytest.importorskip("evalharness.comparison")
+    pytest.importorskip("evalharness.stats.comparison")
     store = RunStore(site.store)
     try:
         metrics = {r: {t["task"]: t["metrics"] for t in store.get_tasks(r)} for r in site.run_ids}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import MINI, run_cli, run_json, spawn_cli, tiny_run_args, write_lines
 
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.testing.judge_server import (
     ScriptedJudgeConfig,
     create_judge_app,

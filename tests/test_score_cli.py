@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cli_helpers import run_cli, write_lines
 
-from evalharness import scoring_cli
+from evalharness.cli import score as scoring_cli
 
 TOLERANCE = 1e-4
 #: On the real 49k-vocabulary model float32 rounding (a different summation order over the
@@ -261,7 +261,7 @@ def test_score_agrees_with_lm_eval_on_the_default_model(
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from evalharness.default_model import converted_dir
+    from evalharness.backends.default_model import converted_dir
 
     rows = [
         ("The capital of France is", " Paris"),

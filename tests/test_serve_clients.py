@@ -20,7 +20,7 @@ import pytest
 from local_server import running_server
 
 from evalharness.backends.hf import HFBackend
-from evalharness.modelspec import parse_model_spec
+from evalharness.backends.spec import parse_model_spec
 from evalharness.serve import create_app
 
 MODEL = "tiny-chat"

@@ -28,15 +28,15 @@ from local_server import running_server
 from evalharness.backends import load_backend
 from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
 from evalharness.backends.openai_api import PLACEHOLDER_KEY, OpenAIBackend, api_key_for
-from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import parse_model_spec
-from evalharness.requests import (
+from evalharness.backends.spec import parse_model_spec
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateRequest,
     Message,
     SamplingParams,
     ScoreRequest,
 )
+from evalharness.errors import BackendError, InputError
 from evalharness.serve import CompletionRequest, create_app, is_loopback, run_completion
 from evalharness.serve.worker import ModelWorker
 

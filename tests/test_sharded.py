@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from cli_helpers import tiny_run_args
 
+from evalharness.backends.spec import parse_model_spec
 from evalharness.cli import main
 from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import parse_model_spec
 
 ray = pytest.importorskip("ray")
 
@@ -101,7 +101,7 @@ def test_the_store_holds_each_response_once(runs: dict[str, Any]) -> None:
 
 def test_worker_errors_are_one_line_and_name_the_worker(runs: dict[str, Any]) -> None:
     from evalharness.backends.sharded import ShardedBackend
-    from evalharness.requests import RewardRequest
+    from evalharness.engine.requests import RewardRequest
 
     backend = ShardedBackend(parse_model_spec(f"hf:{runs['model_dir']}", workers=2))
     try:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, ttest_1samp
 
-from evalharness.comparison import _outcomes, _paired_metric
-from evalharness.stats import (
+from evalharness.stats.comparison import _outcomes, _paired_metric
+from evalharness.stats.intervals import (
     T_CLUSTERED,
     WILSON_CLUSTERED,
     bootstrap_ci,

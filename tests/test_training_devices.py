@@ -194,7 +194,7 @@ def test_tf32_goes_on_for_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- settings: flags, YAML, one-line errors --------------------------------------------------
 def test_flags_and_yaml_set_the_placement(tmp_path: Path) -> None:
     from evalharness.cli import build_parser
-    from evalharness.train_cli import config_from_args
+    from evalharness.cli.train import config_from_args
 
     base = ["train", "--method", "sft", "--model", "hf:m", "--data", "d.jsonl", "--out", "o"]
     default = config_from_args(build_parser().parse_args(base))
@@ -227,7 +227,7 @@ def test_bad_placement_settings_are_one_line_errors(
     line: str, message: str, tmp_path: Path
 ) -> None:
     from evalharness.cli import build_parser
-    from evalharness.train_cli import config_from_args
+    from evalharness.cli.train import config_from_args
 
     path = tmp_path / "train.yaml"
     path.write_text(f"method: sft\nmodel: hf:m\ndata: d.jsonl\nout: o\n{line}\n")
@@ -337,7 +337,7 @@ def test_online_models_load_on_the_runs_device(
     placement."""
     from tiny_models import build_tiny_reward_model
 
-    from evalharness import modelspec
+    from evalharness.backends import spec as modelspec
 
     devices: list[Any] = []
     real_load = online.load_model

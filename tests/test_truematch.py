@@ -14,10 +14,10 @@ import pytest
 from cli_helpers import run_json
 from scipy.stats import binomtest
 
+from evalharness.engine.requests import GenerateResult
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_weights_dir
-from evalharness.requests import GenerateResult
-from evalharness.stats import wilson_interval
+from evalharness.stats.intervals import wilson_interval
+from evalharness.store.hashing import sha256_weights_dir
 from evalharness.tasks.base import Sample
 from evalharness.tasks.registry import get_task_class
 from evalharness.tasks.truematch import generator as gen

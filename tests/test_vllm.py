@@ -19,16 +19,16 @@ from cli_helpers import run_cli
 
 from evalharness.backends import load_backend
 from evalharness.backends.hf import HFBackend
+from evalharness.backends.spec import parse_model_spec
 from evalharness.backends.vllm import VLLMBackend, vllm_available
-from evalharness.errors import InputError
-from evalharness.modelspec import parse_model_spec
-from evalharness.requests import (
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateRequest,
     Message,
     SamplingParams,
     ScoreRequest,
 )
+from evalharness.errors import InputError
 
 MAX_MODEL_LEN = 2048
 
@@ -124,7 +124,7 @@ def test_missing_vllm_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_parity_with_hf_on_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
     """The issue's check: greedy text identical, log-probs within the stated tolerance."""
     require_vllm()
-    from evalharness.default_model import converted_dir
+    from evalharness.backends.default_model import converted_dir
 
     checkpoint = converted_dir()
     code, out, _ = run_cli(

@@ -1,5 +1,5 @@
 """The identity of a live model (`EvalCallback`, `evaluate(model, ...)`): its weights hashed
-where they lie (`evalharness.weights_fingerprint`), without a copy of every tensor."""
+where they lie (`evalharness.store.weights_fingerprint`), without a copy of every tensor."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from tiny_models import build_model, build_tokenizer
 
 from evalharness.backends.in_memory import InMemoryHFBackend
-from evalharness.weights_fingerprint import CHUNK_WORDS, nh_lanes, state_sha256
+from evalharness.store.weights_fingerprint import CHUNK_WORDS, nh_lanes, state_sha256
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from evalharness.devices import DEVICE_HELP, parse_device
+from evalharness.backends.devices import DEVICE_HELP, parse_device
 from evalharness.errors import InputError, did_you_mean
 
 #: Where a setting was written: `locate("learning_rate")` -> "train.yaml:5" (or just a file).
 Locate = Callable[..., str]
 
-#: `auto`: the checkpoint's dtype on an accelerator, float32 on the CPU (`evalharness.devices`).
+#: `auto`: the checkpoint's dtype on an accelerator, float32 on the CPU
+#: (`evalharness.backends.devices`).
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: autocast as accelerate takes it; `auto`: bf16 on a CUDA GPU (TRL's default), else no.
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")

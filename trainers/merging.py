@@ -306,7 +306,8 @@ class HeldoutLikelihood:
 
     The rows and their tokenisation are those of `evalharness score` (the lm-eval split); one
     float32 model of `like`'s architecture is loaded once, on `device` (`auto`: the first
-    accelerator, `evalharness.devices`), and each soup's weights are copied into it, so scoring
+    accelerator, `evalharness.backends.devices`), and each soup's weights are copied into it, so
+    scoring
     a soup costs a forward pass, not a save and a reload. float32 even on a GPU: soups of one
     base differ by little, and 16-bit rounding could decide which checkpoint joins the soup.
     """
@@ -314,10 +315,10 @@ class HeldoutLikelihood:
     def __init__(
         self, rows_file: Path, like: Path, batch_size: int = 8, device: str = "auto"
     ) -> None:
+        from evalharness.backends.devices import resolve_device
         from evalharness.backends.hf import HFBackend
-        from evalharness.devices import resolve_device
-        from evalharness.modelspec import parse_model_spec
-        from evalharness.scoring_cli import read_score_rows
+        from evalharness.backends.spec import parse_model_spec
+        from evalharness.cli.score import read_score_rows
 
         rows = read_score_rows(str(rows_file), "--heldout")
         if not rows:
@@ -386,7 +387,7 @@ def merge_command(
     if method == "greedy" and not heldout:
         raise InputError("--method greedy needs --heldout FILE.jsonl to score soups")
     if heldout:
-        from evalharness.scoring_cli import read_score_rows
+        from evalharness.cli.score import read_score_rows
 
         read_score_rows(heldout, "--heldout")  # a bad file fails before any checkpoint is read
     target = Path(out).expanduser()

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from evalharness.backends.devices import placement, resolve_dtype
 from evalharness.backends.hf import dtype_source, load_pretrained, resolve_local_dir
-from evalharness.devices import placement, resolve_dtype
+from evalharness.backends.spec import parse_model_spec
 from evalharness.kernels.causal_lm import causal_lm_token_stats, decoder_of
-from evalharness.modelspec import parse_model_spec
 
 
 @dataclass
@@ -38,7 +38,8 @@ def load_model(
     load_in_4bit: bool = False,
 ) -> LoadedModel:
     """A model spec (`hf:DIR`, a hub id, or the built-in alias) loaded for training on `device`
-    (default the CPU) in `dtype`, `auto` resolved by the shared rule (`evalharness.devices`:
+    (default the CPU) in `dtype`, `auto` resolved by the shared rule
+    (`evalharness.backends.devices`:
     the checkpoint's dtype on an accelerator, float32 on the CPU).
 
     `place=False` leaves the weights on the host for a launcher that shards them (FSDP,

@@ -99,8 +99,8 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     from tqdm.auto import tqdm
 
     from evalharness.backends.reward import RewardModelBackend
-    from evalharness.modelspec import parse_model_spec
-    from evalharness.requests import Message, RewardRequest
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.engine.requests import Message, RewardRequest
 
     method = losses.method(config.method)
     hyper = hyperparameters(method, config.loss_args)

@@ -1,6 +1,7 @@
 """Where a training run computes and in what precision: device, weight dtype, autocast, TF32.
 
-The rule for weights is the one every model path shares (`evalharness.devices`): `dtype: auto`
+The rule for weights is the one every model path shares (`evalharness.backends.devices`): `dtype:
+auto`
 is the checkpoint's own dtype on an accelerator (bfloat16 for most current models) and float32
 on the CPU, so a CPU run computes exactly what it always did; weights a run trains in full
 stay float32 under `auto` (`weights_dtype`).
@@ -17,7 +18,7 @@ PyTorch's IEEE default alone unless told; float32 matmuls in IEEE are 8x slower 
 no gain in training). This sets a process-wide PyTorch flag, as `TrainingArguments(tf32=True)`
 does (only the CUDA backends' flags: CPU matrix products stay IEEE).
 
-torch is imported inside the functions, as in `evalharness.devices`.
+torch is imported inside the functions, as in `evalharness.backends.devices`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from evalharness import devices
+from evalharness.backends import devices
 from evalharness.errors import InputError
 
 from .config import MIXED_PRECISIONS

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from evalharness.paths import cache_root
+from evalharness.store.paths import cache_root
 
 
 def cache_path(identity: dict[str, Any], fingerprint: str) -> Path:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from evalharness.backends.base import Backend
-from evalharness.modelspec import ModelSpec
+from evalharness.backends.spec import ModelSpec
 
 
 def load_backend(spec: ModelSpec) -> Backend:

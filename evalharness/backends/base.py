@@ -6,9 +6,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from evalharness.errors import InputError
-from evalharness.identity import HasIdentity
-from evalharness.requests import (
+from evalharness.engine.requests import (
     ClassifyRequest,
     ClassifyResult,
     CompleteRequest,
@@ -22,6 +20,8 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.errors import InputError
+from evalharness.store.identity import HasIdentity
 
 T = TypeVar("T")
 
@@ -73,7 +73,8 @@ class Backend(HasIdentity):
         return None
 
     def device_record(self) -> dict[str, Any] | None:
-        """Where a local model runs (`evalharness.devices.describe`: device, dtype, device map,
+        """Where a local model runs (`evalharness.backends.devices.describe`: device, dtype, device
+        map,
         card), for the run's provenance; None for models that run elsewhere (APIs, files)."""
         return None
 

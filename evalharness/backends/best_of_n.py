@@ -31,9 +31,8 @@ from dataclasses import replace
 from typing import Any
 
 from evalharness.backends.base import Backend
-from evalharness.identity import HasIdentity
-from evalharness.modelspec import ModelSpec, parse_model_spec, split_best_of_n
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec, parse_model_spec, split_best_of_n
+from evalharness.engine.requests import (
     ClassifyRequest,
     ClassifyResult,
     CompleteRequest,
@@ -49,6 +48,7 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.store.identity import HasIdentity
 
 #: Sampling temperature for candidates of a request that asks for greedy decoding.
 DEFAULT_TEMPERATURE = 0.7

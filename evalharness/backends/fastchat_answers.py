@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.base import Backend
+from evalharness.engine.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from evalharness.errors import InputError
-from evalharness.fastchat_io import RECORDS_KEY, Answer
-from evalharness.hashing import sha256_file
-from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from evalharness.formats.fastchat import RECORDS_KEY, Answer
+from evalharness.store.hashing import sha256_file
 
 
 class FastChatAnswersBackend(Backend):

@@ -11,14 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evalharness import devices
+from evalharness.backends import devices
 from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.backends.context import causal_lm_limit, fit_prompt, fit_scored
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
-from evalharness.errors import InputError
-from evalharness.hashing import WEIGHT_SUFFIXES, checkpoint_hashes
-from evalharness.modelspec import ModelSpec
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateRequest,
     GenerateResult,
@@ -28,6 +26,8 @@ from evalharness.requests import (
     ScoreResult,
     sha256_hex,
 )
+from evalharness.errors import InputError
+from evalharness.store.hashing import WEIGHT_SUFFIXES, checkpoint_hashes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def resolve_local_dir(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
     be loaded from is refused here, before a run is created (`check_loadable`).
     """
     if spec.backend == "builtin":
-        from evalharness.default_model import converted_dir, read_marker
+        from evalharness.backends.default_model import converted_dir, read_marker
 
         directory = converted_dir()
         marker = read_marker(directory) or {}
@@ -175,7 +175,8 @@ def read_chat_template(directory: Path) -> str | None:
 @dataclass(frozen=True)
 class Placement:
     """Where a spec's weights run and in what dtype, resolved once per backend
-    (`evalharness.devices` is the rule): the dtype is part of the identity, the rest is not."""
+    (`evalharness.backends.devices` is the rule): the dtype is part of the identity, the rest is
+    not."""
 
     #: `cpu`, `cuda:N`, `mps`: a name, so a CPU machine decides it without importing torch.
     device_name: str

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.hf import HFBackend, Placement
-from evalharness.hashing import checkpoint_hashes
-from evalharness.modelspec import ModelSpec
-from evalharness.requests import canonical_json, sha256_hex
-from evalharness.weights_fingerprint import state_sha256
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import canonical_json, sha256_hex
+from evalharness.store.hashing import checkpoint_hashes
+from evalharness.store.weights_fingerprint import state_sha256
 
 
 def tokenizer_sha256(tokenizer: Any) -> str:

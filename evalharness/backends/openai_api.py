@@ -20,9 +20,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from evalharness.backends.base import Backend, cut_at_stop
-from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import ModelSpec
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import (
     CompleteRequest,
     FailedResult,
     GenerateRequest,
@@ -32,6 +31,7 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.errors import BackendError, InputError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 OPENAI_HOST = "api.openai.com"

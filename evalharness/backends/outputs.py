@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.base import Backend
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_file
-from evalharness.modelspec import ModelSpec
-from evalharness.records import UniqueIds, read_records, require
-from evalharness.requests import GenerateRequest, GenerateResult, ScoreRequest, ScoreResult
+from evalharness.formats.records import UniqueIds, read_records, require
+from evalharness.store.hashing import sha256_file
 
 
 def read_outputs(path: Path) -> tuple[dict[str, str], str | None]:

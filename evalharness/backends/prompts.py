@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from evalharness.engine.requests import Message, ScoreRequest
 from evalharness.errors import InputError
-from evalharness.requests import Message, ScoreRequest
 
 
 def stop_token_ids(tokenizer_eos: int | None, configured: int | list[int] | None) -> list[int]:

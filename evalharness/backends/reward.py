@@ -24,9 +24,8 @@ from evalharness.backends.hf import (
     resolve_local_dir,
     resolve_placement,
 )
-from evalharness.errors import InputError
-from evalharness.modelspec import ModelSpec
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import (
     ClassifyRequest,
     ClassifyResult,
     GenerateRequest,
@@ -37,6 +36,7 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.errors import InputError
 
 
 class RewardModelBackend(Backend):

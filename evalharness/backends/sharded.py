@@ -32,9 +32,8 @@ from dataclasses import replace
 from typing import Any
 
 from evalharness.backends.base import Backend
-from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import ModelSpec
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec
+from evalharness.engine.requests import (
     ClassifyRequest,
     ClassifyResult,
     CompleteRequest,
@@ -48,6 +47,7 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
 

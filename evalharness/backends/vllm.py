@@ -22,6 +22,7 @@ from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
 from evalharness.backends.context import fit_prompt, fit_scored
+from evalharness.backends.devices import accelerator_possible
 from evalharness.backends.hf import (
     Placement,
     checkpoint_identity,
@@ -29,10 +30,8 @@ from evalharness.backends.hf import (
     resolve_placement,
 )
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
-from evalharness.devices import accelerator_possible
-from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import ALIASES, ModelSpec
-from evalharness.requests import (
+from evalharness.backends.spec import ALIASES, ModelSpec
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateRequest,
     GenerateResult,
@@ -40,6 +39,7 @@ from evalharness.requests import (
     ScoreRequest,
     ScoreResult,
 )
+from evalharness.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
-from evalharness.requests import SamplingParams
+from evalharness.engine.requests import SamplingParams
 from evalharness.serve.schema import (
     DEFAULT_CHAT_MAX_TOKENS,
     APIError,

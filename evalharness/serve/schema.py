@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from evalharness.requests import Message
+from evalharness.engine.requests import Message
 
 MAX_TOP_LOGPROBS = 20
 #: Most choices one request may ask for (OpenAI's own limit is 128).

@@ -17,7 +17,7 @@ from typing import Any
 
 from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
-from evalharness.requests import SamplingParams
+from evalharness.engine.requests import SamplingParams
 from evalharness.serve.completions import (
     chat_prompt_ids,
     check_context,

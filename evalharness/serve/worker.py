@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from evalharness.backends.hf import HFBackend, input_device
-from evalharness.requests import SamplingParams
+from evalharness.engine.requests import SamplingParams
 from evalharness.serve.schema import APIError
 
 #: Float32 logits held at once for top-k alternatives (32 MiB, the chunked scoring path's

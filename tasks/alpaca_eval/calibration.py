@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_file
-from evalharness.records import read_text
+from evalharness.formats.records import read_text
+from evalharness.store.hashing import sha256_file
 
 from .loader import HUB_REPO  # the calibration file sits beside the evaluation set
 

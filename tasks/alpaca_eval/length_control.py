@@ -71,7 +71,7 @@ RANDOM_STATE = 123
 LC_RESAMPLES = 200
 """Bootstrap resamples of the length-controlled win rate's CI (`bootstrap_ci`).
 
-Fewer than the 1000 draws `evalharness.stats.bootstrap_ci` takes for a mean, because every
+Fewer than the 1000 draws `evalharness.stats.intervals.bootstrap_ci` takes for a mean, because every
 resample refits the GLM; the 2.5% and 97.5% quantiles of 200 draws are stable to a fraction of a
 point. For 805 instructions and AlpacaEval's 1610 calibration rows the 200 refits take a few
 seconds on one core.
@@ -329,7 +329,8 @@ def bootstrap_ci(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap CI of `fit.win_rate` over the model's instructions.
 
-    Drawn as `evalharness.stats.bootstrap_ci` draws (`numpy.random.default_rng(seed)`, n indices
+    Drawn as `evalharness.stats.intervals.bootstrap_ci` draws (`numpy.random.default_rng(seed)`, n
+    indices
     with replacement per resample). Each resample is the model's rows as drawn (an instruction
     drawn twice counts twice, in the length std, the fit and the mean), fitted with the
     calibration rows at `fit.C`. A resample with fewer judged rows than the fit needs has no

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import UniqueIds, read_records, require
+from evalharness.formats.records import UniqueIds, read_records, require
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "alpaca_mini.jsonl"
 HUB_REPO = "tatsu-lab/alpaca_eval"

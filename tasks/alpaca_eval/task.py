@@ -22,10 +22,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.errors import InputError
-from evalharness.judges.annotations import same_output
-from evalharness.judges.llm import order_gap
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     Request,
@@ -34,7 +31,10 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import BOOTSTRAP_REFIT, Intervals, mean
+from evalharness.errors import InputError
+from evalharness.judges.annotations import same_output
+from evalharness.judges.llm import order_gap
+from evalharness.stats.intervals import BOOTSTRAP_REFIT, Intervals, mean
 
 from ..base import (
     JudgeItem,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import input_file, read_records
+from evalharness.formats.records import input_file, read_records
 
 from .loader import TaskSpec
 

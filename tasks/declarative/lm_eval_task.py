@@ -31,8 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evalharness.errors import InputError
-from evalharness.requests import (
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateResult,
     Request,
@@ -42,7 +41,8 @@ from evalharness.requests import (
     ScoreResult,
     canonical_json,
 )
-from evalharness.stats import Intervals
+from evalharness.errors import InputError
+from evalharness.stats.intervals import Intervals
 
 from ..base import Sample, TaskData, TaskResult
 from .lm_eval_yaml import LmEvalSpec, check_spec, load_lm_eval_yaml, resolve_functions

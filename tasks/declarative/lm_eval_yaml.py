@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from evalharness.engine.requests import sha256_hex
 from evalharness.errors import InputError
-from evalharness.records import YamlLines, read_text, read_yaml_lines
-from evalharness.requests import sha256_hex
+from evalharness.formats.records import YamlLines, read_text, read_yaml_lines
 
 #: Top-level keys that only an lm-eval task YAML has (task.yaml has none of them).
 LM_EVAL_KEYS = frozenset(

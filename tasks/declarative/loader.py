@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import YamlLines, read_text, read_yaml_lines
+from evalharness.formats.records import YamlLines, read_text, read_yaml_lines
 
 from .templates import Template, compile_template
 

@@ -25,9 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evalharness.errors import InputError
-from evalharness.records import UniqueIds
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     Request,
@@ -38,7 +36,9 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import Intervals, mean
+from evalharness.errors import InputError
+from evalharness.formats.records import UniqueIds
+from evalharness.stats.intervals import Intervals, mean
 
 from ..base import (
     JudgeItem,

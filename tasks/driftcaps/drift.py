@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from evalharness.paired import mcnemar_p
+from evalharness.stats.paired import mcnemar_p
 
 
 def _paired(base: list[bool], tuned: list[bool]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from evalharness.engine.requests import sha256_hex
 from evalharness.errors import InputError
-from evalharness.records import UniqueIds, input_file, read_records, require
-from evalharness.requests import sha256_hex
+from evalharness.formats.records import UniqueIds, input_file, read_records, require
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "driftcaps_mini.jsonl"
 LABELS = ("safe", "unsafe")

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     Request,
@@ -26,7 +26,13 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import WILSON, WILSON_MOVER, Intervals, mean, mean_of_proportions_ci
+from evalharness.stats.intervals import (
+    WILSON,
+    WILSON_MOVER,
+    Intervals,
+    mean,
+    mean_of_proportions_ci,
+)
 
 from ..base import (
     PROTOCOL_LABELS,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_records, require
+from evalharness.formats.records import read_records, require
 
 from .specs import DatasetSpec, Item
 

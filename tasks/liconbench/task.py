@@ -26,8 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from evalharness.errors import InputError
-from evalharness.requests import (
+from evalharness.engine.requests import (
     CompleteRequest,
     GenerateResult,
     Request,
@@ -36,7 +35,8 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import BOOTSTRAP, Intervals, mean, micro_prf_bootstrap_ci
+from evalharness.errors import InputError
+from evalharness.stats.intervals import BOOTSTRAP, Intervals, mean, micro_prf_bootstrap_ci
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task

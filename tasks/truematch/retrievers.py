@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from evalharness.errors import InputError
-from evalharness.hashing import sha256_weights_dir
+from evalharness.store.hashing import sha256_weights_dir
 
 #: Scores this close (relative to the target's, at least 1e-6 absolute) count as a tie. Exact
 #: float equality would let summation order split a mathematical tie.
@@ -151,7 +151,7 @@ def _load_options() -> dict[str, Any]:
     float32 costs nothing."""
     import torch
 
-    from evalharness.devices import placement, resolve_device
+    from evalharness.backends.devices import placement, resolve_device
 
     return {"dtype": torch.float32, **placement(resolve_device("auto"), None)}
 

@@ -54,8 +54,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.errors import InputError
-from evalharness.requests import (
+from evalharness.engine.requests import (
     GenerateRequest,
     Message,
     Request,
@@ -64,7 +63,8 @@ from evalharness.requests import (
     canonical_json,
     sha256_hex,
 )
-from evalharness.stats import Intervals, mean
+from evalharness.errors import InputError
+from evalharness.stats.intervals import Intervals, mean
 
 from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
 from ..registry import register_task

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import require
+from evalharness.formats.records import require
 from evalharness.trainers.losses.registry import DATA_FORMATS
 
 Row = dict[str, Any]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.records import read_records
+from evalharness.formats.records import read_records
 
 from .formats import Row, check_format, normalize_row
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.fastchat_io import (
+from evalharness.formats.fastchat import (
     answer_row,
     file_label,
     imported_answer_records,
@@ -50,7 +50,7 @@ def add_export_parser(commands: Any) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from evalharness.store import open_store
+    from evalharness.store.run_store import open_store
 
     store = open_store(args.store, read_only=True)
     try:

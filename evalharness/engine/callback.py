@@ -5,7 +5,8 @@ written) by `evalharness.evaluate`, and the task metrics go to the trainer's own
 (`trainer.log`: the console, TensorBoard, W&B, ... whatever `report_to` names). Each evaluation
 is also a stored run, so `evalharness show/compare/report` work on it afterwards. Under DDP only
 the main process evaluates, as the trainer's own logging does. The model is evaluated on its own
-device, and its weights are hashed there for the cache key (`evalharness.weights_fingerprint`):
+device, and its weights are hashed there for the cache key
+(`evalharness.store.weights_fingerprint`):
 no copy of the model comes to the host at each evaluation.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from evalharness.api import Results, evaluate
+from evalharness.engine.api import Results, evaluate
 from evalharness.errors import InputError
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evalharness.backends import Backend
-from evalharness.requests import GenerateRequest, Message, SamplingParams, ScoreRequest
+from evalharness.engine.requests import GenerateRequest, Message, SamplingParams, ScoreRequest
 
 #: Default tolerance on |log p_A - log p_B| of one continuation (a sum over its tokens, in
 #: nats). Two float32 implementations of one model differ by summation order only; 0.05 nats

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from evalharness.errors import InputError
-from evalharness.paired import (
+from evalharness.stats.paired import (
     DELTA_CI_METHOD,
     RATE_DELTA_CI_METHOD,
     delta_ci,
@@ -34,7 +34,7 @@ from evalharness.paired import (
     paired_rate_delta_ci,
     wilcoxon_p,
 )
-from evalharness.store import RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import Outcome, Task
 from evalharness.tasks.registry import stored_task_class
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from evalharness.devices import parse_device, parse_device_map
+from evalharness.backends.devices import parse_device, parse_device_map
 from evalharness.errors import InputError
 
 DEFAULT_MODEL_ALIAS = "smollm2-135m-instruct"
@@ -24,7 +24,8 @@ class ModelSpec:
     """A parsed model spec plus the options that change what the model computes.
 
     `dtype` (resolved: `auto` is the checkpoint's dtype on an accelerator, float32 on the CPU,
-    see `evalharness.devices`), `revision`, `base_url` and (vLLM) `max_model_len` are part of
+    see `evalharness.backends.devices`), `revision`, `base_url` and (vLLM) `max_model_len` are part
+    of
     the model's identity; `device`, `device_map`, `batch_size`, `concurrency`, `api_key_env`,
     the other vLLM engine options and `workers` only change where and how fast it runs.
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from evalharness.errors import InputError
-from evalharness.paths import default_store_path
+from evalharness.store.paths import default_store_path
 
 #: The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -49,8 +49,8 @@ def add_compare_parser(commands: Any) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from evalharness.comparison import compare_runs
-    from evalharness.store import open_store
+    from evalharness.stats.comparison import compare_runs
+    from evalharness.store.run_store import open_store
 
     store = open_store(args.store, read_only=True)
     try:
@@ -83,7 +83,7 @@ def print_comparison(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     from evalharness.console import err_console, out_console
-    from evalharness.stats import CI_METHODS
+    from evalharness.stats.intervals import CI_METHODS
 
     for warning in result["warnings"]:
         err_console.print(f"[yellow]warning: {warning}[/yellow]", highlight=False)

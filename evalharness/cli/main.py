@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from evalharness import __version__
-from evalharness.api import DEFAULT_TASK_OPTIONS
-from evalharness.compare_cli import add_compare_parser, cmd_compare
-from evalharness.devices import DEVICE_HELP, DEVICE_MAPS
+from evalharness.backends.devices import DEVICE_HELP, DEVICE_MAPS
+from evalharness.backends.spec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
+from evalharness.cli.compare import add_compare_parser, cmd_compare
+from evalharness.cli.export import add_export_parser, cmd_export
+from evalharness.cli.parity import add_parity_parser, cmd_parity
+from evalharness.cli.report import add_report_parser, cmd_report
+from evalharness.cli.verdicts import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
+from evalharness.engine.api import DEFAULT_TASK_OPTIONS
 from evalharness.errors import BackendError, InputError
-from evalharness.export_cli import add_export_parser, cmd_export
-from evalharness.modelspec import ALIASES, DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
-from evalharness.mt_bench_import import add_mt_bench_import_options, import_mt_bench
-from evalharness.parity_cli import add_parity_parser, cmd_parity
-from evalharness.report_cli import add_report_parser, cmd_report
-from evalharness.verdict_cli import add_verdict_parsers, cmd_agreement, cmd_drift, cmd_judge
+from evalharness.formats.mt_bench_import import add_mt_bench_import_options, import_mt_bench
 
 DEFAULT_TASKS = list(DEFAULT_TASK_OPTIONS)
 
@@ -89,7 +89,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """`--device` and `--device-map`: where a model named by a spec runs (`evalharness.devices`)."""
+    """`--device` and `--device-map`: where a model named by a spec runs
+    (`evalharness.backends.devices`)."""
     parser.add_argument(
         "--device", default=None, help=f"where the model runs: {DEVICE_HELP}; default auto"
     )
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(score)
     score.add_argument("--input", required=True, help="JSONL file of rows, or - for stdin")
 
-    from evalharness.train_cli import add_train_parsers
+    from evalharness.cli.train import add_train_parsers
 
     add_train_parsers(commands)
     add_compare_parser(commands)
@@ -344,7 +345,7 @@ def _parse_task_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:
 
 
 def _open_store(path: str | None, *, read_only: bool = False):  # noqa: ANN202 - RunStore
-    from evalharness.store import open_store
+    from evalharness.store.run_store import open_store
 
     return open_store(path, read_only=read_only)
 
@@ -395,14 +396,14 @@ def _execute(
 ) -> int:
     """Run through `evalharness.evaluate` and print; `runner_options` (a prebuilt backend or
     judge) go to the engine's `Runner`."""
-    from evalharness.api import RUN_BOUNDS, check_run_bounds, evaluate
+    from evalharness.engine.api import RUN_BOUNDS, check_run_bounds, evaluate
 
     check_run_bounds(
         {key: getattr(args, key, None) for key in RUN_BOUNDS},
         name=lambda key: "--" + key.replace("_", "-"),
     )
     from evalharness.console import err_console, out_console, rich_progress, summary_table
-    from evalharness.engine import no_progress
+    from evalharness.engine.runner import no_progress
 
     try:
         results = evaluate(
@@ -470,8 +471,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise InputError("give --annotations (import verdicts) or --judge (judge now), not both")
     if not args.annotations and not args.judge:
         raise InputError("give --annotations FILE to import verdicts, or --judge SPEC to judge")
-    from evalharness.records import input_file
-    from evalharness.store import check_store_file, store_location
+    from evalharness.formats.records import input_file
+    from evalharness.store.run_store import check_store_file, store_location
 
     check_store_file(*store_location(args.store))  # before reading files that may take a while
     for option in ("outputs", "annotations"):  # errors name the flag used
@@ -528,7 +529,7 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 def run_summary(store: Any, run_id: str) -> dict[str, Any]:
-    from evalharness.engine import run_warnings
+    from evalharness.engine.runner import run_warnings
 
     run = store.get_run(run_id)
     tasks = {}
@@ -636,7 +637,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from evalharness.scoring_cli import score_command
+    from evalharness.cli.score import score_command
 
     return score_command(_model_spec(args), args.input)
 
@@ -664,7 +665,7 @@ COMMANDS = {
 
 
 def _train_cli():  # noqa: ANN202 - the module, imported only when a training command runs
-    from evalharness import train_cli
+    from evalharness.cli import train as train_cli
 
     return train_cli
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from evalharness.errors import InputError
-from evalharness.paths import cache_root
+from evalharness.store.paths import cache_root
 
 _CHUNK = 1 << 22
 #: Files at least this large are hashed once per (path, size, mtime) and remembered.

@@ -16,11 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from evalharness import provenance
 from evalharness.backends import Backend, load_backend
-from evalharness.errors import BackendError, InputError
-from evalharness.modelspec import ModelSpec, parse_model_spec
-from evalharness.requests import (
+from evalharness.backends.spec import ModelSpec, parse_model_spec
+from evalharness.engine.requests import (
     CompleteRequest,
     FailedResult,
     GenerateRequest,
@@ -33,7 +31,9 @@ from evalharness.requests import (
     sha256_hex,
     to_jsonable,
 )
-from evalharness.store import Link, RunStore
+from evalharness.errors import BackendError, InputError
+from evalharness.store import provenance
+from evalharness.store.run_store import Link, RunStore
 from evalharness.tasks.base import JudgeItem, Sample, Task, TaskData
 from evalharness.tasks.registry import available_tasks, task_classes
 

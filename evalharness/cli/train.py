@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evalharness.devices import DEVICE_HELP
+from evalharness.backends.devices import DEVICE_HELP
 from evalharness.errors import InputError
 
 #: Flags that map one-to-one onto TrainConfig fields (flag name → field name).
@@ -154,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Every value is type-checked here and the method and its hyperparameters are looked up, so
     a mistake in the file is reported (with its line) before any model or data is loaded.
     """
-    from evalharness.records import read_yaml_lines
+    from evalharness.formats.records import read_yaml_lines
     from evalharness.trainers.config import TrainConfig
 
     mapping: dict[str, Any] = {}
@@ -366,7 +366,7 @@ def _shown_default(value: Any) -> str:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from evalharness.pipeline import run_pipeline
+    from evalharness.engine.pipeline import run_pipeline
 
     report = run_pipeline(Path(args.config), progress=not args.quiet)
     if args.json:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evalharness.engine.requests import canonical_json, sha256_hex
 from evalharness.errors import InputError
-from evalharness.records import UniqueIds, read_jsonl
-from evalharness.requests import canonical_json, sha256_hex
+from evalharness.formats.records import UniqueIds, read_jsonl
 
 #: FastChat's rating when the judge's output held no `[[rating]]` (excluded by show_result).
 INVALID_SCORE = -1

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from evalharness.backends.spec import parse_model_spec
 from evalharness.errors import InputError
-from evalharness.fastchat_io import Answer, model_name, read_answers, read_single_judgments
-from evalharness.modelspec import parse_model_spec
+from evalharness.formats.fastchat import Answer, model_name, read_answers, read_single_judgments
 
 TASK = "mt_bench"
 
@@ -72,9 +72,9 @@ def check_answers(
 def import_mt_bench(args: argparse.Namespace, execute: Callable[..., int]) -> int:
     """Build the recorded-answers backend (and imported-ratings judge) and run the task."""
     from evalharness.backends.fastchat_answers import FastChatAnswersBackend
+    from evalharness.formats.records import input_file
     from evalharness.judges.fastchat_judgments import FastChatJudgmentsJudge
-    from evalharness.records import input_file
-    from evalharness.store import check_store_file, store_location
+    from evalharness.store.run_store import check_store_file, store_location
     from evalharness.tasks.mt_bench.loader import load_questions
 
     if not args.answers:

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalharness.devices import parse_device
+from evalharness.backends.devices import parse_device
+from evalharness.backends.spec import ModelSpec, parse_model_spec, placed
 from evalharness.errors import InputError
-from evalharness.modelspec import ModelSpec, parse_model_spec, placed
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from evalharness.backends.base import Backend
-    from evalharness.comparison import Comparison
-    from evalharness.engine import Progress
+    from evalharness.engine.runner import Progress
+    from evalharness.stats.comparison import Comparison
 
 #: The offline default suite (`evalharness run` without `--tasks`): every task on its authored
 #: data, sized to run in minutes on a laptop CPU with the built-in model.
@@ -82,7 +82,8 @@ class Results:
 
     @property
     def ci_method(self) -> dict[str, dict[str, str]]:
-        """How each interval in `ci` was made: a name in `evalharness.stats.CI_METHODS` (absent
+        """How each interval in `ci` was made: a name in `evalharness.stats.intervals.CI_METHODS`
+        (absent
         for runs stored before it was recorded)."""
         return {name: entry.get("ci_method", {}) for name, entry in self.raw["tasks"].items()}
 
@@ -95,7 +96,7 @@ class Results:
         (task, sample_id, then each scored field flattened with `.`), read back from the store."""
         import pandas as pd
 
-        from evalharness.store import open_store
+        from evalharness.store.run_store import open_store
 
         metric_rows = []
         for task, entry in self.raw["tasks"].items():
@@ -174,8 +175,8 @@ def evaluate(
     (`auto`: over every visible GPU) place a model named by a spec, `judge_device` a judge that
     is a local model (default: `device`); a model in memory runs where it is.
     """
-    from evalharness.engine import Runner, RunSpec, no_progress
-    from evalharness.store import open_store
+    from evalharness.engine.runner import Runner, RunSpec, no_progress
+    from evalharness.store.run_store import open_store
 
     bounds = {"limit": limit, "max_judge_calls": max_judge_calls, "judge_retries": judge_retries}
     check_run_bounds(bounds)
@@ -241,8 +242,8 @@ def compare(
     CIs and the gate (`Comparison.passed`). Runs are ids or `Results`; with `Results` the
     store is theirs unless `store` is given. `seed` is ignored, kept for earlier callers:
     nothing in a comparison is random (its CIs are t and Newcombe intervals, not bootstraps)."""
-    from evalharness.comparison import compare_runs
-    from evalharness.store import open_store
+    from evalharness.stats.comparison import compare_runs
+    from evalharness.store.run_store import open_store
 
     if store is None:
         store = next((r.store_path for r in (a, b) if isinstance(r, Results)), None)
@@ -269,7 +270,7 @@ LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon")
 def check_devices(model: ModelSpec, judge_device: str | None) -> None:
     """A device this machine lacks is a one-line error before the store is even opened (the
     backends resolve it again when built, also before any run is created)."""
-    from evalharness.devices import resolve_device_name
+    from evalharness.backends.devices import resolve_device_name
 
     if model.backend in LOCAL_BACKENDS:
         resolve_device_name(model.device)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from evalharness.backends.base import all_results
+from evalharness.engine.requests import ScoreRequest, ScoreResult
 from evalharness.errors import InputError
-from evalharness.records import parse_jsonl, read_records, require
-from evalharness.requests import ScoreRequest, ScoreResult
+from evalharness.formats.records import parse_jsonl, read_records, require
 
 if TYPE_CHECKING:
     from evalharness.backends.base import Backend
-    from evalharness.modelspec import ModelSpec
+    from evalharness.backends.spec import ModelSpec
 
 #: Rows handed to the backend per call, in multiples of its batch size: enough for it to find
 #: rows sharing a context and to batch rows of similar length, few enough to stream output.

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from evalharness.devices import DEVICE_HELP
+from evalharness.backends.devices import DEVICE_HELP
 from evalharness.errors import InputError
 
 
@@ -59,7 +59,7 @@ def add_verdict_parsers(commands: Any) -> None:
 
 def open_store(path: str | None):  # noqa: ANN201 - RunStore, imported lazily
     """`agreement` and `drift` only read stored verdicts: a read-only store will do."""
-    from evalharness.store import open_store as open_run_store
+    from evalharness.store.run_store import open_store as open_run_store
 
     return open_run_store(path, read_only=True)
 
@@ -67,8 +67,8 @@ def open_store(path: str | None):  # noqa: ANN201 - RunStore, imported lazily
 def cmd_agreement(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from evalharness.agreement import agreement
-    from evalharness.records import UniqueIds, read_records, require
+    from evalharness.formats.records import UniqueIds, read_records, require
+    from evalharness.stats.agreement import agreement
 
     store = open_store(args.store)
     try:
@@ -192,8 +192,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
     """Refusal verdicts for completions produced elsewhere, one line per row, in file order."""
     from pathlib import Path
 
+    from evalharness.formats.records import read_records, require
     from evalharness.judges.factory import build_judge
-    from evalharness.records import read_records, require
     from evalharness.tasks.base import JudgeItem
 
     records = read_records(Path(args.input), "--input")  # input errors before a judge loads

@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from evalharness.devices import DEVICE_HELP
+from evalharness.backends.devices import DEVICE_HELP
+from evalharness.backends.spec import parse_model_spec
+from evalharness.engine.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE, PARITY_ITEMS
 from evalharness.errors import InputError
-from evalharness.modelspec import parse_model_spec
-from evalharness.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE, PARITY_ITEMS
 
 
 def add_parity_parser(commands: Any) -> None:
@@ -49,7 +49,7 @@ def add_parity_parser(commands: Any) -> None:
 
 def cmd_parity(args: argparse.Namespace) -> int:
     from evalharness.backends import load_backend
-    from evalharness.parity import run_parity
+    from evalharness.engine.parity import run_parity
 
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.errors import InputError
-from evalharness.paths import default_store_path
-from evalharness.records import YamlLines, read_yaml_lines
+from evalharness.formats.records import YamlLines, read_yaml_lines
+from evalharness.store.paths import default_store_path
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ EVALUATE_KEYS: dict[str, tuple[type, ...]] = {
 
 def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines) -> None:
     """The evaluate section's keys, types and store, checked before the (long) training."""
-    from evalharness.store import check_store_file
+    from evalharness.store.run_store import check_store_file
 
     for key, value in evaluate_config.items():
         kinds = EVALUATE_KEYS.get(str(key))
@@ -91,7 +91,7 @@ def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines
                 f"{lines.where('evaluate', key)}: field 'evaluate.{key}' must be "
                 f"{' or '.join('a ' + k.__name__ for k in kinds)}, not {value!r}"
             )
-    from evalharness.api import check_run_bounds
+    from evalharness.engine.api import check_run_bounds
 
     check_run_bounds(
         evaluate_config, name=lambda key: f"{lines.where('evaluate', key)}: field 'evaluate.{key}'"
@@ -108,7 +108,7 @@ def check_evaluate(path: Path, evaluate_config: dict[str, Any], lines: YamlLines
 def check_evaluate_placement(evaluate_config: dict[str, Any], lines: YamlLines) -> None:
     """`evaluate.device` / `evaluate.device_map` are spelt right, go together, and the device
     exists here: checked before training, so a GPU-less machine fails now, not after it."""
-    from evalharness.devices import parse_device_map, resolve_device
+    from evalharness.backends.devices import parse_device_map, resolve_device
 
     device, device_map = evaluate_config.get("device"), evaluate_config.get("device_map")
     if device is not None:
@@ -167,8 +167,8 @@ def evaluate(model: str, evaluate_config: dict[str, Any], where: str) -> dict[st
     An `openai:` judge's key comes from the variable `judge_api_key_env` names, never from the
     YAML itself (a key in a committed CI file would leak).
     """
-    from evalharness.api import evaluate as evaluate_run
-    from evalharness.modelspec import parse_model_spec
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.engine.api import evaluate as evaluate_run
 
     tasks = evaluate_config.get("tasks")
     if not tasks or not isinstance(tasks, list):
@@ -241,8 +241,8 @@ def failed_gates(gates: list[Gate], reason: str) -> list[dict]:
 
 def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gate]) -> list[dict]:
     """Compare the tuned run against the base (`compare`) and judge every gate on it."""
-    from evalharness.comparison import compare_runs
-    from evalharness.store import RunStore
+    from evalharness.stats.comparison import compare_runs
+    from evalharness.store.run_store import RunStore
 
     if not gates:
         return []
@@ -278,7 +278,7 @@ def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gat
 
 def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate both models, check the gates; returns a report (`passed` says it all)."""
-    from evalharness.train_cli import check_method
+    from evalharness.cli.train import check_method
     from evalharness.trainers.config import TrainConfig
 
     config, lines = read_pipeline(path)

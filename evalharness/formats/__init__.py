@@ -1,0 +1,1 @@
+"""Files other tools read and write: data records, FastChat and AlpacaEval formats."""

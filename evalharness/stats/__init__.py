@@ -1,0 +1,1 @@
+"""Statistics: confidence intervals, paired tests, judge agreement and run-vs-run comparison."""
