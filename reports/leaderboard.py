@@ -10,19 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evalharness.reports.collect import RunInfo
+from evalharness.reports.collect import RunInfo, headline_union
 from evalharness.reports.names import Names
 from evalharness.reports.writer import SiteWriter
 
 
 def headline_columns(runs: Sequence[RunInfo], task: str) -> list[str]:
     """The headline metrics any run of `task` declares, in first-seen order."""
-    columns: list[str] = []
-    for run in runs:
-        result = run.tasks.get(task)
-        if result is not None:
-            columns += [m for m in result.headline if m not in columns]
-    return columns
+    return headline_union(run.tasks[task] for run in runs if task in run.tasks)
 
 
 def write_index(writer: SiteWriter) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from evalharness.reports.collect import RunInfo, TaskResult
+from evalharness.reports.collect import RunInfo, TaskResult, headline_union
 from evalharness.reports.names import Names
 from evalharness.reports.panels import TaskContext, drift_tables, task_panels
 from evalharness.reports.writer import SiteWriter
@@ -20,9 +20,7 @@ Entry = tuple[int, RunInfo, TaskResult]
 
 def metric_rows(entries: Sequence[Entry]) -> list[dict[str, Any]]:
     """Rows of the task page's metric table: headline metrics first, then the rest by name."""
-    headline: list[str] = []
-    for _, _, result in entries:
-        headline += [m for m in result.headline if m not in headline]
+    headline = headline_union(result for _, _, result in entries)
     others = sorted({m for _, _, r in entries for m in r.metrics} - set(headline))
     rows = []
     for metric in [*headline, *others]:
