@@ -19,13 +19,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evalharness.engine.requests import Request, Result
+from evalharness.engine.requests import Result
 from evalharness.errors import InputError
 from evalharness.formats.records import UniqueIds, read_records, require
-from evalharness.store.hashing import sha256_file
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge, side_of
+from .base import ImportedJudge, side_of
 
 #: How rows are matched to judged items; part of the identity so a new rule means new verdicts.
 MATCHING = "instruction, then output_2 == judged output (stripped)"
@@ -87,26 +86,15 @@ def failure(reason: str, error: str) -> dict[str, Any]:
     return {"preference": None, "failure": True, "reason": reason, "error": error}
 
 
-class AnnotationsJudge(Judge):
+class AnnotationsJudge(ImportedJudge):
     protocols: ClassVar[tuple[str, ...]] = ("pairwise",)
+    kind: ClassVar[str] = "imported_annotations"
+    matching: ClassVar[str] = MATCHING
 
     def __init__(self, path: Path) -> None:
-        self.path = path.expanduser()
-        self.rows, self.annotator = read_annotations(self.path)
-        self.file_sha256 = sha256_file(self.path)
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {
-            "name": f"annotations:{self.annotator}",
-            "protocol": "imported_annotations",
-            "file_sha256": self.file_sha256,
-            "matching": MATCHING,
-        }
-
-    def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
-        self.check_protocol(item.protocol)
-        return []
+        path = path.expanduser()
+        self.rows, self.annotator = read_annotations(path)  # a bad file says so before hashing
+        super().__init__(path, f"annotations:{self.annotator}")
 
     def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
         row = self.rows.get(item.fields["question_1"])

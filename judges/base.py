@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from evalharness.backends.base import Backend
 from evalharness.engine.requests import Request, Result
 from evalharness.errors import InputError
+from evalharness.store.hashing import sha256_file
 from evalharness.store.identity import HasIdentity
 from evalharness.tasks.base import PROTOCOL_LABELS, JudgeItem
 
@@ -89,3 +91,51 @@ class Judge(HasIdentity):
         A verdict that does not parse has `failure: True` (and `retryable: True` when asking
         again could help); it is recorded and counted, never dropped.
         """
+
+
+class ModelJudge(Judge):
+    """A judge that is one model read directly, one call per answer (a reward model, a
+    classifier): named by its spec, and as its backend's identity says, so another checkpoint
+    gives new verdicts."""
+
+    backend: Backend
+    #: The `protocol` its identity names.
+    kind: ClassVar[str]
+
+    def __init__(self, backend: Backend, name: str) -> None:
+        self.backend = backend
+        self.name = name
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "protocol": self.kind, "backend": self.backend.identity}
+
+
+class ImportedJudge(Judge):
+    """Verdicts read from a file another judge wrote, never asked of a backend.
+
+    It asks for no requests. A verdict is only as good as the file it came from, so the
+    identity includes the file's sha256 (a corrected file gives new verdicts and a new run id)
+    and the rule that matches its rows to judged items (a new rule means new verdicts).
+    """
+
+    #: The `protocol` its identity names.
+    kind: ClassVar[str]
+    #: How rows are matched to judged items.
+    matching: ClassVar[str]
+
+    def __init__(self, path: Path, name: str, **selects: str) -> None:
+        """`selects`: what else picks this judge's rows out of the file (e.g. the model)."""
+        self.path = path
+        self.name = name
+        self.selects = selects
+        self.file_sha256 = sha256_file(path)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        source = {"name": self.name, "protocol": self.kind, "file_sha256": self.file_sha256}
+        return {**source, **self.selects, "matching": self.matching}
+
+    def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
+        self.check_protocol(item.protocol)
+        return []

@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from evalharness.backends.base import Backend
 from evalharness.engine.requests import ClassifyRequest, ClassifyResult, Request, Result
 from evalharness.errors import InputError
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge
+from .base import ModelJudge
 
 CLASSES = ("full_compliance", "full_refusal", "partial_refusal")
 REFUSAL_WORDS = ("refus", "reject", "declin", "unsafe_response")
@@ -38,16 +37,9 @@ def refusal_class(label: str) -> str:
     )
 
 
-class ClassifierJudge(Judge):
+class ClassifierJudge(ModelJudge):
     protocols: ClassVar[tuple[str, ...]] = ("refusal",)
-
-    def __init__(self, backend: Backend, name: str) -> None:
-        self.backend = backend
-        self.name = name
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "protocol": "classifier", "backend": self.backend.identity}  # type: ignore[union-attr]
+    kind: ClassVar[str] = "classifier"
 
     def calls_per_item(self, protocol: str, n_orders: int) -> int:
         return 1

@@ -17,12 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evalharness.engine.requests import Request, Result
+from evalharness.engine.requests import Result
 from evalharness.formats.fastchat import Judgment
-from evalharness.store.hashing import sha256_file
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge
+from .base import ImportedJudge
 
 MATCHING = "question_id by turn-1 text, turn; judged answer within user_prompt when present"
 NOT_IN_FILE = "not_in_judgments_file"
@@ -34,8 +33,10 @@ def _failure(reason: str, error: str, **extra: Any) -> dict[str, Any]:
     return {"rating": -1.0, "failure": True, "reason": reason, "error": error, **extra}
 
 
-class FastChatJudgmentsJudge(Judge):
+class FastChatJudgmentsJudge(ImportedJudge):
     protocols: ClassVar[tuple[str, ...]] = ("rating",)
+    kind: ClassVar[str] = "imported_fastchat_judgments"
+    matching: ClassVar[str] = MATCHING
 
     def __init__(
         self,
@@ -45,26 +46,11 @@ class FastChatJudgmentsJudge(Judge):
         judgments: Mapping[tuple[int, int], Judgment],
         questions: Sequence[dict[str, Any]],
     ) -> None:
-        self.path = path
         self.model = model
         self.judge_model = judge_model
         self.judgments = dict(judgments)
         self.ids = {str(q["turns"][0]): int(q["question_id"]) for q in questions}
-        self.file_sha256 = sha256_file(path)
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {
-            "name": f"fastchat:{self.judge_model}",
-            "protocol": "imported_fastchat_judgments",
-            "file_sha256": self.file_sha256,
-            "model": self.model,
-            "matching": MATCHING,
-        }
-
-    def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
-        self.check_protocol(item.protocol)
-        return []
+        super().__init__(path, f"fastchat:{judge_model}", model=model)
 
     def verdict(self, item: JudgeItem, results: Sequence[Result]) -> dict[str, Any]:
         turn = int(item.fields["turn"])

@@ -31,6 +31,7 @@ from evalharness.backends.base import Backend
 from evalharness.engine.requests import (
     GenerateRequest,
     GenerateResult,
+    Message,
     Request,
     Result,
     SamplingParams,
@@ -54,6 +55,13 @@ PREFERENCE = {"candidate": 2.0, "baseline": 1.0, "tie": 1.5}
 #: The 3-class refusal protocol's class numbers (as in XSTest's classifier prompt).
 REFUSAL_CLASSES = {"1": "full_compliance", "2": "full_refusal", "3": "partial_refusal"}
 REFUSAL_PATTERN = re.compile(r"\[\[([123])\]\]")
+#: The two answers' markers a pairwise probs verdict scores.
+LETTERS = ("A", "B")
+#: The single-prompt protocols: the prefix a probs verdict scores after, and its options.
+SCORED: Mapping[str, tuple[str, Sequence[object]]] = {
+    "rating": (RATING_PREFIX, RATINGS),
+    "refusal": (VERDICT_PREFIX, tuple(REFUSAL_CLASSES)),
+}
 
 
 class LLMJudge(Judge):
@@ -93,11 +101,9 @@ class LLMJudge(Judge):
         return {"template_sha256": self._template_hashes[item.template]}
 
     def calls_per_item(self, protocol: str, n_orders: int) -> int:
-        if protocol == "rating":
-            return len(RATINGS) if self.mode == "probs" else 1
-        if protocol == "refusal":
-            return len(REFUSAL_CLASSES) if self.mode == "probs" else 1
-        return max(1, n_orders) * (2 if self.mode == "probs" else 1)
+        if protocol in SCORED:
+            return len(SCORED[protocol][1]) if self.mode == "probs" else 1
+        return max(1, n_orders) * (len(LETTERS) if self.mode == "probs" else 1)
 
     # -- requests ------------------------------------------------------------------------
     def _sampling(self, attempt: int) -> SamplingParams:
@@ -107,36 +113,29 @@ class LLMJudge(Judge):
             temperature=RETRY_TEMPERATURE, max_new_tokens=self.max_new_tokens, seed=attempt
         )
 
+    def _ask(
+        self, messages: Sequence[Message], attempt: int, context: str, options: Sequence[object]
+    ) -> list[Request]:
+        """One prompt's requests: in probs mode the score of each option's marker after the
+        assistant prefix `context`; in text mode one generation (sampled on a retry)."""
+        if self.mode == "probs":
+            return [
+                ScoreRequest(messages=messages, context=context, continuation=f"{o}]]")
+                for o in options
+            ]
+        return [GenerateRequest(messages=messages, sampling=self._sampling(attempt))]
+
     def requests_for(self, item: JudgeItem, attempt: int = 0) -> list[Request]:
         self.check_protocol(item.protocol)
-        if item.protocol == "rating":
+        if item.protocol in SCORED:
             messages = render(item.template, item.fields, self.mode)
-            if self.mode == "probs":
-                return [
-                    ScoreRequest(messages=messages, context=RATING_PREFIX, continuation=f"{r}]]")
-                    for r in RATINGS
-                ]
-            return [GenerateRequest(messages=messages, sampling=self._sampling(attempt))]
-        if item.protocol == "refusal":
-            messages = render(item.template, item.fields, self.mode)
-            if self.mode == "probs":
-                return [
-                    ScoreRequest(messages=messages, context=VERDICT_PREFIX, continuation=f"{n}]]")
-                    for n in REFUSAL_CLASSES
-                ]
-            return [GenerateRequest(messages=messages, sampling=self._sampling(attempt))]
+            return self._ask(messages, attempt, *SCORED[item.protocol])
         if identical_answers(item):
             return []  # a tie by definition (AlpacaEval does not ask its judge either)
         requests: list[Request] = []
         for candidate_first in item.orders or (True,):
             messages = render(item.template, item.fields, self.mode, candidate_first)
-            if self.mode == "probs":
-                requests += [
-                    ScoreRequest(messages=messages, context=VERDICT_PREFIX, continuation=f"{v}]]")
-                    for v in ("A", "B")
-                ]
-            else:
-                requests.append(GenerateRequest(messages, self._sampling(attempt)))
+            requests += self._ask(messages, attempt, VERDICT_PREFIX, LETTERS)
         return requests
 
     # -- verdicts ------------------------------------------------------------------------

@@ -12,11 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from evalharness.backends.base import Backend
 from evalharness.engine.requests import Message, Request, Result, RewardRequest, RewardResult
 from evalharness.tasks.base import JudgeItem
 
-from .base import Judge, side_of
+from .base import ModelJudge, side_of
 
 
 def dialogue(fields: dict[str, Any], side: str) -> tuple[Message, ...]:
@@ -31,16 +30,9 @@ def dialogue(fields: dict[str, Any], side: str) -> tuple[Message, ...]:
     return tuple(messages)
 
 
-class RewardModelJudge(Judge):
+class RewardModelJudge(ModelJudge):
     protocols: ClassVar[tuple[str, ...]] = ("rating", "pairwise")
-
-    def __init__(self, backend: Backend, name: str) -> None:
-        self.backend = backend
-        self.name = name
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "protocol": "reward_model", "backend": self.backend.identity}  # type: ignore[union-attr]
+    kind: ClassVar[str] = "reward_model"
 
     def calls_per_item(self, protocol: str, n_orders: int) -> int:
         return 1 if protocol == "rating" else 2

@@ -30,6 +30,8 @@ PALETTE = (
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 #: Rough width of one character of 11px text; enough to lay out labels and legends.
 CHAR_W = 6.4
+#: Height of every chart's plot area (the axes' box), in SVG units.
+PLOT_H = 200.0
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -68,6 +70,16 @@ class Series:
     values: Sequence[float | None]
     errors: Sequence[tuple[float, float] | None] | None = None
     color: str | None = None
+
+    def value_at(self, index: int) -> float | None:
+        """The value at `index`; None past the end (a series may be shorter than the axis)."""
+        return self.values[index] if index < len(self.values) else None
+
+    def error_at(self, index: int) -> tuple[float, float] | None:
+        """The interval at `index`; None where there is none."""
+        if self.errors is None or index >= len(self.errors):
+            return None
+        return self.errors[index]
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -186,6 +198,45 @@ def _tooltip(series: str, label: str, value: float | None, interval: object) -> 
     return f"<title>{esc(text)}</title>"
 
 
+@dataclass(frozen=True)
+class _Plot:
+    """Where a chart's plot area is and how it maps a value to a y position."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    low: float
+    high: float
+
+    def y(self, value: float) -> float:
+        return self.top + self.height - (value - self.low) / (self.high - self.low) * self.height
+
+
+def _plot(
+    series: Sequence[Series],
+    *,
+    title: str,
+    y_label: str,
+    domain: tuple[float, float] | None,
+    left: float,
+    plot_w: float,
+    empty: bool,
+) -> tuple[_Plot, list[str]]:
+    """What every chart starts with: the plot area below the title and the wrapped legend,
+    and the SVG of the title, legend, y axis and (when `empty`) a "no data" note."""
+    legend, legend_h = _legend(series, left, 42.0, plot_w)
+    top = 30.0 + legend_h + 8.0
+    ticks = _domain(series, domain)
+    plot = _Plot(left, top, plot_w, PLOT_H, ticks[0], ticks[-1])
+    body = [f'<text class="eh-title" x="{left:.1f}" y="18">{esc(shorten(title, 90))}</text>']
+    body += legend
+    body += _y_axis(ticks, left, left + plot_w, plot.y, y_label, top)
+    if empty:
+        body.append(f'<text class="eh-empty" x="{left + 10:.1f}" y="{top + 20:.1f}">no data</text>')
+    return plot, body
+
+
 def bar_chart(
     categories: Sequence[str],
     series: Sequence[Series],
@@ -204,32 +255,18 @@ def bar_chart(
     group_w = n_series * bar_w + 22.0
     label_len = max((len(c) for c in categories), default=0)
     rotate = label_len * CHAR_W > group_w - 4
-    left, right_pad = 56.0, 16.0
-    plot_w = max(480.0, n_groups * group_w)
-    width = left + plot_w + right_pad
-    legend, legend_h = _legend(series, left, 42.0, plot_w)
-    top = 30.0 + legend_h + 8.0
-    plot_h = 200.0
+    left, plot_w = 56.0, max(480.0, n_groups * group_w)
+    empty = not categories or not series
+    plot, body = _plot(
+        series, title=title, y_label=y_label, domain=domain, left=left, plot_w=plot_w, empty=empty
+    )
     bottom_h = (min(label_len, 28) * CHAR_W * 0.72 + 18.0) if rotate else 26.0
-    height = top + plot_h + bottom_h
-    ticks = _domain(series, domain)
-    low, high = ticks[0], ticks[-1]
-
-    def to_y(value: float) -> float:
-        return top + plot_h - (value - low) / (high - low) * plot_h
-
-    body = [f'<text class="eh-title" x="{left:.1f}" y="18">{esc(shorten(title, 90))}</text>']
-    body += legend
-    body += _y_axis(ticks, left, left + plot_w, to_y, y_label, top)
-    zero = to_y(max(low, min(0.0, high)))
-    if not categories or not series:
-        body.append(f'<text class="eh-empty" x="{left + 10:.1f}" y="{top + 20:.1f}">no data</text>')
+    zero = plot.y(max(plot.low, min(0.0, plot.high)))
     for g, category in enumerate(categories):
         gx = left + g * group_w + 11.0
         for i, s in enumerate(series):
-            value = s.values[g] if g < len(s.values) else None
+            value, interval = s.value_at(g), s.error_at(g)
             x = gx + i * bar_w
-            interval = s.errors[g] if s.errors is not None and g < len(s.errors) else None
             tip = _tooltip(s.name, category, value, interval)
             if value is None or not math.isfinite(value):
                 body.append(
@@ -237,7 +274,7 @@ def bar_chart(
                     f'text-anchor="middle">–{tip}</text>'
                 )
                 continue
-            y = to_y(value)
+            y = plot.y(value)
             y0, y1 = min(y, zero), max(y, zero)
             body.append(
                 f'<rect x="{x + 1:.1f}" y="{y0:.1f}" width="{bar_w - 2:.1f}" '
@@ -245,10 +282,10 @@ def bar_chart(
             )
             if interval is not None:
                 body.append(
-                    _error_bar(x + bar_w / 2, to_y(interval[0]), to_y(interval[1]), bar_w / 4)
+                    _error_bar(x + bar_w / 2, plot.y(interval[0]), plot.y(interval[1]), bar_w / 4)
                 )
         cx = gx + n_series * bar_w / 2
-        label_y = top + plot_h + 15
+        label_y = plot.top + PLOT_H + 15
         label = esc(shorten(category, 28))
         if rotate:
             body.append(
@@ -265,6 +302,7 @@ def bar_chart(
         f'y2="{zero:.1f}"/>'
     )
     description = f"bar chart of {', '.join(categories)} for {len(series)} series"
+    width, height = left + plot_w + 16.0, plot.top + PLOT_H + bottom_h
     return _frame(title, width, height, body, shorten(description, 300))
 
 
@@ -277,32 +315,21 @@ def line_chart(
     domain: tuple[float, float] | None = None,
 ) -> str:
     """One line per series over evenly spaced x points; gaps where a value is missing."""
-    left, right_pad = 56.0, 24.0
-    plot_w = max(480.0, 90.0 * max(1, len(x_labels) - 1))
-    width = left + plot_w + right_pad
-    legend, legend_h = _legend(series, left, 42.0, plot_w)
-    top = 30.0 + legend_h + 8.0
-    plot_h = 200.0
-    height = top + plot_h + 30.0
-    ticks = _domain(series, domain)
-    low, high = ticks[0], ticks[-1]
-
-    def to_y(value: float) -> float:
-        return top + plot_h - (value - low) / (high - low) * plot_h
+    left, plot_w = 56.0, max(480.0, 90.0 * max(1, len(x_labels) - 1))
+    empty = not x_labels or not series
+    plot, body = _plot(
+        series, title=title, y_label=y_label, domain=domain, left=left, plot_w=plot_w, empty=empty
+    )
 
     def to_x(index: int) -> float:
         if len(x_labels) <= 1:
             return left + plot_w / 2
         return left + 16 + index * (plot_w - 32) / (len(x_labels) - 1)
 
-    body = [f'<text class="eh-title" x="{left:.1f}" y="18">{esc(shorten(title, 90))}</text>']
-    body += legend
-    body += _y_axis(ticks, left, left + plot_w, to_y, y_label, top)
-    if not x_labels or not series:
-        body.append(f'<text class="eh-empty" x="{left + 10:.1f}" y="{top + 20:.1f}">no data</text>')
+    bottom = plot.top + PLOT_H
     for k, label in enumerate(x_labels):
         body.append(
-            f'<text class="eh-tick" x="{to_x(k):.1f}" y="{top + plot_h + 16:.1f}" '
+            f'<text class="eh-tick" x="{to_x(k):.1f}" y="{bottom + 16:.1f}" '
             f'text-anchor="middle">{esc(shorten(label, 18))}</text>'
         )
     for i, s in enumerate(series):
@@ -311,11 +338,11 @@ def line_chart(
         nudge = (i - (len(series) - 1) / 2) * min(4.0, 24.0 / max(1, len(series)))
         runs: list[list[str]] = [[]]
         for k in range(len(x_labels)):
-            value = s.values[k] if k < len(s.values) else None
+            value = s.value_at(k)
             if value is None or not math.isfinite(value):
                 runs.append([])
                 continue
-            runs[-1].append(f"{to_x(k) + nudge:.1f},{to_y(value):.1f}")
+            runs[-1].append(f"{to_x(k) + nudge:.1f},{plot.y(value):.1f}")
         for points in runs:
             if len(points) > 1:
                 body.append(
@@ -323,20 +350,20 @@ def line_chart(
                     'stroke-width="2"/>'
                 )
         for k, label in enumerate(x_labels):
-            value = s.values[k] if k < len(s.values) else None
+            value, interval = s.value_at(k), s.error_at(k)
             if value is None or not math.isfinite(value):
                 continue
-            interval = s.errors[k] if s.errors is not None and k < len(s.errors) else None
             x = to_x(k) + nudge
             if interval is not None:
-                body.append(_error_bar(x, to_y(interval[0]), to_y(interval[1]), 4))
+                body.append(_error_bar(x, plot.y(interval[0]), plot.y(interval[1]), 4))
             body.append(
-                f'<circle cx="{x:.1f}" cy="{to_y(value):.1f}" r="3.5" fill="{stroke}">'
+                f'<circle cx="{x:.1f}" cy="{plot.y(value):.1f}" r="3.5" fill="{stroke}">'
                 f"{_tooltip(s.name, label, value, interval)}</circle>"
             )
     body.append(
         f'<line class="eh-axis" x1="{left:.1f}" x2="{left + plot_w:.1f}" '
-        f'y1="{top + plot_h:.1f}" y2="{top + plot_h:.1f}"/>'
+        f'y1="{bottom:.1f}" y2="{bottom:.1f}"/>'
     )
     description = f"line chart over {', '.join(x_labels)} for {len(series)} series"
+    width, height = left + plot_w + 24.0, bottom + 30.0
     return _frame(title, width, height, body, shorten(description, 300))

@@ -9,7 +9,7 @@ reading, so an old store never breaks a new report.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -139,6 +139,15 @@ def headline_for(
             return names
     numeric = [k for k in sorted(metrics) if as_number(metrics[k]) is not None]
     return numeric[:FALLBACK_HEADLINE_LIMIT]
+
+
+def headline_union(results: Iterable[TaskResult]) -> list[str]:
+    """Every headline metric the results declare, in first-seen order: the leaderboard's
+    columns, the task table's leading rows and the generic chart list the same metrics."""
+    names: list[str] = []
+    for result in results:
+        names += [m for m in result.headline if m not in names]
+    return names
 
 
 def _task_result(row: dict[str, Any]) -> TaskResult:

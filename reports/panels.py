@@ -14,7 +14,7 @@ from typing import Any
 from markupsafe import Markup
 
 from evalharness.reports.charts import Series, bar_chart, color, line_chart
-from evalharness.reports.collect import RunInfo, TaskResult
+from evalharness.reports.collect import RunInfo, TaskResult, headline_union
 
 RATE = (0.0, 1.0)
 PERCENT = (0.0, 100.0)
@@ -90,54 +90,110 @@ class TaskContext:
         ]
 
 
-def _bars(
-    ctx: TaskContext,
-    title: str,
-    metrics: Sequence[str],
-    *,
-    caption: str = "",
-    y_label: str = "",
-    domain: tuple[float, float] | None = None,
-) -> list[Panel]:
-    if not metrics:
-        return []
-    svg = bar_chart(metrics, ctx.series(metrics), title=title, y_label=y_label, domain=domain)
-    return [Panel(title, trusted_svg(svg), caption)]
+MetricPicker = Callable[[TaskContext], list[str]]
 
 
-def mt_bench_panels(ctx: TaskContext) -> list[Panel]:
-    categories = ctx.metrics_where(lambda m: not m.startswith("score"))
-    overall = ctx.present_metrics(["score", "score_turn1", "score_turn2"])
-    return _bars(
-        ctx,
-        "MT-Bench score per category",
-        categories,
-        caption="Mean judge rating per category (1-10) with 95% bootstrap CIs.",
-        y_label="rating",
-    ) + _bars(ctx, "MT-Bench overall and per turn", overall, y_label="rating")
+def listed(*names: str) -> MetricPicker:
+    """These metrics, in this order, where any run has them."""
+    return lambda ctx: ctx.present_metrics(names)
 
 
-def alpaca_eval_panels(ctx: TaskContext) -> list[Panel]:
-    headline = ctx.present_metrics(
-        [
-            "win_rate",
-            "length_controlled_winrate",
-            "length_controlled_minimal_winrate",  # without AlpacaEval's calibration file
-            "discrete_win_rate",
-        ]
-    )
-    per_dataset = ctx.metrics_where(lambda m: m.startswith("win_rate_"))
-    return _bars(
-        ctx,
-        "Win rates against the reference",
-        headline,
-        caption="Win rates in percent; whiskers are the stored 95% bootstrap CIs, where kept.",
-        y_label="%",
-        domain=PERCENT,
-    ) + _bars(ctx, "Win rate per dataset", per_dataset, y_label="%", domain=PERCENT)
+def where(keep: Callable[[str], bool]) -> MetricPicker:
+    """Every metric whose name `keep` accepts, sorted (e.g. per-category rates)."""
+    return lambda ctx: ctx.metrics_where(keep)
+
+
+@dataclass(frozen=True)
+class Bars:
+    """One bar chart of a task page: its title, which metrics it shows and how it is labelled.
+
+    A task's charts are a list of these, so adding a chart (or a task) is a line of data.
+    """
+
+    title: str
+    metrics: MetricPicker
+    caption: str = ""
+    y_label: str = ""
+    domain: tuple[float, float] | None = None
+
+    def panels(self, ctx: TaskContext) -> list[Panel]:
+        """The chart as a panel, or nothing when no run has any of its metrics."""
+        metrics = self.metrics(ctx)
+        if not metrics:
+            return []
+        svg = bar_chart(
+            metrics, ctx.series(metrics), title=self.title, y_label=self.y_label, domain=self.domain
+        )
+        return [Panel(self.title, trusted_svg(svg), self.caption)]
+
+
+#: The bar charts of the tasks whose metrics have a known meaning.
+TASK_BARS: Mapping[str, Sequence[Bars]] = {
+    "mt_bench": (
+        Bars(
+            "MT-Bench score per category",
+            where(lambda m: not m.startswith("score")),
+            caption="Mean judge rating per category (1-10) with 95% bootstrap CIs.",
+            y_label="rating",
+        ),
+        Bars(
+            "MT-Bench overall and per turn",
+            listed("score", "score_turn1", "score_turn2"),
+            y_label="rating",
+        ),
+    ),
+    "alpaca_eval": (
+        Bars(
+            "Win rates against the reference",
+            listed(
+                "win_rate",
+                "length_controlled_winrate",
+                "length_controlled_minimal_winrate",  # without AlpacaEval's calibration file
+                "discrete_win_rate",
+            ),
+            caption="Win rates in percent; whiskers are the stored 95% bootstrap CIs, where kept.",
+            y_label="%",
+            domain=PERCENT,
+        ),
+        Bars(
+            "Win rate per dataset",
+            where(lambda m: m.startswith("win_rate_")),
+            y_label="%",
+            domain=PERCENT,
+        ),
+    ),
+    "driftcaps": (
+        Bars(
+            "Safety rates",
+            listed("unsafe_refusal_rate", "safe_compliance_rate", "balanced_safety_accuracy"),
+            caption="Refusal on unsafe prompts and compliance on safe ones, with 95% CIs.",
+            y_label="rate",
+            domain=RATE,
+        ),
+        Bars(
+            "Rates per category",
+            where(lambda m: m.startswith(("refusal_", "compliance_"))),
+            y_label="rate",
+            domain=RATE,
+        ),
+    ),
+    "truematch": (
+        Bars(
+            "Retrieval accuracy (R@1) by bag size",
+            where(lambda m: m.startswith("r_at_1")),
+            domain=RATE,
+        ),
+        Bars(
+            "R@1 against chance, a generic and an oracle description",
+            listed("r_at_1", "chance", "generic_r_at_1", "oracle_r_at_1"),
+            domain=RATE,
+        ),
+    ),
+}
 
 
 def liconbench_panels(ctx: TaskContext) -> list[Panel]:
+    """One line per run over the rounds (or token budgets) it measured."""
     points: list[str] = []
     for _, _, result in ctx.entries:
         for point in result.info.get("settings", {}).get("points", []) or []:
@@ -159,43 +215,20 @@ def liconbench_panels(ctx: TaskContext) -> list[Panel]:
     return [Panel("Score per round", trusted_svg(svg), caption)]
 
 
-def driftcaps_panels(ctx: TaskContext) -> list[Panel]:
-    rates = ctx.present_metrics(
-        ["unsafe_refusal_rate", "safe_compliance_rate", "balanced_safety_accuracy"]
-    )
-    categories = ctx.metrics_where(lambda m: m.startswith(("refusal_", "compliance_")))
-    return _bars(
-        ctx,
-        "Safety rates",
-        rates,
-        caption="Refusal on unsafe prompts and compliance on safe ones, with 95% CIs.",
-        y_label="rate",
-        domain=RATE,
-    ) + _bars(ctx, "Rates per category", categories, y_label="rate", domain=RATE)
-
-
-def truematch_panels(ctx: TaskContext) -> list[Panel]:
-    bags = ctx.metrics_where(lambda m: m.startswith("r_at_1"))
-    refs = ctx.present_metrics(["r_at_1", "chance", "generic_r_at_1", "oracle_r_at_1"])
-    return _bars(ctx, "Retrieval accuracy (R@1) by bag size", bags, domain=RATE) + _bars(
-        ctx, "R@1 against chance, a generic and an oracle description", refs, domain=RATE
-    )
-
-
 def generic_panels(ctx: TaskContext) -> list[Panel]:
-    headline: list[str] = []
-    for _, _, result in ctx.entries:
-        headline += [m for m in result.headline if m not in headline]
-    metrics = ctx.present_metrics(headline)
-    return _bars(ctx, "Headline metrics", metrics, caption="With 95% CIs where stored.")
+    """Any other task: its declared headline metrics, as one bar chart."""
+    headline = headline_union(result for _, _, result in ctx.entries)
+    chart = Bars("Headline metrics", listed(*headline), caption="With 95% CIs where stored.")
+    return chart.panels(ctx)
+
+
+def _bar_panels(bars: Sequence[Bars]) -> Callable[[TaskContext], list[Panel]]:
+    return lambda ctx: [panel for chart in bars for panel in chart.panels(ctx)]
 
 
 PANELS: Mapping[str, Callable[[TaskContext], list[Panel]]] = {
-    "mt_bench": mt_bench_panels,
-    "alpaca_eval": alpaca_eval_panels,
+    **{task: _bar_panels(bars) for task, bars in TASK_BARS.items()},
     "liconbench": liconbench_panels,
-    "driftcaps": driftcaps_panels,
-    "truematch": truematch_panels,
 }
 
 

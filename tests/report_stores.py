@@ -130,6 +130,11 @@ def _result(text: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def _verdict(**fields: Any) -> dict[str, Any]:
+    """A stored verdict as the engine writes one that parsed at its first attempt."""
+    return {"attempts": 1, "failure": False, **fields}
+
+
 def _mean_ci(values: Sequence[float]) -> tuple[float, list[float]]:
     """Mean and a normal-approximation 95% interval (the real tasks bootstrap; shape is what
     matters here)."""
@@ -146,48 +151,41 @@ def _metric(metrics: dict, ci: dict, name: str, values: Sequence[float]) -> None
 
 
 # -- tasks ---------------------------------------------------------------------------------
-def mt_bench_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("mt_bench", i), _rng(plan.run_id, "mt_bench", i)
-        category = MT_CATEGORIES[i % len(MT_CATEGORIES)]
-        turns = [_text(data_rng, 12, 30) + "?", _text(data_rng, 8, 20) + "?"]
-        reference = [_text(data_rng, 10, 20)] * 2 if category in ("math", "reasoning") else None
-        answers = [_text(rng, 30, 120), _text(rng, 20, 90)]
-        ratings = [round(min(10.0, max(1.0, rng.gauss(1 + 9 * plan.skill, 1.6))), 4) for _ in turns]
-        rationale = [f"The answer is {rng.choice(WORDS)} and {rng.choice(WORDS)}." for _ in turns]
-        if xss and i == 0:
-            turns[0] = f"Question with markup {XSS}"
-            answers = [f"Answer {XSS}", f"Second {XSS}"]
-            rationale = [f"Judge says {XSS}"] * 2
-        samples.append(
-            Sample(
-                sample_id=str(i + 1),
-                data={
-                    "category": category,
-                    "question_id": i + 1,
-                    "reference": reference,
-                    "turns": turns,
-                },
-                scores={
-                    "category": category,
-                    "failures": 0,
-                    "turn1": ratings[0],
-                    "turn2": ratings[1],
-                },
-                responses={f"turn{t + 1}": _result(answers[t], rng) for t in range(2)},
-                verdicts={
-                    f"turn{t + 1}": {
-                        "attempts": 1,
-                        "failure": False,
-                        "rating": ratings[t],
-                        "raw": f"{rationale[t]} Rating: [[{ratings[t]:.0f}]]",
-                    }
-                    for t in range(2)
-                },
+def mt_bench_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
+    category = MT_CATEGORIES[i % len(MT_CATEGORIES)]
+    turns = [_text(data_rng, 12, 30) + "?", _text(data_rng, 8, 20) + "?"]
+    reference = [_text(data_rng, 10, 20)] * 2 if category in ("math", "reasoning") else None
+    answers = [_text(rng, 30, 120), _text(rng, 20, 90)]
+    ratings = [round(min(10.0, max(1.0, rng.gauss(1 + 9 * plan.skill, 1.6))), 4) for _ in turns]
+    rationale = [f"The answer is {rng.choice(WORDS)} and {rng.choice(WORDS)}." for _ in turns]
+    if xss:
+        turns[0] = f"Question with markup {XSS}"
+        answers = [f"Answer {XSS}", f"Second {XSS}"]
+        rationale = [f"Judge says {XSS}"] * 2
+    return Sample(
+        sample_id=str(i + 1),
+        data={
+            "category": category,
+            "question_id": i + 1,
+            "reference": reference,
+            "turns": turns,
+        },
+        scores={
+            "category": category,
+            "failures": 0,
+            "turn1": ratings[0],
+            "turn2": ratings[1],
+        },
+        responses={f"turn{t + 1}": _result(answers[t], rng) for t in range(2)},
+        verdicts={
+            f"turn{t + 1}": _verdict(
+                rating=ratings[t], raw=f"{rationale[t]} Rating: [[{ratings[t]:.0f}]]"
             )
-        )
-    return samples
+            for t in range(2)
+        },
+    )
 
 
 def mt_bench_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -213,58 +211,52 @@ def mt_bench_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     return {"metrics": metrics, "ci": ci, "counts": {"ratings": 2 * len(samples)}}
 
 
-def alpaca_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("alpaca", i), _rng(plan.run_id, "alpaca", i)
-        dataset = ALPACA_DATASETS[i % len(ALPACA_DATASETS)]
-        instruction = _text(data_rng, 8, 24)
-        reference = _text(data_rng, 40, 90)
-        output = _text(rng, 20, 140)
-        preference = round(1.0 + min(0.999, max(0.001, rng.betavariate(1 + 4 * plan.skill, 3))), 6)
-        winner = "candidate" if preference > 1.5 else "baseline"
-        raw = f"Output ({'a' if winner == 'candidate' else 'b'}) is better: {rng.choice(WORDS)}."
-        if xss and i == 0:
-            instruction, output, raw = f"Do {XSS}", f"Output {XSS}", f"Judge {XSS}"
-        samples.append(
-            Sample(
-                sample_id=_hex("alpaca", i)[:16],
-                data={
-                    "dataset": dataset,
-                    "instruction": instruction,
-                    "reference": reference,
-                    "reference_generator": "synthetic_reference",
-                },
-                scores={
-                    "baseline_length": len(reference),
-                    "consistent": None,
-                    "dataset": dataset,
-                    "failure": False,
-                    "model_length": len(output),
-                    "preference": preference,
-                    "winner": winner,
-                },
-                responses={"output": _result(output, rng)},
-                verdicts={
-                    "verdict": {
-                        "attempts": 1,
-                        "consistent": None,
-                        "failure": False,
-                        "passes": [
-                            {
-                                "candidate_first": bool(i % 2),
-                                "p_candidate": preference - 1,
-                                "raw": raw,
-                                "winner": winner,
-                            }
-                        ],
-                        "preference": preference,
+def alpaca_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
+    dataset = ALPACA_DATASETS[i % len(ALPACA_DATASETS)]
+    instruction = _text(data_rng, 8, 24)
+    reference = _text(data_rng, 40, 90)
+    output = _text(rng, 20, 140)
+    preference = round(1.0 + min(0.999, max(0.001, rng.betavariate(1 + 4 * plan.skill, 3))), 6)
+    winner = "candidate" if preference > 1.5 else "baseline"
+    raw = f"Output ({'a' if winner == 'candidate' else 'b'}) is better: {rng.choice(WORDS)}."
+    if xss:
+        instruction, output, raw = f"Do {XSS}", f"Output {XSS}", f"Judge {XSS}"
+    return Sample(
+        sample_id=_hex("alpaca", i)[:16],
+        data={
+            "dataset": dataset,
+            "instruction": instruction,
+            "reference": reference,
+            "reference_generator": "synthetic_reference",
+        },
+        scores={
+            "baseline_length": len(reference),
+            "consistent": None,
+            "dataset": dataset,
+            "failure": False,
+            "model_length": len(output),
+            "preference": preference,
+            "winner": winner,
+        },
+        responses={"output": _result(output, rng)},
+        verdicts={
+            "verdict": _verdict(
+                consistent=None,
+                passes=[
+                    {
+                        "candidate_first": bool(i % 2),
+                        "p_candidate": preference - 1,
+                        "raw": raw,
                         "winner": winner,
                     }
-                },
+                ],
+                preference=preference,
+                winner=winner,
             )
-        )
-    return samples
+        },
+    )
 
 
 def alpaca_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -295,50 +287,39 @@ def alpaca_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def driftcaps_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("driftcaps", i), _rng(plan.run_id, "driftcaps", i)
-        label = "unsafe" if i % 2 == 0 else "safe"
-        categories = DRIFT_CATEGORIES[label]
-        category = categories[(i // 2) % len(categories)]
-        prompt = _text(data_rng, 8, 20) + "?"
-        refuse_p = 0.3 + 0.6 * plan.skill if label == "unsafe" else 0.35 * (1 - plan.skill)
-        refused = rng.random() < refuse_p
-        verdict = rng.choice(("full_refusal", "partial_refusal")) if refused else "full_compliance"
-        answer = ("I can't help with that. " if refused else "") + _text(rng, 10, 80)
-        if xss and i == 0:
-            prompt, answer = f"Prompt {XSS}", f"Sure: {XSS}"
-        sid = f"syn-{i:05d}"
-        samples.append(
-            Sample(
-                sample_id=sid,
-                data={
-                    "category": category,
-                    "id": sid,
-                    "label": label,
-                    "prompt": prompt,
-                    "source": "synthetic",
-                },
-                scores={
-                    "category": category,
-                    "failure": False,
-                    "label": label,
-                    "refused": refused,
-                    "verdict": verdict,
-                },
-                responses={"answer": _result(answer, rng)},
-                verdicts={
-                    "verdict": {
-                        "attempts": 1,
-                        "failure": False,
-                        "label": verdict,
-                        "matched": "I can't help" if refused else None,
-                    }
-                },
-            )
-        )
-    return samples
+def driftcaps_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
+    label = "unsafe" if i % 2 == 0 else "safe"
+    categories = DRIFT_CATEGORIES[label]
+    category = categories[(i // 2) % len(categories)]
+    prompt = _text(data_rng, 8, 20) + "?"
+    refuse_p = 0.3 + 0.6 * plan.skill if label == "unsafe" else 0.35 * (1 - plan.skill)
+    refused = rng.random() < refuse_p
+    verdict = rng.choice(("full_refusal", "partial_refusal")) if refused else "full_compliance"
+    answer = ("I can't help with that. " if refused else "") + _text(rng, 10, 80)
+    if xss:
+        prompt, answer = f"Prompt {XSS}", f"Sure: {XSS}"
+    sid = f"syn-{i:05d}"
+    return Sample(
+        sample_id=sid,
+        data={
+            "category": category,
+            "id": sid,
+            "label": label,
+            "prompt": prompt,
+            "source": "synthetic",
+        },
+        scores={
+            "category": category,
+            "failure": False,
+            "label": label,
+            "refused": refused,
+            "verdict": verdict,
+        },
+        responses={"answer": _result(answer, rng)},
+        verdicts={"verdict": _verdict(label=verdict, matched="I can't help" if refused else None)},
+    )
 
 
 def driftcaps_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -371,32 +352,28 @@ def driftcaps_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     return {"metrics": metrics, "ci": ci, "counts": {"safe": len(safe), "unsafe": len(unsafe)}}
 
 
-def liconbench_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("liconbench", i), _rng(plan.run_id, "liconbench", i)
-        gold = LABELS[i % len(LABELS)]
-        text = _text(data_rng, 6, 14)
-        points, responses = {}, {}
-        for r, point in enumerate(LICON_POINTS):
-            correct = rng.random() < plan.skill * (1.0 - 0.15 * r)
-            prediction = gold if correct else rng.choice(LABELS)
-            points[point] = {
-                "correct": prediction == gold,
-                "n_prompt_tokens": 1200 * (r + 1),
-                "prediction": prediction,
-                "valid": True,
-            }
-            responses[point] = _result(prediction, rng)
-        samples.append(
-            Sample(
-                sample_id=_hex("liconbench", i)[:16],
-                data={"dataset": "synthetic", "item": {"inputs": {"text": text}, "label": gold}},
-                scores={"points": points},
-                responses=responses,
-            )
-        )
-    return samples
+def liconbench_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
+    gold = LABELS[i % len(LABELS)]
+    text = _text(data_rng, 6, 14)
+    points, responses = {}, {}
+    for r, point in enumerate(LICON_POINTS):
+        correct = rng.random() < plan.skill * (1.0 - 0.15 * r)
+        prediction = gold if correct else rng.choice(LABELS)
+        points[point] = {
+            "correct": prediction == gold,
+            "n_prompt_tokens": 1200 * (r + 1),
+            "prediction": prediction,
+            "valid": True,
+        }
+        responses[point] = _result(prediction, rng)
+    return Sample(
+        sample_id=_hex("liconbench", i)[:16],
+        data={"dataset": "synthetic", "item": {"inputs": {"text": text}, "label": gold}},
+        scores={"points": points},
+        responses=responses,
+    )
 
 
 def liconbench_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -413,45 +390,41 @@ def liconbench_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def truematch_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("truematch", i), _rng(plan.run_id, "truematch", i)
-        bag_size = (3, 5, 7)[i % 3]
-        gallery = [_text(data_rng, 10, 18) for _ in range(bag_size)]
-        target = data_rng.randrange(bag_size)
-        rank = 1.0 if rng.random() < plan.skill else float(rng.randint(2, bag_size))
-        description = _text(rng, 8, 25)
-        samples.append(
-            Sample(
-                sample_id=f"n{bag_size}-b{i:04d}-{_hex('tm', i)[:8]}",
-                data={
-                    "bag": f"n{bag_size}-b{i // 3:03d}",
-                    "bag_size": bag_size,
-                    "edits": i % 3,
-                    "gallery": gallery,
-                    "model_text": '{"objects": [' + _text(data_rng, 6, 12) + "]}",
-                    "oracle": gallery[target],
-                    "target": target,
-                    "variant": "text",
-                },
-                scores={
-                    "bag": f"n{bag_size}-b{i // 3:03d}",
-                    "bag_size": bag_size,
-                    "chance": 1.0 / bag_size,
-                    "description": description,
-                    "generic_r_at_1": 1.0 / bag_size,
-                    "oracle_r_at_1": 1.0,
-                    "r_at_1": 1.0 if rank == 1.0 else 0.0,
-                    "rank": rank,
-                    "tied": 1,
-                    "truncated": False,
-                    "words": len(description.split()),
-                },
-                responses={"description": _result(description, rng)},
-            )
-        )
-    return samples
+def truematch_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
+    bag_size = (3, 5, 7)[i % 3]
+    gallery = [_text(data_rng, 10, 18) for _ in range(bag_size)]
+    target = data_rng.randrange(bag_size)
+    rank = 1.0 if rng.random() < plan.skill else float(rng.randint(2, bag_size))
+    description = _text(rng, 8, 25)
+    return Sample(
+        sample_id=f"n{bag_size}-b{i:04d}-{_hex('tm', i)[:8]}",
+        data={
+            "bag": f"n{bag_size}-b{i // 3:03d}",
+            "bag_size": bag_size,
+            "edits": i % 3,
+            "gallery": gallery,
+            "model_text": '{"objects": [' + _text(data_rng, 6, 12) + "]}",
+            "oracle": gallery[target],
+            "target": target,
+            "variant": "text",
+        },
+        scores={
+            "bag": f"n{bag_size}-b{i // 3:03d}",
+            "bag_size": bag_size,
+            "chance": 1.0 / bag_size,
+            "description": description,
+            "generic_r_at_1": 1.0 / bag_size,
+            "oracle_r_at_1": 1.0,
+            "r_at_1": 1.0 if rank == 1.0 else 0.0,
+            "rank": rank,
+            "tied": 1,
+            "truncated": False,
+            "words": len(description.split()),
+        },
+        responses={"description": _result(description, rng)},
+    )
 
 
 def truematch_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -472,31 +445,27 @@ def truematch_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     return {"metrics": metrics, "ci": ci, "counts": {"samples": len(samples), "truncated": 0}}
 
 
-def legacy_samples(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
+def legacy_sample(
+    plan: RunPlan, i: int, data_rng: random.Random, rng: random.Random, xss: bool
+) -> Sample:
     """A task whose class no longer exists: generic fields only (question, answer, score)."""
-    samples = []
-    for i in range(n):
-        data_rng, rng = _rng("legacy", i), _rng(plan.run_id, "legacy", i)
-        correct = rng.random() < plan.skill
-        question, answer = _text(data_rng, 6, 16) + "?", _text(rng, 4, 30)
-        sample_id = f"q{i:04d}"
-        if xss and i == 0:
-            question, answer, sample_id = f"Q {XSS}", f"A {XSS}", f"id-{XSS}"
-        samples.append(
-            Sample(
-                sample_id=sample_id,
-                data={"question": question, "reference": _text(data_rng, 3, 8)},
-                scores={"score": float(correct)},
-                responses={"answer": _result(answer, rng)},
-                verdicts={
-                    "verdict": {
-                        "label": "correct" if correct else "incorrect",
-                        "raw": f"Graded {XSS}" if xss and i == 0 else "Graded by exact match.",
-                    }
-                },
-            )
-        )
-    return samples
+    correct = rng.random() < plan.skill
+    question, answer = _text(data_rng, 6, 16) + "?", _text(rng, 4, 30)
+    sample_id = f"q{i:04d}"
+    if xss:
+        question, answer, sample_id = f"Q {XSS}", f"A {XSS}", f"id-{XSS}"
+    return Sample(
+        sample_id=sample_id,
+        data={"question": question, "reference": _text(data_rng, 3, 8)},
+        scores={"score": float(correct)},
+        responses={"answer": _result(answer, rng)},
+        verdicts={
+            "verdict": {
+                "label": "correct" if correct else "incorrect",
+                "raw": f"Graded {XSS}" if xss else "Graded by exact match.",
+            }
+        },
+    )
 
 
 def legacy_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
@@ -507,14 +476,32 @@ def legacy_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     return {"metrics": metrics, "ci": ci, "counts": {}}
 
 
-TaskMaker = tuple[Callable[[RunPlan, int, bool], list[Sample]], Callable[[Sequence[Sample]], dict]]
+OneSample = Callable[[RunPlan, int, random.Random, random.Random, bool], Sample]
+SampleMaker = Callable[[RunPlan, int, bool], list[Sample]]
+
+
+def samples_of(seed: str, make_one: OneSample) -> SampleMaker:
+    """A task's `n` samples from its one-sample maker. The prompts' generator is seeded by the
+    task and index only (the same data in every run); the answers' by the run too. With `xss`,
+    the first sample carries the payload."""
+
+    def make(plan: RunPlan, n: int, xss: bool) -> list[Sample]:
+        return [
+            make_one(plan, i, _rng(seed, i), _rng(plan.run_id, seed, i), xss and i == 0)
+            for i in range(n)
+        ]
+
+    return make
+
+
+TaskMaker = tuple[SampleMaker, Callable[[Sequence[Sample]], dict]]
 TASKS: dict[str, TaskMaker] = {
-    "mt_bench": (mt_bench_samples, mt_bench_metrics),
-    "alpaca_eval": (alpaca_samples, alpaca_metrics),
-    "driftcaps": (driftcaps_samples, driftcaps_metrics),
-    "liconbench": (liconbench_samples, liconbench_metrics),
-    "truematch": (truematch_samples, truematch_metrics),
-    UNKNOWN_TASK: (legacy_samples, legacy_metrics),
+    "mt_bench": (samples_of("mt_bench", mt_bench_sample), mt_bench_metrics),
+    "alpaca_eval": (samples_of("alpaca", alpaca_sample), alpaca_metrics),
+    "driftcaps": (samples_of("driftcaps", driftcaps_sample), driftcaps_metrics),
+    "liconbench": (samples_of("liconbench", liconbench_sample), liconbench_metrics),
+    "truematch": (samples_of("truematch", truematch_sample), truematch_metrics),
+    UNKNOWN_TASK: (samples_of("legacy", legacy_sample), legacy_metrics),
 }
 SETTINGS: dict[str, dict[str, Any]] = {
     "mt_bench": {"judge_template": "mt_bench_single", "mode": "single", "max_new_tokens": 256},

@@ -22,14 +22,19 @@ from evalharness.tasks.base import JudgeItem
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
 
 
+@pytest.fixture()
+def store(tmp_path: Path) -> Path:
+    """The test's own run store (a new SQLite file)."""
+    return tmp_path / "runs.sqlite"
+
+
 def api_judge(base_url: str, *extra: str) -> list[str]:
     return ["--judge", "openai:scripted", "--judge-base-url", base_url, *extra]
 
 
 def test_pairwise_mt_bench_against_a_stored_baseline_run(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "runs.sqlite"
     with running_judge_server(ScriptedJudgeConfig(pairwise_rule="longer")) as url:
         # The baseline answers with at most 3 tokens, the candidate with up to 12.
         short = tiny_args(tiny_model_dir, store, "--limit", "3", max_new_tokens=3)
@@ -55,9 +60,8 @@ def test_pairwise_mt_bench_against_a_stored_baseline_run(
 
 
 def test_pairwise_baseline_can_be_a_model_and_unknown_baseline_is_one_line(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "runs.sqlite"
     args = tiny_args(tiny_model_dir, store, "--limit", "2", "--mode", "pairwise")
     with running_judge_server() as url:
         result = run_json(capsys, *args, "--baseline", f"hf:{tiny_model_dir}", *api_judge(url))
@@ -70,9 +74,8 @@ def test_pairwise_baseline_can_be_a_model_and_unknown_baseline_is_one_line(
 
 
 def test_pairwise_mt_bench_with_a_local_probs_judge_reports_swap_consistency(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "runs.sqlite"
     judge = ["--judge", "self", "--judge-mode", "probs"]
     short = tiny_args(tiny_model_dir, store, "--limit", "2", max_new_tokens=3)
     baseline = run_json(capsys, *short, *judge)
@@ -172,9 +175,8 @@ def test_one_order_or_identical_answers_have_no_swap_consistency() -> None:
 
 @pytest.mark.timing
 def test_flaky_judge_endpoint_completes_counts_failures_and_never_rejudges(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "runs.sqlite"
     config = ScriptedJudgeConfig(
         garbage_rate=0.25,
         rate_limit_rate=0.2,
@@ -210,9 +212,8 @@ def test_flaky_judge_endpoint_completes_counts_failures_and_never_rejudges(
 
 
 def test_judge_call_budget_stops_early_and_a_rerun_continues(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = tmp_path / "runs.sqlite"
     args = tiny_args(tiny_model_dir, store, "--limit", "3", "--judge-mode", "text")
     with running_judge_server() as url:
         code, _, err = run_cli(capsys, *args, *api_judge(url, "--max-judge-calls", "4"))
@@ -225,7 +226,7 @@ def test_judge_call_budget_stops_early_and_a_rerun_continues(
 
 
 def test_fastchat_judge_prompts_reproduce_its_protocol(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, tmp_path: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from conftest import shared_data
 
@@ -246,7 +247,6 @@ def test_fastchat_judge_prompts_reproduce_its_protocol(
         question_1="Q1", question_2="Q2", answer_1="A1", answer_2="A2",
         ref_answer_1="R1", ref_answer_2="R2",
     )  # fmt: skip
-    store = tmp_path / "runs.sqlite"
     args = tiny_args(tiny_model_dir, store, "--limit", "2", "--judge-mode", "text")
     args += ["--task-arg", f"mt_bench.judge_prompts={prompts_path}"]
     with running_judge_server() as url:
@@ -259,12 +259,11 @@ def test_fastchat_judge_prompts_reproduce_its_protocol(
 
 
 def test_reward_model_judge_rates_and_compares(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_model_dir: Path, tmp_path: Path, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tiny_models import build_tiny_reward_model
 
     reward_dir = build_tiny_reward_model(tmp_path / "rm")
-    store = tmp_path / "runs.sqlite"
     args = tiny_args(tiny_model_dir, store, "--limit", "2", "--judge", f"rm:{reward_dir}")
     single = run_json(capsys, *args)
     entry = single["tasks"]["mt_bench"]

@@ -26,7 +26,8 @@ from evalharness.cli.report import add_report_parser, cmd_report
 from evalharness.errors import InputError
 from evalharness.reports import charts
 from evalharness.reports.data import js_json
-from evalharness.reports.site import MARKER, Names
+from evalharness.reports.names import Names
+from evalharness.reports.staging import MARKER
 from evalharness.store.run_store import RunStore
 
 SAMPLES_PER_TASK = 30
@@ -254,7 +255,7 @@ def test_pair_cap_keeps_the_newest_runs() -> None:
 
 
 def test_file_names_are_safe_and_distinct() -> None:
-    from evalharness.reports.site import slug
+    from evalharness.reports.names import slug
 
     assert slug("fa6e9aa7e938") == "fa6e9aa7e938" and slug("mt_bench") == "mt_bench"
     names = {slug(n) for n in ("a/b", "a_b", "a b", "../a", "..", "", XSS)}
