@@ -44,10 +44,7 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +52,8 @@ from typing import Any
 import measure  # beside this script
 import torch
 from chat_prompts import build_requests
-from measure import cpu_seconds
+from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
+from reporting import write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -103,17 +101,9 @@ def bench_batch_size(
     backend.generate(warm)
     backend.model.generation_config.min_new_tokens = force
 
-    durations: list[float] = []
     cpu_before = cpu_seconds()
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        results = backend.generate(requests)
-        durations.append(time.perf_counter() - start)
-    cpu_after = cpu_seconds()
-    other_cores = None
-    if cpu_before is not None and cpu_after is not None:
-        others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])
-        other_cores = round(max(0.0, others) / sum(durations), 2)
+    durations, results = timed_repeats(lambda: backend.generate(requests), args.repeats)
+    other_cores = other_processes_cores(cpu_before, cpu_seconds(), sum(durations))
     generated = sum(r.n_generated_tokens for r in results)
     if force is not None:
         short = [r for r in results if r.n_generated_tokens != force or r.finish_reason != "length"]
@@ -122,16 +112,13 @@ def bench_batch_size(
                 f"batch {batch_size}: {len(short)} results did not generate exactly {force} "
                 "tokens; min_new_tokens was not honoured, so tokens/s would be misleading"
             )
-    seconds = statistics.median(durations)
     return {
         "batch_size": batch_size,
         "prompts": len(requests),
         "prompt_tokens": sum(r.n_prompt_tokens for r in results),
         "padded_prompt_tokens": padded_prompt_tokens(backend, requests),
         "generated_tokens": generated,
-        "seconds": round(seconds, 3),
-        "seconds_all_repeats": [round(d, 3) for d in durations],
-        "tokens_per_s": round(generated / seconds, 2),
+        **throughput(durations, generated),
         "finish_stop": sum(r.finish_reason == "stop" for r in results),
         "other_processes_cores": other_cores,
     }
@@ -214,8 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     console.print(f"wrote {args.out}")
     busy = [r for r in results if (r["other_processes_cores"] or 0.0) > 0.2]
     if busy:

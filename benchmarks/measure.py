@@ -245,6 +245,19 @@ def print_worker_result(prefix: str, run: Callable[[], dict[str, Any]], *, oom: 
     return 0
 
 
+def worker_env(repo: Path, **extra: str) -> dict[str, str]:
+    """This environment for a worker process: offline, quiet tokenizers, the repository first
+    on PYTHONPATH (a worker in another venv imports the project from the checkout), `extra`."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")])),
+        **extra,
+    )
+    return env
+
+
 def run_process(
     command: Sequence[str],
     *,

@@ -100,7 +100,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from measure import cpu_model, gpu_slug, run_json_worker  # beside this script
+from measure import cpu_model, gpu_slug, run_json_worker, worker_env  # beside this script
 from reporting import warn_if_busy, write_json
 from train_step_data import HH_RLHF, load_rows, prepare_rows, resolve_model
 from train_step_report import (
@@ -248,14 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = args.out or Path("benchmarks/results") / default_name
 
-    env = dict(os.environ)
-    env.update(
+    env = worker_env(
+        REPO,
         EVALHARNESS_CACHE=str(workdir / "cache"),  # reference sums computed afresh, not kept
         HF_DATASETS_CACHE=str(workdir / "hf-datasets"),
-        HF_HUB_OFFLINE="1",
         TQDM_DISABLE="1",
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
     )
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
