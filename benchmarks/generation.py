@@ -52,10 +52,9 @@ from typing import Any
 import measure  # beside this script
 import torch
 from chat_prompts import build_requests
-from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
-from reporting import write_json
+from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
+from reporting import rich_table, shape_cells, write_json
 from rich.console import Console
-from rich.table import Table
 
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.spec import parse_model_spec
@@ -136,23 +135,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def render_table(results: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
+def render_table(results: list[dict[str, Any]], title: str) -> Any:
     columns = ("batch size", "prompts", "gen tokens", "seconds", "tokens/s", "speed-up", "busy")
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.caption = "busy: CPU cores other processes used while timing (should be ~0)"
-    for row in results:
-        table.add_row(
-            str(row["batch_size"]),
-            str(row["prompts"]),
-            str(row["generated_tokens"]),
+    cells = (
+        [
+            *shape_cells(row, "batch_size", "prompts", "generated_tokens"),
             f"{row['seconds']:.2f}",
             f"{row['tokens_per_s']:.1f}",
-            "-" if row["speedup_vs_batch_1"] is None else f"{row['speedup_vs_batch_1']:.2f}x",
-            "-" if row["other_processes_cores"] is None else f"{row['other_processes_cores']:.2f}",
-        )
-    return table
+            fmt(row["speedup_vs_batch_1"], ".2f", "x"),
+            fmt(row["other_processes_cores"], ".2f"),
+        ]
+        for row in results
+    )
+    caption = "busy: CPU cores other processes used while timing (should be ~0)"
+    return rich_table(title, columns, cells, caption=caption)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -27,11 +27,13 @@ def rich_table(
     columns: Sequence[str],
     rows: Iterable[Sequence[str]],
     left: Sequence[str] = (),
+    caption: str | None = None,
 ) -> Any:
-    """A rich Table: `columns` right-aligned except those named in `left`, one row per cells."""
+    """A rich Table: `columns` right-aligned except those named in `left`, one row per cells
+    (a row may stop short of the last columns), and `caption` under it."""
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=title, caption=caption)
     for column in columns:
         table.add_column(column, justify="left" if column in left else "right")
     for cells in rows:
@@ -51,6 +53,13 @@ def busy(row: dict[str, Any]) -> bool:
 
 def busy_note(row: dict[str, Any]) -> str:
     return f"busy: others used {row['other_processes_cores']:.2f} cores" if busy(row) else ""
+
+
+def print_peak_methods(console: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """Which methods measured the rows' peak memory (they differ in what they can see)."""
+    methods = sorted({row["peak_method"] for row in rows if row.get("peak_method")})
+    if methods:
+        console.print(f"peak memory measured by: {'; '.join(methods)}")
 
 
 def warn_if_busy(console: Any, rows: Sequence[dict[str, Any]], during: str) -> None:

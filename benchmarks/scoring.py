@@ -107,7 +107,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import cpu_model, gpu_slug, package_versions, run_json_worker  # beside this script
-from reporting import warn_if_busy, write_json
+from reporting import print_peak_methods, warn_if_busy, write_json
 from scoring_paths import CUDA_ONLY, LOGIT_STD, OURS, PACKAGES, PATHS, REFERENCE_ROWS
 from scoring_report import (
     CHECK_MIN_N,
@@ -409,9 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(
             f"no check applies (needs a chunked run with N >= {CHECK_MIN_N}, V >= {CHECK_MIN_V})"
         )
-    methods = sorted({r["peak_method"] for r in rows if r.get("peak_method")})
-    if methods:
-        console.print(f"peak memory measured by: {'; '.join(methods)}")
+    print_peak_methods(console, rows)
     report = {
         "benchmark": "scoring",
         "settings": {

@@ -101,7 +101,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import cpu_model, gpu_slug, run_json_worker, worker_env  # beside this script
-from reporting import warn_if_busy, write_json
+from reporting import print_peak_methods, warn_if_busy, write_json
 from train_step_data import HH_RLHF, load_rows, prepare_rows, resolve_model
 from train_step_report import (
     SIDE_LABELS,
@@ -316,9 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{check['ours_extra_peak_mib']:.1f} vs {check['trl_extra_peak_mib']:.1f} MiB "
                 f"extra peak: target {'MET' if check['passed'] else 'NOT met'}"
             )
-    methods = sorted({r["peak_method"] for r in results if r.get("peak_method")})
-    if methods:
-        console.print(f"peak memory measured by: {'; '.join(methods)}")
+    print_peak_methods(console, results)
     report = {
         "benchmark": "train_step",
         "settings": {

@@ -66,10 +66,9 @@ from typing import Any
 
 import measure  # beside this script
 from chat_prompts import build_requests
-from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
-from reporting import write_json
+from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
+from reporting import rich_table, shape_cells, write_json
 from rich.console import Console
-from rich.table import Table
 
 from evalharness.backends import load_backend
 from evalharness.backends.spec import parse_model_spec
@@ -265,48 +264,28 @@ def machine_info(env: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
-def render_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    columns = (
-        "backend",
-        "batching",
-        "threads",
-        "gen tokens",
-        "seconds",
-        "tokens/s",
-        "vs hf",
-        "cores",
-        "busy",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in columns[:3] else "right")
-    table.caption = (
-        "start: load + engine start + warm-up, not timed with generation; cores: CPU this "
-        "process and its children used while timing; busy: CPU other processes used (~0)"
-    )
-    for result in rows:
-        table.add_row(
-            result["backend"],
-            result["batching"],
-            result["threads"],
-            str(result["generated_tokens"]),
+def render_table(rows: list[dict[str, Any]], title: str) -> Any:
+    columns = ("backend", "batching", "threads", "gen tokens", "seconds", "tokens/s", "vs hf")
+    columns += ("cores", "busy")
+    cells = [
+        [
+            *shape_cells(result, "backend", "batching", "threads", "generated_tokens"),
             f"{result['seconds']:.2f}",
             f"{result['tokens_per_s']:.1f}",
             f"{result['speedup_vs_hf']:.2f}x",
             f"{result['own_process_tree_cores']:.2f}",
-            "-"
-            if result["other_processes_cores"] is None
-            else f"{result['other_processes_cores']:.2f}",
-        )
-    for result in rows:
-        table.add_row(
-            f"{result['backend']} start",
-            "-",
-            result["threads"],
-            "-",
-            f"{result['start_seconds']:.2f}",
-        )
-    return table
+            fmt(result["other_processes_cores"], ".2f"),
+        ]
+        for result in rows
+    ]
+    cells += [
+        [f"{r['backend']} start", "-", r["threads"], "-", f"{r['start_seconds']:.2f}"] for r in rows
+    ]
+    caption = (
+        "start: load + engine start + warm-up, not timed with generation; cores: CPU this "
+        "process and its children used while timing; busy: CPU other processes used (~0)"
+    )
+    return rich_table(title, columns, cells, columns[:3], caption)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
