@@ -22,7 +22,7 @@ from . import backward_plan
 from .stats import TokenStats
 from .triton_backward import Saved, Upstream, fused_backward
 from .triton_forward import VOCAB_SPLIT_SIZE, combine_partials, shape_args
-from .triton_forward import forward as _forward
+from .triton_forward import forward as _forward  # looked up here at each launch
 from .triton_tiles import launch_blocks, tiles
 
 
@@ -32,6 +32,8 @@ def new_output(size: int, dtype: torch.dtype, device: torch.device) -> torch.Ten
 
 
 class _TritonTokenStats(torch.autograd.Function):
+    """The fused forward, saving what the chunked backward recomputes the logits from."""
+
     @staticmethod
     def forward(  # noqa: PLR0913 - mirrors the public signature
         ctx: Any,
