@@ -71,3 +71,23 @@ def warn_if_busy(console: Any, rows: Sequence[dict[str, Any]], during: str) -> N
             f"[yellow]warning: other processes used CPU during {count} {during} "
             "(other_processes_cores); those times are unreliable[/yellow]"
         )
+
+
+def save_report(
+    console: Any,
+    out: Path,
+    report: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    *,
+    dry_run: bool,
+    during: str,
+) -> bool:
+    """A benchmark's ending: the report written to `out` (said so) and the contention warning;
+    on a dry run nothing is written and False comes back."""
+    if dry_run:
+        console.print(f"dry run: nothing measured, {out} not written")
+        return False
+    write_json(out, report)
+    console.print(f"wrote {out}")
+    warn_if_busy(console, rows, during)
+    return True

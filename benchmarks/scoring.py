@@ -107,7 +107,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import cpu_model, gpu_slug, package_versions, run_json_worker  # beside this script
-from reporting import print_peak_methods, warn_if_busy, write_json
+from reporting import print_peak_methods, save_report
 from scoring_paths import CUDA_ONLY, LOGIT_STD, OURS, PACKAGES, PATHS, REFERENCE_ROWS
 from scoring_report import (
     CHECK_MIN_N,
@@ -430,12 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checks": checks,
         "goals": goals,
     }
-    if args.dry_run:
-        console.print(f"dry run: nothing measured, {out} not written")
+    if not save_report(console, out, report, rows, dry_run=args.dry_run, during="timed run(s)"):
         return 0
-    write_json(out, report)
-    console.print(f"wrote {out}")
-    warn_if_busy(console, rows, "timed run(s)")
     failed = [r for r in rows if r["status"] == "failed"]
     check_failed = any(c["passed"] is False for c in checks)
     return 1 if failed or check_failed else 0

@@ -101,7 +101,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import cpu_model, gpu_slug, run_json_worker, worker_env  # beside this script
-from reporting import print_peak_methods, warn_if_busy, write_json
+from reporting import print_peak_methods, save_report
 from train_step_data import HH_RLHF, load_rows, prepare_rows, resolve_model
 from train_step_report import (
     SIDE_LABELS,
@@ -333,12 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    if args.dry_run:
-        console.print(f"dry run: nothing measured, {out} not written")
+    during = "side(s)' timed steps"
+    if not save_report(console, out, report, results, dry_run=args.dry_run, during=during):
         return 0
-    write_json(out, report)
-    console.print(f"wrote {out}")
-    warn_if_busy(console, results, "side(s)' timed steps")
     failed = [r for r in results if r["status"] in ("failed", "oom")]
     return 1 if failed else 0
 
