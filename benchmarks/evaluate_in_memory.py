@@ -11,45 +11,22 @@ difference between their metrics (the CUDA path must agree with the CPU one).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-
-def build(layers: int, hidden: int) -> tuple[Any, Any]:
-    import torch
-    from tiny_models import build_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=hidden * 4,
-        num_hidden_layers=layers,
-        num_attention_heads=max(1, hidden // 64),
-        num_key_value_heads=max(1, hidden // 256),
-        max_position_embeddings=4096,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return LlamaForCausalLM(config).to(torch.float32).eval(), tokenizer
+from random_llama import add_size_args, random_llama  # noqa: E402 - beside this script
+from reporting import write_json  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
+    add_size_args(parser)
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "evaluate_in_memory.json"))
@@ -57,7 +34,7 @@ def main() -> None:
 
     import evalharness
 
-    model, tokenizer = build(args.layers, args.hidden)
+    model, tokenizer = random_llama(args.layers, args.hidden, initializer_range=0.2)
     options = {"mt_bench": {"data": "builtin", "max_new_tokens": str(args.new_tokens)}}
     rows = []
     metrics = {}
@@ -88,7 +65,7 @@ def main() -> None:
     print(f"score: cpu {cpu_score:.4f}, {args.device} {other_score:.4f}")
     setup = {k: v for k, v in vars(args).items() if k != "json"}
     record = {"setup": setup, "rows": rows, "max_metric_difference": gap, "metrics": metrics}
-    Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(Path(args.json), record)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,7 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -55,9 +52,9 @@ from typing import Any
 import measure  # beside this script
 import torch
 from chat_prompts import build_requests
-from measure import cpu_seconds
+from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
+from reporting import rich_table, shape_cells, write_json
 from rich.console import Console
-from rich.table import Table
 
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.spec import parse_model_spec
@@ -103,17 +100,9 @@ def bench_batch_size(
     backend.generate(warm)
     backend.model.generation_config.min_new_tokens = force
 
-    durations: list[float] = []
     cpu_before = cpu_seconds()
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        results = backend.generate(requests)
-        durations.append(time.perf_counter() - start)
-    cpu_after = cpu_seconds()
-    other_cores = None
-    if cpu_before is not None and cpu_after is not None:
-        others = (cpu_after[0] - cpu_before[0]) - (cpu_after[1] - cpu_before[1])
-        other_cores = round(max(0.0, others) / sum(durations), 2)
+    durations, results = timed_repeats(lambda: backend.generate(requests), args.repeats)
+    other_cores = other_processes_cores(cpu_before, cpu_seconds(), sum(durations))
     generated = sum(r.n_generated_tokens for r in results)
     if force is not None:
         short = [r for r in results if r.n_generated_tokens != force or r.finish_reason != "length"]
@@ -122,16 +111,13 @@ def bench_batch_size(
                 f"batch {batch_size}: {len(short)} results did not generate exactly {force} "
                 "tokens; min_new_tokens was not honoured, so tokens/s would be misleading"
             )
-    seconds = statistics.median(durations)
     return {
         "batch_size": batch_size,
         "prompts": len(requests),
         "prompt_tokens": sum(r.n_prompt_tokens for r in results),
         "padded_prompt_tokens": padded_prompt_tokens(backend, requests),
         "generated_tokens": generated,
-        "seconds": round(seconds, 3),
-        "seconds_all_repeats": [round(d, 3) for d in durations],
-        "tokens_per_s": round(generated / seconds, 2),
+        **throughput(durations, generated),
         "finish_stop": sum(r.finish_reason == "stop" for r in results),
         "other_processes_cores": other_cores,
     }
@@ -149,23 +135,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def render_table(results: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
+def render_table(results: list[dict[str, Any]], title: str) -> Any:
     columns = ("batch size", "prompts", "gen tokens", "seconds", "tokens/s", "speed-up", "busy")
-    for column in columns:
-        table.add_column(column, justify="right")
-    table.caption = "busy: CPU cores other processes used while timing (should be ~0)"
-    for row in results:
-        table.add_row(
-            str(row["batch_size"]),
-            str(row["prompts"]),
-            str(row["generated_tokens"]),
+    cells = (
+        [
+            *shape_cells(row, "batch_size", "prompts", "generated_tokens"),
             f"{row['seconds']:.2f}",
             f"{row['tokens_per_s']:.1f}",
-            "-" if row["speedup_vs_batch_1"] is None else f"{row['speedup_vs_batch_1']:.2f}x",
-            "-" if row["other_processes_cores"] is None else f"{row['other_processes_cores']:.2f}",
-        )
-    return table
+            fmt(row["speedup_vs_batch_1"], ".2f", "x"),
+            fmt(row["other_processes_cores"], ".2f"),
+        ]
+        for row in results
+    )
+    caption = "busy: CPU cores other processes used while timing (should be ~0)"
+    return rich_table(title, columns, cells, caption=caption)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -214,8 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": results,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     console.print(f"wrote {args.out}")
     busy = [r for r in results if (r["other_processes_cores"] or 0.0) > 0.2]
     if busy:

@@ -55,6 +55,7 @@ from typing import Any
 
 import httpx
 from measure import machine_info  # beside this script
+from reporting import write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -309,8 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": rows,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     console.print(f"wrote {args.out}")
     return 0 if met else 1
 

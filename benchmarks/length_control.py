@@ -19,16 +19,15 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from measure import machine_info  # beside this script
+from measure import machine_info, timed_repeats  # beside this script
+from reporting import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the synthetic calibration writer the tests use
@@ -58,11 +57,8 @@ def synthetic_model(n_items: int, seed: int = 0) -> ModelRows:
 
 
 def best_of(repeats: int, work: Callable[[], Any]) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = work()
-        times.append(time.perf_counter() - start)
+    """The fastest of `repeats` runs of `work` (the least disturbed one) and its result."""
+    times, result = timed_repeats(work, repeats)
     return min(times), result
 
 
@@ -92,9 +88,7 @@ def main() -> int:
         interval = f"{ci[0]:.1f}-{ci[1]:.1f}"
         print(f"{glm:<28}{fit_seconds:>8.2f}{ci_seconds:>14.2f}{fit.win_rate:>8.1f}{interval:>18}")
     results["machine"] = machine_info()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_json(Path(args.out), results)
     return 0
 
 

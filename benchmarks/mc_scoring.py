@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -44,7 +43,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from measure import machine_info, run_json_worker  # beside this script
+from measure import machine_info, print_worker_result, run_json_worker, worker_env
+from reporting import write_json
 
 RESULT_PREFIX = "MC_SCORING_RESULT "
 TASK = "speed_mc"
@@ -179,15 +179,8 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     run = run_lm_eval if spec["side"] == "lm-eval" else run_ours
-    try:
-        result = {"status": "ok", **run(spec)}
-    except Exception as exc:  # a row, not a crash: the other side's numbers still count
-        import traceback
-
-        traceback.print_exc()
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
-    return 0
+    # A failure is a row, not a crash: the other side's numbers still count.
+    return print_worker_result(RESULT_PREFIX, lambda: run(spec), oom=False)
 
 
 # --------------------------------------------------------------------------- driver side
@@ -246,14 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = str(Path(args.model.removeprefix("hf:")).resolve())
     workdir = Path(tempfile.mkdtemp(prefix="mc-scoring-"))
     task_dir = write_task(workdir / "task", args.questions, args.seed)
-    env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        HF_DATASETS_CACHE=str(workdir / "hf-datasets"),
-        TOKENIZERS_PARALLELISM="false",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-    )
+    env = worker_env(REPO, HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(workdir / "hf-datasets"))
     base = {
         "model_dir": model_dir,
         "task_dir": str(task_dir),
@@ -296,8 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **summary,
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0 if all(row["status"] == "ok" for row in sides.values()) else 1
 

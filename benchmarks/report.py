@@ -36,7 +36,6 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -53,6 +52,7 @@ from measure import (  # beside this script
     reset_peak_rss,
     trim_heap,
 )
+from reporting import write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -226,8 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(render_table(result, title))
     verdict = "[green]met[/green]" if result["target_met"] else "[red]NOT met[/red]"
     console.print(f"build {stats.seconds:.2f} s; target <= {TARGET_SECONDS:g} s {verdict}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     console.print(f"wrote {args.out}")
     return 0 if result["target_met"] else 1
 

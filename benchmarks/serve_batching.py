@@ -13,7 +13,6 @@ speed-up and the largest batch the worker ran. Answers must be the same both way
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -23,27 +22,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from random_llama import add_size_args, random_llama  # noqa: E402 - beside this script
+from reporting import write_json  # noqa: E402
+
 
 def build(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
-    from tiny_models import build_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden,
-        intermediate_size=args.hidden * 4,
-        num_hidden_layers=args.layers,
-        num_attention_heads=max(1, args.hidden // 64),
-        num_key_value_heads=max(1, args.hidden // 256),
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(getattr(torch, args.dtype)).to(args.device).eval()
+    model, tokenizer = random_llama(args.layers, args.hidden)
+    model = model.to(getattr(torch, args.dtype)).to(args.device)
     model.generation_config.eos_token_id = None  # run every request to --new-tokens
     return model, tokenizer
 
@@ -75,8 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
+    add_size_args(parser)
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=32)
@@ -165,7 +151,7 @@ def main() -> None:
             f"{r['concurrent_s']:>8.2f} {r['sequential_rps']:>8.1f} {r['concurrent_rps']:>9.1f} "
             f"{r['speedup']:>7.1f}x {r['largest_batch']:>6} {r['same_answers']}"
         )
-    Path(args.json).write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+    write_json(Path(args.json), {"setup": setup, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -57,9 +57,7 @@ Output
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -68,9 +66,9 @@ from typing import Any
 
 import measure  # beside this script
 from chat_prompts import build_requests
-from measure import cpu_seconds
+from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
+from reporting import rich_table, shape_cells, write_json
 from rich.console import Console
-from rich.table import Table
 
 from evalharness.backends import load_backend
 from evalharness.backends.spec import parse_model_spec
@@ -133,20 +131,14 @@ def timed(
     run: Callable[[], list[GenerateResult]], repeats: int
 ) -> tuple[list[GenerateResult], list[float], float | None, float]:
     """Results of the last pass, each pass's seconds, other processes' cores, own-tree cores."""
-    durations: list[float] = []
     machine_before, tree_before = cpu_seconds(), own_tree_cpu_seconds()
-    results: list[GenerateResult] = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        results = run()
-        durations.append(time.perf_counter() - start)
+    durations, results = timed_repeats(run, repeats)
     machine_after, tree_after = cpu_seconds(), own_tree_cpu_seconds()
     elapsed = sum(durations)
     own_cores = round((tree_after - tree_before) / elapsed, 2)
-    other_cores = None
-    if machine_before is not None and machine_after is not None:
-        others = (machine_after[0] - machine_before[0]) - (tree_after - tree_before)
-        other_cores = round(max(0.0, others) / elapsed, 2)
+    other_cores = other_processes_cores(
+        machine_before, machine_after, elapsed, own_seconds=tree_after - tree_before
+    )
     return results, durations, other_cores, own_cores
 
 
@@ -169,7 +161,6 @@ def row(
     own_cores: float,
     start_s: float,
 ) -> dict[str, Any]:
-    seconds = statistics.median(durations)
     generated = sum(r.n_generated_tokens for r in results)
     return {
         "backend": label,
@@ -178,9 +169,7 @@ def row(
         "prompts": len(results),
         "prompt_tokens": sum(r.n_prompt_tokens for r in results),
         "generated_tokens": generated,
-        "seconds": round(seconds, 3),
-        "seconds_all_repeats": [round(d, 3) for d in durations],
-        "tokens_per_s": round(generated / seconds, 2),
+        **throughput(durations, generated),
         "own_process_tree_cores": own_cores,
         "other_processes_cores": other_cores,
     }
@@ -275,48 +264,28 @@ def machine_info(env: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
-def render_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    columns = (
-        "backend",
-        "batching",
-        "threads",
-        "gen tokens",
-        "seconds",
-        "tokens/s",
-        "vs hf",
-        "cores",
-        "busy",
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in columns[:3] else "right")
-    table.caption = (
-        "start: load + engine start + warm-up, not timed with generation; cores: CPU this "
-        "process and its children used while timing; busy: CPU other processes used (~0)"
-    )
-    for result in rows:
-        table.add_row(
-            result["backend"],
-            result["batching"],
-            result["threads"],
-            str(result["generated_tokens"]),
+def render_table(rows: list[dict[str, Any]], title: str) -> Any:
+    columns = ("backend", "batching", "threads", "gen tokens", "seconds", "tokens/s", "vs hf")
+    columns += ("cores", "busy")
+    cells = [
+        [
+            *shape_cells(result, "backend", "batching", "threads", "generated_tokens"),
             f"{result['seconds']:.2f}",
             f"{result['tokens_per_s']:.1f}",
             f"{result['speedup_vs_hf']:.2f}x",
             f"{result['own_process_tree_cores']:.2f}",
-            "-"
-            if result["other_processes_cores"] is None
-            else f"{result['other_processes_cores']:.2f}",
-        )
-    for result in rows:
-        table.add_row(
-            f"{result['backend']} start",
-            "-",
-            result["threads"],
-            "-",
-            f"{result['start_seconds']:.2f}",
-        )
-    return table
+            fmt(result["other_processes_cores"], ".2f"),
+        ]
+        for result in rows
+    ]
+    cells += [
+        [f"{r['backend']} start", "-", r["threads"], "-", f"{r['start_seconds']:.2f}"] for r in rows
+    ]
+    caption = (
+        "start: load + engine start + warm-up, not timed with generation; cores: CPU this "
+        "process and its children used while timing; busy: CPU other processes used (~0)"
+    )
+    return rich_table(title, columns, cells, columns[:3], caption)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -388,8 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results": rows + skipped,
         "machine": machine_info(env),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     console.print(f"wrote {args.out}")
     busy = [r["backend"] for r in rows if (r["other_processes_cores"] or 0.0) > 0.2]
     if busy:

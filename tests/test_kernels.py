@@ -66,7 +66,7 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fill the kernel's output and gradient buffers with NaN / -1 so an unwritten element
     cannot pass."""
-    from evalharness.kernels import triton_scoring
+    from evalharness.kernels import triton_backward, triton_scoring
 
     def poisoned(shape: int | tuple[int, ...], dtype: torch.dtype, device: torch.device):
         fill = float("nan") if dtype.is_floating_point else -1
@@ -75,7 +75,7 @@ def poisoned_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
     monkeypatch.setattr(triton_scoring, "new_output", poisoned)
-    monkeypatch.setattr(triton_scoring, "new_gradient", poisoned)
+    monkeypatch.setattr(triton_backward, "new_gradient", poisoned)
 
 
 def run_with_grads(

@@ -35,12 +35,12 @@ SCHEDULES = list(backward_plan.SCHEDULES)
 @pytest.fixture
 def poisoned_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN-filled gradient buffers: an element the backward forgets to write cannot pass."""
-    from evalharness.kernels import triton_scoring
+    from evalharness.kernels import triton_backward
 
     def poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
-    monkeypatch.setattr(triton_scoring, "new_gradient", poisoned)
+    monkeypatch.setattr(triton_backward, "new_gradient", poisoned)
 
 
 def test_small_chunks_exercise_every_scratch_kind() -> None:

@@ -30,12 +30,13 @@ def _compile(kernel: str, config_index: int) -> dict[str, int]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from evalharness.kernels import triton_scoring as ts
+    from evalharness.kernels import triton_backward, triton_forward
 
-    fn = getattr(ts, kernel)
-    config = (ts.FORWARD_CONFIGS if kernel == "_forward_kernel" else ts.LOGIT_GRAD_CONFIGS)[
-        config_index
-    ]
+    if kernel == "forward_kernel":
+        fn, config = triton_forward.forward_kernel, triton_forward.FORWARD_CONFIGS[config_index]
+    else:
+        fn = triton_backward.logit_grad_kernel
+        config = triton_backward.LOGIT_GRAD_CONFIGS[config_index]
     constexprs: dict[str, object] = {
         "HAS_BIAS": False,
         "HAS_REF_BIAS": False,
@@ -86,7 +87,7 @@ def _compile(kernel: str, config_index: int) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("kernel", "config_index"), [("_forward_kernel", 0), ("_logit_grad_kernel", 0)]
+    ("kernel", "config_index"), [("forward_kernel", 0), ("logit_grad_kernel", 0)]
 )
 def test_kernel_compiles_for_hopper_with_a_pipelined_loop(kernel: str, config_index: int) -> None:
     # The kernel module decides compile vs interpret at import, and the other kernel tests set
