@@ -9,12 +9,15 @@ batching, resuming, storing, printing. Adding a task never touches the engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from evalharness.engine.requests import Request, Result
 from evalharness.errors import InputError
+
+from .signatures import Responses, Stored, StoredSlots, Verdicts
+from .views import SampleView, describe_verdict
 
 
 @dataclass(frozen=True)
@@ -86,23 +89,6 @@ class Outcome:
 
 
 @dataclass
-class SampleView:
-    """What a person reads for one sample in the HTML report.
-
-    `prompt` lists the user turns; `responses` the model's text per slot; `verdicts` one entry
-    per judged slot: {slot, verdict (what the judge decided, as text), score (a number or None),
-    rationale (the judge's own words, or None)}; `tags` are the fields a reader filters on.
-    """
-
-    prompt: list[str]
-    responses: dict[str, str]
-    reference: str | None = None
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
-    score: float | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
 class TaskResult:
     """A task's aggregate: metrics, their CIs, and for each CI the method that made it
     (`ci_method`, a name in `evalharness.stats.intervals.CI_METHODS`), so a reader of the stored run
@@ -138,25 +124,37 @@ class Task(ABC):
                 f"unknown {self.name} option {unknown[0]!r}; known: {', '.join(known)}"
             )
 
-    def int_option(self, name: str, default: int) -> int:
+    def int_option(self, name: str, default: int, minimum: int | None = None) -> int:
+        """An integer option, refused with the task's name when it is not one (or is below
+        `minimum`, when given)."""
         raw = self.options.get(name, default)
         try:
-            return int(raw)
+            value = int(raw)
         except (TypeError, ValueError):
             raise InputError(f"{self.name}.{name} must be an integer, not {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise InputError(f"{self.name}.{name} must be at least {minimum}")
+        return value
+
+    def choice_option(self, name: str, choices: Collection[str], default: str) -> str:
+        """An option that must be one of `choices`, refused naming them all when it is not."""
+        value = self.options.get(name, default)
+        if value not in choices:
+            raise InputError(f"{self.name}.{name} {value!r} is not one of {', '.join(choices)}")
+        return value
 
     @abstractmethod
     def load(self, limit: int | None = None) -> TaskData:
         """Read the data (a path, a package or the hub) and return samples in a fixed order."""
 
     @abstractmethod
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
         """Named model requests this sample needs, given the responses it already has.
 
         Called repeatedly: a task returns later-stage requests once their inputs exist.
         """
 
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
+    def judge_items(self, sample: Sample, responses: Responses) -> dict[str, JudgeItem]:
         """Named items to judge once every request of the sample has its response."""
         return {}
 
@@ -180,12 +178,7 @@ class Task(ABC):
         raise NotImplementedError(f"{self.name} does not compare against a baseline")
 
     @abstractmethod
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         """Per-sample scores (JSON values)."""
 
     @abstractmethod
@@ -215,11 +208,7 @@ class Task(ABC):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         """A readable view of one stored sample; the default suits a single-prompt task."""
         prompt = next(
@@ -236,41 +225,3 @@ class Task(ABC):
             reference=str(data["reference"]) if data.get("reference") else None,
             verdicts=[describe_verdict(slot, verdict) for slot, verdict in verdicts.items()],
         )
-
-
-def describe_verdict(slot: str, verdict: Mapping[str, Any]) -> dict[str, Any]:
-    """{slot, verdict, score, rationale} from any judge's stored verdict (see `SampleView`)."""
-    if verdict.get("failure"):
-        decided = "failed: " + str(verdict.get("error") or "no parseable verdict")
-    elif "rating" in verdict:
-        decided = f"rating {verdict['rating']}"
-    elif "winner" in verdict:
-        decided = f"winner: {verdict['winner']}"
-    elif "label" in verdict:
-        decided = str(verdict["label"])
-    elif "reward" in verdict:
-        decided = f"reward {verdict['reward']}"
-    else:
-        decided = ", ".join(f"{k}={v}" for k, v in sorted(verdict.items()) if k != "attempts")
-    score = next(
-        (
-            float(verdict[key])
-            for key in ("rating", "preference", "reward", "score")
-            if isinstance(verdict.get(key), (int, float)) and not isinstance(verdict[key], bool)
-        ),
-        None,
-    )
-    rationale = verdict.get("raw")
-    if rationale is None and verdict.get("passes"):
-        texts = [
-            f"{'candidate first' if p.get('candidate_first') else 'baseline first'}: "
-            + str(p.get("raw") or f"P(candidate)={p.get('p_candidate')}")
-            for p in verdict["passes"]
-        ]
-        rationale = "\n\n".join(texts)
-    if rationale is None and verdict.get("distribution"):
-        top = sorted(verdict["distribution"].items(), key=lambda kv: -kv[1])[:3]
-        rationale = "judge token probabilities: " + ", ".join(f"{k}: {v:.3f}" for k, v in top)
-    if rationale is None and verdict.get("matched"):
-        rationale = f"matched rule: {verdict['matched']}"
-    return {"slot": slot, "verdict": decided, "score": score, "rationale": rationale}

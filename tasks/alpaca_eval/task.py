@@ -22,30 +22,17 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.engine.requests import (
-    GenerateRequest,
-    Message,
-    Request,
-    Result,
-    SamplingParams,
-    canonical_json,
-    sha256_hex,
-)
+from evalharness.engine.requests import Request, Result, sha256_hex
 from evalharness.errors import InputError
 from evalharness.judges.annotations import same_output
 from evalharness.judges.llm import order_gap
 from evalharness.stats.intervals import BOOTSTRAP_REFIT, Intervals, mean
 
-from ..base import (
-    JudgeItem,
-    Outcome,
-    Sample,
-    SampleView,
-    Task,
-    TaskData,
-    TaskResult,
-)
+from ..base import JudgeItem, Outcome, Sample, Task, TaskData, TaskResult
+from ..common import greedy_chat, json_sha256, pairwise_orders
 from ..registry import register_task
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView
 from .calibration import Calibration, alpaca_eval_indexes, is_path, load_calibration
 from .loader import load_items
 from .metrics import head_to_head
@@ -110,11 +97,7 @@ class AlpacaEval(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         view = super().present(data, scores, responses, verdicts)
         view.score = (scores or {}).get("preference")
@@ -130,9 +113,7 @@ class AlpacaEval(Task):
                 "(alpaca_eval.calibration=PATH)"
             )
         self.check_options(OPTIONS)
-        self.orders = self.options.get("orders", "random")
-        if self.orders not in ORDERS:
-            raise InputError(f"alpaca_eval.orders {self.orders!r} is not one of random, both")
+        self.orders = self.choice_option("orders", ORDERS, "random")
         self.max_new_tokens = self.int_option("max_new_tokens", 2048)
         self.calibration: Calibration | None = None
         #: sample id -> AlpacaEval index, when the data is AlpacaEval's (`calibration.py`).
@@ -142,7 +123,7 @@ class AlpacaEval(Task):
     # -- data ----------------------------------------------------------------------------
     def load(self, limit: int | None = None) -> TaskData:
         items, source = load_items(self.options.get("data", "hub"))
-        data_hash = sha256_hex(canonical_json(items))
+        data_hash = json_sha256(items)
         if limit is not None:
             items = items[:limit]
         samples = [Sample(id=sample_id(i["instruction"]), data=i) for i in items]
@@ -189,9 +170,8 @@ class AlpacaEval(Task):
         return {"lc_glm": "length_controlled_v1", "lc_calibration": calibration.describe()}
 
     # -- model and judge work -------------------------------------------------------------
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
-        sampling = SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return {"output": GenerateRequest((Message("user", sample.data["instruction"]),), sampling)}
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
+        return {"output": greedy_chat(sample.data["instruction"], self.max_new_tokens)}
 
     def judge_protocols(self) -> tuple[str, ...]:
         return ("pairwise",)
@@ -210,7 +190,7 @@ class AlpacaEval(Task):
             return self.baseline[sample.id]["output"].text  # type: ignore[union-attr]
         return sample.data["reference"]
 
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
+    def judge_items(self, sample: Sample, responses: Responses) -> dict[str, JudgeItem]:
         fields = {
             "question_1": sample.data["instruction"],
             "answer_1": responses["output"].text,  # type: ignore[union-attr]
@@ -218,20 +198,11 @@ class AlpacaEval(Task):
             "turn": 1,
             "reference": None,
         }
-        if self.orders == "both":
-            orders: tuple[bool, ...] = (True, False)
-        else:
-            coin = int(sha256_hex(f"{self.seed}:{sample.id}")[:8], 16) % 2 == 0
-            orders = (coin,)
+        orders = pairwise_orders(self.orders, self.seed, sample.id)
         return {"verdict": JudgeItem("pairwise", TEMPLATE, fields, orders)}
 
     # -- scores ----------------------------------------------------------------------------
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         output = responses["output"].text  # type: ignore[union-attr]
         verdict = verdicts["verdict"]
         reference = self.reference(sample)

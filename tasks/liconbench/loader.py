@@ -125,6 +125,13 @@ def _classified(items: list[Item]) -> Split:
     return Split(items=items, labels=[i["label"] for i in items])
 
 
+def _file_split(path: Path, items: list[Item], what: str = "rows") -> Split:
+    """The classification split read from one file, which must have given items."""
+    if not items:
+        raise InputError(f"{path}: no {what}")
+    return _classified(items)
+
+
 def _find(directory: Path, split: str, preferred: Sequence[str] = ()) -> Path:
     """The split's file: a dataset-specific name first, then `{split}.jsonl|json|csv`."""
     if not directory.is_dir():
@@ -145,6 +152,19 @@ def _require_path(spec: DatasetSpec, data: str, why: str) -> Path:
     if data in ("", "hub", "auto", "builtin"):
         raise InputError(f"liconbench.dataset={spec.name} needs liconbench.data=DIR ({why})")
     return Path(data).expanduser()
+
+
+def _local_splits(
+    directory: Path,
+    read_split: Callable[[Path], Split],
+    train_names: Sequence[str] = (),
+    test_names: Sequence[str] = (),
+) -> Splits:
+    """A classification dataset from a directory: its train and test files (dataset-specific
+    names first, see `_find`) read by `read_split`; labels in first-appearance order."""
+    train = read_split(_find(directory, "train", train_names))
+    test = read_split(_find(directory, "test", test_names))
+    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
 
 
 # -- synthetic ------------------------------------------------------------------------------
@@ -174,16 +194,12 @@ def _banking_split(path: Path) -> Split:
         items.append(
             {"inputs": {"text": _text(where, row, "text")}, "label": _text(where, row, label_field)}
         )
-    if not items:
-        raise InputError(f"{path}: no rows")
-    return _classified(items)
+    return _file_split(path, items)
 
 
 def load_banking77(spec: DatasetSpec, data: str) -> Splits:
-    directory = _require_path(spec, data, "a directory with PolyAI's train.csv and test.csv")
-    train = _banking_split(_find(directory, "train"))
-    test = _banking_split(_find(directory, "test"))
-    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
+    why = "a directory with PolyAI's train.csv and test.csv"
+    return _local_splits(_require_path(spec, data, why), _banking_split)
 
 
 # -- GoEmotions -----------------------------------------------------------------------------
@@ -217,9 +233,7 @@ def _goemotions_split(path: Path) -> Split:
         label = _goemotions_label(where, row)
         if label is not None:
             items.append({"inputs": {"text": text}, "label": label})
-    if not items:
-        raise InputError(f"{path}: no single-label rows")
-    return _classified(items)
+    return _file_split(path, items, "single-label rows")
 
 
 def _hub_dataset(repo: str, config: str, dataset: str) -> Any:
@@ -250,10 +264,7 @@ def load_goemotions(spec: DatasetSpec, data: str) -> Splits:
             ]
             splits.append(Split(items=items, labels=labels))
         return Splits(splits[0], splits[1], list(names), "hub:" + "/".join(GOEMOTIONS_HUB))
-    directory = Path(data).expanduser()
-    train = _goemotions_split(_find(directory, "train"))
-    test = _goemotions_split(_find(directory, "test"))
-    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
+    return _local_splits(Path(data).expanduser(), _goemotions_split)
 
 
 # -- Discovery ------------------------------------------------------------------------------
@@ -271,9 +282,7 @@ def _discovery_split(path: Path) -> Split:
                 _text(where, row, "label"),
             )
         )
-    if not items:
-        raise InputError(f"{path}: no rows")
-    return _classified(items)
+    return _file_split(path, items)
 
 
 def load_discovery(spec: DatasetSpec, data: str) -> Splits:
@@ -291,10 +300,7 @@ def load_discovery(spec: DatasetSpec, data: str) -> Splits:
 
             splits.append(Split(items=LazyItems(len(labels), build), labels=labels))
         return Splits(splits[0], splits[1], list(names), "hub:" + "/".join(DISCOVERY_HUB))
-    directory = Path(data).expanduser()
-    train = _discovery_split(_find(directory, "train"))
-    test = _discovery_split(_find(directory, "test"))
-    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
+    return _local_splits(Path(data).expanduser(), _discovery_split)
 
 
 # -- TacRED and DialogRE --------------------------------------------------------------------
@@ -311,18 +317,13 @@ def _relation_item(where: str, row: dict[str, Any], text_field: str) -> Item:
 
 def _tacred_split(path: Path) -> Split:
     items = [_relation_item(where, row, "sentence") for where, row in read_records(path)]
-    if not items:
-        raise InputError(f"{path}: no rows")
-    return _classified(items)
+    return _file_split(path, items)
 
 
 def load_tacred(spec: DatasetSpec, data: str) -> Splits:
-    directory = _require_path(
-        spec, data, "TacRED is licensed by the LDC and read only from your own copy"
-    )
-    train = _tacred_split(_find(directory, "train", ("train_tacred.json",)))
-    test = _tacred_split(_find(directory, "test", ("test_tacred.json",)))
-    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
+    why = "TacRED is licensed by the LDC and read only from your own copy"
+    directory = _require_path(spec, data, why)
+    return _local_splits(directory, _tacred_split, ("train_tacred.json",), ("test_tacred.json",))
 
 
 def _dialogre_split(path: Path) -> Split:
@@ -341,18 +342,15 @@ def _dialogre_split(path: Path) -> Split:
                 f"{where} relations[{k}]", {**relation, "dialogue": dialogue}, "dialogue"
             )
             items.append(item)
-    if not items:
-        raise InputError(f"{path}: no relations")
-    return _classified(items)
+    return _file_split(path, items, "relations")
 
 
 def load_dialogre(spec: DatasetSpec, data: str) -> Splits:
-    directory = _require_path(
-        spec, data, "DialogRE is read only from your own copy (Friends transcripts)"
+    why = "DialogRE is read only from your own copy (Friends transcripts)"
+    directory = _require_path(spec, data, why)
+    return _local_splits(
+        directory, _dialogre_split, ("train_dialogueRE_processed.json",), ("test_dialogueRE.json",)
     )
-    train = _dialogre_split(_find(directory, "train", ("train_dialogueRE_processed.json",)))
-    test = _dialogre_split(_find(directory, "test", ("test_dialogueRE.json",)))
-    return Splits(train, test, _label_set(train, test), str(directory.resolve()))
 
 
 # -- Few-NERD -------------------------------------------------------------------------------

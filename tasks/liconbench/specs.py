@@ -105,6 +105,23 @@ class DatasetSpec:
 
 _CLASSIFY = "The predicted answer must come from the demonstration examples with the exact format."
 
+
+def _relation_spec(name: str, n_labels: int, text: str, **rest: Any) -> DatasetSpec:
+    """TacRED and DialogRE: the relation between a subject and an object named in a `text`
+    (a sentence, a dialogue), with LongICLBench's one wording for both."""
+    return DatasetSpec(
+        name=name,
+        n_labels=n_labels,
+        metric=MICRO_F1,
+        instruction=f"Given a {text} and a pair of subject and object entities within the "
+        f"{text}, please predict the relation between the given entities.",
+        fields=((text, text),),
+        cue="the relation between the two entities is: ",
+        relation=True,
+        **rest,
+    )
+
+
 SPECS: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -137,17 +154,7 @@ SPECS: dict[str, DatasetSpec] = {
             cue="intent category: ",
             default_test_per_label=7,
         ),
-        DatasetSpec(
-            name="tacred",
-            n_labels=41,
-            metric=MICRO_F1,
-            instruction="Given a sentence and a pair of subject and object entities within the "
-            "sentence, please predict the relation between the given entities.",
-            fields=(("sentence", "sentence"),),
-            cue="the relation between the two entities is: ",
-            relation=True,
-            default_test_per_label=20,
-        ),
+        _relation_spec("tacred", 41, "sentence", default_test_per_label=20),
         DatasetSpec(
             name="fewnerd",
             n_labels=66,
@@ -158,16 +165,7 @@ SPECS: dict[str, DatasetSpec] = {
             fields=(("sentence", "sentence"),),
             cue="",
         ),
-        DatasetSpec(
-            name="dialogre",
-            n_labels=36,
-            metric=MICRO_F1,
-            instruction="Given a dialogue and a pair of subject and object entities within the "
-            "dialogue, please predict the relation between the given entities.",
-            fields=(("dialogue", "dialogue"),),
-            cue="the relation between the two entities is: ",
-            relation=True,
-        ),
+        _relation_spec("dialogre", 36, "dialogue"),
         DatasetSpec(
             name="discovery",
             n_labels=174,

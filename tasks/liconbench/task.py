@@ -22,7 +22,6 @@ no prefix cache and simply batches them.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +29,6 @@ from evalharness.engine.requests import (
     CompleteRequest,
     GenerateResult,
     Request,
-    Result,
     SamplingParams,
     canonical_json,
     sha256_hex,
@@ -38,8 +36,11 @@ from evalharness.engine.requests import (
 from evalharness.errors import InputError
 from evalharness.stats.intervals import BOOTSTRAP, Intervals, mean, micro_prf_bootstrap_ci
 
-from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
+from ..base import Outcome, Sample, Task, TaskData, TaskResult
+from ..common import DistinctIds, json_sha256
 from ..registry import register_task
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView
 from .loader import Splits, load_splits
 from .scoring import (
     EntityCounts,
@@ -94,16 +95,6 @@ def parse_int_list(name: str, value: str) -> tuple[int, ...]:
     return tuple(sorted(numbers))
 
 
-def _positive_int(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise InputError(f"liconbench.{name} must be an integer, not {value!r}") from None
-    if number < 1:
-        raise InputError(f"liconbench.{name} must be at least 1")
-    return number
-
-
 def item_key(dataset: str, item: Item) -> str:
     """Stable id material: the dataset name and the item's own content, not its position."""
     return sha256_hex(dataset + canonical_json(item))[:16]
@@ -134,11 +125,7 @@ class LongICLBench(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         item = data.get("item") or {}
         inputs = item.get("inputs") or {}
@@ -169,13 +156,8 @@ class LongICLBench(Task):
     def __init__(self, options: Mapping[str, str] | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         self.check_options(OPTIONS)
-        dataset = self.options.get("dataset", "synthetic")
-        if dataset not in SPECS:
-            raise InputError(f"liconbench.dataset {dataset!r} is not one of {', '.join(SPECS)}")
-        self.spec: DatasetSpec = SPECS[dataset]
-        self.order = self.options.get("order", "round_robin")
-        if self.order not in ORDERS:
-            raise InputError(f"liconbench.order {self.order!r} is not one of {', '.join(ORDERS)}")
+        self.spec: DatasetSpec = SPECS[self.choice_option("dataset", SPECS, "synthetic")]
+        self.order = self.choice_option("order", ORDERS, "round_robin")
         if self.order == "grouped" and self.spec.is_ner:
             raise InputError("liconbench.order=grouped needs a single-label dataset, not fewnerd")
         if "rounds" in self.options and "budget_tokens" in self.options:
@@ -193,10 +175,8 @@ class LongICLBench(Task):
                     "liconbench.test_per_label does not apply to fewnerd (sentences hold several "
                     "entity types; test sentences are taken in file order)"
                 )
-            self.test_per_label = _positive_int("test_per_label", self.options["test_per_label"])
-        self.max_new_tokens = _positive_int(
-            "max_new_tokens", self.options.get("max_new_tokens", str(MAX_NEW_TOKENS))
-        )
+            self.test_per_label = self.int_option("test_per_label", 0, minimum=1)
+        self.max_new_tokens = self.int_option("max_new_tokens", MAX_NEW_TOKENS, minimum=1)
         # Filled by `load`: what `requests`, `score` and `aggregate` need about the data.
         self.prefixes: dict[str, str] = {}
         self.label_set: list[str] = []
@@ -272,13 +252,12 @@ class LongICLBench(Task):
         }
         self.label_set = list(splits.label_set)
         items = self._test_items(splits, limit)
-        samples, seen = [], Counter[str]()
-        for item in items:
-            key = item_key(spec.name, item)
-            seen[key] += 1
-            # Exact duplicates (TacRED repeats a few rows) stay distinct and stable.
-            sample_id = key if seen[key] == 1 else f"{key}-{seen[key]}"
-            samples.append(Sample(id=sample_id, data={"dataset": spec.name, "item": item}))
+        # Exact duplicates (TacRED repeats a few rows) stay distinct and stable.
+        distinct = DistinctIds()
+        samples = [
+            Sample(distinct(item_key(spec.name, item)), {"dataset": spec.name, "item": item})
+            for item in items
+        ]
         material = {
             "dataset": spec.name,
             "prefixes": self.prefixes,
@@ -303,13 +282,13 @@ class LongICLBench(Task):
         self.settings = settings
         return TaskData(
             samples=samples,
-            data_hash=sha256_hex(canonical_json(material)),
+            data_hash=json_sha256(material),
             source=splits.source,
             settings=settings,
         )
 
     # -- model work ------------------------------------------------------------------------
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
         sampling = SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
         item = sample.data["item"]
         return {
@@ -322,12 +301,7 @@ class LongICLBench(Task):
         }
 
     # -- scores ----------------------------------------------------------------------------
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         item = sample.data["item"]
         points: dict[str, dict[str, Any]] = {}
         for point in self.points:

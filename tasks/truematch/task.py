@@ -54,20 +54,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evalharness.engine.requests import (
-    GenerateRequest,
-    Message,
-    Request,
-    Result,
-    SamplingParams,
-    canonical_json,
-    sha256_hex,
-)
+from evalharness.engine.requests import Request
 from evalharness.errors import InputError
 from evalharness.stats.intervals import Intervals, mean
 
-from ..base import Outcome, Sample, SampleView, Task, TaskData, TaskResult
+from ..base import Outcome, Sample, Task, TaskData, TaskResult
+from ..common import greedy_chat, json_sha256
 from ..registry import register_task
+from ..signatures import Responses, Stored, StoredSlots, Verdicts
+from ..views import SampleView
 from .generator import (
     ATTRIBUTES,
     GENERATOR_VERSION,
@@ -168,11 +163,7 @@ class TrueMatch(Task):
 
     @classmethod
     def present(
-        cls,
-        data: Mapping[str, Any],
-        scores: Mapping[str, Any] | None,
-        responses: Mapping[str, Mapping[str, Any]],
-        verdicts: Mapping[str, Mapping[str, Any]],
+        cls, data: Stored, scores: Stored | None, responses: StoredSlots, verdicts: StoredSlots
     ) -> SampleView:
         gallery = [str(g) for g in data.get("gallery", [])]
         target = data.get("target")
@@ -214,11 +205,9 @@ class TrueMatch(Task):
             given = [k for k in GENERATOR_OPTIONS if k in opts]
             if given:
                 raise InputError(f"truematch.{given[0]} applies to generated scenes, not images=")
-        self.retriever_name = opts.get("retriever", "clip" if self.images else "bm25")
-        if self.retriever_name not in RETRIEVERS:
-            raise InputError(
-                f"truematch.retriever {self.retriever_name!r} is not one of {', '.join(RETRIEVERS)}"
-            )
+        self.retriever_name = self.choice_option(
+            "retriever", RETRIEVERS, "clip" if self.images else "bm25"
+        )
         if (self.retriever_name == "clip") != bool(self.images):
             raise InputError(
                 "truematch.retriever=clip ranks images: it needs images=PATH, and images need it"
@@ -319,7 +308,7 @@ class TrueMatch(Task):
         for bag in bags:
             size = len(bag["gallery"])
             for j, text in enumerate(bag["model_texts"]):
-                digest = sha256_hex(canonical_json([text, bag["gallery"]]))[:8]
+                digest = json_sha256([text, bag["gallery"]])[:8]
                 data = {
                     "variant": self.variant,
                     "bag": bag["bag"],
@@ -332,7 +321,7 @@ class TrueMatch(Task):
                 }
                 samples.append(Sample(id=f"{bag['bag']}-i{j}-{digest}", data=data))
         # The retriever decides every score, so it is part of what the data hash names.
-        data_hash = sha256_hex(canonical_json({"bags": content, "retriever": retriever.identity}))
+        data_hash = json_sha256({"bags": content, "retriever": retriever.identity})
         if limit is not None:
             samples = samples[:limit]
         settings = {
@@ -358,17 +347,11 @@ class TrueMatch(Task):
         template = TEXT_PROMPT if sample.data["variant"] == "text" else IMAGE_PROMPT
         return template.format(item=sample.data["model_text"], budget=self.word_budget)
 
-    def requests(self, sample: Sample, responses: Mapping[str, Result]) -> dict[str, Request]:
-        sampling = SamplingParams(temperature=0.0, max_new_tokens=self.max_new_tokens)
-        return {"description": GenerateRequest((Message("user", self.prompt(sample)),), sampling)}
+    def requests(self, sample: Sample, responses: Responses) -> dict[str, Request]:
+        return {"description": greedy_chat(self.prompt(sample), self.max_new_tokens)}
 
     # -- scores ----------------------------------------------------------------------------
-    def score(
-        self,
-        sample: Sample,
-        responses: Mapping[str, Result],
-        verdicts: Mapping[str, dict[str, Any]],
-    ) -> dict[str, Any]:
+    def score(self, sample: Sample, responses: Responses, verdicts: Verdicts) -> dict[str, Any]:
         retriever = self._get_retriever()
         gallery, target = sample.data["gallery"], sample.data["target"]
         written = responses["description"].text  # type: ignore[union-attr]
