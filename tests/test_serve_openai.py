@@ -26,7 +26,8 @@ from fastapi.responses import JSONResponse
 from local_server import running_server
 
 from evalharness.backends import load_backend
-from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf_generation import PREFIX_CACHE_MIN_TOKENS, shared_prefix
 from evalharness.backends.openai_api import PLACEHOLDER_KEY, OpenAIBackend, api_key_for
 from evalharness.backends.spec import parse_model_spec
 from evalharness.engine.requests import (

@@ -29,7 +29,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from evalharness.backends.hf import HFBackend, input_device
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.local_model import input_device
 from evalharness.engine.requests import SamplingParams
 from evalharness.serve.schema import APIError
 
