@@ -16,6 +16,7 @@ from typing import Any
 from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
 from evalharness.engine.requests import SamplingParams
+from evalharness.serve.logprobs import TokenLogprob
 from evalharness.serve.schema import (
     DEFAULT_CHAT_MAX_TOKENS,
     APIError,
@@ -24,7 +25,7 @@ from evalharness.serve.schema import (
     PromptInput,
     SamplingRequest,
 )
-from evalharness.serve.worker import ModelWorker, TokenLogprob
+from evalharness.serve.worker import ModelWorker
 
 
 # -- tokens and text ---------------------------------------------------------------------------
