@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from cli_helpers import cli_env, run_cli, run_json, tiny_run_args
-from tiny_models import build_tiny_classifier, build_tiny_reward_model
+from tiny_models import build_tiny_classifier, build_tiny_reward_model, tiny_config
 
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.reward import RewardModelBackend
@@ -344,16 +344,8 @@ def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
     from evalharness.serve import logprobs
 
     torch.manual_seed(0)
-    config = Gemma2Config(
-        vocab_size=67,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        final_logit_softcapping=1.5,
-        pad_token_id=0,
+    config = tiny_config(
+        Gemma2Config, 67, 16, head_dim=8, final_logit_softcapping=1.5, pad_token_id=0
     )
     model = Gemma2ForCausalLM(config).eval()
     with torch.no_grad():  # logits of a few units, where the cap bends them
