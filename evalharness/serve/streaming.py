@@ -19,7 +19,7 @@ from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
 from evalharness.engine.requests import SamplingParams
 from evalharness.serve.completions import (
-    chat_prompt_ids,
+    chat_prompt,
     check_context,
     check_model,
     decoded_offsets,
@@ -143,10 +143,7 @@ def chat_events(
     check_model(request, model_name)
     if request.logprobs:
         raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
-    backend = worker.backend
-    prompt_ids = chat_prompt_ids(backend, request)
-    wanted = request.max_completion_tokens or request.max_tokens
-    sampling = sampling_for(request, check_context(backend, len(prompt_ids), wanted))
+    prompt_ids, sampling = chat_prompt(worker.backend, request)
     frame = ChunkFrame.start(
         "chat.completion", "chat.completion.chunk", model_name, request.include_usage()
     )
