@@ -1,4 +1,5 @@
-"""Serve an ASGI app on 127.0.0.1 for a test: a real uvicorn server on a free port."""
+"""Serve an ASGI app on 127.0.0.1 for a test: a real uvicorn server on a free port, and the
+tiny model loaded for serving."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -36,3 +38,14 @@ def running_server(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def loaded_backend(model_dir: Path) -> Any:
+    """An `hf:` backend over `model_dir` with its weights loaded, so the server's first request
+    does not pay for (or time out on) loading them."""
+    from evalharness.backends.hf import HFBackend
+    from evalharness.backends.spec import parse_model_spec
+
+    backend = HFBackend(parse_model_spec(f"hf:{model_dir}"))
+    backend.model  # noqa: B018 - load once, before the server's first request
+    return backend

@@ -20,7 +20,8 @@ import openai
 import pytest
 from cli_helpers import MINI, run_cli, write_lines
 
-from evalharness.testing.judge_server import (
+from evalharness.testing.judge_server import create_judge_app, running_judge_server
+from evalharness.testing.scripted_judge import (
     A_END,
     A_START,
     B_END,
@@ -29,9 +30,7 @@ from evalharness.testing.judge_server import (
     GARBAGE_TEXT,
     MODEL_NAME,
     ScriptedJudgeConfig,
-    create_judge_app,
     decide_outcome,
-    running_judge_server,
 )
 
 RATING_SYSTEM = 'Rate the answer from 1 to 10 in exactly this format: "Rating: [[5]]".'

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 from cli_helpers import cli_env, run_cli, run_json, tiny_run_args
-from tiny_models import build_tiny_classifier, build_tiny_reward_model
+from tiny_models import build_tiny_classifier, build_tiny_reward_model, tiny_config
 
 from evalharness.backends.hf import HFBackend
 from evalharness.backends.reward import RewardModelBackend
@@ -341,29 +341,21 @@ def test_served_logprobs_are_the_models_own_with_a_soft_capped_head(
 
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    from evalharness.serve import worker
+    from evalharness.serve import logprobs
 
     torch.manual_seed(0)
-    config = Gemma2Config(
-        vocab_size=67,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        final_logit_softcapping=1.5,
-        pad_token_id=0,
+    config = tiny_config(
+        Gemma2Config, 67, 16, head_dim=8, final_logit_softcapping=1.5, pad_token_id=0
     )
     model = Gemma2ForCausalLM(config).eval()
     with torch.no_grad():  # logits of a few units, where the cap bends them
         model.get_output_embeddings().weight.mul_(40.0)
     # A budget of 48 logits: one row at a time, three vocabulary entries per block.
-    monkeypatch.setattr(worker, "LOGIT_ELEMENTS", 48, raising=False)
+    monkeypatch.setattr(logprobs, "LOGIT_ELEMENTS", 48, raising=False)
     backend = SimpleNamespace(model=model, tokenizer=SimpleNamespace(pad_token_id=0))
     sequences = [([5, 9, 17, 3, 40, 22], 1), ([7, 8, 60], 2)]
-    served = worker.batch_logprobs(backend, sequences, top_k=3)  # type: ignore[arg-type]
-    plain = worker.batch_logprobs(backend, sequences, top_k=0)  # type: ignore[arg-type]
+    served = logprobs.batch_logprobs(backend, sequences, top_k=3)  # type: ignore[arg-type]
+    plain = logprobs.batch_logprobs(backend, sequences, top_k=0)  # type: ignore[arg-type]
     for (ids, start), scored, chosen in zip(sequences, served, plain, strict=True):
         assert [t.logprob for t in chosen] == pytest.approx([t.logprob for t in scored], abs=1e-5)
         with torch.inference_mode():

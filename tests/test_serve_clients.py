@@ -17,10 +17,9 @@ from typing import Any
 
 import httpx
 import pytest
-from local_server import running_server
+from local_server import loaded_backend, running_server
 
 from evalharness.backends.hf import HFBackend
-from evalharness.backends.spec import parse_model_spec
 from evalharness.serve import create_app
 
 MODEL = "tiny-chat"
@@ -29,9 +28,7 @@ CHAT = [{"role": "user", "content": "Explain why the river is long."}]
 
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir: Path) -> HFBackend:
-    backend = HFBackend(parse_model_spec(f"hf:{tiny_model_dir}"))
-    backend.model  # noqa: B018 - load once, before the server's first request
-    return backend
+    return loaded_backend(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +44,22 @@ def base_url(app: Any) -> Iterator[str]:
 
 def post(url: str, path: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{url}{path}", json=body, timeout=120)
+
+
+def run_while_held(worker: Any, threads: list[threading.Thread]) -> int:
+    """Start `threads` (one request each) while the worker is held, wait until every request
+    is queued, then let them all run and join them; the worker's batch count before they ran."""
+    with worker.held():
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while worker.pending() < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.pending() == len(threads)
+        batches_before = worker.stats.batches
+    for thread in threads:
+        thread.join(timeout=60)
+    return batches_before
 
 
 def client(base_url: str) -> Any:
@@ -175,16 +188,7 @@ def test_concurrent_requests_share_one_forward(app: Any, base_url: str) -> None:
         answers[i] = post(base_url, "/completions", {**body, "prompt": prompts[i]}).json()
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
-    with worker.held():
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while worker.pending() < len(prompts) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert worker.pending() == len(prompts)
-        batches_before = worker.stats.batches
-    for thread in threads:
-        thread.join(timeout=60)
+    batches_before = run_while_held(worker, threads)
     assert worker.stats.batches == batches_before + 1
     assert worker.stats.largest_batch >= len(prompts)
     for i, single in enumerate(alone):
@@ -209,16 +213,7 @@ def test_a_seeded_draw_does_not_depend_on_what_else_is_waiting(app: Any, base_ur
 
     bodies = [seeded, *others]
     threads = [threading.Thread(target=ask, args=(i, b)) for i, b in enumerate(bodies)]
-    with worker.held():
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 30
-        while worker.pending() < len(bodies) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert worker.pending() == len(bodies)
-        batches_before = worker.stats.batches
-    for thread in threads:
-        thread.join(timeout=60)
+    batches_before = run_while_held(worker, threads)
     assert answers[0]["choices"][0]["text"] == alone
     # Three seeded requests alone, the two unseeded ones together.
     assert worker.stats.batches == batches_before + 4

@@ -23,10 +23,11 @@ import torch
 from cli_helpers import free_port, run_cli, spawn_cli, write_lines
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from local_server import running_server
+from local_server import loaded_backend, running_server
 
 from evalharness.backends import load_backend
-from evalharness.backends.hf import PREFIX_CACHE_MIN_TOKENS, HFBackend, shared_prefix
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.hf_generation import PREFIX_CACHE_MIN_TOKENS, shared_prefix
 from evalharness.backends.openai_api import PLACEHOLDER_KEY, OpenAIBackend, api_key_for
 from evalharness.backends.spec import parse_model_spec
 from evalharness.engine.requests import (
@@ -48,9 +49,7 @@ QUESTION = (Message("user", "What is the capital of France?"),)
 
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir: Path) -> HFBackend:
-    backend = HFBackend(parse_model_spec(f"hf:{tiny_model_dir}"))
-    backend.model  # noqa: B018 - load once, before the server's first request
-    return backend
+    return loaded_backend(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

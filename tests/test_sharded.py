@@ -106,7 +106,7 @@ def test_worker_errors_are_one_line_and_name_the_worker(runs: dict[str, Any]) ->
     backend = ShardedBackend(parse_model_spec(f"hf:{runs['model_dir']}", workers=2))
     try:
         with pytest.raises(BackendError) as failed:
-            backend._call("no_such_method", [object(), object()])  # an error inside the actor
+            backend.forward("no_such_method", [object(), object()])  # an error inside the actor
         message = str(failed.value)
         assert "\n" not in message
         assert message.startswith("worker 0 (pid ")

@@ -363,7 +363,7 @@ def test_online_models_load_on_the_runs_device(
     rm_specs = [spec for spec in specs if spec.backend == "rm"]
     assert [(spec.device, spec.dtype) for spec in rm_specs] == [("cpu", "auto")]
     # `auto` is resolved where the reward backend places the model: float32 on the CPU.
-    from evalharness.backends.hf import resolve_placement
+    from evalharness.backends.local_model import resolve_placement
 
     assert resolve_placement(rm_specs[0], reward).dtype == "float32"
     metadata = json.loads((tmp_path / "grpo" / "train.json").read_text())

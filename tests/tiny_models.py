@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 SEED = 1234
 VOCAB_SIZE = 400
@@ -59,7 +60,7 @@ def training_lines(n_lines: int = 400, seed: int = SEED) -> list[str]:
     return lines
 
 
-def build_tokenizer() -> object:
+def build_tokenizer() -> Any:
     """A byte-level BPE tokenizer (any text encodes) wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -95,25 +96,60 @@ def build_tokenizer() -> object:
     )
 
 
-def build_model(tokenizer: object) -> object:
-    """A 2-layer Llama with grouped-query attention, seeded so the weights never change."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+def tiny_config(
+    config_class: Any,
+    vocab_size: int,
+    hidden_size: int,
+    *,
+    layers: int = 1,
+    heads: int = 2,
+    kv_heads: int = 1,
+    **extra: Any,
+) -> Any:
+    """A transformers config of a few thousand weights: `hidden_size` wide, an MLP twice as
+    wide, grouped-query attention with `kv_heads` key/value heads; `extra` for the rest."""
+    return config_class(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        **extra,
+    )
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+
+def tiny_llama_config(tokenizer: Any, hidden_size: int, **options: Any) -> Any:
+    """A tiny Llama config over the chat tokenizer, with the long context and wide random
+    initialisation every tiny model here has."""
+    from transformers import LlamaConfig
+
+    return tiny_config(
+        LlamaConfig,
+        len(tokenizer),
+        hidden_size,
         max_position_embeddings=4096,
         # Wider than the default 0.02 so the random model has peaked, non-tied distributions.
         initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+        **options,
+    )
+
+
+def build_model(tokenizer: Any) -> Any:
+    """A 2-layer Llama with grouped-query attention, seeded so the weights never change."""
+    import torch
+    from transformers import GenerationConfig, LlamaForCausalLM
+
+    config = tiny_llama_config(
+        tokenizer,
+        64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(config).to(torch.float32).eval()
@@ -144,24 +180,17 @@ def build_tiny_reward_model(directory: Path) -> Path:
 def build_tiny_classifier(directory: Path, labels: tuple[str, ...]) -> Path:
     """A tiny sequence classifier whose `id2label` names `labels` (one label: a reward model)."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        initializer_range=0.2,
+    config = tiny_llama_config(
+        tokenizer,
+        32,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(SEED)
     LlamaForSequenceClassification(config).eval().save_pretrained(directory)

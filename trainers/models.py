@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
+from evalharness.backends.checkpoints import dtype_source, resolve_local_dir
 from evalharness.backends.devices import placement, resolve_dtype
-from evalharness.backends.hf import dtype_source, load_pretrained, resolve_local_dir
+from evalharness.backends.local_model import load_pretrained
 from evalharness.backends.spec import parse_model_spec
 from evalharness.kernels.causal_lm import causal_lm_token_stats, decoder_of
 

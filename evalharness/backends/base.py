@@ -1,4 +1,8 @@
-"""What every model backend offers the engine: an identity and batched calls per request kind."""
+"""What every model backend offers the engine: an identity and batched calls per request kind.
+
+`ForwardingBackend` is the base of the backends that wrap another one and pass most request
+kinds through to it.
+"""
 
 from __future__ import annotations
 
@@ -124,3 +128,30 @@ class Backend(HasIdentity):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, model memory)."""
+
+
+class ForwardingBackend(Backend):
+    """A backend that hands every kind of request on to another backend, by method name.
+
+    The wrappers (`--workers` replicas, best-of-N around a model) answer most request kinds by
+    passing them through; `forward` says where to, and each kind's method is one call of it.
+    """
+
+    @abstractmethod
+    def forward(self, method: str, requests: Sequence[Any]) -> list[Any]:
+        """The answers of the wrapped backend's `method` (`generate`, `score`, ...)."""
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
+        return self.forward("generate", requests)
+
+    def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
+        return self.forward("complete", requests)
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        return self.forward("score", requests)
+
+    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
+        return self.forward("reward", requests)
+
+    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
+        return self.forward("classify", requests)

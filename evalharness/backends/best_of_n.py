@@ -30,12 +30,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from evalharness.backends.base import Backend
+from evalharness.backends.base import Backend, ForwardingBackend
+from evalharness.backends.registry import load_single
 from evalharness.backends.spec import ModelSpec, parse_model_spec, split_best_of_n
 from evalharness.engine.requests import (
-    ClassifyRequest,
-    ClassifyResult,
-    CompleteRequest,
     FailedResult,
     GenerateRequest,
     GenerateResult,
@@ -45,8 +43,6 @@ from evalharness.engine.requests import (
     RewardRequest,
     RewardResult,
     SamplingParams,
-    ScoreRequest,
-    ScoreResult,
 )
 from evalharness.store.identity import HasIdentity
 
@@ -162,12 +158,15 @@ def best_index(scores: Sequence[float]) -> int:
     return max(range(len(clean)), key=clean.__getitem__)
 
 
-class BestOfNBackend(Backend):
-    """Samples N answers from the wrapped model and returns the one the scorer rates highest."""
+class BestOfNBackend(ForwardingBackend):
+    """Samples N answers from the wrapped model and returns the one the scorer rates highest.
+
+    The wrapped model and a scorer's model generate (or are reward models): `split_best_of_n`
+    admits nothing else, so both are built from the registry, and a judge scorer directly as
+    an `LLMJudge`; the judge factory, which can build `bon:` judges, is never needed here.
+    """
 
     def __init__(self, spec: ModelSpec) -> None:
-        from evalharness.backends import load_backend
-
         self.spec = spec
         self.batch_size = spec.batch_size
         self.n, scorer_raw, model_raw = split_best_of_n(spec.name)
@@ -180,7 +179,7 @@ class BestOfNBackend(Backend):
             raw=wrapped.raw,
             revision=wrapped.revision,
         )
-        self.model = load_backend(self.model_spec)
+        self.model = load_single(self.model_spec)
         self.scorer = self._build_scorer(scorer_raw)
         self._identity = {
             "backend": "best_of_n",
@@ -193,8 +192,6 @@ class BestOfNBackend(Backend):
         }
 
     def _build_scorer(self, raw: str) -> Scorer:
-        from evalharness.backends import load_backend
-
         if raw.startswith("rm:"):
             scorer_spec = parse_model_spec(
                 raw,
@@ -204,13 +201,23 @@ class BestOfNBackend(Backend):
                 batch_size=self.spec.batch_size,
                 trust_remote_code=self.spec.trust_remote_code,
             )
-            return RewardScorer(load_backend(scorer_spec))
-        from evalharness.judges.factory import build_judge
+            return RewardScorer(load_single(scorer_spec))
+        return JudgeScorer(self._rating_judge(raw))
 
-        judge = build_judge(
-            raw, model_spec=self.model_spec, model_backend=self.model, device=self.spec.device
-        )
-        return JudgeScorer(judge)
+    def _rating_judge(self, raw: str) -> Any:
+        """The LLM judge `raw` names, as `judges.factory.build_judge` builds it with its
+        defaults: `self` (or the sampled model's own spec) reuses the sampled model, another
+        spec loads on `--device`; an `openai:` judge reads its rating from text, a local one
+        from probabilities."""
+        from evalharness.judges.llm import LLMJudge
+
+        if raw in ("self", self.model_spec.raw):
+            judge_spec, backend = self.model_spec, self.model
+        else:
+            judge_spec = parse_model_spec(raw, device=self.spec.device)
+            backend = load_single(judge_spec)
+        mode = "text" if judge_spec.backend == "openai" else "probs"
+        return LLMJudge(backend, mode=mode, name=judge_spec.raw)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -249,17 +256,9 @@ class BestOfNBackend(Backend):
             chosen.append(answers[start + best])
         return chosen
 
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        return self.model.score(requests)
-
-    def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
-        return self.model.complete(requests)
-
-    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
-        return self.model.reward(requests)
-
-    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
-        return self.model.classify(requests)
+    def forward(self, method: str, requests: Sequence[Any]) -> list[Any]:
+        """Everything but chat generation (scoring, raw-text completion) is the model's."""
+        return getattr(self.model, method)(requests)
 
     def answer_tolerant(self, requests: Sequence[Request]) -> list[Result | FailedResult]:
         """Judging through this model: requests that only pass through keep the wrapped

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evalharness.backends.hf import HFBackend, Placement
+from evalharness.backends.hf import HFBackend
+from evalharness.backends.local_model import Placement
 from evalharness.backends.spec import ModelSpec
 from evalharness.engine.requests import canonical_json, sha256_hex
 from evalharness.store.hashing import checkpoint_hashes

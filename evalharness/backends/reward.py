@@ -13,18 +13,9 @@ that length, on its configured side, and its result says `truncated`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from evalharness.backends.base import Backend
 from evalharness.backends.context import classifier_limit
-from evalharness.backends.hf import (
-    checkpoint_identity,
-    input_device,
-    load_pretrained,
-    resolve_local_dir,
-    resolve_placement,
-)
-from evalharness.backends.spec import ModelSpec
+from evalharness.backends.local_model import LocalModelBackend, input_device, load_pretrained
 from evalharness.engine.requests import (
     ClassifyRequest,
     ClassifyResult,
@@ -39,28 +30,14 @@ from evalharness.engine.requests import (
 from evalharness.errors import InputError
 
 
-class RewardModelBackend(Backend):
-    """Batched reward scoring and classification; weights load on the first uncached request."""
+class RewardModelBackend(LocalModelBackend):
+    """Batched reward scoring and classification; weights load on the first uncached request.
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        self.batch_size = spec.batch_size
-        self.directory, checkpoint = resolve_local_dir(spec)
-        self.placement = resolve_placement(spec, self.directory)
-        # The same rules as a causal LM: every file of the checkpoint, the resolved dtype (not
-        # the device), the template.
-        self._identity = checkpoint_identity(
-            "sequence_classifier", spec, self.directory, checkpoint, dtype=self.placement.dtype
-        )
-        self._model: Any = None
-        self._tokenizer: Any = None
+    Identified by the same rules as a causal LM: every file of the checkpoint, the resolved
+    dtype (not the device), the template.
+    """
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        return self._identity
-
-    def device_record(self) -> dict[str, Any] | None:
-        return self.placement.record()
+    identity_backend = "sequence_classifier"
 
     def _load(self) -> None:
         if self._model is not None:

@@ -31,22 +31,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from evalharness.backends.base import Backend
+from evalharness.backends.base import Backend, ForwardingBackend
+from evalharness.backends.registry import load_single
 from evalharness.backends.spec import ModelSpec
-from evalharness.engine.requests import (
-    ClassifyRequest,
-    ClassifyResult,
-    CompleteRequest,
-    FailedResult,
-    GenerateRequest,
-    GenerateResult,
-    Request,
-    Result,
-    RewardRequest,
-    RewardResult,
-    ScoreRequest,
-    ScoreResult,
-)
+from evalharness.engine.requests import FailedResult, Request, Result
 from evalharness.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
@@ -91,9 +79,7 @@ class _Replica:
 
     def call(self, method: str, requests: Sequence[Request]) -> list[Any]:
         if self.backend is None:
-            from evalharness.backends import load_backend
-
-            self.backend = load_backend(self.spec)
+            self.backend = load_single(self.spec)
         return list(getattr(self.backend, method)(requests))
 
     def error_counts(self) -> dict[str, int]:
@@ -117,7 +103,7 @@ def _float_env(name: str, default: float) -> float:
     return number
 
 
-class ShardedBackend(Backend):
+class ShardedBackend(ForwardingBackend):
     """`workers` replicas of `spec`'s backend as Ray actors, answering one batch together."""
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -128,8 +114,6 @@ class ShardedBackend(Backend):
             )
         if importlib.util.find_spec("ray") is None:
             raise InputError(RAY_MISSING)
-        from evalharness.backends import load_backend
-
         if spec.device_map is not None:
             raise InputError(
                 "--device-map spreads one model over every GPU and --workers puts one replica "
@@ -139,7 +123,7 @@ class ShardedBackend(Backend):
         self.workers = spec.workers
         # Identity only: backends compute it without loading weights (and resolve the device
         # here, so a missing one fails before a run is created).
-        self._local = load_backend(replace(spec, workers=1))
+        self._local = load_single(replace(spec, workers=1))
         self.replica_spec = self._replica_spec()
         # The replica's own batch (vllm: hands its engine bigger ones than --batch-size).
         self.replica_batch = self._local.batch_size
@@ -278,7 +262,8 @@ class ShardedBackend(Backend):
         step = batch * max(1, math.ceil(n / (batch * self.workers)))
         return [(start, min(start + step, n)) for start in range(0, n, step)]
 
-    def _call(self, method: str, requests: Sequence[Any]) -> list[Any]:
+    def forward(self, method: str, requests: Sequence[Any]) -> list[Any]:
+        """`method` on the replicas: each answers one contiguous part, in request order."""
         if not requests:
             return []
         import ray
@@ -305,25 +290,10 @@ class ShardedBackend(Backend):
         return results
 
     def answer(self, requests: Sequence[Request]) -> list[Result]:
-        return self._call("answer", requests)
+        return self.forward("answer", requests)
 
     def answer_tolerant(self, requests: Sequence[Request]) -> list[Result | FailedResult]:
-        return self._call("answer_tolerant", requests)
-
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
-        return self._call("generate", requests)
-
-    def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:
-        return self._call("complete", requests)
-
-    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        return self._call("score", requests)
-
-    def reward(self, requests: Sequence[RewardRequest]) -> list[RewardResult]:
-        return self._call("reward", requests)
-
-    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResult]:
-        return self._call("classify", requests)
+        return self.forward("answer_tolerant", requests)
 
     def error_counts(self) -> dict[str, int]:
         """Summed over the workers; what closed workers reported is kept."""

@@ -21,14 +21,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from evalharness.backends.base import Backend, all_results, cut_at_stop
+from evalharness.backends.checkpoints import checkpoint_identity, resolve_local_dir
 from evalharness.backends.context import fit_prompt, fit_scored
 from evalharness.backends.devices import accelerator_possible
-from evalharness.backends.hf import (
-    Placement,
-    checkpoint_identity,
-    resolve_local_dir,
-    resolve_placement,
-)
+from evalharness.backends.local_model import Placement, resolve_placement
 from evalharness.backends.prompts import PromptEncoder, stop_token_ids
 from evalharness.backends.spec import ALIASES, ModelSpec
 from evalharness.engine.requests import (

@@ -1,7 +1,8 @@
 """`evalharness serve`: an OpenAI-compatible server for an `hf:` model.
 
 `app` has the routes, auth and `serve`; `schema` the request bodies; `completions` and
-`streaming` answer requests; `worker` runs the model, batching concurrent requests.
+`streaming` answer requests; `worker` runs the model, batching concurrent requests, and
+`logprobs` scores the tokens a client asks log-probabilities of.
 """
 
 from evalharness.serve.app import bind_port, check_exposure, create_app, is_loopback, serve

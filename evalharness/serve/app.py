@@ -38,7 +38,7 @@ from evalharness.serve.schema import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
-    error_response,
+    http_error,
 )
 from evalharness.serve.streaming import chat_events, completion_events
 from evalharness.serve.worker import ModelWorker
@@ -103,9 +103,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return error_response(
-            exc.status, exc.message, type_=exc.type, code=exc.code, param=exc.param
-        )
+        return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,19 +111,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         field = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-        return error_response(400, message, param=field or None)
+        return APIError(400, message, param=field or None).response()
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = str(exc.detail)
-        if exc.status_code == 404:
-            message = f"unknown route {request.method} {request.url.path}"
-        return error_response(exc.status_code, message, code=str(exc.status_code))
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
 
     @app.exception_handler(Exception)
     async def server_error(_: Request, exc: Exception) -> JSONResponse:
         message = f"{type(exc).__name__}: {exc}"[:500]
-        return error_response(500, message, type_="server_error")
+        return APIError(500, message, type_="server_error").response()
 
 
 def _install_auth(app: FastAPI, api_key: str) -> None:
@@ -141,7 +134,8 @@ def _install_auth(app: FastAPI, api_key: str) -> None:
         matches = hmac.compare_digest(token.strip().encode(), expected)
         if scheme.lower() != "bearer" or not matches:
             # Never echo what was sent: it may be a real key meant for another server.
-            response = error_response(401, "invalid or missing API key", code="invalid_api_key")
+            refused = APIError(401, "invalid or missing API key", code="invalid_api_key")
+            response = refused.response()
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
         return await call_next(request)

@@ -16,6 +16,7 @@ from typing import Any
 from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
 from evalharness.engine.requests import SamplingParams
+from evalharness.serve.logprobs import TokenLogprob
 from evalharness.serve.schema import (
     DEFAULT_CHAT_MAX_TOKENS,
     APIError,
@@ -24,7 +25,7 @@ from evalharness.serve.schema import (
     PromptInput,
     SamplingRequest,
 )
-from evalharness.serve.worker import ModelWorker, TokenLogprob
+from evalharness.serve.worker import ModelWorker
 
 
 # -- tokens and text ---------------------------------------------------------------------------
@@ -177,9 +178,15 @@ def check_model(request: SamplingRequest, model_name: str) -> None:
         )
 
 
-def chat_prompt_ids(backend: HFBackend, request: ChatCompletionRequest) -> list[int]:
+def chat_prompt(
+    backend: HFBackend, request: ChatCompletionRequest
+) -> tuple[list[int], SamplingParams]:
+    """The chat prompt's token ids, through the model's chat template, and the sampling it
+    runs with: what the request asked, its token limit checked against the context."""
     prompt = backend.render_chat([m.to_message() for m in request.messages])
-    return backend.encode(prompt, templated=True)
+    prompt_ids = backend.encode(prompt, templated=True)
+    wanted = request.max_completion_tokens or request.max_tokens
+    return prompt_ids, sampling_for(request, check_context(backend, len(prompt_ids), wanted))
 
 
 # -- JSON shapes -------------------------------------------------------------------------------
@@ -248,9 +255,7 @@ def run_chat(worker: ModelWorker, request: ChatCompletionRequest, model_name: st
     if request.top_logprobs is not None and not request.logprobs:
         raise APIError(400, "top_logprobs requires logprobs=true", param="top_logprobs")
     backend = worker.backend
-    prompt_ids = chat_prompt_ids(backend, request)
-    wanted = request.max_completion_tokens or request.max_tokens
-    sampling = sampling_for(request, check_context(backend, len(prompt_ids), wanted))
+    prompt_ids, sampling = chat_prompt(backend, request)
     generated = worker.submit_generate(
         prompt_ids, sampling, request.n, seeded=is_seeded(request)
     ).result()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from evalharness.engine.requests import Message
 
@@ -38,52 +40,54 @@ class APIError(Exception):
         self.code = code
         self.param = param
 
+    def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
+        """The `{"error": {...}}` body every OpenAI client knows how to parse."""
+        body = {"message": self.message, "type": self.type, "code": self.code, "param": self.param}
+        return JSONResponse(status_code=self.status, content={"error": body}, headers=headers)
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    type_: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-) -> JSONResponse:
-    """The `{"error": {...}}` body every OpenAI client knows how to parse."""
-    body = {"message": message, "type": type_, "code": code, "param": param}
-    return JSONResponse(status_code=status, content={"error": body})
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (an unknown route, a wrong method) in OpenAI's shape."""
+    message = str(exc.detail)
+    if exc.status_code == 404:
+        message = f"unknown route {request.method} {request.url.path}"
+    return APIError(exc.status_code, message, code=str(exc.status_code)).response()
 
 
 # -- request bodies ----------------------------------------------------------------------------
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     """Unknown fields are ignored: clients send options (user, metadata...) we need not honour."""
 
     model_config = ConfigDict(extra="ignore")
 
 
-class ContentPart(_Lenient):
+class ContentPart(Lenient):
     type: str = "text"
     text: str = ""
 
 
-class ChatMessage(_Lenient):
+class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
 
     def to_message(self) -> Message:
         """Our Message; text parts are joined and `developer` is the newer name for `system`."""
-        if isinstance(self.content, list):
-            parts = [p.text for p in self.content if p.type == "text"]
-            text = "".join(parts)
-        else:
-            text = self.content or ""
         role = "system" if self.role == "developer" else self.role
-        return Message(role=role, content=text)
+        return Message(role=role, content=content_text(self.content))
 
 
-class StreamOptions(_Lenient):
+def content_text(content: str | list[ContentPart] | None) -> str:
+    """A message's text: a plain string, or its text parts joined (other parts dropped)."""
+    if isinstance(content, list):
+        return "".join(part.text for part in content if part.type == "text")
+    return content or ""
+
+
+class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class SamplingRequest(_Lenient):
+class SamplingRequest(Lenient):
     model: str
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)

@@ -19,7 +19,7 @@ from evalharness.backends.base import stop_index
 from evalharness.backends.hf import HFBackend
 from evalharness.engine.requests import SamplingParams
 from evalharness.serve.completions import (
-    chat_prompt_ids,
+    chat_prompt,
     check_context,
     check_model,
     decoded_offsets,
@@ -51,6 +51,37 @@ def held_back(text: str, stops: Sequence[str]) -> int:
     if text.endswith("\ufffd"):
         hold = max(hold, 1)
     return hold
+
+
+@dataclass(frozen=True)
+class ChunkFrame:
+    """What every event of one streamed response repeats: its id, object, creation time and
+    model. With `stream_options.include_usage` every chunk carries `usage: null` and a last
+    chunk with no choices carries the counts, as OpenAI streams them."""
+
+    base: dict[str, Any]
+    with_usage: bool
+
+    @classmethod
+    def start(cls, id_kind: str, object_name: str, model_name: str, with_usage: bool) -> ChunkFrame:
+        base = {
+            "id": response_id(id_kind),
+            "object": object_name,
+            "created": int(time.time()),
+            "model": model_name,
+        }
+        return cls(base, with_usage)
+
+    def chunk(self, choice: dict[str, Any]) -> str:
+        """The event for one choice's next piece."""
+        return event(
+            {**self.base, "choices": [choice], **({"usage": None} if self.with_usage else {})}
+        )
+
+    def closing(self, n_prompt: int, n_completion: int) -> Iterator[str]:
+        """The closing usage event, when the client asked for one."""
+        if self.with_usage:
+            yield event({**self.base, "choices": [], "usage": usage(n_prompt, n_completion)})
 
 
 @dataclass(frozen=True)
@@ -112,22 +143,16 @@ def chat_events(
     check_model(request, model_name)
     if request.logprobs:
         raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
-    backend = worker.backend
-    prompt_ids = chat_prompt_ids(backend, request)
-    wanted = request.max_completion_tokens or request.max_tokens
-    sampling = sampling_for(request, check_context(backend, len(prompt_ids), wanted))
-    base = {
-        "id": response_id("chat.completion"),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model_name,
-    }
-    with_usage = request.include_usage()
+    prompt_ids, sampling = chat_prompt(worker.backend, request)
+    frame = ChunkFrame.start(
+        "chat.completion", "chat.completion.chunk", model_name, request.include_usage()
+    )
     stops = request.stop_strings()
 
     def chunk(index: int, delta: dict[str, Any], finish: str | None) -> str:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return event({**base, "choices": [choice], **({"usage": None} if with_usage else {})})
+        return frame.chunk(
+            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        )
 
     def body() -> Iterator[str]:
         n_completion = 0
@@ -142,8 +167,7 @@ def chat_events(
                 else:
                     n_completion += piece.n_tokens
                     yield chunk(index, {}, piece.finish)
-        if with_usage:
-            yield event({**base, "choices": [], "usage": usage(len(prompt_ids), n_completion)})
+        yield from frame.closing(len(prompt_ids), n_completion)
         yield DONE
 
     return _guarded(body())
@@ -162,17 +186,14 @@ def completion_events(
         sampling_for(request, check_context(backend, len(p.ids), request.max_tokens))
         for p in prompts
     ]
-    base = {
-        "id": response_id("text_completion"),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model_name,
-    }
-    with_usage = request.include_usage()
+    frame = ChunkFrame.start(
+        "text_completion", "text_completion", model_name, request.include_usage()
+    )
 
     def chunk(index: int, text: str, finish: str | None) -> str:
-        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
-        return event({**base, "choices": [choice], **({"usage": None} if with_usage else {})})
+        return frame.chunk(
+            {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+        )
 
     def body() -> Iterator[str]:
         n_completion = 0
@@ -195,9 +216,7 @@ def completion_events(
                         n_completion += piece.n_tokens
                         yield chunk(index, "", piece.finish)
                 index += 1
-        if with_usage:
-            n_prompt = sum(len(p.ids) for p in prompts)
-            yield event({**base, "choices": [], "usage": usage(n_prompt, n_completion)})
+        yield from frame.closing(sum(len(p.ids) for p in prompts), n_completion)
         yield DONE
 
     return _guarded(body())
