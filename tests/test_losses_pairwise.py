@@ -1177,7 +1177,7 @@ def test_ld_alpha_weights_policy_and_reference_alike_in_the_loop(tiny_model_dir,
 
 
 def test_ld_alpha_is_an_option_of_reference_methods_only() -> None:
-    from evalharness.trainers.loop import hyperparameters
+    from evalharness.trainers.losses import hyperparameters
 
     assert hyperparameters(losses.method("ipo"), {"ld_alpha": "0.5"})["ld_alpha"] == 0.5
     with pytest.raises(InputError, match="no hyperparameter ld_alpha"):
@@ -1318,7 +1318,7 @@ def test_yaml_loss_type_list_round_trips_through_the_config() -> None:
     import yaml
 
     from evalharness.trainers.config import TrainConfig
-    from evalharness.trainers.loop import hyperparameters
+    from evalharness.trainers.losses import hyperparameters
 
     config = TrainConfig.from_mapping(yaml.safe_load(MIXTURE_YAML), "train.yaml")
     assert config.loss_args["loss_type"] == ["sigmoid", "bco_pair", "sft"]

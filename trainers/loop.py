@@ -12,7 +12,6 @@ processes (examples: their sum), and only the main process writes logs and check
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -70,41 +69,6 @@ class TrainSummary:
     final: dict[str, float] = field(default_factory=dict)
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
-
-
-def hyperparameters(method: losses.Method, given: dict[str, Any]) -> dict[str, Any]:
-    """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
-    overridden by `given`, types checked, documented options converted (`losses.OPTIONS`)."""
-    known = {**method.hyperparameters, **method.input_options}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        choices = ", ".join(sorted(known)) or "none"
-        raise InputError(
-            f"method {method.name} has no hyperparameter {', '.join(unknown)} (it has: {choices})"
-        )
-    values = dict(known)
-    for name, value in given.items():
-        default = known[name]
-        try:
-            option = losses.OPTIONS.get(name)
-            if option is not None and option.convert is not None:
-                values[name] = option.convert(value)
-            elif isinstance(default, bool):
-                values[name] = str(value).lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                values[name] = int(value)
-            elif isinstance(default, float) or default is None:
-                values[name] = float(value)
-            else:
-                values[name] = value
-        except (TypeError, ValueError):
-            raise InputError(f"{method.name}: {name}={value!r} is not a number") from None
-        except InputError as error:
-            raise InputError(f"{method.name}: {error}") from None
-    missing = [n for n, v in values.items() if v is inspect.Parameter.empty]
-    if missing:
-        raise InputError(f"method {method.name} needs {', '.join(missing)}")
-    return values
 
 
 class Examples:
@@ -279,7 +243,7 @@ class Trainer:
             raise InputError(
                 f"method {self.method.name} is online: use trainers.online (generation in the loop)"
             )
-        self.hyper = hyperparameters(self.method, config.loss_args)
+        self.hyper = losses.hyperparameters(self.method, config.loss_args)
         # Input options change the sums the loop computes, so they never reach the loss.
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
