@@ -5,8 +5,12 @@ family with its shared scoring of preference pairs against a reference), `mixtur
 sums of DPO-family losses, TRL's `loss_type` list), `reference_free` (cpo, simpo, orpo,
 asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo).
 Importing a family registers its methods; `pairwise` gathers every loss on pairwise data.
-The registry itself (`registry`) and the hyperparameters' meanings (`options`) import no
-family, so a family can import them without importing this package's loader back.
+
+Shared pieces: `registry` (methods, the inputs a loss may ask for, hyperparameter checking),
+`options` (what each hyperparameter means and how a user's value is converted), `family` (a
+family's inputs declared once for all its members) and `scoring` (per-token means, TRL's batch
+NLL, the logistic term). None of them imports a family or this package, so a family can import
+them without importing the loader below back.
 """
 
 from __future__ import annotations

@@ -26,10 +26,8 @@ lengths and divide inside, so every method sees the same inputs.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -37,8 +35,9 @@ import torch.nn.functional as F
 
 from evalharness.errors import InputError
 
+from .family import REQUIRED, member
 from .options import check_range, describe
-from .registry import INPUTS, register
+from .registry import register
 from .scoring import batch_token_nll, mean_logps, smoothed_logistic
 
 Tensor = torch.Tensor
@@ -141,52 +140,30 @@ def family_loss(
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register `score(s_w, s_l, /, *, <inputs>, <options>)` as the DPO-family loss `name`.
 
-    The registered loss is keyword-only, as the registry wants: the four sums of `PAIR_INPUTS`,
-    then the other inputs `score` names (lengths, δ, ...), its options with their defaults and,
-    with `f_divergence`, TRL 1.x's f-divergence options. Called, it checks the `ranges`
-    (before any arithmetic, so a bad value is an InputError rather than a NaN), computes each
-    response's log-ratio r = lp − lp_ref and its score s = f'(u) (s = r without
+    The registered loss is keyword-only, as the registry wants (`family.member`): the four sums
+    of `PAIR_INPUTS`, then the other inputs `score` names (lengths, δ, ...), its options with
+    their defaults and, with `f_divergence`, TRL 1.x's f-divergence options. Called, it checks
+    the `ranges` (before any arithmetic, so a bad value is an InputError rather than a NaN),
+    computes each response's log-ratio r = lp − lp_ref and its score s = f'(u) (s = r without
     `f_divergence`), and returns `score(s_w, s_l, ...)`. The registry and
     `evalharness methods` read that signature, so each loss declares only what is its own.
     """
 
-    def wrap(score: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        own = [
-            parameter
-            for parameter in inspect.signature(score).parameters.values()
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
-        pair = [
-            inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation="Tensor")
-            for n in PAIR_INPUTS
-        ]
-        extra = [p for p in own if p.name in INPUTS and p.name not in PAIR_INPUTS]
-        options = [p for p in own if p.name not in INPUTS]
-        shared = [
-            inspect.Parameter(
-                n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=type(d).__name__
-            )
-            for n, d in (F_DIVERGENCE_OPTIONS.items() if f_divergence else ())
-        ]
-        signature = inspect.Signature(
-            [*pair, *extra, *options, *shared], return_annotation="Tensor"
+    def prepare(arguments: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        for option, (low, high, closed_low) in (ranges or {}).items():
+            check_range(option, arguments[option], low, high, closed_low=closed_low)
+        return pair_scores(
+            *(arguments[n] for n in PAIR_INPUTS),
+            *(arguments[n] for n in F_DIVERGENCE_OPTIONS if f_divergence),
         )
-        passed = [p.name for p in own]
 
-        @functools.wraps(score)
-        def loss(**given: Any) -> Tensor:
-            bound = signature.bind(**given)
-            bound.apply_defaults()
-            values = bound.arguments
-            for option, (low, high, closed_low) in (ranges or {}).items():
-                check_range(option, values[option], low, high, closed_low=closed_low)
-            chosen, rejected = pair_scores(
-                *(values[n] for n in PAIR_INPUTS),
-                *(values[n] for n in F_DIVERGENCE_OPTIONS if f_divergence),
-            )
-            return score(chosen, rejected, **{n: values[n] for n in passed})
-
-        loss.__signature__ = signature  # type: ignore[attr-defined]
+    def wrap(score: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        loss = member(
+            score,
+            inputs=dict.fromkeys(PAIR_INPUTS, REQUIRED),
+            prepare=prepare,
+            options=F_DIVERGENCE_OPTIONS if f_divergence else None,
+        )
         return register(name, data="pairwise", reference=True, summary=summary)(loss)
 
     return wrap

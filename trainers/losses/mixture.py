@@ -17,23 +17,8 @@ import torch
 
 from evalharness.errors import InputError
 
-from .dpo import (
-    aot,
-    aot_unpaired,
-    apo_down,
-    apo_zero,
-    bco_pair,
-    chosen_nll,
-    discopop,
-    dpo,
-    exo_pair,
-    hinge,
-    ipo,
-    nca_pair,
-    robust,
-    sigmoid_norm,
-    sppo_hard,
-)
+from . import dpo as dpo_family
+from .dpo import chosen_nll
 from .options import describe
 from .registry import register
 
@@ -42,20 +27,20 @@ Tensor = torch.Tensor
 #: TRL's `loss_type` names a mixture may combine, with the loss each one is here; `sft` (the NLL
 #: on chosen completion tokens) is computed by `mixture` itself.
 MIXABLE: dict[str, Callable[..., Tensor] | None] = {
-    "sigmoid": dpo,
-    "hinge": hinge,
-    "ipo": ipo,
-    "exo_pair": exo_pair,
-    "nca_pair": nca_pair,
-    "robust": robust,
-    "bco_pair": bco_pair,
-    "sppo_hard": sppo_hard,
-    "aot": aot,
-    "aot_unpaired": aot_unpaired,
-    "apo_zero": apo_zero,
-    "apo_down": apo_down,
-    "discopop": discopop,
-    "sigmoid_norm": sigmoid_norm,
+    "sigmoid": dpo_family.dpo,
+    "hinge": dpo_family.hinge,
+    "ipo": dpo_family.ipo,
+    "exo_pair": dpo_family.exo_pair,
+    "nca_pair": dpo_family.nca_pair,
+    "robust": dpo_family.robust,
+    "bco_pair": dpo_family.bco_pair,
+    "sppo_hard": dpo_family.sppo_hard,
+    "aot": dpo_family.aot,
+    "aot_unpaired": dpo_family.aot_unpaired,
+    "apo_zero": dpo_family.apo_zero,
+    "apo_down": dpo_family.apo_down,
+    "discopop": dpo_family.discopop,
+    "sigmoid_norm": dpo_family.sigmoid_norm,
     "sft": None,
 }
 
