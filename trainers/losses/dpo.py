@@ -136,6 +136,7 @@ def family_loss(
     *,
     summary: str,
     f_divergence: bool = True,
+    per_token: bool = False,
     ranges: dict[str, Range] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
     """Register `score(s_w, s_l, /, *, <inputs>, <options>)` as the DPO-family loss `name`.
@@ -145,22 +146,29 @@ def family_loss(
     their defaults and, with `f_divergence`, TRL 1.x's f-divergence options. Called, it checks
     the `ranges` (before any arithmetic, so a bad value is an InputError rather than a NaN),
     computes each response's log-ratio r = lp − lp_ref and its score s = f'(u) (s = r without
-    `f_divergence`), and returns `score(s_w, s_l, ...)`. The registry and
+    `f_divergence`), with `per_token` divides each score by its completion length (taking
+    `chosen_lengths` and `rejected_lengths`, as TRL's IPO and sigmoid_norm do), and returns
+    `score(s_w, s_l, ...)`. The registry and
     `evalharness methods` read that signature, so each loss declares only what is its own.
     """
 
     def prepare(arguments: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         for option, (low, high, closed_low) in (ranges or {}).items():
             check_range(option, arguments[option], low, high, closed_low=closed_low)
-        return pair_scores(
+        chosen, rejected = pair_scores(
             *(arguments[n] for n in PAIR_INPUTS),
             *(arguments[n] for n in F_DIVERGENCE_OPTIONS if f_divergence),
         )
+        if per_token:
+            chosen = mean_logps(chosen, arguments["chosen_lengths"])
+            rejected = mean_logps(rejected, arguments["rejected_lengths"])
+        return chosen, rejected
 
     def wrap(score: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        lengths = ("chosen_lengths", "rejected_lengths") if per_token else ()
         loss = member(
             score,
-            inputs=dict.fromkeys(PAIR_INPUTS, REQUIRED),
+            inputs=dict.fromkeys((*PAIR_INPUTS, *lengths), REQUIRED),
             prepare=prepare,
             options=F_DIVERGENCE_OPTIONS if f_divergence else None,
         )
@@ -244,16 +252,10 @@ def hinge(chosen: Tensor, rejected: Tensor, /, *, beta: float = 0.1) -> Tensor:
     return torch.relu(1 - beta * (chosen - rejected))
 
 
-@family_loss("ipo", summary="IPO (h̄ − 1/(2β))² on length-averaged log-ratios (as TRL)")
-def ipo(
-    chosen: Tensor,
-    rejected: Tensor,
-    /,
-    *,
-    chosen_lengths: Tensor,
-    rejected_lengths: Tensor,
-    beta: float = 0.1,
-) -> Tensor:
+@family_loss(
+    "ipo", summary="IPO (h̄ − 1/(2β))² on length-averaged log-ratios (as TRL)", per_token=True
+)
+def ipo(chosen: Tensor, rejected: Tensor, /, *, beta: float = 0.1) -> Tensor:
     """TRL 1.16 `ipo`: (r_w/|y_w| − r_l/|y_l| − 1/(2β))², β being the paper's τ.
 
     The squared loss targets a fixed margin, so with token sums the target would mean different
@@ -261,8 +263,6 @@ def ipo(
     (confirmed with the IPO authors, per its comment) and so does this, from the sums given.
     With an f-divergence, TRL 1.x divides the scores s instead of r, and so does this.
     """
-    chosen = mean_logps(chosen, chosen_lengths)
-    rejected = mean_logps(rejected, rejected_lengths)
     return (chosen - rejected - 1 / (2 * beta)) ** 2
 
 
@@ -430,19 +430,13 @@ def discopop(
     return -F.logsigmoid(z) * (1 - modulation) + torch.exp(-z) * modulation
 
 
-@family_loss("sigmoid_norm", summary="Length-normalised DPO −log σ(β(r_w/|y_w| − r_l/|y_l|))")
-def sigmoid_norm(
-    chosen: Tensor,
-    rejected: Tensor,
-    /,
-    *,
-    chosen_lengths: Tensor,
-    rejected_lengths: Tensor,
-    beta: float = 0.1,
-) -> Tensor:
+@family_loss(
+    "sigmoid_norm",
+    summary="Length-normalised DPO −log σ(β(r_w/|y_w| − r_l/|y_l|))",
+    per_token=True,
+)
+def sigmoid_norm(chosen: Tensor, rejected: Tensor, /, *, beta: float = 0.1) -> Tensor:
     """TRL 1.16 `sigmoid_norm`: DPO on per-token log-ratios, so a longer answer earns no larger
     implicit reward just by having more tokens (the length exploit of summed DPO). With an
     f-divergence the scores s are divided by the lengths instead (TRL)."""
-    chosen = mean_logps(chosen, chosen_lengths)
-    rejected = mean_logps(rejected, rejected_lengths)
     return -F.logsigmoid(beta * (chosen - rejected))
