@@ -238,7 +238,7 @@ def test_cpu_launch_of_what_needs_gpus_fails_in_one_line(
     tmp_path: Path,
 ) -> None:
     """accelerate would quietly turn these into DDP on CPUs; the run stops before loading."""
-    from evalharness.trainers.loop import cpu_only_launch
+    from evalharness.trainers.distributed import cpu_only_launch
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     for name, value in launch.items():

@@ -250,8 +250,8 @@ def gpu_processes() -> set[int] | None:
 @pytest.mark.usefixtures("ieee_float32_after")
 def test_one_dpo_step_trains_on_cuda(tiny_model_dir: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
+    from train_configs import train_config
 
-    from evalharness.trainers.config import TrainConfig
     from evalharness.trainers.loop import Trainer
 
     rng = random.Random(0)
@@ -262,11 +262,11 @@ def test_one_dpo_step_trains_on_cuda(tiny_model_dir: Path, tmp_path: Path) -> No
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    config = TrainConfig(
-        method="dpo",
-        model=f"hf:{tiny_model_dir}",
-        data=str(data),
-        out=str(out),
+    config = train_config(
+        "dpo",
+        tiny_model_dir,
+        data,
+        out,
         max_steps=1,
         batch_size=4,
         learning_rate=1e-3,

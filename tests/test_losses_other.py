@@ -403,6 +403,11 @@ def ranking_batch(seed: int, batch: int = 5, candidates: int = 4) -> tuple[np.nd
     return logps, lengths, rewards
 
 
+def ranking_inputs(logps, lengths, rewards) -> dict[str, torch.Tensor]:
+    """A ranking loss's keyword tensors from the numpy arrays of `ranking_batch`."""
+    return {"policy_logps": tensor(logps), "lengths": tensor(lengths), "rewards": tensor(rewards)}
+
+
 def rrhf_reference(logps, lengths, rewards, rank_weight, nll_weight) -> np.ndarray:
     """GanjinZero/RRHF train.py, one prompt per step: rrhf_loss = -diff[aval].sum() with
     aval = (rw_diff > 0) & (diff < 0), diff[i][j] = s_j - s_i; sft_loss = -mean log p(best)."""
@@ -422,11 +427,7 @@ def rrhf_reference(logps, lengths, rewards, rank_weight, nll_weight) -> np.ndarr
 def test_rrhf_matches_reference_code() -> None:
     logps, lengths, rewards = ranking_batch(seed=12)
     actual = ranking.rrhf(
-        policy_logps=tensor(logps),
-        lengths=tensor(lengths),
-        rewards=tensor(rewards),
-        rank_weight=2.0,
-        nll_weight=0.7,
+        **ranking_inputs(logps, lengths, rewards), rank_weight=2.0, nll_weight=0.7
     )
     assert_close(actual, rrhf_reference(logps, lengths, rewards, 2.0, 0.7))
 
@@ -466,9 +467,7 @@ def pro_reference(logps, lengths, rewards, sft_weight) -> np.ndarray:
 
 def test_pro_matches_reference_code() -> None:
     logps, lengths, rewards = ranking_batch(seed=13, candidates=5)
-    actual = ranking.pro(
-        policy_logps=tensor(logps), lengths=tensor(lengths), rewards=tensor(rewards), sft_weight=0.1
-    )
+    actual = ranking.pro(**ranking_inputs(logps, lengths, rewards), sft_weight=0.1)
     assert_close(actual, pro_reference(logps, lengths, rewards, 0.1))
 
 
@@ -476,13 +475,11 @@ def test_ranking_losses_do_not_depend_on_candidate_order() -> None:
     logps, lengths, rewards = ranking_batch(seed=14)
     permutation = np.array([2, 0, 3, 1])
     for loss in (ranking.rrhf, ranking.pro, ranking.aft):
-        original = loss(
-            policy_logps=tensor(logps), lengths=tensor(lengths), rewards=tensor(rewards)
-        )
+        original = loss(**ranking_inputs(logps, lengths, rewards))
         shuffled = loss(
-            policy_logps=tensor(logps[:, permutation]),
-            lengths=tensor(lengths[:, permutation]),
-            rewards=tensor(rewards[:, permutation]),
+            **ranking_inputs(
+                logps[:, permutation], lengths[:, permutation], rewards[:, permutation]
+            )
         )
         torch.testing.assert_close(original, shuffled)
 
@@ -507,13 +504,7 @@ def test_aft_matches_transcription() -> None:
     logps, lengths, rewards = ranking_batch(seed=15, candidates=6)
     rewards[0] = 1.0  # a row with no positives: NLL only
     rewards[1] = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]  # binary feedback: correct vs incorrect
-    actual = ranking.aft(
-        policy_logps=tensor(logps),
-        lengths=tensor(lengths),
-        rewards=tensor(rewards),
-        boundary=0.3,
-        nll_weight=0.5,
-    )
+    actual = ranking.aft(**ranking_inputs(logps, lengths, rewards), boundary=0.3, nll_weight=0.5)
     assert_close(actual, aft_reference(logps, lengths, rewards, 0.3, 0.5))
 
 

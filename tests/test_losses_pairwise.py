@@ -1137,8 +1137,9 @@ def test_ld_alpha_weights_policy_and_reference_alike_in_the_loop(tiny_model_dir,
     """Before any step the policy is the reference, so with LD applied to both every log-ratio
     is 0 and DPO's loss is log 2; weighting only one side (TRL 0.19.1 did: `not is_ref_model`)
     would leave a non-zero ratio on every pair with a verbose tail."""
+    from evalharness.trainers.batches import to_device
     from evalharness.trainers.config import TrainConfig
-    from evalharness.trainers.loop import Trainer, _to_device
+    from evalharness.trainers.loop import Trainer
     from evalharness.trainers.models import PolicyScorer
 
     def first_batch(loss_args: dict) -> dict[str, torch.Tensor]:
@@ -1153,7 +1154,7 @@ def test_ld_alpha_weights_policy_and_reference_alike_in_the_loop(tiny_model_dir,
             ),
             progress=False,
         )
-        batch = _to_device(trainer.train_data.batch(list(range(6))), trainer.accelerator.device)
+        batch = to_device(trainer.train_data.batch(list(range(6))), trainer.accelerator.device)
         with torch.no_grad():
             inputs = trainer.loss_inputs(PolicyScorer(trainer.model), batch, "train")
             loss = trainer.method.loss(
@@ -1177,7 +1178,7 @@ def test_ld_alpha_weights_policy_and_reference_alike_in_the_loop(tiny_model_dir,
 
 
 def test_ld_alpha_is_an_option_of_reference_methods_only() -> None:
-    from evalharness.trainers.loop import hyperparameters
+    from evalharness.trainers.losses import hyperparameters
 
     assert hyperparameters(losses.method("ipo"), {"ld_alpha": "0.5"})["ld_alpha"] == 0.5
     with pytest.raises(InputError, match="no hyperparameter ld_alpha"):
@@ -1318,7 +1319,7 @@ def test_yaml_loss_type_list_round_trips_through_the_config() -> None:
     import yaml
 
     from evalharness.trainers.config import TrainConfig
-    from evalharness.trainers.loop import hyperparameters
+    from evalharness.trainers.losses import hyperparameters
 
     config = TrainConfig.from_mapping(yaml.safe_load(MIXTURE_YAML), "train.yaml")
     assert config.loss_args["loss_type"] == ["sigmoid", "bco_pair", "sft"]

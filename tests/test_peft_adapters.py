@@ -17,11 +17,12 @@ import pytest
 import torch
 from cli_helpers import run_cli
 from tiny_models import phrase
+from train_configs import train_config
 
-from evalharness.trainers import adapters, loop
+from evalharness.trainers import adapters, checkpoint, loop
 from evalharness.trainers.adapters import PEFT_TYPES
 from evalharness.trainers.checkpoint import save_checkpoint
-from evalharness.trainers.config import PeftSettings, TrainConfig
+from evalharness.trainers.config import PeftSettings
 from evalharness.trainers.models import adapters_disabled, load_model
 
 #: Small shapes where a type's defaults are larger than the tiny model's layers.
@@ -61,11 +62,11 @@ def test_each_peft_type_trains_merges_and_keeps_the_base_as_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / peft_type
-    config = TrainConfig(
-        method="sft",
-        model=f"hf:{tiny_model_dir}",
-        data=str(sft_file),
-        out=str(out),
+    config = train_config(
+        "sft",
+        tiny_model_dir,
+        sft_file,
+        out,
         max_steps=3,
         batch_size=4,
         learning_rate=2e-2,
@@ -85,7 +86,7 @@ def test_each_peft_type_trains_merges_and_keeps_the_base_as_reference(
             seen["reference"] = logprobs(reference, ids)
         return save_checkpoint(model, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_after_scoring)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save_after_scoring)
     trainer.run()
 
     base_logps = logprobs(base, ids)

@@ -11,6 +11,7 @@ import torch
 from cli_helpers import run_cli, tiny_run_args, write_lines
 from conftest import shared_data
 from tiny_models import phrase
+from train_configs import train_args, train_config
 
 from evalharness.trainers import losses
 from evalharness.trainers.config import LoraSettings, TrainConfig
@@ -118,11 +119,11 @@ def test_each_method_trains_and_writes_a_loadable_checkpoint(
     method = losses.method(name)
     out = tmp_path / "out"
     summary = train(
-        TrainConfig(
-            method=name,
-            model=f"hf:{tiny_model_dir}",
-            data=str(data_files[method.data_format]),
-            out=str(out),
+        train_config(
+            name,
+            tiny_model_dir,
+            data_files[method.data_format],
+            out,
             max_steps=2,
             batch_size=4,
             learning_rate=1e-3,
@@ -149,8 +150,7 @@ def test_sft_lowers_heldout_loss_and_the_checkpoint_runs(
 ) -> None:
     out = tmp_path / "sft"
     code, stdout, _ = run_cli(
-        capsys, "train", "--method", "sft", "--model", f"hf:{tiny_model_dir}",
-        "--data", str(data_files["sft"]), "--out", str(out), "--lr", "1e-3",
+        capsys, *train_args("sft", tiny_model_dir, data_files["sft"], out), "--lr", "1e-3",
         "--max-steps", "15", "--batch-size", "8", "--eval-fraction", "0.25", "--quiet", "--json",
     )  # fmt: skip
     assert code == 0
@@ -168,11 +168,11 @@ def test_lora_run_merges_into_a_checkpoint_the_harness_evaluates(
 ) -> None:
     out = tmp_path / "lora-dpo"
     summary = train(
-        TrainConfig(
-            method="dpo",
-            model=f"hf:{tiny_model_dir}",
-            data=str(data_files["pairwise"]),
-            out=str(out),
+        train_config(
+            "dpo",
+            tiny_model_dir,
+            data_files["pairwise"],
+            out,
             max_steps=6,
             batch_size=4,
             learning_rate=5e-3,
@@ -202,11 +202,11 @@ def test_a_trainer_run_earlier_in_the_process_does_not_set_our_precision(
     Accelerator(mixed_precision="bf16", cpu=True)  # what an earlier TRL run leaves behind
     try:
         summary = train(
-            TrainConfig(
-                method="dpo",
-                model=f"hf:{tiny_model_dir}",
-                data=str(data_files["pairwise"]),
-                out=str(tmp_path / "dpo"),
+            train_config(
+                "dpo",
+                tiny_model_dir,
+                data_files["pairwise"],
+                tmp_path / "dpo",
                 max_steps=1,
                 batch_size=4,
                 eval_fraction=0.25,
@@ -231,12 +231,12 @@ def test_dpo_on_real_preferences_generalises(tiny_model_dir: Path, tmp_path: Pat
     train_file = write_jsonl(tmp_path / "train.jsonl", rows[:256])
     eval_file = write_jsonl(tmp_path / "eval.jsonl", rows[256:])
     summary = train(
-        TrainConfig(
-            method="dpo",
-            model=f"hf:{tiny_model_dir}",
-            data=str(train_file),
+        train_config(
+            "dpo",
+            tiny_model_dir,
+            train_file,
+            tmp_path / "dpo",
             eval_data=str(eval_file),
-            out=str(tmp_path / "dpo"),
             epochs=2,
             batch_size=8,
             learning_rate=5e-4,
@@ -259,13 +259,8 @@ def test_reference_log_probs_are_computed_once_and_cached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("EVALHARNESS_CACHE", str(tmp_path / "cache"))
-    config = TrainConfig(
-        method="dpo",
-        model=f"hf:{tiny_model_dir}",
-        data=str(data_files["pairwise"]),
-        out=str(tmp_path / "a"),
-        max_steps=1,
-        batch_size=4,
+    config = train_config(
+        "dpo", tiny_model_dir, data_files["pairwise"], tmp_path / "a", max_steps=1, batch_size=4
     )
     first = Trainer(config, progress=False)
     assert len(list((tmp_path / "cache" / "reference_logps").glob("*.safetensors"))) == 1
@@ -292,8 +287,8 @@ def test_grpo_with_a_reward_model(
     reward_model = build_tiny_reward_model(tmp_path / "rm")
     out = tmp_path / "grpo"
     code, stdout, _ = run_cli(
-        capsys, "train", "--method", "grpo", "--model", f"hf:{tiny_model_dir}",
-        "--data", str(data_files["prompt"]), "--out", str(out), "--reward", f"rm:{reward_model}",
+        capsys, *train_args("grpo", tiny_model_dir, data_files["prompt"], out),
+        "--reward", f"rm:{reward_model}",
         "--group-size", "3", "--max-new-tokens", "6", "--batch-size", "2", "--max-steps", "2",
         "--lr", "1e-4", "--quiet", "--json",
     )  # fmt: skip
@@ -340,9 +335,8 @@ def test_malformed_training_data_names_file_and_line(
         ['{"prompt": "a", "chosen": " b", "rejected": " c"}', '{"prompt": "a", "chosen": " b"}'],
     )
     code, _, err = run_cli(
-        capsys, "train", "--method", "dpo", "--model", f"hf:{tiny_model_dir}", "--data",
-        str(bad), "--out", str(tmp_path / "o"), "--quiet",
-    )  # fmt: skip
+        capsys, *train_args("dpo", tiny_model_dir, bad, tmp_path / "o"), "--quiet"
+    )
     assert code == 2
     assert f"{bad}:2" in err and "rejected" in err
 
@@ -398,11 +392,11 @@ def test_pipeline_gates_on_a_regression(
 def test_packed_sft_trains_on_fewer_rows(
     tiny_model_dir: Path, data_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    config = TrainConfig(
-        method="sft",
-        model=f"hf:{tiny_model_dir}",
-        data=str(data_files["sft"]),
-        out=str(tmp_path / "packed"),
+    config = train_config(
+        "sft",
+        tiny_model_dir,
+        data_files["sft"],
+        tmp_path / "packed",
         max_steps=2,
         batch_size=2,
         max_length=64,

@@ -16,6 +16,7 @@ import pytest
 import torch
 from cli_helpers import run_cli, write_lines
 from tiny_models import phrase
+from train_configs import train_args, train_config
 
 from evalharness.errors import InputError
 from evalharness.trainers import loop, models, online, precision
@@ -55,7 +56,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _config(model: Path, data: Path, out: Path, method: str = "dpo", **extra: Any) -> TrainConfig:
     settings = {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "eval_fraction": 0.25}
     settings.update(extra)
-    return TrainConfig(method=method, model=f"hf:{model}", data=str(data), out=str(out), **settings)
+    return train_config(method, model, data, out, **settings)
 
 
 def _losses(out: Path) -> list[float]:
@@ -289,8 +290,7 @@ def test_16_bit_options_train_on_the_cpu(
 
     out = tmp_path / "dpo"
     code, stdout, err = run_cli(
-        capsys, "train", "--method", "dpo", "--model", f"hf:{tiny_model_dir}",
-        "--data", str(data["pairwise"]), "--out", str(out), "--max-steps", "2",
+        capsys, *train_args("dpo", tiny_model_dir, data["pairwise"], out), "--max-steps", "2",
         "--batch-size", "4", "--lr", "1e-3", "--eval-fraction", "0.25", "--quiet", "--json",
         *flags,
     )  # fmt: skip

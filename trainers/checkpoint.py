@@ -1,4 +1,5 @@
-"""Checkpoints that `evalharness run --model hf:DIR` (or `rm:DIR`) loads directly.
+"""Checkpoints that `evalharness run --model hf:DIR` (or `rm:DIR`) loads directly, and the
+metadata a training run writes beside them.
 
 Adapter runs (LoRA and the rest of the PEFT family) are merged into the base weights for the
 final checkpoint (and the adapter is kept in `adapter/`), so evaluating one needs nothing but the
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .distributed import sharded_weights, without_tied_copies
 from .models import core_model
 
 
@@ -49,3 +51,69 @@ def save_checkpoint(
 
 def _write_metadata(out: Path, metadata: dict[str, Any]) -> None:
     (out / "train.json").write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+
+
+def adapter_metadata(config: Any) -> dict[str, Any] | None:
+    """The adapter type and its peft arguments as given (None: full fine-tuning)."""
+    adapter = config.adapter
+    if adapter is None:
+        return None
+    return {"type": adapter.type, "args": adapter.args, "load_in_4bit": adapter.load_in_4bit}
+
+
+def save_run(
+    trainer: Any, scorer: Any, out: Path, *, final: bool, summary: Any | None = None
+) -> None:
+    """Save a `loop.Trainer`'s model to `out`: every process takes part, the main one writes.
+
+    All processes wait for each other first (no one still stepping); under FSDP/DeepSpeed
+    `get_state_dict` gathers the full weights (a collective, so every process calls it);
+    the main process then saves the unwrapped model, and the others wait until it has.
+    `summary` (a `TrainSummary`, at the end of the run) adds the run's totals to the metadata.
+    """
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(scorer) if sharded_weights(accelerator) else None
+    if accelerator.is_main_process:
+        if state is not None and not trainer.is_reward_model:
+            # PolicyScorer holds the model as `model`: its keys are the model's, prefixed.
+            state = {k.removeprefix("model."): v for k, v in state.items()}
+        if state is not None:
+            state = without_tied_copies(state, core_model(trainer.model))
+        unwrapped = accelerator.unwrap_model(scorer)
+        save_checkpoint(
+            unwrapped if trainer.is_reward_model else unwrapped.model,
+            trainer.tokenizer,
+            out,
+            metadata=run_metadata(trainer, summary),
+            merge_lora=final,
+            state_dict=state,
+            initial_adapter=trainer.initial_adapter,
+        )
+    accelerator.wait_for_everyone()
+
+
+def run_metadata(trainer: Any, summary: Any | None) -> dict[str, Any]:
+    """What `metadata.json` records of a run: method, config, base model, hyperparameters,
+    processes, placement, adapter, and (with a `summary`) steps, examples, time and metrics."""
+    accelerator = trainer.accelerator
+    metadata = {
+        "method": trainer.method.name,
+        "config": trainer.config.to_dict(),
+        "base": trainer.base_identity,
+        "hyperparameters": {**trainer.hyper, **trainer.options},
+        "processes": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "placement": trainer.placement,  # device, dtype, mixed precision, TF32
+        "adapter": adapter_metadata(trainer.config),
+    }
+    if summary is not None:
+        metadata.update(
+            steps=summary.steps,
+            examples=summary.examples,
+            seconds=round(summary.seconds, 2),
+            final=summary.final,
+            eval_before=summary.eval_before,
+            eval_after=summary.eval_after,
+        )
+    return metadata

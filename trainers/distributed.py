@@ -1,4 +1,5 @@
-"""Several training processes: what a launch asked for on CPUs, and token means across processes.
+"""Several training processes: the accelerator of a launch, what it asked for on CPUs, and the
+means and sums the loop takes across processes.
 
 `accelerate launch` says what to run through environment variables (`ACCELERATE_USE_FSDP`,
 `FSDP_VERSION`, `ACCELERATE_USE_DEEPSPEED`); `Accelerator` turns them into a distributed type.
@@ -120,3 +121,58 @@ def without_tied_copies(state: dict[str, Any], model: Any) -> dict[str, Any]:
     sees them as one and would store the copy; a single process's checkpoint has it once."""
     tied = getattr(model, "all_tied_weights_keys", None) or {}
     return {key: value for key, value in state.items() if tied.get(key) not in state}
+
+
+def cpu_only_launch() -> bool:
+    """True when several processes were launched (torchrun / `accelerate launch` set WORLD_SIZE)
+    on a machine without an accelerator.
+
+    `accelerate` forms a gloo process group on CPUs only when told `cpu=True`; without it every
+    process silently trains alone on all the data and all of them write the checkpoint.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    device = getattr(torch, "accelerator", None)
+    available = device.is_available() if device is not None else torch.cuda.is_available()
+    return not available
+
+
+def sharded_weights(accelerator: Any) -> bool:
+    """FSDP and DeepSpeed hold a shard of the weights per process: saving gathers them."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def fresh_accelerator(**options: Any) -> Any:
+    """An `Accelerator` configured by this run (and its launcher) alone.
+
+    accelerate keeps one process-wide `AcceleratorState`: a trainer that ran earlier in the same
+    process (a notebook, a test; TRL's `SFTConfig` turns bf16 on) would hand its mixed
+    precision to this loop, and policy and reference would then be scored under different
+    autocast settings. The distributed `PartialState` (set up by `accelerate launch`) is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(**options)
+
+
+def mean_over_processes(accelerator: Any, record: dict[str, float]) -> dict[str, float]:
+    """Each process's step metrics, averaged over the processes (a no-op on one)."""
+    if accelerator.num_processes == 1 or not record:
+        return record
+    keys = sorted(record)
+    values = torch.tensor([record[k] for k in keys], device=accelerator.device)
+    means = accelerator.reduce(values, reduction="mean")
+    return {k: float(v) for k, v in zip(keys, means.tolist(), strict=True)}
+
+
+def sum_over_processes(accelerator: Any, count: int) -> int:
+    """A count (examples seen) summed over the processes."""
+    if accelerator.num_processes == 1:
+        return count
+    total = accelerator.reduce(torch.tensor(count, device=accelerator.device), reduction="sum")
+    return int(total)

@@ -8,15 +8,15 @@ Several processes (`accelerate launch`, `torchrun`): each trains on its shard of
 batches (the data loader goes through `accelerator.prepare`), the reference sums are computed by
 the main process first and read from its cache by the others, logged metrics are means over the
 processes (examples: their sum), and only the main process writes logs and checkpoints.
+
+Around it: `batches` reads, splits and batches the data, `distributed` makes the accelerator
+and reduces across processes, `inputs` turns a batch into a loss's keyword tensors, and
+`checkpoint` saves the model with the run's metadata.
 """
 
 from __future__ import annotations
 
-import inspect
-import logging
 import math
-import os
-import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -29,9 +29,16 @@ import torch
 from evalharness.errors import InputError
 
 from . import adapters, distributed, losses, precision
-from .checkpoint import save_checkpoint
+from .batches import Examples, load_splits, read_splits, to_device
+from .checkpoint import save_run
 from .config import TrainConfig
-from .data import collate, load_rows, mismatched_pairs, pack_examples, tokenize_rows
+from .distributed import (
+    cpu_only_launch,
+    fresh_accelerator,
+    mean_over_processes,
+    sharded_weights,
+    sum_over_processes,
+)
 from .inputs import (
     binary_inputs,
     pairwise_inputs,
@@ -51,10 +58,6 @@ from .models import (
 )
 from .reference import batch_fingerprint, reference_sums
 
-log = logging.getLogger(__name__)
-
-#: Methods whose loss is a token-level mean with no per-example reference: rows can be packed.
-PACKABLE = {"sft", "dft"}
 #: Methods whose loss reads the reference's full distribution per token (kept in memory).
 PER_TOKEN_REFERENCE = {"asft_anchored"}
 #: Training rows CorDA's calibration pass runs (one forward each).
@@ -63,6 +66,9 @@ CALIBRATION_ROWS = 16
 
 @dataclass
 class TrainSummary:
+    """What a finished run reports (and `checkpoint.run_metadata` stores): where it saved,
+    optimizer steps, examples seen, seconds, the last step's metrics, held-out metrics."""
+
     out: Path
     steps: int
     examples: int
@@ -70,200 +76,6 @@ class TrainSummary:
     final: dict[str, float] = field(default_factory=dict)
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
-
-
-def hyperparameters(method: losses.Method, given: dict[str, Any]) -> dict[str, Any]:
-    """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
-    overridden by `given`, types checked, documented options converted (`losses.OPTIONS`)."""
-    known = {**method.hyperparameters, **method.input_options}
-    unknown = sorted(set(given) - set(known))
-    if unknown:
-        choices = ", ".join(sorted(known)) or "none"
-        raise InputError(
-            f"method {method.name} has no hyperparameter {', '.join(unknown)} (it has: {choices})"
-        )
-    values = dict(known)
-    for name, value in given.items():
-        default = known[name]
-        try:
-            option = losses.OPTIONS.get(name)
-            if option is not None and option.convert is not None:
-                values[name] = option.convert(value)
-            elif isinstance(default, bool):
-                values[name] = str(value).lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                values[name] = int(value)
-            elif isinstance(default, float) or default is None:
-                values[name] = float(value)
-            else:
-                values[name] = value
-        except (TypeError, ValueError):
-            raise InputError(f"{method.name}: {name}={value!r} is not a number") from None
-        except InputError as error:
-            raise InputError(f"{method.name}: {error}") from None
-    missing = [n for n, v in values.items() if v is inspect.Parameter.empty]
-    if missing:
-        raise InputError(f"method {method.name} needs {', '.join(missing)}")
-    return values
-
-
-class Examples:
-    """Tokenised examples of one split plus how to batch them (with indices, and KL rows)."""
-
-    def __init__(
-        self, examples: list[Any], data_format: str, pad_token_id: int, max_length: int
-    ) -> None:
-        self.examples = examples
-        self.data_format = data_format
-        self.pad_token_id = pad_token_id
-        self.max_length = max_length
-        self._mismatched: list[Any] | None = None
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def batch(self, indices: list[int], with_kl_rows: bool = False) -> dict[str, torch.Tensor]:
-        batch = collate([self.examples[i] for i in indices], self.data_format, self.pad_token_id)
-        batch["index"] = torch.tensor(indices)
-        if with_kl_rows:
-            batch.update(self._kl_rows(indices))
-        return batch
-
-    def in_order(self, size: int, with_kl_rows: bool = False) -> list[dict[str, torch.Tensor]]:
-        """Batches covering every example once, in index order (reference sums, evaluation)."""
-        starts = range(0, len(self), size)
-        return [
-            self.batch(list(range(start, min(start + size, len(self)))), with_kl_rows)
-            for start in starts
-        ]
-
-    def _kl_rows(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """KTO's mismatched pairs: prompt of example i with the completion of example i-1.
-
-        Pairing by dataset order (not by batch) keeps them fixed, so the reference's side can
-        be precomputed and cached like every other reference quantity.
-        """
-        if self._mismatched is None:
-            self._mismatched = mismatched_pairs(self.examples, self.max_length)
-        rows = collate([self._mismatched[i] for i in indices], "sft", self.pad_token_id)
-        return {f"kl_{key}": value for key, value in rows.items()}
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def _tokenize(
-    config: TrainConfig,
-    rows: list[dict[str, Any]],
-    data_format: str,
-    tokenizer: Any,
-    locations: list[str],
-) -> list[Any]:
-    examples = tokenize_rows(
-        rows,
-        data_format,
-        tokenizer,
-        max_length=config.max_length,
-        max_prompt_length=config.max_prompt_length,
-        where=locations,
-    )
-    stats = examples.stats
-    if stats.truncated_rows:
-        log.info(
-            "%d of %d rows truncated to %d tokens",
-            stats.truncated_rows,
-            stats.rows,
-            config.max_length,
-        )
-    return list(examples)
-
-
-@dataclass
-class RowSplits:
-    """Training and held-out rows (validated, not tokenised) with where each came from."""
-
-    rows: list[dict[str, Any]]
-    locations: list[str]
-    eval_rows: list[dict[str, Any]]
-    eval_locations: list[str]
-
-
-def load_splits(
-    config: TrainConfig, data_format: str, tokenizer: Any, splits: RowSplits | None = None
-) -> tuple[list, list]:
-    """Tokenised training and held-out examples (`splits` when already read, else read now)."""
-    splits = splits or read_splits(config, data_format)
-    train = _tokenize(config, splits.rows, data_format, tokenizer, splits.locations)
-    if config.pack:
-        train = pack_examples(train, config.max_length)
-    eval_rows, eval_locations = splits.eval_rows, splits.eval_locations
-    held = _tokenize(config, eval_rows, data_format, tokenizer, eval_locations) if eval_rows else []
-    return train, held
-
-
-def read_splits(config: TrainConfig, data_format: str) -> RowSplits:
-    """Read and check the data before any model loads, so a bad file fails in seconds."""
-    rows = load_rows(config.data, data_format, limit=config.limit)
-    locations = list(rows.locations)
-    eval_rows: list[dict[str, Any]] = []
-    eval_locations: list[str] = []
-    if config.eval_data:
-        loaded = load_rows(config.eval_data, data_format)
-        eval_rows, eval_locations = list(loaded), list(loaded.locations)
-    elif config.eval_fraction > 0:
-        order = list(range(len(rows)))
-        random.Random(config.seed).shuffle(order)
-        held_out = set(order[: max(1, int(len(rows) * config.eval_fraction))])
-        eval_rows = [rows[i] for i in sorted(held_out)]
-        eval_locations = [locations[i] for i in sorted(held_out)]
-        keep = [i for i in range(len(rows)) if i not in held_out]
-        rows, locations = [rows[i] for i in keep], [locations[i] for i in keep]
-    if not rows:
-        raise InputError(f"{config.data}: no training rows")
-    if config.pack and config.method not in PACKABLE:
-        raise InputError(
-            f"packing works for {', '.join(sorted(PACKABLE))} (per-token losses without a "
-            f"reference), not {config.method}"
-        )
-    return RowSplits(list(rows), list(locations), eval_rows, eval_locations)
-
-
-def cpu_only_launch() -> bool:
-    """True when several processes were launched (torchrun / `accelerate launch` set WORLD_SIZE)
-    on a machine without an accelerator.
-
-    `accelerate` forms a gloo process group on CPUs only when told `cpu=True`; without it every
-    process silently trains alone on all the data and all of them write the checkpoint.
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    device = getattr(torch, "accelerator", None)
-    available = device.is_available() if device is not None else torch.cuda.is_available()
-    return not available
-
-
-def _sharded_weights(accelerator: Any) -> bool:
-    """FSDP and DeepSpeed hold a shard of the weights per process: saving gathers them."""
-    from accelerate.utils import DistributedType
-
-    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-
-def fresh_accelerator(**options: Any) -> Any:
-    """An `Accelerator` configured by this run (and its launcher) alone.
-
-    accelerate keeps one process-wide `AcceleratorState`: a trainer that ran earlier in the same
-    process (a notebook, a test; TRL's `SFTConfig` turns bf16 on) would hand its mixed
-    precision to this loop, and policy and reference would then be scored under different
-    autocast settings. The distributed `PartialState` (set up by `accelerate launch`) is kept.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(**options)
 
 
 class Trainer:
@@ -279,14 +91,17 @@ class Trainer:
             raise InputError(
                 f"method {self.method.name} is online: use trainers.online (generation in the loop)"
             )
-        self.hyper = hyperparameters(self.method, config.loss_args)
+        self.hyper = losses.hyperparameters(self.method, config.loss_args)
         # Input options change the sums the loop computes, so they never reach the loss.
         self.options = {name: self.hyper.pop(name) for name in self.method.input_options}
         set_seed(config.seed)
         distributed.check_cpu_launch(cpu_only_launch())
         self.dtype = precision.weights_dtype(config.dtype, config.adapter)
         placement = precision.plan(
-            config.device, config.mixed_precision, self.dtype, cpu_launch=cpu_only_launch()
+            config.device,
+            config.mixed_precision,
+            self.dtype,
+            cpu_launch=cpu_only_launch(),
         )
         self.accelerator = fresh_accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -301,7 +116,7 @@ class Trainer:
             config.model,
             self.dtype,
             device=device,
-            place=not _sharded_weights(self.accelerator),
+            place=not sharded_weights(self.accelerator),
             sequence_classifier=self.is_reward_model,
             load_in_4bit=config.adapter is not None and config.adapter.load_in_4bit,
         )
@@ -375,7 +190,7 @@ class Trainer:
 
         def score_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             """The reference's sums, by kind, from the same input functions training uses."""
-            batch = _to_device(batch, self.accelerator.device)
+            batch = to_device(batch, self.accelerator.device)
             if self.method.data_format == "pairwise":
                 sums = pairwise_inputs(scorer, batch, None, ld_alpha=self.ld_alpha)
                 return {
@@ -437,21 +252,11 @@ class Trainer:
         return lambda kind, index: sums[kind][index.cpu()].to(device)
 
     def _check_sharded_lora(self) -> None:
-        if self.config.adapter is not None and _sharded_weights(self.accelerator):
+        if self.config.adapter is not None and sharded_weights(self.accelerator):
             raise InputError(
                 "PEFT adapters (LoRA and the rest) under FSDP/DeepSpeed are not supported by this "
                 "trainer: use configs/accelerate/multi_gpu.yaml (DDP) for adapter runs"
             )
-
-    def _mean_over_processes(self, record: dict[str, float]) -> dict[str, float]:
-        """Each process's step metrics, averaged over the processes (a no-op on one)."""
-        accelerator = self.accelerator
-        if accelerator.num_processes == 1 or not record:
-            return record
-        keys = sorted(record)
-        values = torch.tensor([record[k] for k in keys], device=accelerator.device)
-        means = accelerator.reduce(values, reduction="mean")
-        return {k: float(v) for k, v in zip(keys, means.tolist(), strict=True)}
 
     def _token_mean_over_processes(self, loss: torch.Tensor, inputs: dict) -> torch.Tensor:
         """sft/dft/asft_anchored: the mean over every process's tokens, not a mean of means."""
@@ -459,14 +264,6 @@ class Trainer:
             return loss
         tokens = inputs["token_mask"].sum()
         return distributed.global_token_mean(loss, tokens, self.accelerator)
-
-    def _sum_over_processes(self, count: int) -> int:
-        if self.accelerator.num_processes == 1:
-            return count
-        total = self.accelerator.reduce(
-            torch.tensor(count, device=self.accelerator.device), reduction="sum"
-        )
-        return int(total)
 
     # -- one batch ------------------------------------------------------------------------
     def loss_inputs(self, scorer: Any, batch: dict[str, torch.Tensor], split: str) -> dict:
@@ -543,7 +340,7 @@ class Trainer:
         scorer.eval()
         with torch.no_grad():
             for batch in self.eval_data.in_order(self.config.batch_size, self.kl_rows):
-                batch = _to_device(batch, self.accelerator.device)
+                batch = to_device(batch, self.accelerator.device)
                 loss, inputs = self.compute_loss(scorer, batch, "eval")
                 size = len(batch["index"])
                 for key, value in self.step_metrics(loss, inputs).items():
@@ -616,8 +413,12 @@ class Trainer:
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
-                metrics = self._mean_over_processes(self.step_metrics(loss, inputs))
-                record = {"step": step, "examples": self._sum_over_processes(seen), **metrics}
+                metrics = mean_over_processes(accelerator, self.step_metrics(loss, inputs))
+                record = {
+                    "step": step,
+                    "examples": sum_over_processes(accelerator, seen),
+                    **metrics,
+                }
                 record["lr"] = scheduler.get_last_lr()[0]
                 if config.eval_every and step % config.eval_every == 0:
                     record.update(self.evaluate(scorer))
@@ -626,7 +427,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 if config.save_every and step % config.save_every == 0 and step < total:
-                    self._save_all(scorer, out / f"step-{step}", final=False)
+                    save_run(self, scorer, out / f"step-{step}", final=False)
                 if step >= total:
                     break
         bar.close()
@@ -634,90 +435,16 @@ class Trainer:
         if eval_after and log:
             log.write({"step": step, **eval_after})
         seconds = time.monotonic() - started
-        seen = self._sum_over_processes(seen)
+        seen = sum_over_processes(accelerator, seen)
         summary = TrainSummary(out, step, seen, seconds, record, eval_before, eval_after)
-        self._save_all(scorer, out, final=True, summary=summary)
+        save_run(self, scorer, out, final=True, summary=summary)
         return summary
-
-    def _save_all(
-        self, scorer: Any, out: Path, *, final: bool, summary: TrainSummary | None = None
-    ) -> None:
-        """Every process takes part, the main one writes.
-
-        All processes wait for each other first (no one still stepping); under FSDP/DeepSpeed
-        `get_state_dict` gathers the full weights (a collective, so every process calls it);
-        the main process then saves the unwrapped model, and the others wait until it has.
-        """
-        accelerator = self.accelerator
-        accelerator.wait_for_everyone()
-        state = accelerator.get_state_dict(scorer) if _sharded_weights(accelerator) else None
-        if accelerator.is_main_process:
-            if state is not None and not self.is_reward_model:
-                # PolicyScorer holds the model as `model`: its keys are the model's, prefixed.
-                state = {k.removeprefix("model."): v for k, v in state.items()}
-            if state is not None:
-                state = distributed.without_tied_copies(state, core_model(self.model))
-            self._save(
-                accelerator.unwrap_model(scorer),
-                out,
-                final=final,
-                summary=summary,
-                state_dict=state,
-            )
-        accelerator.wait_for_everyone()
-
-    def _save(
-        self,
-        scorer: Any,
-        out: Path,
-        *,
-        final: bool,
-        summary: TrainSummary | None = None,
-        state_dict: dict[str, Any] | None = None,
-    ) -> None:
-        model = scorer if self.is_reward_model else scorer.model
-        metadata = {
-            "method": self.method.name,
-            "config": self.config.to_dict(),
-            "base": self.base_identity,
-            "hyperparameters": {**self.hyper, **self.options},
-            "processes": self.accelerator.num_processes,
-            "distributed_type": self.accelerator.distributed_type.value,
-            "placement": self.placement,  # device, dtype, mixed precision, TF32
-            "adapter": _adapter_metadata(self.config),
-        }
-        if summary is not None:
-            metadata.update(
-                steps=summary.steps,
-                examples=summary.examples,
-                seconds=round(summary.seconds, 2),
-                final=summary.final,
-                eval_before=summary.eval_before,
-                eval_after=summary.eval_after,
-            )
-        save_checkpoint(
-            model,
-            self.tokenizer,
-            out,
-            metadata=metadata,
-            merge_lora=final,
-            state_dict=state_dict,
-            initial_adapter=self.initial_adapter,
-        )
 
 
 def planned_steps(config: TrainConfig, batches_per_epoch: int) -> int:
     """Optimizer steps of the run: `max_steps`, else epochs of this process's batches."""
     updates_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     return config.max_steps or max(1, math.ceil(updates_per_epoch * config.epochs))
-
-
-def _adapter_metadata(config: TrainConfig) -> dict[str, Any] | None:
-    """The adapter type and its peft arguments as given (None: full fine-tuning)."""
-    adapter = config.adapter
-    if adapter is None:
-        return None
-    return {"type": adapter.type, "args": adapter.args, "load_in_4bit": adapter.load_in_4bit}
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainSummary:

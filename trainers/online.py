@@ -25,7 +25,9 @@ from . import adapters, losses, precision
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .data import load_rows, tokenize_rows
-from .loop import TrainSummary, fresh_accelerator, hyperparameters
+from .distributed import fresh_accelerator
+from .loop import TrainSummary
+from .losses import hyperparameters
 from .metrics import MetricsLog
 from .models import (
     PolicyScorer,

@@ -230,7 +230,7 @@ def _peft_mapping(args: argparse.Namespace, mapping: dict[str, Any]) -> dict[str
 def check_method(config: Any, locate: Any, section: str = "") -> Any:
     """The config's training method, its hyperparameters checked; errors name where they are."""
     from evalharness.trainers import losses
-    from evalharness.trainers.loop import hyperparameters
+    from evalharness.trainers.losses import hyperparameters
 
     try:
         method = losses.method(config.method)

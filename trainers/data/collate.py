@@ -15,11 +15,10 @@ import torch
 from evalharness.errors import InputError
 
 from .examples import (
+    EXAMPLE_TYPES,
     IGNORE_INDEX,
-    BinaryExample,
     PackedExample,
     PairwiseExample,
-    PromptExample,
     RankingExample,
     SFTExample,
     TokenizedExample,
@@ -27,14 +26,6 @@ from .examples import (
 from .formats import check_format
 
 Batch = dict[str, torch.Tensor]
-
-_EXAMPLE_TYPES: dict[str, tuple[type, ...]] = {
-    "sft": (SFTExample, PackedExample),
-    "binary": (BinaryExample,),
-    "pairwise": (PairwiseExample,),
-    "ranking": (RankingExample,),
-    "prompt": (PromptExample,),
-}
 
 
 def collate(
@@ -79,7 +70,7 @@ def collate(
 
 def _check_types(examples: Sequence[TokenizedExample], data_format: str) -> None:
     """Examples of another format (or packed mixed with unpacked) are a loop bug: fail loudly."""
-    wrong = [e for e in examples if not isinstance(e, _EXAMPLE_TYPES[data_format])]
+    wrong = [e for e in examples if not isinstance(e, EXAMPLE_TYPES[data_format])]
     if wrong:
         raise TypeError(f"{type(wrong[0]).__name__} in a {data_format!r} batch ({wrong[0].where})")
     if len({isinstance(e, PackedExample) for e in examples}) > 1:

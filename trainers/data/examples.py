@@ -96,3 +96,13 @@ class PackedExample(TokenizedExample):
     labels: list[int]
     position_ids: list[int]
     lengths: list[int]
+
+
+#: The example classes each data format's rows tokenise to (`sft` rows may also be packed).
+EXAMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "sft": (SFTExample, PackedExample),
+    "binary": (BinaryExample,),
+    "pairwise": (PairwiseExample,),
+    "ranking": (RankingExample,),
+    "prompt": (PromptExample,),
+}

@@ -9,11 +9,71 @@ does when `num_iterations == 1`): the ratio is then 1 in value but carries the g
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from evalharness.errors import InputError
 
+from .family import REQUIRED, member
 from .registry import register
+
+
+@dataclass(frozen=True)
+class Samples:
+    """G sampled completions per prompt, as every online loss reads them.
+
+    `token_logps`, `token_mask`, `old_token_logps` and `ref_token_logps` are `[B, T]`, rows
+    grouped by prompt, `group_size` = G. `rewards` `[B]` are on the policy's device (the
+    judge's may arrive on the CPU). `old_token_logps` is the sampling policy's, or the
+    detached current log-probs when the loop gave None (one step per generation).
+    """
+
+    token_logps: torch.Tensor
+    token_mask: torch.Tensor
+    rewards: torch.Tensor
+    group_size: int
+    old_token_logps: torch.Tensor
+    ref_token_logps: torch.Tensor | None
+
+
+#: What the loop hands an online loss (None: see `Samples`).
+SAMPLE_INPUTS: dict[str, Any] = {
+    "token_logps": REQUIRED,
+    "token_mask": REQUIRED,
+    "rewards": REQUIRED,
+    "group_size": REQUIRED,
+    "old_token_logps": None,
+    "ref_token_logps": None,
+}
+
+
+def _samples(arguments: Mapping[str, Any]) -> tuple[Samples]:
+    token_logps, old = arguments["token_logps"], arguments["old_token_logps"]
+    samples = Samples(
+        token_logps=token_logps,
+        token_mask=arguments["token_mask"],
+        rewards=arguments["rewards"].to(token_logps),
+        group_size=arguments["group_size"],
+        old_token_logps=token_logps.detach() if old is None else old,
+        ref_token_logps=arguments["ref_token_logps"],
+    )
+    return (samples,)
+
+
+def online_loss(
+    name: str, *, summary: str
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register `score(samples, /, *, <options>)` as the online loss `name`: the registered loss
+    takes `SAMPLE_INPUTS` by keyword (`family.member`) and hands `score` one `Samples`."""
+
+    def wrap(score: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        loss = member(score, inputs=SAMPLE_INPUTS, prepare=_samples)
+        return register(name, data="prompt", reference=False, summary=summary)(loss)
+
+    return wrap
 
 
 def grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -82,23 +142,11 @@ def required_reference(ref_token_logps: torch.Tensor | None, beta: float) -> tor
     return ref_token_logps
 
 
-@register(
+@online_loss(
     "grpo",
-    data="prompt",
-    reference=False,
     summary="GRPO: group-normalised advantages, clipped token ratio, optional k3 KL to reference",
 )
-def grpo(
-    *,
-    token_logps: torch.Tensor,
-    token_mask: torch.Tensor,
-    rewards: torch.Tensor,
-    group_size: int,
-    old_token_logps: torch.Tensor | None = None,
-    ref_token_logps: torch.Tensor | None = None,
-    epsilon: float = 0.2,
-    beta: float = 0.0,
-) -> torch.Tensor:
+def grpo(samples: Samples, /, *, epsilon: float = 0.2, beta: float = 0.0) -> torch.Tensor:
     """GRPO (Shao et al. 2024) with the original per-sequence normalisation.
 
     Per token: `-min(rho A, clip(rho, 1 - eps, 1 + eps) A) + beta * k3`, rho = exp(lp - lp_old),
@@ -110,13 +158,13 @@ def grpo(
     `beta` 0 (recent TRL's default; the paper used 0.04) needs no reference, which is why the
     method is registered without one; with `beta > 0` the loop must supply `ref_token_logps`.
     """
-    rewards = rewards.to(token_logps)  # the judge's rewards may arrive on the CPU
-    advantages = grpo_advantages(rewards, group_size).unsqueeze(-1)
-    old = token_logps.detach() if old_token_logps is None else old_token_logps
-    per_token = clipped_surrogate(token_logps - old, advantages, epsilon)
+    token_logps = samples.token_logps
+    advantages = grpo_advantages(samples.rewards, samples.group_size).unsqueeze(-1)
+    per_token = clipped_surrogate(token_logps - samples.old_token_logps, advantages, epsilon)
     if beta != 0.0:
-        per_token = per_token + beta * k3_kl(token_logps, required_reference(ref_token_logps, beta))
-    return sequence_mean(per_token, token_mask)
+        reference = required_reference(samples.ref_token_logps, beta)
+        per_token = per_token + beta * k3_kl(token_logps, reference)
+    return sequence_mean(per_token, samples.token_mask)
 
 
 def kl_shaped_rewards(
@@ -139,23 +187,11 @@ def kl_shaped_rewards(
     return (rewards - beta * kl).detach()
 
 
-@register(
+@online_loss(
     "rloo",
-    data="prompt",
-    reference=False,
     summary="RLOO: REINFORCE with a leave-one-out baseline, clipped sequence-level ratio",
 )
-def rloo(
-    *,
-    token_logps: torch.Tensor,
-    token_mask: torch.Tensor,
-    rewards: torch.Tensor,
-    group_size: int,
-    old_token_logps: torch.Tensor | None = None,
-    ref_token_logps: torch.Tensor | None = None,
-    epsilon: float = 0.2,
-    beta: float = 0.0,
-) -> torch.Tensor:
+def rloo(samples: Samples, /, *, epsilon: float = 0.2, beta: float = 0.0) -> torch.Tensor:
     """RLOO as TRL's current `RLOOTrainer._compute_loss` (`trl/trainer/rloo_trainer.py`).
 
     The whole completion is one action: with lp = sum of completion-token log-probs and
@@ -166,10 +202,11 @@ def rloo(
     generation is reused for several steps. TRL's RLOOConfig defaults `beta` to 0.05; 0 here so
     the method needs no reference (pass `ref_token_logps` when setting it).
     """
-    mask = token_mask.to(token_logps.dtype)
-    old_tokens = token_logps.detach() if old_token_logps is None else old_token_logps
-    rewards = rewards.to(token_logps)  # the judge's rewards may arrive on the CPU
-    shaped = kl_shaped_rewards(rewards, old_tokens, ref_token_logps, token_mask, beta)
-    advantages = rloo_advantages(shaped, group_size)
+    token_logps, old_tokens = samples.token_logps, samples.old_token_logps
+    mask = samples.token_mask.to(token_logps.dtype)
+    shaped = kl_shaped_rewards(
+        samples.rewards, old_tokens, samples.ref_token_logps, samples.token_mask, beta
+    )
+    advantages = rloo_advantages(shaped, samples.group_size)
     log_ratio = ((token_logps - old_tokens) * mask).sum(dim=-1)
     return clipped_surrogate(log_ratio, advantages, epsilon)

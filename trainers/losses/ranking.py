@@ -8,10 +8,15 @@ which ranking losses can be satisfied by lowering every likelihood at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch
 
 from evalharness.errors import InputError
 
+from . import scoring
+from .family import REQUIRED, member
 from .registry import register
 
 
@@ -21,7 +26,29 @@ def mean_logps(policy_logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
         raise InputError(
             f"ranking losses need [batch, K >= 2] candidates, got shape {tuple(policy_logps.shape)}"
         )
-    return policy_logps / lengths.clamp(min=1.0)
+    return scoring.mean_logps(policy_logps, lengths)
+
+
+def ranking_loss(
+    name: str, *, summary: str
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
+    """Register `score(scores, rewards, /, *, <options>)` as the ranking loss `name`.
+
+    The registered loss takes `policy_logps`, `lengths` and `rewards` `[B, K]` (`family.member`)
+    and hands `score` each candidate's length-normalised score `lp / |y|` (`mean_logps`, which
+    checks the shape) with the rewards; a loss that also needs the summed log-probs names
+    `policy_logps` among its keywords.
+    """
+
+    def prepare(arguments: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return mean_logps(arguments["policy_logps"], arguments["lengths"]), arguments["rewards"]
+
+    def wrap(score: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        inputs = dict.fromkeys(("policy_logps", "lengths", "rewards"), REQUIRED)
+        loss = member(score, inputs=inputs, prepare=prepare)
+        return register(name, data="ranking", reference=False, summary=summary)(loss)
+
+    return wrap
 
 
 def best_index(rewards: torch.Tensor) -> torch.Tensor:
@@ -39,17 +66,15 @@ def log1p_sum_exp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(torch.cat([zeros, masked], dim=-1), dim=-1)
 
 
-@register(
+@ranking_loss(
     "rrhf",
-    data="ranking",
-    reference=False,
     summary="RRHF: hinge on length-normalised log-probs ordered by reward, plus NLL of the best",
 )
 def rrhf(
-    *,
-    policy_logps: torch.Tensor,
-    lengths: torch.Tensor,
+    scores: torch.Tensor,
     rewards: torch.Tensor,
+    /,
+    *,
     rank_weight: float = 1.0,
     nll_weight: float = 1.0,
 ) -> torch.Tensor:
@@ -63,7 +88,6 @@ def rrhf(
     artefact.) `rank_weight`: the paper's objective is L_rank + L_ft (weight 1) and the
     released `train.sh` scripts pass `--rrhf_weight 1`; the code's argument default is 100.
     """
-    scores = mean_logps(policy_logps, lengths)
     worse = rewards.unsqueeze(-1) < rewards.unsqueeze(-2)  # [b, i, j]: R_i < R_j
     excess = (scores.unsqueeze(-1) - scores.unsqueeze(-2)).clamp(min=0)  # max(0, p_i - p_j)
     rank = (excess * worse).sum(dim=(-2, -1))
@@ -95,17 +119,16 @@ def pro_ranking_terms(scores: torch.Tensor, rewards: torch.Tensor) -> torch.Tens
     return total
 
 
-@register(
+@ranking_loss(
     "pro",
-    data="ranking",
-    reference=False,
     summary="PRO: Plackett-Luce over length-normalised log-probs with reward-gap temperatures",
 )
 def pro(
+    scores: torch.Tensor,
+    rewards: torch.Tensor,
+    /,
     *,
     policy_logps: torch.Tensor,
-    lengths: torch.Tensor,
-    rewards: torch.Tensor,
     sft_weight: float = 0.05,
 ) -> torch.Tensor:
     """PRO (Song et al. 2023) as `compute_loss` in AlibabaResearch/DAMO-ConvAI `PRO/train/utils/
@@ -117,7 +140,6 @@ def pro(
     released `train_hh.sh` passes (the argparse default is 2). Each position's term is a batch
     mean in PRO; summing per row first and averaging gives the same batch loss.
     """
-    scores = mean_logps(policy_logps, lengths)
     rewards, scores, policy_logps = sort_by_reward(rewards, scores, policy_logps)
     ranking = pro_ranking_terms(scores, rewards)
     candidates = scores.shape[-1]
@@ -157,17 +179,15 @@ def aft_boundary(scores: torch.Tensor, positive: torch.Tensor, boundary: float) 
     return log1p_sum_exp(floor - scores, ~positive & has_positive)
 
 
-@register(
+@ranking_loss(
     "aft",
-    data="ranking",
-    reference=False,
     summary="AFT constraint alignment: positives above negatives, negatives kept above a floor",
 )
 def aft(
-    *,
-    policy_logps: torch.Tensor,
-    lengths: torch.Tensor,
+    scores: torch.Tensor,
     rewards: torch.Tensor,
+    /,
+    *,
     boundary: float = 0.5,
     nll_weight: float = 1.0,
 ) -> torch.Tensor:
@@ -182,7 +202,6 @@ def aft(
     "detached" constraint and its ranking extension are not implemented; `boundary` 0.5 is our
     default, not the paper's.
     """
-    scores = mean_logps(policy_logps, lengths)
     positive = aft_positive_mask(rewards)
     constraint = aft_alignment(scores, positive) + aft_boundary(scores, positive, boundary)
     nll = -scores.gather(-1, best_index(rewards)).squeeze(-1)

@@ -18,6 +18,8 @@ import torch
 
 from evalharness.errors import InputError, did_you_mean
 
+from .options import INPUT_OPTIONS, convert_value
+
 DataFormat = Literal["sft", "pairwise", "binary", "ranking", "prompt"]
 
 #: What each data format's rows hold (shown by `evalharness methods`).
@@ -66,35 +68,6 @@ INPUTS: dict[str, str] = {
     "rejected_rewards": "[B] scalar head output on rejected",
     "margins": "[B] optional preference margins m (reward model), 0 when absent",
 }
-
-
-@dataclass(frozen=True)
-class Option:
-    """What a hyperparameter means (one line, for `evalharness methods`) and how a value given
-    in a config or on the command line becomes the one the loss receives (None: as given)."""
-
-    meaning: str
-    convert: Callable[[Any], Any] | None = None
-
-
-#: Hyperparameters documented by name, whichever methods take them (`describe` adds one).
-OPTIONS: dict[str, Option] = {}
-
-#: Settings that change how the loop computes a method's inputs, not the loss: they apply to
-#: every pairwise method with a reference (TRL's DPOTrainer family), with these defaults.
-INPUT_OPTIONS: dict[str, object] = {"ld_alpha": None}
-
-
-def describe(name: str, meaning: str, convert: Callable[[Any], Any] | None = None) -> None:
-    """Document hyperparameter `name`; `convert` checks and normalises a user's value."""
-    OPTIONS[name] = Option(meaning, convert)
-
-
-describe(
-    "ld_alpha",
-    "LD-DPO: log-probs past a pair's shared length min(|y_w|, |y_l|) weighted by ld_alpha "
-    "(policy and reference); null = off",
-)
 
 
 @dataclass(frozen=True)
@@ -164,10 +137,9 @@ def register(
     return add
 
 
-def method(name: str) -> Method:
-    from . import _load_all
-
-    _load_all()
+def lookup(name: str) -> Method:
+    """The method registered as `name` among those imported so far (the package's `method`
+    imports every family first)."""
     if name not in _METHODS:
         raise InputError(
             f"unknown method {name!r}{did_you_mean(name, _METHODS)}; `evalharness methods` "
@@ -176,13 +148,34 @@ def method(name: str) -> Method:
     return _METHODS[name]
 
 
-def get(name: str) -> Callable[..., torch.Tensor]:
-    """The loss function registered as `name`."""
-    return method(name).loss
-
-
-def methods() -> list[Method]:
-    from . import _load_all
-
-    _load_all()
+def registered() -> list[Method]:
+    """Every method imported so far, by name."""
     return sorted(_METHODS.values(), key=lambda m: m.name)
+
+
+def hyperparameters(method: Method, given: dict[str, Any]) -> dict[str, Any]:
+    """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
+    overridden by `given`, types checked, documented options converted (`options.OPTIONS`).
+
+    The one place a user's values are checked, for the loop, the online loop and the command
+    line alike, so every method reports a bad value the same way.
+    """
+    known = {**method.hyperparameters, **method.input_options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        choices = ", ".join(sorted(known)) or "none"
+        raise InputError(
+            f"method {method.name} has no hyperparameter {', '.join(unknown)} (it has: {choices})"
+        )
+    values = dict(known)
+    for name, value in given.items():
+        try:
+            values[name] = convert_value(name, value, known[name])
+        except (TypeError, ValueError):
+            raise InputError(f"{method.name}: {name}={value!r} is not a number") from None
+        except InputError as error:
+            raise InputError(f"{method.name}: {error}") from None
+    missing = [n for n, v in values.items() if v is inspect.Parameter.empty]
+    if missing:
+        raise InputError(f"method {method.name} needs {', '.join(missing)}")
+    return values

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .registry import register
+from .scoring import batch_token_nll
 
 
 def token_mean_contributions(token_losses: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
@@ -113,9 +114,7 @@ def poft(
     losses = -F.logsigmoid(beta * (policy_logps - ref_logps))
     if nll_weight == 0.0:
         return losses
-    total_tokens = lengths.sum().clamp(min=1.0)
-    nll = -policy_logps * (policy_logps.shape[0] / total_tokens)
-    return losses + nll_weight * nll
+    return losses + nll_weight * batch_token_nll(policy_logps, lengths)
 
 
 @register(
