@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from evalharness.backends import Backend
 from evalharness.engine.progress import Progress
@@ -26,23 +25,12 @@ from evalharness.engine.requests import (
     sha256_hex,
     to_jsonable,
 )
-from evalharness.engine.run_types import Responses
-from evalharness.store.run_store import Link, RunStore
+from evalharness.engine.run_types import Responses, SlotWork
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import Task, TaskData
 
-
-@dataclass
-class _Pending:
-    """One request a sample still needs an answer to, with its cache key."""
-
-    task: str
-    sample_id: str
-    slot: str
-    request: Request
-    key: str
-
-    def link(self) -> Link:
-        return Link(self.task, self.sample_id, "response", self.slot, self.key)
+#: One request a sample still needs an answer to, with its cache key.
+_Pending = SlotWork[Request]
 
 
 def response_key(model_hash: str, request: Request) -> str:
@@ -52,7 +40,7 @@ def response_key(model_hash: str, request: Request) -> str:
 
 def _sort_key(item: _Pending) -> tuple:
     """Group equal sampling settings and similar lengths so batches stay full and unpadded."""
-    request = item.request
+    request = item.work
     if isinstance(request, (GenerateRequest, CompleteRequest)):
         sampling = request.sampling
         if isinstance(request, CompleteRequest):
@@ -93,7 +81,7 @@ def generate(
     responses: Responses = defaultdict(dict)
     while True:
         pending = [
-            _Pending(task.name, sample.id, slot, request, response_key(model_hash, request))
+            SlotWork(task.name, sample.id, slot, request, response_key(model_hash, request))
             for task in tasks
             for sample in loaded[task.name].samples
             for slot, request in task.requests(sample, responses[(task.name, sample.id)]).items()
@@ -108,7 +96,7 @@ def generate(
                     cached[item.key]
                 )
         if run_id is not None:
-            store.put_links(run_id, [p.link() for p in pending if p.key in cached])
+            store.put_links(run_id, [p.link("response") for p in pending if p.key in cached])
         misses = sorted((p for p in pending if p.key not in cached), key=_sort_key)
         if misses:
             _answer(store, backend, misses, responses, run_id, progress, calls, counter)
@@ -135,13 +123,13 @@ def _answer(
     with progress(label, len(unique)) as advance:
         for start in range(0, len(unique), backend.batch_size):
             chunk = unique[start : start + backend.batch_size]
-            results = backend.answer([p.request for p in chunk])
+            results = backend.answer([p.work for p in chunk])
             if not backend.recorded:
                 calls[counter] += len(chunk)
             store.put_responses(
                 model_hash,
                 [
-                    (p.key, to_jsonable(p.request), result_to_json(r))
+                    (p.key, to_jsonable(p.work), result_to_json(r))
                     for p, r in zip(chunk, results, strict=True)
                 ],
             )
@@ -149,7 +137,7 @@ def _answer(
             for item, result in zip(chunk, results, strict=True):
                 for duplicate in by_key[item.key]:
                     responses[(duplicate.task, duplicate.sample_id)][duplicate.slot] = result
-                    links.append(duplicate.link())
+                    links.append(duplicate.link("response"))
             if run_id is not None:
                 store.put_links(run_id, links)
             advance(len(chunk))

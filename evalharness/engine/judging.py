@@ -17,9 +17,9 @@ from typing import Any
 
 from evalharness.engine.progress import Progress
 from evalharness.engine.requests import FailedResult, canonical_json, sha256_hex, to_jsonable
-from evalharness.engine.run_types import Responses, Verdicts
+from evalharness.engine.run_types import Responses, SlotWork, Verdicts
 from evalharness.errors import BackendError
-from evalharness.store.run_store import Link, RunStore
+from evalharness.store.run_store import RunStore
 from evalharness.tasks.base import JudgeItem, Task, TaskData
 
 #: How many judge items are judged and committed together.
@@ -75,18 +75,8 @@ def unjudged_verdict(reason: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class _JudgeEntry:
-    """One item a sample needs judged, with its cache key."""
-
-    task: str
-    sample_id: str
-    slot: str
-    item: JudgeItem
-    key: str
-
-    def link(self) -> Link:
-        return Link(self.task, self.sample_id, "verdict", self.slot, self.key)
+#: One item a sample needs judged, with its cache key.
+_JudgeEntry = SlotWork[JudgeItem]
 
 
 def _plan_items(
@@ -104,7 +94,7 @@ def _plan_items(
                     "extra": judge.item_key_fields(item),
                 }
                 key = sha256_hex(judge_hash + canonical_json(key_material))
-                pending.append(_JudgeEntry(task.name, sample.id, slot, item, key))
+                pending.append(SlotWork(task.name, sample.id, slot, item, key))
     return pending
 
 
@@ -140,7 +130,7 @@ def judge_tasks(
     for entry in pending:
         if entry.key in cached:
             verdicts[(entry.task, entry.sample_id)][entry.slot] = cached[entry.key]
-            hits.append(entry.link())
+            hits.append(entry.link("verdict"))
     stats.cached += len(hits)
     store.put_links(run_id, hits)
     unique: dict[str, _JudgeEntry] = {}
@@ -163,7 +153,7 @@ def judge_tasks(
             chunk, per_item = [], []
             while queue and len(chunk) < batch:
                 entry, attempt = queue.popleft()
-                requests = judge.requests_for(entry.item, attempt)
+                requests = judge.requests_for(entry.work, attempt)
                 spent = calls["judge"] + sum(len(r) for r in per_item)
                 if budget is not None and spent + len(requests) > budget:
                     stats.over_budget += 1
@@ -188,7 +178,7 @@ def judge_tasks(
                     leave_unjudged(entry, failed[0].error)
                     advance(1)
                     continue
-                verdict = judge.marked_verdict(entry.item, own)
+                verdict = judge.marked_verdict(entry.work, own)
                 if verdict.get("failure") and verdict.get("retryable"):
                     if attempt < judge.retries:
                         stats.parse_retries += 1
@@ -197,10 +187,10 @@ def judge_tasks(
                     stats.parse_failures += 1
                 verdict["attempts"] = attempt + 1
                 stats.judged += 1
-                stored.append((entry.key, to_jsonable(entry.item), verdict))
+                stored.append((entry.key, to_jsonable(entry.work), verdict))
                 for duplicate in duplicates[entry.key]:
                     verdicts[(duplicate.task, duplicate.sample_id)][duplicate.slot] = verdict
-                    links.append(duplicate.link())
+                    links.append(duplicate.link("verdict"))
                 advance(1)
             store.put_verdicts(judge_hash, stored)
             store.put_links(run_id, links)

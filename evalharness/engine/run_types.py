@@ -7,17 +7,35 @@ shapes they hand each other, kept apart so each stage imports them without impor
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from evalharness.backends import Backend
 from evalharness.backends.spec import ModelSpec
 from evalharness.engine.requests import Result
+from evalharness.store.run_store import Link
 from evalharness.tasks.base import Task, TaskData
 
 #: (task, sample id) -> slot -> the model's answer to that slot's request.
 Responses = dict[tuple[str, str], dict[str, Result]]
 #: (task, sample id) -> slot -> the judge's verdict on that slot's item.
 Verdicts = dict[tuple[str, str], dict[str, dict[str, Any]]]
+
+W = TypeVar("W")
+
+
+@dataclass
+class SlotWork(Generic[W]):
+    """One slot of one sample still to be worked out (a request to answer, an item to judge)
+    and the cache key its result is stored under; `link` ties that result to a run."""
+
+    task: str
+    sample_id: str
+    slot: str
+    work: W
+    key: str
+
+    def link(self, kind: str) -> Link:
+        return Link(self.task, self.sample_id, kind, self.slot, self.key)
 
 
 @dataclass
