@@ -461,7 +461,7 @@ def test_a_partial_evaluation_fails_every_gate_with_its_reason(
 
     Warnings of either run (here: a task judged by the model itself) reach the report too.
     """
-    from evalharness.engine.runner import run_warnings
+    from evalharness.engine.run_warnings import run_warnings
 
     store = RunStore(tmp_path / "store.sqlite")
     _store_run(store, "base", "driftcaps", _safety_scores(6), {"unsafe_refusal_rate": 0.5})

@@ -33,7 +33,7 @@ from evalharness.engine.requests import (
     result_from_json,
     result_to_json,
 )
-from evalharness.engine.runner import TRUNCATED_COUNT
+from evalharness.engine.scoring import TRUNCATED_COUNT
 from evalharness.errors import InputError
 
 LIMIT = 64

@@ -403,7 +403,7 @@ def _execute(
         name=lambda key: "--" + key.replace("_", "-"),
     )
     from evalharness.console import err_console, out_console, rich_progress, summary_table
-    from evalharness.engine.runner import no_progress
+    from evalharness.engine.progress import no_progress
 
     try:
         results = evaluate(
@@ -529,7 +529,7 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 def run_summary(store: Any, run_id: str) -> dict[str, Any]:
-    from evalharness.engine.runner import run_warnings
+    from evalharness.engine.run_warnings import run_warnings
 
     run = store.get_run(run_id)
     tasks = {}

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from evalharness.backends.base import Backend
-    from evalharness.engine.runner import Progress
+    from evalharness.engine.progress import Progress
     from evalharness.stats.comparison import Comparison
 
 #: The offline default suite (`evalharness run` without `--tasks`): every task on its authored
@@ -175,7 +175,9 @@ def evaluate(
     (`auto`: over every visible GPU) place a model named by a spec, `judge_device` a judge that
     is a local model (default: `device`); a model in memory runs where it is.
     """
-    from evalharness.engine.runner import Runner, RunSpec, no_progress
+    from evalharness.engine.progress import no_progress
+    from evalharness.engine.run_types import RunSpec
+    from evalharness.engine.runner import Runner
     from evalharness.store.run_store import open_store
 
     bounds = {"limit": limit, "max_judge_calls": max_judge_calls, "judge_retries": judge_retries}

@@ -5,14 +5,16 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 PACKAGES = ("evalharness", "torch", "transformers", "tokenizers", "datasets", "openai", "numpy")
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution in `names` (None: not installed)."""
     versions: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

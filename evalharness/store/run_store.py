@@ -447,19 +447,22 @@ class RunStore:
 
     def put_responses(self, model_hash: str, items: Sequence[tuple[str, dict, dict]]) -> None:
         """Store (cache_key, request, result) triples in one transaction."""
-        now = time.time()
-        with self.conn:
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?)",
-                [(k, model_hash, _dumps(req), _dumps(res), now) for k, req, res in items],
-            )
+        self._put_many("responses", model_hash, items)
 
     def put_verdicts(self, judge_hash: str, items: Sequence[tuple[str, dict, dict]]) -> None:
+        """Store (cache_key, judged item, verdict) triples in one transaction."""
+        self._put_many("verdicts", judge_hash, items)
+
+    def _put_many(
+        self, table: str, owner_hash: str, items: Sequence[tuple[str, dict, dict]]
+    ) -> None:
+        """The write side of `_get_many`: both caches are (key, owner, input, output, time)
+        rows, and a key already stored keeps its first answer."""
         now = time.time()
         with self.conn:
             self.conn.executemany(
-                "INSERT OR IGNORE INTO verdicts VALUES (?, ?, ?, ?, ?)",
-                [(k, judge_hash, _dumps(inp), _dumps(v), now) for k, inp, v in items],
+                f"INSERT OR IGNORE INTO {table} VALUES (?, ?, ?, ?, ?)",
+                [(k, owner_hash, _dumps(given), _dumps(got), now) for k, given, got in items],
             )
 
     def put_links(self, run_id: str, links: Sequence[Link]) -> None:
