@@ -20,6 +20,19 @@ SOURCES = {
     "alpaca-eval": ("outputs", "model_outputs.json", "annotations", "verdicts"),
     "mt-bench": ("answers", "FastChat model_answer/X.jsonl", "judgments", "ratings"),
 }
+#: Per format: the flags passed on to its reader, as the keyword arguments of the same names.
+PLAN_FLAGS = {
+    "alpaca-eval": (
+        "annotations",
+        "judge",
+        "reference",
+        "calibration",
+        "difficulty",
+        "name",
+        "allow_mismatch",
+    ),
+    "mt-bench": ("judgments", "judge", "questions", "reference_answers", "judge_prompts", "name"),
+}
 #: Flags only `import alpaca-eval` reads.
 ALPACA_EVAL_ONLY = ("outputs", "annotations", "calibration", "difficulty")
 
@@ -117,30 +130,11 @@ def cmd_import(args: argparse.Namespace) -> int:
                 raise InputError(f"--{option} is for import alpaca-eval, not mt-bench")
     check_store_file(*store_location(args.store))  # before reading files that may take a while
     if args.format == "mt-bench":
-        from evalharness.formats.mt_bench_import import plan_mt_bench_import
-
-        plan = plan_mt_bench_import(
-            args.answers,
-            judgments=args.judgments,
-            judge=args.judge,
-            questions=args.questions,
-            reference_answers=args.reference_answers,
-            judge_prompts=args.judge_prompts,
-            name=args.name,
-        )
+        from evalharness.formats.mt_bench_import import plan_mt_bench_import as plan_import
     else:
-        from evalharness.formats.alpaca_eval_import import plan_alpaca_eval_import
-
-        plan = plan_alpaca_eval_import(
-            args.outputs,
-            annotations=args.annotations,
-            judge=args.judge,
-            reference=args.reference,
-            calibration=args.calibration,
-            difficulty=args.difficulty,
-            name=args.name,
-            allow_mismatch=args.allow_mismatch,
-        )
+        from evalharness.formats.alpaca_eval_import import plan_alpaca_eval_import as plan_import
+    outputs = getattr(args, SOURCES[args.format][0])
+    plan = plan_import(outputs, **{flag: getattr(args, flag) for flag in PLAN_FLAGS[args.format]})
     for warning in plan.warnings:
         err_console.print(warning, markup=False, highlight=False, soft_wrap=True)
     options = {plan.task: plan.options}

@@ -6,54 +6,14 @@ An `InputError` or `BackendError` is the user's to fix: it is printed as one lin
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from evalharness.backends.spec import ALIASES
-from evalharness.cli import (
-    compare,
-    export,
-    import_,
-    merge,
-    parity,
-    pipeline,
-    report,
-    run,
-    runs,
-    score,
-    serve,
-    show,
-    tasks,
-    train,
-    verdicts,
-)
-from evalharness.cli.parser import build_parser
+from evalharness.cli.parser import COMMANDS, build_parser
 from evalharness.errors import BackendError, InputError
-
-#: Each command's function: it takes the parsed arguments and returns the exit code.
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": run.cmd_run,
-    "import": import_.cmd_import,
-    "agreement": verdicts.cmd_agreement,
-    "drift": verdicts.cmd_drift,
-    "judge": verdicts.cmd_judge,
-    "tasks": tasks.cmd_tasks,
-    "show": show.cmd_show,
-    "runs": runs.cmd_runs,
-    "serve": serve.cmd_serve,
-    "score": score.cmd_score,
-    "merge": merge.cmd_merge,
-    "train": train.cmd_train,
-    "methods": train.cmd_methods,
-    "pipeline": pipeline.cmd_pipeline,
-    "compare": compare.cmd_compare,
-    "report": report.cmd_report,
-    "parity": parity.cmd_parity,
-    "export": export.cmd_export,
-}
 
 
 def _check_environment() -> None:

@@ -1,14 +1,17 @@
-"""The `evalharness` argument parser: global flags, then each command's own subparser.
+"""The command table: which module adds each subcommand's flags, and which function runs it.
 
 Every command module adds its subcommand with `add_parser(commands)`; the order here is the
-order `evalharness --help` lists them. Command modules import only what their flags need at
-module level (heavy libraries such as torch load inside the command), so building the parser,
-and `evalharness --help`, stays fast.
+order `evalharness --help` lists them. `build_parser` is the whole parser (global flags, then
+each command's subparser); `main` runs the function `COMMANDS` names for the parsed command.
+
+Command modules import only what their flags need at module level (heavy libraries such as
+torch load inside the command), so building the parser, and `evalharness --help`, stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from evalharness import __version__
 from evalharness.cli import (
@@ -47,6 +50,28 @@ COMMAND_MODULES = (
     merge,
     serve,
 )
+
+#: Each command's function: it takes the parsed arguments and returns the exit code.
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": run.cmd_run,
+    "import": import_.cmd_import,
+    "agreement": verdicts.cmd_agreement,
+    "drift": verdicts.cmd_drift,
+    "judge": verdicts.cmd_judge,
+    "tasks": tasks.cmd_tasks,
+    "show": show.cmd_show,
+    "runs": runs.cmd_runs,
+    "serve": serve.cmd_serve,
+    "score": score.cmd_score,
+    "merge": merge.cmd_merge,
+    "train": train.cmd_train,
+    "methods": train.cmd_methods,
+    "pipeline": pipeline.cmd_pipeline,
+    "compare": compare.cmd_compare,
+    "report": report.cmd_report,
+    "parity": parity.cmd_parity,
+    "export": export.cmd_export,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
