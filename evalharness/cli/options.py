@@ -9,6 +9,7 @@ texts identical across commands, so a flag learnt on one command means the same 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from evalharness.backends.devices import DEVICE_HELP, DEVICE_MAPS
 from evalharness.backends.spec import DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
@@ -139,6 +140,22 @@ def add_judge_options(parser: argparse.ArgumentParser) -> None:
         help=f"where a judge that is a local model (hf:, rm:, clf:) runs: {DEVICE_HELP} "
         "(default: --device)",
     )
+
+
+def judge_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """`evaluate`'s judge keyword arguments from the `add_judge_options` flags (the judge spec
+    itself and its device are the caller's: `import` and `run` choose them differently)."""
+    return {
+        "judge_mode": args.judge_mode,
+        "judge_base_url": args.judge_base_url,
+        "judge_api_key_env": args.judge_api_key_env,
+        "judge_max_new_tokens": args.judge_max_tokens,
+        "judge_concurrency": args.judge_concurrency,
+        "judge_timeout_s": args.judge_timeout,
+        "judge_http_retries": args.judge_http_retries,
+        "judge_retries": args.judge_retries,
+        "max_judge_calls": args.max_judge_calls,
+    }
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
