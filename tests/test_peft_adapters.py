@@ -108,7 +108,8 @@ def test_peft_flags_and_yaml_reach_peft_configs(tmp_path: Path) -> None:
     """`--peft-arg` values are YAML; `lora:` stays LoRA; `peft:` names a type and its fields."""
     import argparse
 
-    from evalharness.cli.train import add_train_parsers, config_from_args
+    from evalharness.cli.train import add_parser as add_train_parsers
+    from evalharness.cli.train import config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_parsers(parser.add_subparsers(dest="command"))

@@ -22,7 +22,8 @@ import pytest
 from browser import chromium, open_page, screenshot
 from report_stores import ALL_TASKS, UNKNOWN_TASK, XSS, build_store
 
-from evalharness.cli.report import add_report_parser, cmd_report
+from evalharness.cli.report import add_parser as add_report_parser
+from evalharness.cli.report import cmd_report
 from evalharness.errors import InputError
 from evalharness.reports import charts
 from evalharness.reports.data import js_json

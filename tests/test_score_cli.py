@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cli_helpers import run_cli, write_lines
 
-from evalharness.cli import score as scoring_cli
+from evalharness.engine import loglikelihood as scoring_cli
 
 TOLERANCE = 1e-4
 #: On the real 49k-vocabulary model float32 rounding (a different summation order over the

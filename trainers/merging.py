@@ -318,7 +318,7 @@ class HeldoutLikelihood:
         from evalharness.backends.devices import resolve_device
         from evalharness.backends.hf import HFBackend
         from evalharness.backends.spec import parse_model_spec
-        from evalharness.cli.score import read_score_rows
+        from evalharness.formats.score_rows import read_score_rows
 
         rows = read_score_rows(str(rows_file), "--heldout")
         if not rows:
@@ -387,7 +387,7 @@ def merge_command(
     if method == "greedy" and not heldout:
         raise InputError("--method greedy needs --heldout FILE.jsonl to score soups")
     if heldout:
-        from evalharness.cli.score import read_score_rows
+        from evalharness.formats.score_rows import read_score_rows
 
         read_score_rows(heldout, "--heldout")  # a bad file fails before any checkpoint is read
     target = Path(out).expanduser()

@@ -12,7 +12,8 @@ from evalharness.errors import InputError
 SHOWN_SAMPLE_DIFFS = 5
 
 
-def add_compare_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
+    """Add the `compare` subcommand to an argparse subparsers object."""
     compare = commands.add_parser(
         "compare",
         help="paired comparison of two runs (A = baseline, B = candidate); exit 1 on regression",

@@ -12,7 +12,7 @@ from evalharness.engine.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE,
 from evalharness.errors import InputError
 
 
-def add_parity_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add the `parity` subcommand to an argparse subparsers object."""
     parity = commands.add_parser(
         "parity",

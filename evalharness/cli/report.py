@@ -14,7 +14,7 @@ from typing import Any
 from evalharness.store.paths import default_store_path
 
 
-def add_report_parser(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
     """Add the `report` subcommand to an argparse subparsers object."""
     report = commands.add_parser(
         "report",

@@ -1,4 +1,8 @@
-"""`evalharness train` and `evalharness methods`: the command-line face of `trainers/`."""
+"""`evalharness train` and `evalharness methods`: the command-line face of `trainers/`.
+
+The flags (and a `--config` YAML they override) become a checked `TrainConfig`;
+`engine.training` runs it and lists the methods.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalharness.backends.devices import DEVICE_HELP
+from evalharness.engine.training import check_method
 from evalharness.errors import InputError
 
 #: Flags that map one-to-one onto TrainConfig fields (flag name → field name).
@@ -45,7 +50,8 @@ FLAG_FIELDS = {
 }
 
 
-def add_train_parsers(commands: Any) -> None:
+def add_parser(commands: Any) -> None:
+    """Add the `train` and `methods` subcommands to an argparse subparsers object."""
     train = commands.add_parser(
         "train",
         help="train a model with any alignment method (see `evalharness methods`)",
@@ -128,14 +134,6 @@ def add_train_parsers(commands: Any) -> None:
 
     methods = commands.add_parser("methods", help="list training methods and their data")
     methods.add_argument("--json", action="store_true")
-
-    pipeline = commands.add_parser(
-        "pipeline",
-        help="train, evaluate the result and its base, exit 1 if a gated metric regresses",
-    )
-    pipeline.add_argument("config", help="YAML with train, evaluate and gate sections")
-    pipeline.add_argument("--json", action="store_true")
-    pipeline.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def parse_loss_args(pairs: list[str]) -> dict[str, str]:
@@ -227,42 +225,14 @@ def _peft_mapping(args: argparse.Namespace, mapping: dict[str, Any]) -> dict[str
     return peft
 
 
-def check_method(config: Any, locate: Any, section: str = "") -> Any:
-    """The config's training method, its hyperparameters checked; errors name where they are."""
-    from evalharness.trainers import losses
-    from evalharness.trainers.losses import hyperparameters
-
-    try:
-        method = losses.method(config.method)
-    except InputError as exc:
-        raise InputError(f"{locate('method')}: field '{section}method': {exc}") from None
-    try:
-        hyperparameters(method, config.loss_args)
-    except InputError as exc:
-        raise InputError(f"{locate('loss_args')}: field '{section}loss_args': {exc}") from None
-    return method
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # before importing torch: a bad file fails in a blink
+    from evalharness.engine.training import run_training, training_report
     from evalharness.trainers import losses
 
     method = losses.method(config.method)
-    if method.data_format == "prompt":
-        from evalharness.trainers.online import train_online as run_training
-    else:
-        from evalharness.trainers.loop import train as run_training
-    summary = run_training(config, progress=not args.quiet)
-    result = {
-        "out": str(summary.out),
-        "method": method.name,
-        "steps": summary.steps,
-        "examples": summary.examples,
-        "seconds": round(summary.seconds, 2),
-        "final": summary.final,
-        "eval_before": summary.eval_before,
-        "eval_after": summary.eval_after,
-    }
+    summary = run_training(method, config, progress=not args.quiet)
+    result = training_report(method, summary)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # one of several launched processes: the main one reports
     if args.json:
@@ -291,26 +261,14 @@ def _fmt(value: float | None) -> str:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    from evalharness.engine.training import method_rows, option_defaults, option_meanings
     from evalharness.trainers import losses
 
-    rows = [
-        {
-            "name": m.name,
-            "data": m.data_format,
-            "reference": m.needs_reference,
-            "hyperparameters": {**m.hyperparameters, **m.input_options},
-            "summary": m.summary,
-        }
-        for m in losses.methods()
-    ]
+    rows = method_rows()
     options = option_defaults(rows)
     if args.json:
         for row in rows:
-            row["options"] = {
-                name: losses.OPTIONS[name].meaning
-                for name in row["hyperparameters"]
-                if name in losses.OPTIONS
-            }
+            row["options"] = option_meanings(row)
         print(json.dumps(rows, default=str))
         return 0
     from rich.console import Console
@@ -333,62 +291,3 @@ def cmd_methods(args: argparse.Namespace) -> int:
         line = f"  {name} ({defaults}): {losses.OPTIONS[name].meaning}"
         console.print(line, highlight=False, soft_wrap=True)
     return 0
-
-
-def option_defaults(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Each documented option's default as shown: one value, or `method: value` where the
-    methods that take it differ (cpo_alpha is 1.0 for cpo, 0.0 for simpo)."""
-    from evalharness.trainers import losses
-
-    shown: dict[str, str] = {}
-    for name in sorted(losses.OPTIONS):
-        by_method = {
-            row["name"]: row["hyperparameters"][name]
-            for row in rows
-            if name in row["hyperparameters"]
-        }
-        if not by_method:
-            continue
-        values = {repr(value) for value in by_method.values()}
-        if len(values) == 1:
-            shown[name] = f"default {_shown_default(next(iter(by_method.values())))}"
-        else:
-            shown[name] = ", ".join(f"{m}: {_shown_default(v)}" for m, v in by_method.items())
-    return shown
-
-
-def _shown_default(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(str(v) for v in value) + "]"
-    return str(value)
-
-
-def cmd_pipeline(args: argparse.Namespace) -> int:
-    from evalharness.engine.pipeline import run_pipeline
-
-    report = run_pipeline(Path(args.config), progress=not args.quiet)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"trained: {report['trained']['out']} ({report['trained']['steps']} steps)")
-        print(f"base run {report['base_run']} · tuned run {report['tuned_run']}")
-        for warning in report["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        for check in report["gates"]:
-            verdict = "pass" if check["passed"] else "FAIL"
-            if check["reason"]:
-                print(f"  {verdict}  {check['metric']}: {check['reason']}")
-                continue
-            print(
-                f"  {verdict}  {check['metric']}: base {check['base']:.4f} -> tuned "
-                f"{check['tuned']:.4f} (worse by {check['worse_by']:+.4f}, allowed "
-                f"{check['max_drop']}; "
-                + (
-                    f"{check['test']} p={check['p_value']:.3g}, alpha {check['alpha']})"
-                    if check["p_value"] is not None
-                    else "no paired test)"
-                )
-            )
-    return 0 if report["passed"] else 1

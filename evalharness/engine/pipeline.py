@@ -278,7 +278,7 @@ def check_gates(store_path: Path, base_run: str, tuned_run: str, gates: list[Gat
 
 def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train, evaluate both models, check the gates; returns a report (`passed` says it all)."""
-    from evalharness.cli.train import check_method
+    from evalharness.engine.training import check_method, run_training
     from evalharness.trainers.config import TrainConfig
 
     config, lines = read_pipeline(path)
@@ -292,11 +292,7 @@ def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     )
     check_evaluate(path, config["evaluate"], lines)  # all checked before the (long) training
     method = check_method(train_config, locate, "train.")
-    if method.data_format == "prompt":
-        from evalharness.trainers.online import train_online as run_training
-    else:
-        from evalharness.trainers.loop import train as run_training
-    summary = run_training(train_config, progress=progress)
+    summary = run_training(method, train_config, progress=progress)
     tuned_spec = f"hf:{Path(train_config.out).resolve()}"
     base = evaluate(train_config.model, config["evaluate"], str(path))
     tuned = evaluate(tuned_spec, config["evaluate"], str(path))
