@@ -5,6 +5,8 @@ held-out log-likelihood of --heldout rows does not drop; linear: (1 - alpha) * f
 second (WiSE-FT).
 """
 
+# The merging itself is `trainers.merging`; this module reads the flags.
+
 from __future__ import annotations
 
 import argparse

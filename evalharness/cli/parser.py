@@ -94,7 +94,7 @@ _HEADLINE = re.compile(r"`evalharness (?P<name>[\w-]+)[^`]*`:\s+(?P<help>.*)", r
 
 
 def declarations(module: ModuleType) -> Iterator[tuple[str, AddArguments]]:
-    """Each command `module` declares: its docstring (the help) and the function adding flags."""
+    """The commands `module` declares, each as its docstring (the help) and its flags function."""
     subcommands = getattr(module, "SUBCOMMANDS", None)
     if subcommands is None:
         yield module.__doc__ or "", module.add_arguments

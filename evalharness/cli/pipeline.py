@@ -2,6 +2,8 @@
 metric regresses
 """
 
+# `engine.pipeline` holds the steps; the gate is `compare`'s.
+
 from __future__ import annotations
 
 import argparse

@@ -1,5 +1,7 @@
 """`evalharness runs`: list stored runs"""
 
+# One line per stored run (id, status, model, judge); the store is opened read-only.
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,8 @@ input order, with the id, logprob (summed over the continuation's tokens), n_tok
 lm-eval's loglikelihood numbers.
 """
 
+# The rows are scored by `engine.loglikelihood`; this module reads the flags.
+
 from __future__ import annotations
 
 import argparse

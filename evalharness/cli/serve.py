@@ -1,5 +1,6 @@
 """`evalharness serve`: OpenAI-compatible server for an hf: model"""
 
+# The server itself is `evalharness.serve`.
 # Everything that can be refused is checked before the model loads: the flags, the API key the
 # clients must send, whether the host is exposed without one, and whether the port can be bound.
 

@@ -1,5 +1,6 @@
 """`evalharness show RUN`: show a stored run"""
 
+# A stored run's summary, as `run` printed it, without running anything.
 # The store is opened read-only, so `show` works on a store that another process is writing or
 # that lives on a read-only file system.
 

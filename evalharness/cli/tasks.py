@@ -1,5 +1,7 @@
 """`evalharness tasks`: list available tasks"""
 
+# One line per task `run --tasks` accepts: its name and description (`tasks.registry`).
+
 from __future__ import annotations
 
 import argparse
