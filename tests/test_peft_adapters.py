@@ -108,11 +108,13 @@ def test_peft_flags_and_yaml_reach_peft_configs(tmp_path: Path) -> None:
     """`--peft-arg` values are YAML; `lora:` stays LoRA; `peft:` names a type and its fields."""
     import argparse
 
-    from evalharness.cli.train import add_parser as add_train_parsers
-    from evalharness.cli.train import config_from_args
+    from evalharness.cli.parser import add_command
+    from evalharness.cli.train import add_train_arguments, config_from_args
 
     parser = argparse.ArgumentParser()
-    add_train_parsers(parser.add_subparsers(dest="command"))
+    add_command(
+        parser.add_subparsers(dest="command"), add_train_arguments.__doc__, add_train_arguments
+    )
     base = ["train", "--method", "sft", "--model", "m", "--data", "d", "--out", "o"]
     args = parser.parse_args(
         [*base, "--peft", "ia3", "--peft-arg", "target_modules=[down_proj, up_proj]",

@@ -22,7 +22,8 @@ import pytest
 from browser import chromium, open_page, screenshot
 from report_stores import ALL_TASKS, UNKNOWN_TASK, XSS, build_store
 
-from evalharness.cli.report import add_parser as add_report_parser
+from evalharness.cli import report
+from evalharness.cli.parser import add_command
 from evalharness.cli.report import cmd_report
 from evalharness.errors import InputError
 from evalharness.reports import charts
@@ -42,7 +43,7 @@ def report_main(argv: Sequence[str]) -> int:
     if "report" in getattr(cli, "COMMANDS", {}):
         return cli.main(list(argv))
     parser = argparse.ArgumentParser(prog="evalharness")
-    add_report_parser(parser.add_subparsers(dest="command"))
+    add_command(parser.add_subparsers(dest="command"), report.__doc__, report.add_arguments)
     try:
         return cmd_report(parser.parse_args(list(argv)))
     except InputError as exc:

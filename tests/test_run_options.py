@@ -184,3 +184,11 @@ def test_misspelt_names_get_the_closest_one(
     assert code == 2
     (line,) = err.strip().splitlines()
     assert expect in line, line
+
+
+def test_parity_help_counts_the_prompts_it_runs() -> None:
+    """`parity`'s description is its module docstring, which states the number of prompts."""
+    from evalharness.cli import parity
+    from evalharness.engine.parity import PARITY_ITEMS
+
+    assert f"Runs {len(PARITY_ITEMS)} authored prompts" in " ".join(parity.__doc__.split())

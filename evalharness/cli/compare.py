@@ -1,4 +1,11 @@
-"""`evalharness compare RUN_A RUN_B`: paired comparison of two stored runs, and a CI gate."""
+"""`evalharness compare RUN_A RUN_B`: paired comparison of two runs (A = baseline, B = candidate);
+exit 1 on regression
+
+Deltas are B - A on the samples both runs scored, with paired tests (McNemar for 0/1 outcomes,
+Wilcoxon signed-rank for ratings and numbers) and a bootstrap CI that resamples whole samples. With
+--fail-if-worse, exits 1 when a gated metric (each task's headline metrics, or --metrics) is worse
+in B by more than DELTA and the paired test is significant at --alpha.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +19,13 @@ from evalharness.errors import InputError
 SHOWN_SAMPLE_DIFFS = 5
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `compare` subcommand to an argparse subparsers object."""
-    compare = commands.add_parser(
-        "compare",
-        help="paired comparison of two runs (A = baseline, B = candidate); exit 1 on regression",
-        description="Deltas are B - A on the samples both runs scored, with paired tests "
-        "(McNemar for 0/1 outcomes, Wilcoxon signed-rank for ratings and numbers) and a "
-        "bootstrap CI that resamples whole samples. With --fail-if-worse, exits 1 when a gated "
-        "metric (each task's headline metrics, or --metrics) is worse in B by more than DELTA "
-        "and the paired test is significant at --alpha.",
-    )
-    compare.add_argument("run_a", help="baseline run: id, unique prefix or 'latest'")
-    compare.add_argument("run_b", help="candidate run: id, unique prefix or 'latest'")
-    compare.add_argument("--store", default=None, help="run store (SQLite) path")
-    compare.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    compare.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness compare`."""
+    parser.add_argument("run_a", help="baseline run: id, unique prefix or 'latest'")
+    parser.add_argument("run_b", help="candidate run: id, unique prefix or 'latest'")
+    parser.add_argument("--store", default=None, help="run store (SQLite) path")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument(
         "--fail-if-worse",
         type=float,
         default=None,
@@ -35,18 +33,18 @@ def add_parser(commands: Any) -> None:
         help="exit 1 when a gated metric is significantly worse by more than DELTA "
         "(in the metric's own units: MT-Bench points, win-rate percent, rates 0-1)",
     )
-    compare.add_argument(
+    parser.add_argument(
         "--metrics",
         default=None,
         help="gated metrics, comma-separated TASK.METRIC (default: each task's headline ones)",
     )
-    compare.add_argument(
+    parser.add_argument(
         "--seed",
         type=int,
         default=0,
         help="ignored, kept for older scripts: nothing in a comparison is random",
     )
-    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

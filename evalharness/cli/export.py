@@ -1,33 +1,29 @@
-"""`evalharness export RUN`: a stored run as FastChat MT-Bench or AlpacaEval files.
+"""`evalharness export RUN`: write a stored run as FastChat MT-Bench or AlpacaEval files
 
-What is written, and why, is `formats.export`'s docstring.
+fastchat: DIR/model_answer/MODEL.jsonl (+ model_judgment/JUDGE_single.jsonl when judged) from an
+mt_bench run; alpaca-eval: DIR/model_outputs.json (+ annotations.json when judged) from an
+alpaca_eval run.
 """
+
+# What is written, and why, is `formats.export`'s docstring.
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 from evalharness.formats.export import FORMATS
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `export` subcommand to an argparse subparsers object."""
-    export = commands.add_parser(
-        "export",
-        help="write a stored run as FastChat MT-Bench or AlpacaEval files",
-        description="fastchat: DIR/model_answer/MODEL.jsonl (+ model_judgment/JUDGE_single.jsonl"
-        " when judged) from an mt_bench run; alpaca-eval: DIR/model_outputs.json (+ "
-        "annotations.json when judged) from an alpaca_eval run.",
-    )
-    export.add_argument("run_id", help="run id, a unique prefix of one, or 'latest'")
-    export.add_argument("--format", required=True, choices=sorted(FORMATS))
-    export.add_argument("--out", required=True, help="output directory")
-    export.add_argument("--name", default=None, help="model name (default: from the run)")
-    export.add_argument("--store", default=None, help="run store (SQLite) path")
-    export.add_argument("--json", action="store_true", help="print the written paths as JSON")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness export`."""
+    parser.add_argument("run_id", help="run id, a unique prefix of one, or 'latest'")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--name", default=None, help="model name (default: from the run)")
+    parser.add_argument("--store", default=None, help="run store (SQLite) path")
+    parser.add_argument("--json", action="store_true", help="print the written paths as JSON")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,14 +1,17 @@
-"""`evalharness import`: create a run from outputs (and verdicts) produced elsewhere.
+"""`evalharness import`: create a run from outputs (and verdicts) produced elsewhere
 
-The module is `import_` because `import` is a Python keyword. The flags are checked here; the
-files are read by `formats.alpaca_eval_import` and `formats.mt_bench_import`, whose plan runs
-through the same `execute` as `evalharness run`.
+alpaca-eval: read AlpacaEval model_outputs.json, and its annotations when given (no judge call is
+made); or judge the outputs with --judge. mt-bench: read FastChat model_answer/X.jsonl, and its
+ratings from --judgments, or judge with --judge.
 """
+
+# The module is `import_` because `import` is a Python keyword. The flags are checked here; the
+# files are read by `formats.alpaca_eval_import` and `formats.mt_bench_import`, whose plan runs
+# through the same `execute` as `evalharness run`.
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from evalharness.backends.devices import DEVICE_HELP
 from evalharness.cli.options import add_judge_options, add_output_options
@@ -37,48 +40,41 @@ PLAN_FLAGS = {
 ALPACA_EVAL_ONLY = ("outputs", "annotations", "calibration", "difficulty")
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `import` subcommand to an argparse subparsers object."""
-    importer = commands.add_parser(
-        "import",
-        help="create a run from outputs (and verdicts) produced elsewhere",
-        description="alpaca-eval: read AlpacaEval model_outputs.json, and its annotations when "
-        "given (no judge call is made); or judge the outputs with --judge. mt-bench: read "
-        "FastChat model_answer/X.jsonl, and its ratings from --judgments, or judge with --judge.",
-    )
-    importer.add_argument("format", choices=["alpaca-eval", "mt-bench"])
-    importer.add_argument("--outputs", default=None, help="model_outputs.json (or JSONL)")
-    importer.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness import`."""
+    parser.add_argument("format", choices=["alpaca-eval", "mt-bench"])
+    parser.add_argument("--outputs", default=None, help="model_outputs.json (or JSONL)")
+    parser.add_argument(
         "--annotations", default=None, help="AlpacaEval annotations.json for these outputs"
     )
-    importer.add_argument("--name", default=None, help="model name (default: the generator)")
-    importer.add_argument(
+    parser.add_argument("--name", default=None, help="model name (default: the generator)")
+    parser.add_argument(
         "--reference",
         default=None,
         help="reference outputs (model_outputs format; default: the annotations' output_1, "
         "else the hub set)",
     )
-    importer.add_argument(
+    parser.add_argument(
         "--calibration",
         default=None,
         help="AlpacaEval's df_gamed.csv for length_controlled_winrate (default: the Hugging Face "
         "cache of tatsu-lab/alpaca_eval; 'none': skip it)",
     )
     # Replaced by --calibration; still parsed so that the task can say so in one line.
-    importer.add_argument("--difficulty", default=None, help=argparse.SUPPRESS)
-    importer.add_argument(
+    parser.add_argument("--difficulty", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
         "--allow-mismatch",
         action="store_true",
         help="import even when annotations judged a different output_2 than --outputs holds "
         "(those rows count as failures; default: refuse)",
     )
-    add_mt_bench_options(importer)
-    add_judge_options(importer)
-    importer.add_argument(
+    add_mt_bench_options(parser)
+    add_judge_options(parser)
+    parser.add_argument(
         "--device", default=None, help=f"where a local --judge runs: {DEVICE_HELP}; default auto"
     )
-    importer.add_argument("--seed", type=int, default=0)
-    add_output_options(importer)
+    parser.add_argument("--seed", type=int, default=0)
+    add_output_options(parser)
 
 
 def add_mt_bench_options(importer: argparse.ArgumentParser) -> None:

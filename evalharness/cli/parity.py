@@ -1,50 +1,47 @@
-"""`evalharness parity --a SPEC --b SPEC`: greedy text and log-prob agreement of two backends."""
+"""`evalharness parity --a SPEC --b SPEC`: compare two backends of one model: greedy answers and
+continuation log-probs
+
+Runs 12 authored prompts through both backends (greedy generation, then the log-prob of a fixed
+continuation after each prompt) and reports the share of identical greedy answers and the largest
+log-prob difference. Exit 1 when an answer differs or a difference exceeds --tolerance.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from evalharness.backends.devices import DEVICE_HELP
 from evalharness.backends.spec import parse_model_spec
-from evalharness.engine.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE, PARITY_ITEMS
+from evalharness.engine.parity import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TOLERANCE
 from evalharness.errors import InputError
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `parity` subcommand to an argparse subparsers object."""
-    parity = commands.add_parser(
-        "parity",
-        help="compare two backends of one model: greedy answers and continuation log-probs",
-        description=f"Runs {len(PARITY_ITEMS)} authored prompts through both backends (greedy "
-        "generation, then the log-prob of a fixed continuation after each prompt) and reports "
-        "the share of identical greedy answers and the largest log-prob difference. Exit 1 "
-        "when an answer differs or a difference exceeds --tolerance.",
-    )
-    parity.add_argument("--a", required=True, help="first backend, e.g. hf:PATH")
-    parity.add_argument("--b", required=True, help="second backend, e.g. vllm:PATH")
-    parity.add_argument("--limit", type=int, default=None, help="first N prompts only")
-    parity.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness parity`."""
+    parser.add_argument("--a", required=True, help="first backend, e.g. hf:PATH")
+    parser.add_argument("--b", required=True, help="second backend, e.g. vllm:PATH")
+    parser.add_argument("--limit", type=int, default=None, help="first N prompts only")
+    parser.add_argument(
         "--tolerance",
         type=float,
         default=DEFAULT_TOLERANCE,
         help=f"largest |log p_A - log p_B| per continuation, in nats ({DEFAULT_TOLERANCE})",
     )
-    parity.add_argument(
+    parser.add_argument(
         "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, help="greedy answer length"
     )
-    parity.add_argument(
+    parser.add_argument(
         "--dtype",
         default=None,
         help="both backends: auto (default: the checkpoint's dtype on a GPU, float32 on the "
         "CPU), float32, bfloat16, float16",
     )
-    parity.add_argument(
+    parser.add_argument(
         "--device", default=None, help=f"both backends: where they run ({DEVICE_HELP})"
     )
-    parity.add_argument("--max-model-len", type=int, default=None, help="vllm: context cap")
-    parity.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--max-model-len", type=int, default=None, help="vllm: context cap")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def cmd_parity(args: argparse.Namespace) -> int:

@@ -1,5 +1,8 @@
-"""`evalharness pipeline CONFIG.yaml`: train, evaluate the result and its base, gate on
-`compare`; exit 1 when a gated metric regresses (`engine.pipeline` holds the steps)."""
+"""`evalharness pipeline CONFIG.yaml`: train, evaluate the result and its base, exit 1 if a gated
+metric regresses
+"""
+
+# `engine.pipeline` holds the steps; the gate is `compare`'s.
 
 from __future__ import annotations
 
@@ -7,18 +10,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `pipeline` subcommand to an argparse subparsers object."""
-    pipeline = commands.add_parser(
-        "pipeline",
-        help="train, evaluate the result and its base, exit 1 if a gated metric regresses",
-    )
-    pipeline.add_argument("config", help="YAML with train, evaluate and gate sections")
-    pipeline.add_argument("--json", action="store_true")
-    pipeline.add_argument("--quiet", action="store_true", help="no progress bar")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness pipeline`."""
+    parser.add_argument("config", help="YAML with train, evaluate and gate sections")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

@@ -1,8 +1,12 @@
-"""`evalharness report`: a static HTML site (leaderboard, task, run, sample and compare pages).
+"""`evalharness report`: write a static HTML report of stored runs (opens offline from file://)
 
-The site opens from file:// with no network: charts are inline SVG, sample data are script
-files loaded on demand. See `evalharness.reports.site` for how it is written.
+Leaderboard, a page per task with charts, a provenance page per run, searchable per-sample pages and
+a run-versus-run comparison page, as a directory of static files that needs no server and no
+network.
 """
+
+# The site opens from file:// with no network: charts are inline SVG, sample data are script
+# files loaded on demand. See `evalharness.reports.site` for how it is written.
 
 from __future__ import annotations
 
@@ -14,25 +18,18 @@ from typing import Any
 from evalharness.store.paths import default_store_path
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `report` subcommand to an argparse subparsers object."""
-    report = commands.add_parser(
-        "report",
-        help="write a static HTML report of stored runs (opens offline from file://)",
-        description="Leaderboard, a page per task with charts, a provenance page per run, "
-        "searchable per-sample pages and a run-versus-run comparison page, as a directory of "
-        "static files that needs no server and no network.",
-    )
-    report.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness report`."""
+    parser.add_argument(
         "--store", default=None, help=f"run store (default: {default_store_path()})"
     )
-    report.add_argument(
+    parser.add_argument(
         "--runs",
         default=None,
         help="comma-separated runs to include: ids, prefixes or 'latest' (default: all)",
     )
-    report.add_argument("--out", required=True, help="output directory (created or replaced)")
-    report.add_argument("--json", action="store_true", help="print a JSON summary of the build")
+    parser.add_argument("--out", required=True, help="output directory (created or replaced)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary of the build")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,9 +1,13 @@
-"""`evalharness run`: evaluate a model on tasks, store the run and print its summary.
+"""`evalharness run`: evaluate a model (no arguments: the offline suite on the built-in model)
 
-The flags become a model spec, task names and per-task options; `evalharness.evaluate` does the
-work. `execute` (the call and the printed summary) is shared with `import`, whose runs are the
-same kind of run made from outputs produced elsewhere.
+Without arguments: every task on its authored data with SmolLM2-135M; MT-Bench and AlpacaEval judged
+by the model itself through its own probabilities (a pipeline demonstration, not a meaningful
+judge), safety by refusal rules.
 """
+
+# The flags become a model spec, task names and per-task options; `evalharness.evaluate` does the
+# work. `execute` (the call and the printed summary) is shared with `import`, whose runs are the
+# same kind of run made from outputs produced elsewhere.
 
 from __future__ import annotations
 
@@ -27,45 +31,38 @@ from evalharness.errors import InputError
 DEFAULT_TASKS = list(DEFAULT_TASK_OPTIONS)
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `run` subcommand to an argparse subparsers object."""
-    run = commands.add_parser(
-        "run",
-        help="evaluate a model (no arguments: the offline suite on the built-in model)",
-        description="Without arguments: every task on its authored data with SmolLM2-135M; "
-        "MT-Bench and AlpacaEval judged by the model itself through its own probabilities (a "
-        "pipeline demonstration, not a meaningful judge), safety by refusal rules.",
-    )
-    add_model_options(run)
-    run.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness run`."""
+    add_model_options(parser)
+    parser.add_argument(
         "--tasks",
         default=None,
         help=f"comma-separated task names (default: the offline suite {','.join(DEFAULT_TASKS)})",
     )
-    run.add_argument(
+    parser.add_argument(
         "--task-arg",
         action="append",
         default=[],
         metavar="TASK.KEY=VALUE",
         help="task option, e.g. mt_bench.data=PATH (repeatable)",
     )
-    add_judge_options(run)
-    run.add_argument(
+    add_judge_options(parser)
+    parser.add_argument(
         "--mode", default=None, help="single or pairwise (tasks that compare with a baseline)"
     )
-    run.add_argument(
+    parser.add_argument(
         "--baseline", default=None, help="pairwise baseline: a stored run id or a model spec"
     )
-    run.add_argument(
+    parser.add_argument(
         "--num-fewshot",
         type=int,
         default=None,
         metavar="N",
         help="few-shot examples for lm-eval task YAMLs in --tasks (as lm_eval --num_fewshot)",
     )
-    run.add_argument("--limit", type=int, default=None, help="at most N samples per task")
-    run.add_argument("--seed", type=int, default=0)
-    add_output_options(run)
+    parser.add_argument("--limit", type=int, default=None, help="at most N samples per task")
+    parser.add_argument("--seed", type=int, default=0)
+    add_output_options(parser)
 
 
 def parse_task_args(pairs: Sequence[str]) -> dict[str, dict[str, str]]:

@@ -1,15 +1,15 @@
-"""`evalharness runs`: one line per stored run (id, status, model, judge), read-only."""
+"""`evalharness runs`: list stored runs"""
+
+# One line per stored run (id, status, model, judge); the store is opened read-only.
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `runs` subcommand to an argparse subparsers object."""
-    runs = commands.add_parser("runs", help="list stored runs")
-    runs.add_argument("--store", default=None)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness runs`."""
+    parser.add_argument("--store", default=None)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -1,34 +1,32 @@
-"""`evalharness serve`: an OpenAI-compatible HTTP server for an hf: model (`evalharness.serve`).
+"""`evalharness serve`: OpenAI-compatible server for an hf: model"""
 
-Everything that can be refused is checked before the model loads: the flags, the API key the
-clients must send, whether the host is exposed without one, and whether the port can be bound.
-"""
+# The server itself is `evalharness.serve`.
+# Everything that can be refused is checked before the model loads: the flags, the API key the
+# clients must send, whether the host is exposed without one, and whether the port can be bound.
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any
 
 from evalharness.cli.options import add_model_options, model_spec
 from evalharness.errors import InputError
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `serve` subcommand to an argparse subparsers object."""
-    serve = commands.add_parser("serve", help="OpenAI-compatible server for an hf: model")
-    add_model_options(serve)
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--served-name", default=None, help="model name clients use")
-    serve.add_argument(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness serve`."""
+    add_model_options(parser)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--served-name", default=None, help="model name clients use")
+    parser.add_argument(
         "--max-batch",
         type=int,
         default=32,
         help="most rows (prompts x choices) of waiting requests run in one batch (default 32)",
     )
-    serve.add_argument(
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="serve a non-loopback --host without --api-key-env (anyone reaching it can use it)",

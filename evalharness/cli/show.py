@@ -1,22 +1,20 @@
-"""`evalharness show RUN`: a stored run's summary, as `run` printed it, without running anything.
+"""`evalharness show RUN`: show a stored run"""
 
-The store is opened read-only, so `show` works on a store that another process is writing or
-that lives on a read-only file system.
-"""
+# A stored run's summary, as `run` printed it, without running anything.
+# The store is opened read-only, so `show` works on a store that another process is writing or
+# that lives on a read-only file system.
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `show` subcommand to an argparse subparsers object."""
-    show = commands.add_parser("show", help="show a stored run")
-    show.add_argument("run_id", help="run id, a unique prefix of one, or 'latest'")
-    show.add_argument("--store", default=None)
-    show.add_argument("--json", action="store_true")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `evalharness show`."""
+    parser.add_argument("run_id", help="run id, a unique prefix of one, or 'latest'")
+    parser.add_argument("--store", default=None)
+    parser.add_argument("--json", action="store_true")
 
 
 def cmd_show(args: argparse.Namespace) -> int:

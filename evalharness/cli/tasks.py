@@ -1,14 +1,14 @@
-"""`evalharness tasks`: list the tasks `run --tasks` accepts, with one line on each."""
+"""`evalharness tasks`: list available tasks"""
+
+# One line per task `run --tasks` accepts: its name and description (`tasks.registry`).
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `tasks` subcommand to an argparse subparsers object."""
-    commands.add_parser("tasks", help="list available tasks")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`evalharness tasks` takes no flags."""
 
 
 def cmd_tasks(_: argparse.Namespace) -> int:

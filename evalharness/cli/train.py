@@ -50,13 +50,11 @@ FLAG_FIELDS = {
 }
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `train` and `methods` subcommands to an argparse subparsers object."""
-    train = commands.add_parser(
-        "train",
-        help="train a model with any alignment method (see `evalharness methods`)",
-        description="One loop for every method; the result is a checkpoint `hf:OUT` evaluates.",
-    )
+def add_train_arguments(train: argparse.ArgumentParser) -> None:
+    """`evalharness train`: train a model with any alignment method (see `evalharness methods`)
+
+    One loop for every method; the result is a checkpoint `hf:OUT` evaluates.
+    """
     train.add_argument("--config", help="YAML file of settings (flags override it)")
     train.add_argument("--method", help="loss name, e.g. sft, dpo, kto, simpo, grpo")
     train.add_argument("--model", help="starting model spec (hf:DIR, hub id, smollm2)")
@@ -132,8 +130,14 @@ def add_parser(commands: Any) -> None:
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    methods = commands.add_parser("methods", help="list training methods and their data")
+
+def add_methods_arguments(methods: argparse.ArgumentParser) -> None:
+    """`evalharness methods`: list training methods and their data"""
     methods.add_argument("--json", action="store_true")
+
+
+#: The commands this module declares, in the order `evalharness --help` lists them.
+SUBCOMMANDS = (add_train_arguments, add_methods_arguments)
 
 
 def parse_loss_args(pairs: list[str]) -> dict[str, str]:

@@ -15,11 +15,8 @@ from typing import Any
 from evalharness.backends.devices import DEVICE_HELP
 
 
-def add_parser(commands: Any) -> None:
-    """Add the `drift`, `judge` and `agreement` subcommands to an argparse subparsers object."""
-    drift = commands.add_parser(
-        "drift", help="safety drift of a fine-tune against its base (driftcaps runs)"
-    )
+def add_drift_arguments(drift: argparse.ArgumentParser) -> None:
+    """`evalharness drift`: safety drift of a fine-tune against its base (driftcaps runs)"""
     drift.add_argument("--base", required=True, help="run id of the base model")
     drift.add_argument("--tuned", required=True, help="run id of the fine-tuned model")
     drift.add_argument(
@@ -29,9 +26,9 @@ def add_parser(commands: Any) -> None:
     drift.add_argument("--store", default=None)
     drift.add_argument("--json", action="store_true")
 
-    judge = commands.add_parser(
-        "judge", help="judge completions produced elsewhere (refusal verdicts)"
-    )
+
+def add_judge_arguments(judge: argparse.ArgumentParser) -> None:
+    """`evalharness judge`: judge completions produced elsewhere (refusal verdicts)"""
     judge.add_argument(
         "--judge",
         required=True,
@@ -49,16 +46,20 @@ def add_parser(commands: Any) -> None:
     )
     judge.add_argument("--json", action="store_true", help="one JSON object per row")
 
-    agree = commands.add_parser(
-        "agreement",
-        help="agreement between two runs' judges, or a run's judge and human labels",
-    )
+
+def add_agreement_arguments(agree: argparse.ArgumentParser) -> None:
+    """`evalharness agreement`: agreement between two runs' judges, or a run's judge and human
+    labels"""
     agree.add_argument("run_a", help="run id (or prefix)")
     agree.add_argument("run_b", nargs="?", default=None, help="second run id")
     agree.add_argument("--labels", default=None, help="JSONL/CSV: sample_id, slot, label")
     agree.add_argument("--task", default=None, help="task (default: the only one in run_a)")
     agree.add_argument("--store", default=None)
     agree.add_argument("--json", action="store_true")
+
+
+#: The commands this module declares, in the order `evalharness --help` lists them.
+SUBCOMMANDS = (add_drift_arguments, add_judge_arguments, add_agreement_arguments)
 
 
 def open_store(path: str | None):  # noqa: ANN201 - RunStore, imported lazily
