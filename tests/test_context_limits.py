@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli, run_json, write_lines
+from cli_helpers import run_cli, run_json, task_run_args, write_lines
 from cli_helpers import tiny_run_args as tiny_args
 
 from evalharness.backends import load_backend
@@ -169,12 +169,11 @@ def test_run_counts_truncated_prompts_warns_and_show_and_the_cache_keep_it(
 def test_liconbench_prompts_longer_than_the_context_are_counted(
     short_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_json(
-        capsys, "run", "--model", f"hf:{short_model}", "--tasks", "liconbench",
-        "--task-arg", "liconbench.dataset=synthetic", "--task-arg", "liconbench.rounds=1",
-        "--task-arg", "liconbench.max_new_tokens=8", "--limit", "2",
-        "--store", str(tmp_path / "runs.sqlite"),
+    args = task_run_args(
+        short_model, tmp_path / "runs.sqlite", "liconbench", "--limit", "2",
+        dataset="synthetic", rounds=1, max_new_tokens=8,
     )  # fmt: skip
+    result = run_json(capsys, *args)
     entry = result["tasks"]["liconbench"]
     assert entry["counts"][TRUNCATED_COUNT] == 2
     assert 0.0 <= entry["metrics"]["round_1"] <= 1.0

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli, run_json
+from cli_helpers import run_cli, run_json, task_run_args
 from conftest import shared_data
 from scipy.stats import binomtest
 
@@ -286,11 +286,12 @@ def test_llm_and_classifier_refusal_judges(
 def test_driftcaps_runs_on_a_local_model(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = run_json(
-        capsys, "run", "--model", f"hf:{tiny_model_dir}", "--tasks", "driftcaps",
-        "--task-arg", "driftcaps.data=builtin", "--task-arg", "driftcaps.max_new_tokens=8",
-        "--limit", "4", "--judge", "refusal-rules", "--store", str(tmp_path / "s.sqlite"),
+    store = tmp_path / "s.sqlite"
+    args = task_run_args(
+        tiny_model_dir, store, "driftcaps", "--limit", "4", "--judge", "refusal-rules",
+        data="builtin", max_new_tokens=8,
     )  # fmt: skip
+    result = run_json(capsys, *args)
     entry = result["tasks"]["driftcaps"]
     assert entry["counts"] == {"unsafe": 2, "safe": 2}  # --limit keeps both kinds
     assert 0.0 <= entry["metrics"]["balanced_safety_accuracy"] <= 1.0

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import free_port, run_cli, run_json, spawn_cli, write_lines
+from cli_helpers import free_port, run_cli, run_json, spawn_cli, wait_until_healthy, write_lines
 
 
 @pytest.mark.slow
@@ -60,15 +59,7 @@ def serving(model_dir: Path, *extra: str) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise AssertionError(process.stderr.read() if process.stderr else "serve exited")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+        wait_until_healthy(process, url)
         yield f"{url}/v1"
     finally:
         process.terminate()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli, run_json
+from cli_helpers import run_cli, run_json, tiny_run_args
 from test_alpaca_eval import make_model, reference_rows
 
 from evalharness.store.run_store import RunStore
@@ -196,11 +196,9 @@ def test_export_of_a_generated_run_names_and_dates_its_answers(
     tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No file to give them back from: the model's name, the run's time, distinct answer ids."""
-    run = run_json(
-        capsys, "run", "--model", f"hf:{tiny_model_dir}", "--tasks", "mt_bench",
-        "--task-arg", "mt_bench.data=builtin", "--task-arg", "mt_bench.max_new_tokens=4",
-        "--limit", "2", "--judge", f"hf:{tiny_model_dir}",
-    )  # fmt: skip
+    judge = f"hf:{tiny_model_dir}"
+    args = tiny_run_args(tiny_model_dir, None, "--limit", "2", "--judge", judge, max_new_tokens=4)
+    run = run_json(capsys, *args)
     out = tmp_path / "exported"
     run_json(capsys, "export", run["run_id"], "--format", "fastchat", "--out", str(out))
     (answer_file,) = (out / "model_answer").glob("*.jsonl")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_json
+from cli_helpers import run_json, task_run_args
 from conftest import shared_data
 from scipy.stats import binomtest
 
@@ -479,11 +479,10 @@ def test_end_to_end_curve_on_the_tiny_model(
 ) -> None:
     from transformers import AutoTokenizer
 
-    args = [
-        "run", "--model", f"hf:{tiny_model_dir}", "--tasks", "liconbench",
-        "--task-arg", "liconbench.dataset=synthetic", "--task-arg", "liconbench.rounds=1,2",
-        "--limit", "4", "--store", str(tmp_path / "runs.sqlite"),
-    ]  # fmt: skip
+    store = tmp_path / "runs.sqlite"
+    args = task_run_args(
+        tiny_model_dir, store, "liconbench", "--limit", "4", dataset="synthetic", rounds="1,2"
+    )
     first = run_json(capsys, *args)
     entry = first["tasks"]["liconbench"]
     metrics = entry["metrics"]

@@ -568,14 +568,6 @@ def grpo_reference(
     return np.array(rows)
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_grpo_matches_trl(beta: float) -> None:
-    data = online_batch(seed=16)
-    inputs = {key: tensor(value) for key, value in data.items()}
-    actual = online.grpo(**inputs, group_size=4, epsilon=0.2, beta=beta)
-    assert_close(actual, grpo_reference(data, 4, 0.2, beta))
-
-
 @pytest.mark.parametrize("loss", [online.grpo, online.rloo])
 def test_online_rewards_follow_the_log_probs_device_and_dtype(loss) -> None:
     """The loop hands the judge's rewards over as CPU float32 while the log-probs live on the
@@ -622,12 +614,21 @@ def rloo_reference(
     return np.array(rows)
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.05])
-def test_rloo_matches_trl(beta: float) -> None:
-    data = online_batch(seed=18)
+@pytest.mark.parametrize(
+    ("loss", "reference", "seed", "beta"),
+    [
+        (online.grpo, grpo_reference, 16, 0.0),
+        (online.grpo, grpo_reference, 16, 0.04),
+        (online.rloo, rloo_reference, 18, 0.0),
+        (online.rloo, rloo_reference, 18, 0.05),
+    ],
+    ids=["grpo-0.0", "grpo-0.04", "rloo-0.0", "rloo-0.05"],
+)
+def test_online_losses_match_trl(loss, reference, seed: int, beta: float) -> None:
+    data = online_batch(seed=seed)
     inputs = {key: tensor(value) for key, value in data.items()}
-    actual = online.rloo(**inputs, group_size=4, epsilon=0.2, beta=beta)
-    assert_close(actual, rloo_reference(data, 4, 0.2, beta))
+    actual = loss(**inputs, group_size=4, epsilon=0.2, beta=beta)
+    assert_close(actual, reference(data, 4, 0.2, beta))
 
 
 def test_rloo_advantages_sum_to_zero_per_group() -> None:

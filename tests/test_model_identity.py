@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import run_cli, task_flags
 from tiny_models import build_tiny_classifier, build_tiny_reward_model
 
 from evalharness.backends.hf import HFBackend
@@ -26,16 +26,7 @@ from evalharness.backends.vllm import VLLMBackend
 from evalharness.store import hashing
 from evalharness.store.run_store import RunStore
 
-DRIFTCAPS = [
-    "--tasks",
-    "driftcaps",
-    "--task-arg",
-    "driftcaps.data=builtin",
-    "--task-arg",
-    "driftcaps.max_new_tokens=4",
-    "--limit",
-    "1",
-]
+DRIFTCAPS = [*task_flags("driftcaps", data="builtin", max_new_tokens=4), "--limit", "1"]
 
 
 def edit_json(path: Path, **changes: Any) -> None:

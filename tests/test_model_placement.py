@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from cli_helpers import cli_env, run_cli, run_json, tiny_run_args
+from cli_helpers import cli_env, pipeline_error, run_cli, run_json, task_flags, tiny_run_args
 from tiny_models import build_tiny_classifier, build_tiny_reward_model, tiny_config
 
 from evalharness.backends.hf import HFBackend
@@ -29,16 +29,7 @@ from evalharness.backends.vllm import VLLMBackend
 from evalharness.errors import InputError
 from evalharness.store.run_store import RunStore
 
-DRIFTCAPS = [
-    "--tasks",
-    "driftcaps",
-    "--task-arg",
-    "driftcaps.data=builtin",
-    "--task-arg",
-    "driftcaps.max_new_tokens=6",
-    "--limit",
-    "4",
-]
+DRIFTCAPS = [*task_flags("driftcaps", data="builtin", max_new_tokens=6), "--limit", "4"]
 
 
 def pretend_cuda(monkeypatch: pytest.MonkeyPatch, count: int = 2) -> None:
@@ -385,15 +376,7 @@ def test_a_pipeline_checks_the_evaluate_device_before_training(
 ) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        "train: {method: sft, model: hf:placeholder, data: rows.jsonl, out: runs/sft}\n"
-        f"evaluate: {{tasks: [driftcaps], {keys}}}\n"
-        "gate:\n  - {metric: driftcaps.balanced_safety_accuracy, max_drop: 0.05}\n"
-    )
-    code, _, err = run_cli(capsys, "pipeline", str(config))
-    assert code == 2
-    (message,) = err.strip().splitlines()
+    config, message = pipeline_error(tmp_path, capsys, f"evaluate: {{tasks: [driftcaps], {keys}}}")
     assert message.startswith(f"evalharness: error: {config}:2: {expect}"), message
 
 

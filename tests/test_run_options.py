@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli, run_json, tiny_run_args
+from cli_helpers import pipeline_error, run_cli, run_json, tiny_run_args
 
 from evalharness.errors import InputError
 from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
@@ -77,15 +77,7 @@ def test_the_python_api_checks_the_same_bounds(
 def test_a_pipeline_config_checks_the_bounds_before_training(
     line: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "pipeline.yaml"
-    config.write_text(
-        "train: {method: sft, model: hf:placeholder, data: rows.jsonl, out: runs/sft}\n"
-        f"{line}\n"
-        "gate:\n  - {metric: driftcaps.balanced_safety_accuracy, max_drop: 0.05}\n"
-    )
-    code, _, err = run_cli(capsys, "pipeline", str(config))
-    assert code == 2
-    (message,) = err.strip().splitlines()
+    config, message = pipeline_error(tmp_path, capsys, line)
     assert message.startswith(f"evalharness: error: {config}:2: {expect}"), message
 
 

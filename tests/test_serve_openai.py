@@ -10,7 +10,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import torch
-from cli_helpers import free_port, run_cli, spawn_cli, write_lines
+from cli_helpers import free_port, run_cli, spawn_cli, wait_until_healthy, write_lines
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from local_server import loaded_backend, running_server
@@ -582,7 +581,7 @@ def test_a_signal_stops_serve_during_a_long_generation(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(process, url)
+        wait_until_healthy(process, url)
         generating = threading.Event()
         events: list[dict[str, Any]] = []
         body = {"model": MODEL, "messages": CHAT, "max_tokens": 4000, "temperature": 0}
@@ -621,17 +620,3 @@ STOP_BOUND_S = 30
 
 #: A chat whose greedy answer on the tiny model runs to any length (no EOS).
 CHAT = [{"role": "user", "content": "Explain why the river is long."}]
-
-
-def _wait_until_healthy(process: subprocess.Popen[str], url: str) -> None:
-    """Poll /health until the server answers (it listens only once the model is loaded)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(process.stderr.read() if process.stderr else "serve exited")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("serve did not become healthy")
