@@ -83,8 +83,7 @@ class Results:
     @property
     def ci_method(self) -> dict[str, dict[str, str]]:
         """How each interval in `ci` was made: a name in `evalharness.stats.intervals.CI_METHODS`
-        (absent
-        for runs stored before it was recorded)."""
+        (absent for runs stored before it was recorded)."""
         return {name: entry.get("ci_method", {}) for name, entry in self.raw["tasks"].items()}
 
     @property

@@ -6,8 +6,8 @@ written) by `evalharness.evaluate`, and the task metrics go to the trainer's own
 is also a stored run, so `evalharness show/compare/report` work on it afterwards. Under DDP only
 the main process evaluates, as the trainer's own logging does. The model is evaluated on its own
 device, and its weights are hashed there for the cache key
-(`evalharness.store.weights_fingerprint`):
-no copy of the model comes to the host at each evaluation.
+(`evalharness.store.weights_fingerprint`): no copy of the model comes to the host at each
+evaluation.
 """
 
 from __future__ import annotations

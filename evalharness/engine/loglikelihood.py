@@ -4,7 +4,8 @@ The numbers are lm-eval's `loglikelihood` ones (summed log-probability of the co
 tokens, and whether every one of them is the model's argmax). The backend does the tokenisation
 split and the batching; this module feeds it rows in calls big enough to batch well and writes
 the results back in input order as they come. A row too long for the model's context is
-left-truncated as lm-eval does and says `"truncated": true`.
+left-truncated as lm-eval does and says `"truncated": true`. The rows read and the lines written
+are `formats.score_rows`'. (A run's task scores are another thing: `scoring`.)
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Scores: each sample scored from its answers and verdicts, then aggregated per task.
+"""A run's last step: each sample scored from its answers and verdicts, then aggregated per task.
 
 Per-sample scores are stored so reports and paired comparisons can go back to every sample;
 the task's aggregate (metrics, intervals, counts) is what `run` prints. The count of samples
 whose input was cut to fit a context is added here, from the answers and verdicts themselves,
 so every task reports it the same way without knowing about it.
+
+Not `evalharness score` (the log-likelihoods of given continuations): that is `loglikelihood`.
 """
 
 from __future__ import annotations

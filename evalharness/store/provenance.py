@@ -35,8 +35,7 @@ def collect(
     """`model_records`: `Backend.recorded_metadata()`, kept only when there is any.
     `devices`: where the model (and a local judge) ran: device, resolved dtype, device map and
     card (`evalharness.backends.devices.describe`). Not part of the identity: the same run on
-    another
-    card has the same id, and this says which card answered last."""
+    another card has the same id, and this says which card answered last."""
     collected = {
         "packages": package_versions(),
         "python": sys.version.split()[0],
