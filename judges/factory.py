@@ -22,7 +22,7 @@ from evalharness.errors import InputError, closest_name, did_you_mean
 from .annotations import AnnotationsJudge
 from .base import Judge
 from .classifier import ClassifierJudge
-from .llm import MODES, LLMJudge
+from .llm import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RETRIES, MODES, LLMJudge, auto_mode
 from .reward import RewardModelJudge
 from .rules import ALIASES, KINDS, RuleJudge
 
@@ -49,11 +49,11 @@ def build_judge(
     mode: str = "auto",
     base_url: str | None = None,
     api_key_env: str | None = None,
-    max_new_tokens: int = 512,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     concurrency: int | None = None,
     timeout_s: float | None = None,
     http_retries: int | None = None,
-    retries: int = 2,
+    retries: int = DEFAULT_RETRIES,
     device: str | None = None,
 ) -> Judge:
     """`device` places a judge that is a local model (`hf:`, `rm:`, `clf:`; default auto: the
@@ -92,7 +92,7 @@ def build_judge(
     if judge_spec.backend == "outputs":
         raise InputError(f"--judge {spec!r}: recorded outputs cannot judge")
     if mode == "auto":
-        mode = "text" if judge_spec.backend == "openai" else "probs"
+        mode = auto_mode(judge_spec.backend)
     if mode not in MODES:
         raise InputError(f"--judge-mode {mode!r} is not one of auto, {', '.join(MODES)}")
     assert backend is not None

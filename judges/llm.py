@@ -49,6 +49,9 @@ RATINGS = tuple(range(1, 11))
 RATING_PREFIX = "Rating: [["
 VERDICT_PREFIX = "[["
 MODES = ("probs", "text")
+#: What a judge built without settings uses (`build_judge`'s defaults, best-of-N's judge scorer).
+DEFAULT_MAX_NEW_TOKENS = 512
+DEFAULT_RETRIES = 2
 #: Retries sample at this temperature (seeded by the attempt) so they can answer differently.
 RETRY_TEMPERATURE = 0.7
 PREFERENCE = {"candidate": 2.0, "baseline": 1.0, "tie": 1.5}
@@ -64,6 +67,12 @@ SCORED: Mapping[str, tuple[str, Sequence[object]]] = {
 }
 
 
+def auto_mode(backend_kind: str) -> str:
+    """The `auto` judge mode for a judge model of this backend kind (`ModelSpec.backend`): an
+    `openai:` judge reads its verdict from text, a local one from its probabilities."""
+    return "text" if backend_kind == "openai" else "probs"
+
+
 class LLMJudge(Judge):
     protocols: ClassVar[tuple[str, ...]] = ("rating", "pairwise", "refusal")
 
@@ -72,8 +81,8 @@ class LLMJudge(Judge):
         backend: Backend,
         mode: str,
         name: str,
-        max_new_tokens: int = 512,
-        retries: int = 2,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         self.backend = backend
         self.mode = mode

@@ -1,7 +1,6 @@
 """The device and dtype rule every model path shares (`evalharness.backends.devices`), checked on
-the CPU
-with the accelerator's presence simulated: which device `auto` picks, what `dtype=auto` means
-there, and the one-line errors for devices this machine lacks."""
+the CPU with the accelerator's presence simulated: which device `auto` picks, what `dtype=auto`
+means there, and the one-line errors for devices this machine lacks."""
 
 from __future__ import annotations
 

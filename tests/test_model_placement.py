@@ -3,9 +3,8 @@
 This machine has no GPU, so the accelerator is simulated (`torch.cuda.is_available` and friends
 monkeypatched) wherever the choice itself is under test; everything that really runs, runs on
 the CPU. The rule (`evalharness.backends.devices`): `--device auto` is the first accelerator,
-`--dtype
-auto` the checkpoint's dtype there and float32 on the CPU; the resolved dtype is part of a
-model's identity, the device never is; provenance records both.
+`--dtype auto` the checkpoint's dtype there and float32 on the CPU; the resolved dtype is part
+of a model's identity, the device never is; provenance records both.
 """
 
 from __future__ import annotations

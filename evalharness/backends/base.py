@@ -77,9 +77,9 @@ class Backend(HasIdentity):
         return None
 
     def device_record(self) -> dict[str, Any] | None:
-        """Where a local model runs (`evalharness.backends.devices.describe`: device, dtype, device
-        map,
-        card), for the run's provenance; None for models that run elsewhere (APIs, files)."""
+        """Where a local model runs (`evalharness.backends.devices.describe`: device, dtype,
+        device map, card), for the run's provenance; None for models that run elsewhere (APIs,
+        files)."""
         return None
 
     def complete(self, requests: Sequence[CompleteRequest]) -> list[GenerateResult]:

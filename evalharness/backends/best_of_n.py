@@ -206,18 +206,17 @@ class BestOfNBackend(ForwardingBackend):
 
     def _rating_judge(self, raw: str) -> Any:
         """The LLM judge `raw` names, as `judges.factory.build_judge` builds it with its
-        defaults: `self` (or the sampled model's own spec) reuses the sampled model, another
-        spec loads on `--device`; an `openai:` judge reads its rating from text, a local one
-        from probabilities."""
-        from evalharness.judges.llm import LLMJudge
+        defaults (the same `auto_mode` and `LLMJudge` defaults): `self` (or the sampled model's
+        own spec) reuses the sampled model, another spec loads on `--device`; an `openai:`
+        judge reads its rating from text, a local one from probabilities."""
+        from evalharness.judges.llm import LLMJudge, auto_mode
 
         if raw in ("self", self.model_spec.raw):
             judge_spec, backend = self.model_spec, self.model
         else:
             judge_spec = parse_model_spec(raw, device=self.spec.device)
             backend = load_single(judge_spec)
-        mode = "text" if judge_spec.backend == "openai" else "probs"
-        return LLMJudge(backend, mode=mode, name=judge_spec.raw)
+        return LLMJudge(backend, mode=auto_mode(judge_spec.backend), name=judge_spec.raw)
 
     @property
     def identity(self) -> dict[str, Any]:

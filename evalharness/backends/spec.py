@@ -24,10 +24,10 @@ class ModelSpec:
     """A parsed model spec plus the options that change what the model computes.
 
     `dtype` (resolved: `auto` is the checkpoint's dtype on an accelerator, float32 on the CPU,
-    see `evalharness.backends.devices`), `revision`, `base_url` and (vLLM) `max_model_len` are part
-    of
-    the model's identity; `device`, `device_map`, `batch_size`, `concurrency`, `api_key_env`,
-    the other vLLM engine options and `workers` only change where and how fast it runs.
+    see `evalharness.backends.devices`), `revision`, `base_url` and (vLLM) `max_model_len` are
+    part of the model's identity; `device`, `device_map`, `batch_size`, `concurrency`,
+    `api_key_env`, the other vLLM engine options and `workers` only change where and how fast it
+    runs.
 
     `api_key_env` names the variable holding the key (`openai:` sends it, `serve` demands it).
     None, when no variable was named, sends `$OPENAI_API_KEY` to api.openai.com only, never to
