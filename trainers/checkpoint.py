@@ -94,7 +94,7 @@ def save_run(
 
 
 def run_metadata(trainer: Any, summary: Any | None) -> dict[str, Any]:
-    """What `metadata.json` records of a run: method, config, base model, hyperparameters,
+    """What `train.json` records of a run: method, config, base model, hyperparameters,
     processes, placement, adapter, and (with a `summary`) steps, examples, time and metrics."""
     accelerator = trainer.accelerator
     metadata = {

@@ -307,9 +307,8 @@ class HeldoutLikelihood:
     The rows and their tokenisation are those of `evalharness score` (the lm-eval split); one
     float32 model of `like`'s architecture is loaded once, on `device` (`auto`: the first
     accelerator, `evalharness.backends.devices`), and each soup's weights are copied into it, so
-    scoring
-    a soup costs a forward pass, not a save and a reload. float32 even on a GPU: soups of one
-    base differ by little, and 16-bit rounding could decide which checkpoint joins the soup.
+    scoring a soup costs a forward pass, not a save and a reload. float32 even on a GPU: soups of
+    one base differ by little, and 16-bit rounding could decide which checkpoint joins the soup.
     """
 
     def __init__(

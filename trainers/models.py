@@ -40,8 +40,7 @@ def load_model(
 ) -> LoadedModel:
     """A model spec (`hf:DIR`, a hub id, or the built-in alias) loaded for training on `device`
     (default the CPU) in `dtype`, `auto` resolved by the shared rule
-    (`evalharness.backends.devices`:
-    the checkpoint's dtype on an accelerator, float32 on the CPU).
+    (`evalharness.backends.devices`: the checkpoint's dtype on an accelerator, float32 on the CPU).
 
     `place=False` leaves the weights on the host for a launcher that shards them (FSDP,
     DeepSpeed: each process then holds its shard, never the whole model, on its GPU).

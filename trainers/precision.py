@@ -1,10 +1,9 @@
 """Where a training run computes and in what precision: device, weight dtype, autocast, TF32.
 
-The rule for weights is the one every model path shares (`evalharness.backends.devices`): `dtype:
-auto`
-is the checkpoint's own dtype on an accelerator (bfloat16 for most current models) and float32
-on the CPU, so a CPU run computes exactly what it always did; weights a run trains in full
-stay float32 under `auto` (`weights_dtype`).
+The rule for weights is the one every model path shares (`evalharness.backends.devices`):
+`dtype: auto` is the checkpoint's own dtype on an accelerator (bfloat16 for most current models)
+and float32 on the CPU, so a CPU run computes exactly what it always did; weights a run trains
+in full stay float32 under `auto` (`weights_dtype`).
 
 Autocast follows TRL 1.16, whose configs (`DPOConfig`, `SFTConfig`, `GRPOConfig`, ... through
 `trl.trainer.base_config`) turn `bf16` on unless `fp16` is set: `mixed_precision: auto` is bf16

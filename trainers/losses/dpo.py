@@ -148,8 +148,8 @@ def family_loss(
     computes each response's log-ratio r = lp − lp_ref and its score s = f'(u) (s = r without
     `f_divergence`), with `per_token` divides each score by its completion length (taking
     `chosen_lengths` and `rejected_lengths`, as TRL's IPO and sigmoid_norm do), and returns
-    `score(s_w, s_l, ...)`. The registry and
-    `evalharness methods` read that signature, so each loss declares only what is its own.
+    `score(s_w, s_l, ...)`. The registry and `evalharness methods` read that signature, so each
+    loss declares only what is its own.
     """
 
     def prepare(arguments: Mapping[str, Any]) -> tuple[Tensor, Tensor]:

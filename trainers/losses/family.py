@@ -42,8 +42,9 @@ def member(
 
     The signature lists the family's inputs, the other inputs `score` names, `score`'s own
     options, then the family's options. A call binds the arguments (a missing or unknown one is
-    a TypeError, as for any function), and returns `score(*prepare(arguments), **own)` where
-    `own` are the keyword arguments `score` declares (family inputs included when it names them).
+    a TypeError naming the loss, as for any function), and returns
+    `score(*prepare(arguments), **own)` where `own` are the keyword arguments `score` declares
+    (family inputs included when it names them).
     """
     own = [
         parameter
@@ -67,7 +68,10 @@ def member(
 
     @functools.wraps(score)
     def loss(**given: Any) -> Tensor:
-        bound = signature.bind(**given)
+        try:
+            bound = signature.bind(**given)
+        except TypeError as error:
+            raise TypeError(f"{score.__name__}() {error}") from None
         bound.apply_defaults()
         arguments = bound.arguments
         return score(*prepare(arguments), **{name: arguments[name] for name in passed})
