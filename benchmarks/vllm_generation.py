@@ -66,8 +66,8 @@ from typing import Any
 
 import measure  # beside this script
 from chat_prompts import build_requests
-from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
-from reporting import rich_table, shape_cells, write_json
+from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
+from reporting import fmt, rich_table, shape_cells, write_json
 from rich.console import Console
 
 from evalharness.backends import load_backend
