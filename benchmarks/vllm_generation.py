@@ -265,8 +265,17 @@ def machine_info(env: dict[str, str | None]) -> dict[str, Any]:
 
 
 def render_table(rows: list[dict[str, Any]], title: str) -> Any:
-    columns = ("backend", "batching", "threads", "gen tokens", "seconds", "tokens/s", "vs hf")
-    columns += ("cores", "busy")
+    columns = (
+        "backend",
+        "batching",
+        "threads",
+        "gen tokens",
+        "seconds",
+        "tokens/s",
+        "vs hf",
+        "cores",
+        "busy",
+    )
     cells = [
         [
             *shape_cells(result, "backend", "batching", "threads", "generated_tokens"),
