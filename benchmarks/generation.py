@@ -52,8 +52,8 @@ from typing import Any
 import measure  # beside this script
 import torch
 from chat_prompts import build_requests
-from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
-from reporting import rich_table, shape_cells, write_json
+from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
+from reporting import fmt, rich_table, shape_cells, write_json
 from rich.console import Console
 
 from evalharness.backends.hf import HFBackend

@@ -205,11 +205,6 @@ def gpu_slug() -> str:
     return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
 
 
-def fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    """A table cell: `-` for a missing figure."""
-    return "-" if value is None else f"{value:{spec}}{suffix}"
-
-
 def machine_info() -> dict[str, Any]:
     """Facts that decide CPU throughput, recorded next to the numbers."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None

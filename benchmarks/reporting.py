@@ -41,6 +41,11 @@ def rich_table(
     return table
 
 
+def fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    """A table cell: `-` for a missing figure."""
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
 def shape_cells(row: dict[str, Any], *keys: str) -> list[str]:
     """`row[key]` as text for each key: the N, D, V... columns of a result row."""
     return [str(row[key]) for key in keys]

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from measure import fmt  # beside this script
-from reporting import busy_note, rich_table, shape_cells
+from reporting import busy_note, fmt, rich_table, shape_cells  # beside this script
 
 CHECK_MIN_V, CHECK_MIN_N, CHECK_FACTOR = 32000, 8192, 20
 MIB = 1024**2

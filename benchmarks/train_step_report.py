@@ -9,8 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from measure import fmt  # beside this script
-from reporting import busy_note, rich_table
+from reporting import busy_note, fmt, rich_table  # beside this script
 
 SIDE_LABELS = {
     "ours": "ours",

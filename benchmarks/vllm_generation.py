@@ -66,8 +66,8 @@ from typing import Any
 
 import measure  # beside this script
 from chat_prompts import build_requests
-from measure import cpu_seconds, fmt, other_processes_cores, throughput, timed_repeats
-from reporting import rich_table, shape_cells, write_json
+from measure import cpu_seconds, other_processes_cores, throughput, timed_repeats
+from reporting import fmt, rich_table, shape_cells, write_json
 from rich.console import Console
 
 from evalharness.backends import load_backend
@@ -265,8 +265,17 @@ def machine_info(env: dict[str, str | None]) -> dict[str, Any]:
 
 
 def render_table(rows: list[dict[str, Any]], title: str) -> Any:
-    columns = ("backend", "batching", "threads", "gen tokens", "seconds", "tokens/s", "vs hf")
-    columns += ("cores", "busy")
+    columns = (
+        "backend",
+        "batching",
+        "threads",
+        "gen tokens",
+        "seconds",
+        "tokens/s",
+        "vs hf",
+        "cores",
+        "busy",
+    )
     cells = [
         [
             *shape_cells(result, "backend", "batching", "threads", "generated_tokens"),

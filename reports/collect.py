@@ -17,8 +17,9 @@ from typing import Any
 from evalharness.errors import InputError
 from evalharness.stats.intervals import CI_METHODS
 from evalharness.store.run_store import RunStore
-from evalharness.tasks.base import SampleView, Task
+from evalharness.tasks.base import Task
 from evalharness.tasks.registry import stored_task_class
+from evalharness.tasks.views import SampleView
 
 #: Leaderboard columns shown for a task without headline metrics (e.g. one no longer registered).
 FALLBACK_HEADLINE_LIMIT = 6
@@ -39,8 +40,7 @@ class TaskResult:
     known: bool
     scored: bool
     #: metric -> how its interval was made (a name in `evalharness.stats.intervals.CI_METHODS`);
-    #: empty
-    #: for runs stored before it was recorded.
+    #: empty for runs stored before it was recorded.
     ci_method: dict[str, str] = field(default_factory=dict)
 
     def number(self, metric: str) -> float | None:

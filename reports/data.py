@@ -127,7 +127,9 @@ def sample_index(records: Sequence[SampleRecord]) -> tuple[dict[str, Any], list[
                 if value is None
                 else tag_values[key].setdefault(str(value), len(tag_values[key]))
             )
-        labels = {verdict_label(str(v.get("verdict", ""))) for v in view.verdicts}
+        # Sorted, not set order: a sample's new labels then number alike in every process
+        # (a set of strings iterates in string-hash order, which changes per interpreter).
+        labels = sorted({verdict_label(str(v.get("verdict", ""))) for v in view.verdicts})
         marks = sorted(verdicts.setdefault(label, len(verdicts)) for label in labels)
         first_response = next(iter(view.responses.values()), "")
         rows.append(

@@ -138,6 +138,41 @@ def test_js_json_cannot_close_a_script_or_break_the_parser() -> None:
     assert json.loads(text) == {"t": value["t"], "n": None, "k": [None]}
 
 
+_VERDICT_ORDER_SCRIPT = """
+import json
+from evalharness.reports.collect import SampleRecord
+from evalharness.reports.data import sample_index
+from evalharness.tasks.views import SampleView
+
+labels = ["tie", "winner: a", "winner: b", "rating 1", "rating 7", "reward 0.5"]
+views = [SampleView(["q"], {"a": "x"}, verdicts=[{"verdict": v} for v in labels])]
+records = [SampleRecord(str(i), i, view, None) for i, view in enumerate(views)]
+print(json.dumps(sample_index(records)[0]["verdicts"]))
+"""
+
+
+def test_sample_index_verdicts_do_not_depend_on_the_string_hash() -> None:
+    """One sample's several verdict labels are numbered in sorted order in every process, so
+    a report built twice from one store is byte for byte the same."""
+    import os
+    import subprocess
+
+    orders = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", _VERDICT_ORDER_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        orders.add(tuple(json.loads(out)))
+    assert orders == {
+        ("rating 1", "rating 7", "reward 0.5", "tie", "winner: a", "winner: b"),
+    }
+
+
 # -- CLI ------------------------------------------------------------------------------------
 def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     code = report_main(argv)
