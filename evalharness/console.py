@@ -43,9 +43,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
-    table.add_column(
-        "CI method"
-    )  # a name in evalharness.stats.intervals.CI_METHODS; blank if unrecorded
+    # How each interval was made: a name in stats.intervals.CI_METHODS, blank if unrecorded.
+    table.add_column("CI method")
     for task, entry in result["tasks"].items():
         ci = entry.get("ci", {})
         methods = entry.get("ci_method") or {}

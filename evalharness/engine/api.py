@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from evalharness.backends.devices import parse_device
 from evalharness.backends.spec import ModelSpec, parse_model_spec, placed
 from evalharness.errors import InputError
+from evalharness.judges.llm import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RETRIES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,11 +149,11 @@ def evaluate(
     judge_mode: str = "auto",
     judge_base_url: str | None = None,
     judge_api_key_env: str | None = None,
-    judge_max_new_tokens: int = 512,
+    judge_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     judge_concurrency: int | None = None,
     judge_timeout_s: float | None = None,
     judge_http_retries: int | None = None,
-    judge_retries: int = 2,
+    judge_retries: int = DEFAULT_RETRIES,
     max_judge_calls: int | None = None,
     progress: bool | Progress = False,
     notify: Callable[[str], None] | None = None,

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from evalharness.backends import Backend
 from evalharness.backends.spec import ModelSpec
 from evalharness.engine.requests import Result
+from evalharness.judges.llm import DEFAULT_MAX_NEW_TOKENS, DEFAULT_RETRIES
 from evalharness.store.run_store import Link
 from evalharness.tasks.base import Task, TaskData
 
@@ -50,11 +51,11 @@ class RunSpec:
     #: The variable holding an openai: judge's key; not part of the run id (the key is a secret
     #: and does not change what the judge computes).
     judge_api_key_env: str | None = None
-    judge_max_new_tokens: int = 512
+    judge_max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     judge_concurrency: int | None = None
     judge_timeout_s: float | None = None
     judge_http_retries: int | None = None
-    judge_retries: int = 2
+    judge_retries: int = DEFAULT_RETRIES
     max_judge_calls: int | None = None
     limit: int | None = None
     seed: int = 0
