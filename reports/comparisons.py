@@ -2,10 +2,9 @@
 
 A static page cannot run the paired tests, so the report computes them at build time with
 `evalharness.stats.comparison.compare_runs`, both orders of every pair (the regression and
-`worse_by`
-fields depend on which run is the baseline, so the page never flips a result itself). The
-number of pairs grows with the square of the runs; past `MAX_PAIRS` only the pairs involving
-the newest runs are kept, and the page says so.
+`worse_by` fields depend on which run is the baseline, so the page never flips a result
+itself). The number of pairs grows with the square of the runs; past `MAX_PAIRS` only the pairs
+involving the newest runs are kept, and the page says so.
 """
 
 from __future__ import annotations

@@ -329,10 +329,9 @@ def bootstrap_ci(
 ) -> tuple[float, float] | None:
     """Percentile bootstrap CI of `fit.win_rate` over the model's instructions.
 
-    Drawn as `evalharness.stats.intervals.bootstrap_ci` draws (`numpy.random.default_rng(seed)`, n
-    indices
-    with replacement per resample). Each resample is the model's rows as drawn (an instruction
-    drawn twice counts twice, in the length std, the fit and the mean), fitted with the
+    Drawn as `evalharness.stats.intervals.bootstrap_ci` draws (`numpy.random.default_rng(seed)`,
+    n indices with replacement per resample). Each resample is the model's rows as drawn (an
+    instruction drawn twice counts twice, in the length std, the fit and the mean), fitted with the
     calibration rows at `fit.C`. A resample with fewer judged rows than the fit needs has no
     value; the interval uses the others. The baseline itself is (50, 50).
     """
