@@ -126,7 +126,9 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--group-size", type=int, help="online methods: samples per prompt")
     train.add_argument("--max-new-tokens", type=int, help="online methods: sample length")
     train.add_argument("--temperature", type=float, help="online methods: sampling temperature")
-    train.add_argument("--reward", help="online methods: reward model spec rm:DIR")
+    train.add_argument(
+        "--reward", help="online methods: reward spec (rm:DIR, python:MODULE:FUNCTION, ...)"
+    )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
