@@ -3,8 +3,8 @@
 A spec with `workers > 1` runs as Ray replicas (`sharded.py`), a `bon:` spec as best-of-N
 around another model (`best_of_n.py`), `urial:`, `args:` and `deal:` as the tuning-free
 wrappers of `urial.py`, `args_decoding.py` and `deal.py`; everything else is one backend in
-this process (`registry.py`). The wrappers build what they wrap from the registry, never from here, so
-nothing imports this module back.
+this process (`registry.py`). The wrappers build what they wrap from the registry, never from
+here, so nothing imports this module back.
 """
 
 from __future__ import annotations

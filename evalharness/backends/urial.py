@@ -5,12 +5,14 @@ like a tuned assistant when its prompt starts with a fixed system text and three
 examples. As a model spec it is evaluated on every task, judged and cached like any model, so
 it is the tuning-free baseline a fine-tune is compared with.
 
-The prompt is plain text, rendered as URIAL's own inference code renders it (its FastChat
-`urial` conversation with backtick fences): no chat template, each user turn a `# Query:` block
-and each assistant turn a `# Answer:` block, both fenced in triple backticks, the prompt ending
-in an open `# Answer:` fence. Generation stops at the next `# Query` (URIAL's stop string); the
-closing fence before it is dropped. URIAL drops every triple backtick of an answer, which also
-deletes the fences of code the model writes; only the closing one is dropped here.
+The prompt is plain text, rendered as URIAL's multi-turn inference code renders it (the
+`urial` conversation template of its `src/fastchat_conversation.py`, with the backtick fences of
+its prompt files): no chat template, each user turn a `# Query:` block and each assistant turn
+an `# Answer:` block, both fenced in triple backticks, the prompt ending in an open `# Answer:`
+fence. (URIAL's single-turn script writes the query inline, as ```query```; one layout serves
+both turns here.) Generation stops at the next `# Query` (URIAL's stop string) and the closing
+fence before it is dropped. URIAL's scripts drop every triple backtick of an answer, which
+also deletes the fences of code the model writes; only the closing one is dropped here.
 
 A dialogue with earlier turns (MT-Bench's second turn) is rendered as further `# Query:` /
 `# Answer:` blocks after the examples, as URIAL renders MT-Bench. A system message of the
@@ -49,7 +51,7 @@ from evalharness.errors import InputError
 STOP = "# Query"
 FENCE = "```"
 #: Bumped whenever the rendering below changes, so cached answers of the old prompts are not reused.
-FORMAT_VERSION = "urial-backticks-1"
+FORMAT_VERSION = "urial-backticks-2"
 
 SYSTEM_PROMPT = (
     "The text below is a series of conversations between a person and an AI assistant (you).\n"
@@ -106,34 +108,41 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def fenced_block(heading: str, text: str) -> str:
-    """One `# Query:` or `# Answer:` block, fenced, followed by a blank line."""
-    return f"{heading}\n{FENCE}\n{text}\n{FENCE}\n\n"
+def blocks(head: str, messages: Sequence[Message]) -> str:
+    """`head`, then each message as a fenced `# Query:` (user) or `# Answer:` (assistant)
+    block, laid out as URIAL's conversation template lays them out (`SeparatorStyle.URIAL` with
+    backtick fences: a blank line before each heading, the text on its own lines inside the
+    fence). A system message becomes an `# Instruction` block."""
+    text = head
+    for message in messages:
+        if message.role == "system":
+            text += f"\n\n# Instruction\n\n{message.content}"
+            continue
+        heading = "# Query:" if message.role == "user" else "# Answer:"
+        text += f"\n\n{heading}\n{FENCE}\n{message.content}\n{FENCE}\n"
+    return text
 
 
 def default_preamble() -> str:
     """The shipped system text and the three examples, rendered."""
-    blocks = "".join(
-        fenced_block("# Query:", query) + fenced_block("# Answer:", answer)
+    examples = [
+        Message(role, text)
         for query, answer in EXAMPLES
-    )
-    return f"# Instruction\n\n{SYSTEM_PROMPT}\n\n{blocks}"
+        for role, text in (("user", query), ("assistant", answer))
+    ]
+    return blocks(f"# Instruction\n\n{SYSTEM_PROMPT}", examples)
 
 
 def render(preamble: str, messages: Sequence[Message]) -> str:
     """The raw-text prompt for `messages`: the preamble, the dialogue in `# Query:` /
-    `# Answer:` blocks, and an open `# Answer:` fence the model continues."""
+    `# Answer:` blocks, and an open `# Answer:` fence the model continues.
+
+    The preamble's trailing whitespace becomes one newline, so a prompt file ends the same
+    way whether or not its last line has one, and the shipped preamble (which ends with a
+    fence and a newline, as every block does) is continued exactly as URIAL continues it."""
     if not messages or messages[-1].role != "user":
         raise InputError("urial: a chat request must end with a user message")
-    text = preamble.rstrip() + "\n\n"
-    for message in messages:
-        if message.role == "system":
-            text += f"# Instruction\n\n{message.content}\n\n"
-        elif message.role == "user":
-            text += fenced_block("# Query:", message.content)
-        else:
-            text += fenced_block("# Answer:", message.content)
-    return f"{text}# Answer:\n{FENCE}\n"
+    return f"{blocks(preamble.rstrip() + chr(10), messages)}\n\n# Answer:\n{FENCE}\n"
 
 
 def clean_answer(text: str) -> str:
