@@ -13,8 +13,8 @@ own greedy decoding; a large w follows the reward model wherever the k candidate
 
 Options: `k` (candidates per step, default 10), `w` (reward weight, default 1.0), `max_tokens`
 (new tokens at most, below the request's own budget).
-Each step costs one forward pass of the model and k reward-model scores per request; top_p
-is not used.
+Each step costs one forward pass of the model over the new token (its KV cache is kept) and k
+reward-model scores; top_p is not used.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ class ArgsBackend(TokenSearchBackend):
     defaults: dict[str, Any] = {"k": 10, "w": 1.0, "max_tokens": None}
 
     def step_scores(
-        self, request: GenerateRequest, prompt: list[int], tokens: list[int]
+        self, request: GenerateRequest, logprobs: Any, tokens: list[int]
     ) -> tuple[list[int], list[float]]:
-        """The k candidate next tokens after `prompt + tokens` and their ARGS scores."""
-        logprobs = self.next_logprobs([prompt + tokens])[0]
+        """The k candidate tokens after the answer so far (`tokens`, whose next-token
+        distribution is `logprobs`) and their ARGS scores."""
         top = logprobs.topk(min(int(self.options["k"]), logprobs.shape[-1]))
         candidates = top.indices.tolist()
         scores = top.values.tolist()
@@ -54,9 +54,13 @@ class ArgsBackend(TokenSearchBackend):
         if not sampling.greedy:
             generator = torch.Generator().manual_seed(sampling.seed)
         stops = set(self.stop_ids())
+        budget = self.token_budget(request)
+        if budget <= 0:
+            return Decoded([], "length")
+        model = self.incremental(prompt)
         tokens: list[int] = []
-        for _ in range(self.token_budget(request)):
-            candidates, scores = self.step_scores(request, prompt, tokens)
+        for _ in range(budget):
+            candidates, scores = self.step_scores(request, model.logprobs, tokens)
             if generator is None:
                 # The first of equal scores: the model's more likely token.
                 choice = max(range(len(scores)), key=scores.__getitem__)
@@ -67,4 +71,6 @@ class ArgsBackend(TokenSearchBackend):
             if token in stops:
                 return Decoded(tokens, "stop")
             tokens.append(token)
+            if len(tokens) < budget:
+                model.advance(token)
         return Decoded(tokens, "length")

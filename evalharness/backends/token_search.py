@@ -44,6 +44,36 @@ class Decoded:
     finish_reason: str
 
 
+class IncrementalLogprobs:
+    """The next-token log-probabilities of one growing sequence, its KV cache kept between
+    steps: each step feeds only the new token, as `generate` does, instead of the whole
+    prompt and answer again."""
+
+    def __init__(self, model: Any, on_device: Any, prompt: list[int]) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.on_device = on_device
+        self.cache = DynamicCache()
+        #: A float32 [vocab] tensor on the CPU: the distribution after everything fed so far.
+        self.logprobs = self._feed(prompt)
+
+    def _feed(self, tokens: list[int]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=self.on_device(torch.tensor([tokens])),
+                past_key_values=self.cache,
+                use_cache=True,
+            ).logits[0, -1]
+        return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+    def advance(self, token: int) -> None:
+        """Append `token`; `logprobs` becomes the distribution after it."""
+        self.logprobs = self._feed([token])
+
+
 class TokenSearchBackend(ForwardingBackend):
     """A generating model steered by a reward model, token by token; subclasses search.
 
@@ -144,6 +174,10 @@ class TokenSearchBackend(ForwardingBackend):
                 position_ids=on_device(positions),
             ).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu()
+
+    def incremental(self, prompt: list[int]) -> IncrementalLogprobs:
+        """Step-by-step log-probabilities after `prompt`, with a KV cache."""
+        return IncrementalLogprobs(self.model.model, self.model._on_device, prompt)
 
     def rollouts(self, sequences: Sequence[Sequence[int]], n_tokens: int) -> list[list[int]]:
         """Each sequence's greedy continuation of at most `n_tokens` tokens (stop token cut),
