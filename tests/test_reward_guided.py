@@ -119,7 +119,7 @@ def test_deal_with_one_candidate_and_one_beam_is_greedy_decoding(
 def test_deal_returns_the_highest_reward_answer_it_explored(
     tiny_model_dir: Path, reward_dir: Path
 ) -> None:
-    deal = wrapper("deal", "k=3,beam=2,lookahead=2", reward_dir, tiny_model_dir)
+    deal = wrapper("deal", "k=3,beam=2,lookahead=2,max_tokens=4", reward_dir, tiny_model_dir)
     assert isinstance(deal, DealBackend)
     results = deal.generate(REQUESTS)
     plain = load_backend(parse_model_spec(f"hf:{tiny_model_dir}"))
@@ -132,7 +132,7 @@ def test_deal_returns_the_highest_reward_answer_it_explored(
         assert own == pytest.approx(max(rewards), abs=1e-5)
         assert result.text == texts[max(range(len(texts)), key=rewards.__getitem__)].strip()
         # Every finished answer stays within the token budget.
-        assert all(len(c.tokens) <= request.sampling.max_new_tokens for c in explored)
+        assert all(len(c.tokens) <= 4 for c in explored)
 
 
 def test_identities_differ_by_options_reward_and_method(

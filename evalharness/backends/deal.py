@@ -24,11 +24,12 @@ is deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from evalharness.backends.token_search import Decoded, TokenSearchBackend
-from evalharness.engine.requests import GenerateRequest
+from evalharness.engine.requests import GenerateRequest, GenerateResult
 
 
 @dataclass
@@ -51,7 +52,7 @@ class DealBackend(TokenSearchBackend):
         #: The finished candidates each request of the last `generate` call explored.
         self.explored: list[list[Candidate]] = []
 
-    def generate(self, requests: Any) -> Any:
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[GenerateResult]:
         self.explored = []
         return super().generate(requests)
 

@@ -84,6 +84,8 @@ class TokenSearchBackend(ForwardingBackend):
     method: str
     #: Option defaults; `max_tokens` None means the request's own `max_new_tokens`.
     defaults: dict[str, Any]
+    #: Bumped whenever the search changes what it returns, so cached answers are not reused.
+    version: int = 1
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -111,6 +113,7 @@ class TokenSearchBackend(ForwardingBackend):
         self.reward_model: Any = load_single(reward_spec)
         self._identity = {
             "backend": self.method,
+            "version": self.version,
             "options": dict(sorted(self.options.items())),
             "reward": self.reward_model.identity,
             "model": self.model.identity,
