@@ -47,8 +47,8 @@ def wrapper(method: str, options: str, reward: Path, model: Path) -> Any:
 
 
 def first_step(model_dir: Path, messages: tuple[Message, ...], k: int) -> tuple[list, list]:
-    """The model's k most likely first tokens and their log-probabilities, from transformers
-    directly (chat template with a generation prompt, one unpadded forward pass)."""
+    """The model's k most likely first tokens and their raw logits, from transformers directly
+    (chat template with a generation prompt, one unpadded forward pass)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,8 +61,8 @@ def first_step(model_dir: Path, messages: tuple[Message, ...], k: int) -> tuple[
     )
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        logprobs = torch.log_softmax(model(ids).logits[0, -1].float(), dim=-1)
-    top = logprobs.topk(k)
+        logits = model(ids).logits[0, -1].float()
+    top = logits.topk(k)
     return top.indices.tolist(), top.values.tolist()
 
 
@@ -83,18 +83,30 @@ def test_args_follows_the_reward_when_its_weight_is_large(
 ) -> None:
     k = 8
     messages = REQUESTS[0].messages
-    tokens, logprobs = first_step(tiny_model_dir, messages, k)
+    tokens, logits = first_step(tiny_model_dir, messages, k)
     tokenizer = load_backend(parse_model_spec(f"hf:{tiny_model_dir}")).tokenizer
     texts = [tokenizer.decode([t], skip_special_tokens=True) for t in tokens]
     rewards = rewards_of(reward_dir, messages, texts)
     greedy = tokens[0]
-    preferred = tokens[max(range(k), key=rewards.__getitem__)]
+    best = max(range(k), key=rewards.__getitem__)
+    preferred = tokens[best]
     assert preferred != greedy, "the reward must prefer another token for the test to mean much"
+
+    def args_choice(weight: float) -> int:
+        """ARGS's own selection, transcribed from deeplearning-wisc/args `argsearch.py`
+        (`generate_step`, method "greedy"): `new_scores = rewards * weight +
+        prescreen_logits`, then the top one. Raw logits there, log-probabilities here: they
+        differ by one constant per step, so the choice is the same."""
+        return tokens[max(range(k), key=lambda i: rewards[i] * weight + logits[i])]
+
+    # Just below and just above the weight where the reward overtakes the model's preference.
+    crossover = (logits[0] - logits[best]) / (rewards[best] - rewards[0])
+    assert args_choice(0.9 * crossover) == greedy and args_choice(1.1 * crossover) != greedy
     for weight, expected in (
         (1000.0, preferred),
         (0.0, greedy),
-        # A moderate weight: the paper's score, log p + w * reward, decides.
-        (0.5, tokens[max(range(k), key=lambda i: logprobs[i] + 0.5 * rewards[i])]),
+        (0.9 * crossover, args_choice(0.9 * crossover)),
+        (1.1 * crossover, args_choice(1.1 * crossover)),
     ):
         backend = wrapper("args", f"k={k},w={weight},max_tokens=1", reward_dir, tiny_model_dir)
         assert isinstance(backend, ArgsBackend)

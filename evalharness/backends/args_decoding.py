@@ -6,7 +6,11 @@ re-scored as
 
     score(v) = log p(v | prompt, prefix) + w * reward(prompt, prefix + v)
 
-and the best-scoring token is appended (ARGS-greedy). A request that samples (temperature > 0)
+and the best-scoring token is appended (ARGS-greedy). ARGS's own code adds w * reward to the
+raw logits, which differ from the log-probabilities by one constant per step: the same choice
+(and the same softmax below). Its reward model reads the policy's token ids, which needs a
+shared tokenizer; here it reads the dialogue and partial answer as text, through its own chat
+template (`token_search.py`), so any `rm:` model fits. A request that samples (temperature > 0)
 draws the token from softmax(score / temperature) over the same k tokens instead (the paper's
 stochastic variant), seeded by the request's seed. With w = 0 the greedy variant is the model's
 own greedy decoding; a large w follows the reward model wherever the k candidates allow.
