@@ -25,6 +25,10 @@ class WeightedRewarder(Rewarder):
     def identity(self) -> dict[str, Any]:
         return {"reward": [dict(r.identity(), weight=w) for r, w in self.terms]}
 
+    def stats(self) -> dict[str, int]:
+        """Each term's counters, under its name."""
+        return {f"{r.name}/{k}": v for r, _ in self.terms for k, v in r.stats().items()}
+
     def close(self) -> None:
         for rewarder, _ in self.terms:
             rewarder.close()
