@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 
 from evalharness.errors import BackendError
-from evalharness.testing.judge_server import ScriptedJudgeConfig, running_judge_server
+from evalharness.testing.judge_server import (
+    ScriptedJudgeConfig,
+    create_judge_app,
+    running_judge_server,
+)
 from evalharness.trainers.rewards import Rollout, build_rewarder
 
 QUESTION = "Name a colour."
@@ -40,17 +44,19 @@ def scripted_rating(question: str, answer: str) -> int:
 def test_rating_rewards_are_the_judges_ratings_on_a_0_to_1_scale_judged_once() -> None:
     answers = ["Red.", "Blue is a colour.", "Green", "Red."]
     rollouts = [Rollout(PROMPT, a) for a in answers]
-    with running_judge_server() as url:
+    app = create_judge_app()
+    with running_judge_server(app=app) as url:
         rewarder = build_rewarder(judge_entry("judge", url))
         rewards = rewarder.rewards(rollouts)
         again = rewarder.rewards(rollouts[:2])
-        requests = rewarder.stats()
+        requests = app.state.judge.stats()["requests"]
     expected = [(scripted_rating(QUESTION, a) - 1) / 9 for a in answers]
     assert rewards == pytest.approx(expected, abs=1e-12)
     assert len({round(r, 6) for r in rewards}) > 1  # the ratings differ, so the test can fail
     assert again == rewards[:2]
     # Three distinct (prompt, completion) pairs were sent once each; every repeat was cached.
-    assert requests == {"judged": 3, "cached": 3, "failures": 0}
+    assert requests == 3
+    assert rewarder.stats() == {"judged": 3, "cached": 3, "failures": 0}
 
 
 def test_an_unparseable_rating_gets_the_documented_reward_and_is_counted(
@@ -75,12 +81,14 @@ def test_pairwise_preferences_judge_both_orders_and_cancel_position_bias() -> No
     long, short, same = "Blue is a colour.", "Red.", "Tan."
     first = [Rollout(PROMPT, long), Rollout(PROMPT, short), Rollout(PROMPT, short)]
     second = [Rollout(PROMPT, short), Rollout(PROMPT, long), Rollout(PROMPT, same)]
-    app_config = ScriptedJudgeConfig(pairwise_rule="longer")
-    with running_judge_server(app_config) as url:
+    app = create_judge_app(ScriptedJudgeConfig(pairwise_rule="longer"))
+    with running_judge_server(app=app) as url:
         rewarder = build_rewarder(judge_entry("pairwise", url))
         # The scripted judge prefers the longer answer in either position; equal lengths tie.
         assert rewarder.preferences(first, second) == [1.0, 0.0, 0.5]
         assert rewarder.preferences(second[:1], first[:1]) == [0.0]  # swapped: no new call
+        # Two distinct pairs, each asked in both orders; the repeats and swaps cost nothing.
+        assert app.state.judge.stats()["requests"] == 4
         assert rewarder.stats() == {"judged": 2, "cached": 2, "failures": 0}
     # A judge that always answers A: both orders disagree, so every pair is a tie, not a win.
     with running_judge_server(ScriptedJudgeConfig(pairwise_rule="first")) as url:
