@@ -170,3 +170,34 @@ def test_judge_rewards_need_a_judge_model_and_known_options() -> None:
         build_rewarder([{"reward": "judge:openai:x", "failure_reward": "low"}])
     with pytest.raises(InputError, match=r"reward judge:rules:refusal: rules:refusal is not an"):
         build_rewarder("judge:rules:refusal")
+
+
+def test_grpo_takes_a_judge_reward_and_its_options_from_the_yaml_config(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from cli_helpers import run_cli, write_lines
+    from train_configs import train_args
+
+    data = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": "say cat"})])
+    config = tmp_path / "train.yaml"
+    app = create_judge_app()
+    with running_judge_server(app=app) as url:
+        config.write_text(
+            "reward:\n"
+            f"  - {{reward: 'pairwise:openai:scripted', base_url: '{url}', weight: 2.0}}\n"
+            "  - {reward: 'regex:\\d', weight: 1.0}\n"
+        )
+        code, stdout, err = run_cli(
+            capsys, *train_args("grpo", tiny_model_dir, data, tmp_path / "out"),
+            "--config", str(config), "--group-size", "3", "--max-new-tokens", "4",
+            "--batch-size", "1", "--max-steps", "1", "--quiet", "--json",
+        )  # fmt: skip
+        requests = app.state.judge.stats()["requests"]
+    assert code == 0, err
+    assert 0 < requests <= 3 * 2  # at most 3 distinct pairs in the group, two orders each
+    # Win rates in a group of 3 average 0.5, so the pairwise term adds 2.0 * 0.5 to the mean,
+    # and the regex term k/3 for the k samples with a digit.
+    digits = (json.loads(stdout)["final"]["reward/mean"] - 1.0) * 3
+    assert digits == pytest.approx(round(digits), abs=1e-6) and 0 <= round(digits) <= 3
