@@ -90,6 +90,9 @@ def test_pairwise_preferences_judge_both_orders_and_cancel_position_bias() -> No
         # Two distinct pairs, each asked in both orders; the repeats and swaps cost nothing.
         assert app.state.judge.stats()["requests"] == 4
         assert rewarder.stats() == {"judged": 2, "cached": 2, "failures": 0}
+        # Weighted, alone, it still answers with its own preferences.
+        weighted = build_rewarder(judge_entry("pairwise", url, weight=3.0))
+        assert weighted.preferences(first, second) == [1.0, 0.0, 0.5]
     # A judge that always answers A: both orders disagree, so every pair is a tie, not a win.
     with running_judge_server(ScriptedJudgeConfig(pairwise_rule="first")) as url:
         biased = build_rewarder(judge_entry("pairwise", url))
