@@ -286,13 +286,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="training methods")
-    for column in ("method", "data", "reference", "hyperparameters", "what it optimises"):
+    columns = ("method", "kind", "data", "reference", "hyperparameters", "what it optimises")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         hyper = ", ".join(f"{k}={v}" for k, v in row["hyperparameters"].items())
-        table.add_row(
-            row["name"], row["data"], "yes" if row["reference"] else "", hyper, row["summary"]
-        )
+        reference = "yes" if row["reference"] else ""
+        table.add_row(row["name"], row["kind"], row["data"], reference, hyper, row["summary"])
     console = Console(file=sys.stdout, width=160)
     console.print(table)
     for name, text in losses.DATA_FORMATS.items():

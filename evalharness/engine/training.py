@@ -70,12 +70,14 @@ def training_report(method: Any, summary: TrainSummary) -> dict[str, Any]:
 
 
 def method_rows() -> list[dict[str, Any]]:
-    """One row per training method: its data format, reference need, options and summary."""
+    """One row per training method: its data format, reference need, options and summary;
+    `kind` says whether it trains on fixed data (`offline`) or samples its own (`online`)."""
     from evalharness.trainers import losses
 
     return [
         {
             "name": m.name,
+            "kind": "online" if m.name in ONLINE_LOOPS else "offline",
             "data": m.data_format,
             "reference": m.needs_reference,
             "hyperparameters": {**m.hyperparameters, **m.input_options},
