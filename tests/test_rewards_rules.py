@@ -126,7 +126,8 @@ def test_a_reward_model_identity_names_its_model(tmp_path: Path) -> None:
         ("rmm:x", "field 'reward': unknown reward 'rmm:x': use rm:DIR"),
         ([{"reward": "exact", "labels": {}}], "entry 1 has unknown key(s) labels"),
         ([{"reward": "regex:x", "labels": {"match": "high"}}], "labels.match must be a number"),
-        ([{"reward": "exact", "pattern": "("}], "entry 1: pattern is not a regular expression"),
+        ([{"reward": "exact", "pattern": "("}], "entry 1: pattern '(' is not a regular expressio"),
+        ("regex:a(b", "field 'reward': regex 'a(b' is not a regular expression"),
         ([{"reward": "judge:openai:x", "base_url": 3}], "entry 1: base_url must be str"),
     ],
 )

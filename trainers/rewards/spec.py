@@ -131,8 +131,14 @@ def check_spec(spec: str, options: Mapping[str, Any], where: str) -> None:
     for label, reward in labels.items():
         if isinstance(reward, bool) or not isinstance(reward, int | float):
             raise InputError(f"{where}: labels.{label} must be a number, not {reward!r}")
-    if "pattern" in options:
+    patterns = {"pattern": options.get("pattern")}
+    if kind in ("regex", "refusal-regex"):
+        patterns[kind] = spec.partition(":")[2]
+    for name, pattern in patterns.items():
+        if pattern is None:
+            continue
         try:
-            re.compile(options["pattern"])
+            re.compile(pattern)
         except re.error as exc:
-            raise InputError(f"{where}: pattern is not a regular expression ({exc})") from None
+            message = f"{where}: {name} {pattern!r} is not a regular expression ({exc})"
+            raise InputError(message) from None
