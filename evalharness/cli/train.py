@@ -127,7 +127,12 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--max-new-tokens", type=int, help="online methods: sample length")
     train.add_argument("--temperature", type=float, help="online methods: sampling temperature")
     train.add_argument(
-        "--reward", help="online methods: reward spec (rm:DIR, python:MODULE:FUNCTION, ...)"
+        "--reward",
+        metavar="SPEC",
+        help="online methods: rm:DIR, python:MODULE:FUNCTION, judge:MODEL (1-10 rating), "
+        "pairwise:MODEL, rules:NAME_OR_YAML, refusal-rules, regex:PATTERN, "
+        "refusal-regex:PATTERN or exact[:FIELD]; weighted sums and judge options in the "
+        "config's reward: list (README: Rewards for online methods)",
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
