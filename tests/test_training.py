@@ -66,7 +66,9 @@ def weights_differ(model_a: Path, model_b: Path) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a if k in b)
 
 
-OFFLINE = [m.name for m in losses.methods() if m.data_format != "prompt"]
+#: Methods that sample during training whatever their data format (GKD: student samples).
+SAMPLING = {"gkd"}
+OFFLINE = [m.name for m in losses.methods() if m.data_format != "prompt" and m.name not in SAMPLING]
 
 
 def test_every_method_is_registered_with_its_data_format() -> None:
@@ -104,6 +106,7 @@ def test_every_method_is_registered_with_its_data_format() -> None:
             "reward",
             "grpo",
             "rloo",
+            "gkd",
         ]
     )
     assert names == expected
@@ -345,7 +348,7 @@ def test_methods_lists_every_method_with_its_data(capsys: pytest.CaptureFixture[
     code, stdout, _ = run_cli(capsys, "methods", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(stdout)}
-    assert len(rows) == 31
+    assert len(rows) == 32
     assert rows["kto"]["data"] == "binary" and rows["kto"]["reference"] is True
     assert rows["simpo"]["hyperparameters"]["gamma"] is not None
 
