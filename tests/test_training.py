@@ -13,6 +13,7 @@ from conftest import shared_data
 from tiny_models import phrase
 from train_configs import train_args, train_config
 
+from evalharness.engine.training import ONLINE_LOOPS
 from evalharness.trainers import losses
 from evalharness.trainers.config import LoraSettings, TrainConfig
 from evalharness.trainers.loop import Trainer, train
@@ -66,9 +67,7 @@ def weights_differ(model_a: Path, model_b: Path) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a if k in b)
 
 
-#: Methods that sample during training whatever their data format (GKD: student samples).
-SAMPLING = {"gkd"}
-OFFLINE = [m.name for m in losses.methods() if m.data_format != "prompt" and m.name not in SAMPLING]
+OFFLINE = [m.name for m in losses.methods() if m.name not in ONLINE_LOOPS]
 
 
 def test_every_method_is_registered_with_its_data_format() -> None:
