@@ -1,6 +1,7 @@
 """GKD's loop: distil a teacher into the policy on the policy's own samples (Agarwal et al. 2024).
 
-As TRL's `GKDTrainer.training_step` (TRL v1.9.0, trl/experimental/gkd/gkd_trainer.py): each
+As TRL's `GKDTrainer.training_step` (TRL v1.9.0, trl/experimental/gkd/gkd_trainer.py
+l. 491-531, with `generate_on_policy_outputs` l. 448-489 and `compute_loss` l. 398-428): each
 step draws u ~ U[0, 1); if u <= `lmbda` the batch's completions are the student's own samples
 (on-policy), else, with `seq_kd`, the teacher's samples, else the dataset's completions. Student
 and teacher then score the same tokens and the loss is the generalised JSD between their full

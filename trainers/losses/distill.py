@@ -2,8 +2,8 @@
 
 Agarwal et al. 2024 ("On-Policy Distillation of Language Models: Learning from Self-Generated
 Mistakes", ICLR 2024) as TRL's `GKDTrainer` defines it (TRL v1.9.0,
-`trl/experimental/gkd/gkd_trainer.py`: `generalized_jsd_loss`, `compute_loss`,
-`training_step`; `gkd_config.py` for the options and their defaults).
+`trl/experimental/gkd/gkd_trainer.py`: `generalized_jsd_loss` l. 238-323, `compute_loss`
+l. 398-428; `gkd_config.py` l. 55-110 for the options, their defaults and ranges).
 
 Unlike every other method, the loss compares two full next-token distributions at each
 completion position, so it needs the student's and the teacher's logits over the whole
