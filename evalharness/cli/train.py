@@ -284,7 +284,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
     columns = ("method", "kind", "data", "reference", "hyperparameters", "what it optimises")
     for column in columns:
         table.add_column(column)
-    for row in rows:
+    trained = [row for row in rows if not row["tuning_free"]]
+    for row in trained:
         hyper = ", ".join(f"{k}={v}" for k, v in row["hyperparameters"].items())
         reference = "yes" if row["reference"] else ""
         table.add_row(row["name"], row["kind"], row["data"], reference, hyper, row["summary"])
@@ -296,4 +297,25 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for name, defaults in options.items():
         line = f"  {name} ({defaults}): {losses.OPTIONS[name].meaning}"
         console.print(line, highlight=False, soft_wrap=True)
+    _print_tuning_free(console, [row for row in rows if row["tuning_free"]])
     return 0
+
+
+def _print_tuning_free(console: Any, rows: list[dict[str, Any]]) -> None:
+    """The tuning-free methods: model specs to evaluate (`evalharness run --model SPEC`)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="tuning-free methods (model specs: evalharness run --model SPEC)")
+    for column in ("method", "kind", "spec", "options (default)", "what it does"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        options = ", ".join(
+            f"{k}={'null' if v is None else v}" for k, v in row["hyperparameters"].items()
+        )
+        table.add_row(row["name"], row["kind"], escape(row["spec"]), options, row["summary"])
+    console.print(table)
+    for row in rows:
+        for name, meaning in row["options"].items():
+            line = f"  {row['name']} {name}: {meaning}"
+            console.print(escape(line), highlight=False, soft_wrap=True)
