@@ -13,6 +13,7 @@ from conftest import shared_data
 from tiny_models import phrase
 from train_configs import train_args, train_config
 
+from evalharness.engine.training import ONLINE_LOOPS
 from evalharness.trainers import losses
 from evalharness.trainers.config import LoraSettings, TrainConfig
 from evalharness.trainers.loop import Trainer, train
@@ -66,7 +67,7 @@ def weights_differ(model_a: Path, model_b: Path) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a if k in b)
 
 
-OFFLINE = [m.name for m in losses.methods() if m.data_format != "prompt"]
+OFFLINE = [m.name for m in losses.methods() if m.name not in ONLINE_LOOPS]
 
 
 def test_every_method_is_registered_with_its_data_format() -> None:
@@ -104,6 +105,7 @@ def test_every_method_is_registered_with_its_data_format() -> None:
             "reward",
             "grpo",
             "rloo",
+            "gkd",
         ]
     )
     assert names == expected

@@ -63,6 +63,9 @@ INPUTS: dict[str, str] = {
     "old_token_logps": "[B, T] log-probs under the policy that sampled (online methods)",
     "ref_token_logps": "[B, T] log-probs under the reference (online KL term)",
     "group_size": "int, samples per prompt G (online methods; rows grouped consecutively)",
+    # full next-token distributions, [B, T, V] (distillation)
+    "student_logits": "[B, T, V] the policy's logits over the full vocabulary",
+    "teacher_logits": "[B, T, V] the teacher's logits at the same positions",
     # reward model
     "chosen_rewards": "[B] scalar head output on chosen",
     "rejected_rewards": "[B] scalar head output on rejected",
