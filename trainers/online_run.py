@@ -118,8 +118,10 @@ class OnlineRun:
         self.sampler.sync(self.model)
 
     def record(self, metrics: dict[str, Any]) -> None:
-        """Log the step's metrics (metrics.jsonl) and show the mean reward on the bar."""
-        self.last = {"step": self.step, **metrics}
+        """Log the step's metrics (metrics.jsonl) with the reward's counters (e.g. verdicts a
+        judge's output did not parse), and show the mean reward on the bar."""
+        counts = self.rewarder.stats() if self.rewarder is not None else {}
+        self.last = {"step": self.step, **metrics, **{f"reward/{k}": v for k, v in counts.items()}}
         self.log.write(self.last)
         if self.bar is not None:
             self.bar.update(1)
@@ -189,8 +191,8 @@ def start_online_run(
         )
     if needs_reward and not config.reward:
         raise InputError(
-            f"method {method.name} needs a reward: --reward rm:DIR, python:MODULE:FUNCTION, "
-            "or reward: in the config"
+            f"method {method.name} needs a reward: --reward SPEC (rm:DIR, judge:MODEL, "
+            "exact, regex:PATTERN, python:MODULE:FUNCTION, ...) or reward: in the config"
         )
     rows = load_rows(config.data, data_format, limit=config.limit)  # a bad file fails first
     torch.manual_seed(config.seed)
