@@ -18,6 +18,7 @@ import yaml
 from cli_helpers import run_cli
 
 from evalharness.engine import self_rewarding, training
+from evalharness.reports.names import Names
 from evalharness.store.run_store import RunStore
 
 PROMPTS = [
@@ -171,6 +172,9 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
         assert entry["trained"]["steps"] == 1
         trained = json.loads((Path(entry["folder"]) / "model" / "train.json").read_text())
         assert trained["config"]["data"] == str(Path(entry["folder"]) / "pairs.jsonl")
+        # Trained from the round's start model, which is its reference (the default one).
+        assert trained["config"]["model"] == entry["start_model"]
+        assert trained["config"]["reference"] is None
 
     monkeypatch.undo()
 
@@ -188,6 +192,10 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
         capsys, "compare", first["run"], second["run"], "--store", str(store)
     )
     assert code == 0, err
+    code, _, err = run_cli(capsys, "report", "--store", str(store), "--out", str(tmp_path / "site"))
+    assert code == 0, err
+    for run_id in models:
+        assert (tmp_path / "site" / Names.run_page(run_id)).is_file()
     code, stdout, err = run_cli(capsys, "pipeline", str(path), "--quiet")
     assert code == 0 and "round 2: " in stdout and "(vs round 1)" in stdout
     assert f"final model: {second['model']}" in stdout
@@ -224,21 +232,24 @@ def test_self_judging_rates_with_the_current_model(
     from evalharness.judges.factory import build_judge
     from evalharness.tasks.base import JudgeItem
 
-    config = _config(tiny_model_dir, tmp_path, "out", count=1, samples=2, judge="self")
-    code, stdout, err = run_cli(
-        capsys, "pipeline", str(_write(tmp_path / "self.yaml", config)), "--json", "--quiet"
-    )
+    config = _config(tiny_model_dir, tmp_path, "out", count=1, samples=2, judge="self", limit=2)
+    path = _write(tmp_path / "self.yaml", config)
+    code, stdout, err = run_cli(capsys, "pipeline", str(path), "--json", "--quiet")
     assert code == 0, err
     folder = tmp_path / "out" / "round-1"
     judged = _rows(folder / "judged.jsonl")
+    assert sorted({row["prompt"] for row in judged}) == sorted(PROMPTS[:2])  # rounds.limit
     judge = build_judge(f"hf:{tiny_model_dir}")
-    for row in judged:
-        item = JudgeItem(
-            "rating",
-            "mt_bench_single",
-            rating_fields((Message("user", row["prompt"]),), row["text"]),
+    items = [
+        JudgeItem(
+            "rating", "mt_bench_single", rating_fields((Message("user", r["prompt"]),), r["text"])
         )
-        verdict = judge.verdict(item, judge.backend.answer(judge.requests_for(item)))
+        for r in judged
+    ]
+    requests = [judge.requests_for(item) for item in items]
+    results = iter(judge.backend.answer([r for group in requests for r in group]))
+    for row, item, group in zip(judged, items, requests, strict=True):
+        verdict = judge.verdict(item, [next(results) for _ in group])
         assert 1.0 <= row["rating"] <= 10.0
         assert row["rating"] == pytest.approx(verdict["rating"], abs=1e-5)
     by_prompt: dict[int, list[float]] = {}

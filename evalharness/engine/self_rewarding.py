@@ -244,8 +244,8 @@ class Rounds:
         from evalharness.trainers.data import load_rows
 
         prompts_path = Path(self.rounds.prompts)
-        self.prompts = [row["prompt"] for row in load_rows(prompts_path, "prompt")]
-        self.prompts = self.prompts[: self.rounds.limit]
+        rows = load_rows(prompts_path, "prompt", limit=self.rounds.limit)
+        self.prompts = [row["prompt"] for row in rows]
         self.out = Path(self.train_config.out)
         claim_output(self.out, config_fingerprint(config, prompts_path), lines.where("train"))
         self.store = Path(self.evaluate_config.get("store") or default_store_path())
