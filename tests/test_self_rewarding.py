@@ -329,3 +329,97 @@ def test_bad_rounds_settings_are_one_line_errors_naming_the_line(
     assert error.endswith(message) or message in error, error
     assert f"{path}:{line}:" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_reward_model_ratings_pick_the_pairs(tmp_path: Path) -> None:
+    """`judge: rm:DIR`: each answer's rating is the reward model's output on the dialogue
+    (computed here with transformers directly), and the pair is its best and worst answer."""
+    import torch
+    from tiny_models import build_tiny_reward_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from evalharness.engine.round_steps import RatingJudge, build_pairs
+    from evalharness.judges.factory import build_judge
+
+    reward_dir = build_tiny_reward_model(tmp_path / "rm")
+    answers = ["Paris is the capital.", "I like rivers", "42", "the a of and to"]
+    rows = [
+        {"prompt_index": 0, "sample": i, "prompt": PROMPTS[0], "text": text}
+        for i, text in enumerate(answers)
+    ]
+    judged = RatingJudge(build_judge(f"rm:{reward_dir}"), None).judge_rows(rows)
+    tokenizer = AutoTokenizer.from_pretrained(reward_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(reward_dir).eval()
+    rewards = []
+    for text in answers:
+        dialogue = [{"role": "user", "content": PROMPTS[0]}, {"role": "assistant", "content": text}]
+        rendered = tokenizer.apply_chat_template(dialogue, tokenize=False)
+        ids = tokenizer(rendered, add_special_tokens=False, return_tensors="pt")
+        with torch.inference_mode():
+            rewards.append(model(**ids).logits[0, 0].item())
+    assert [row["rating"] for row in judged] == pytest.approx(rewards, abs=1e-4)
+    (pair,), counts = build_pairs(judged)
+    assert pair["chosen"][0]["content"] == answers[rewards.index(max(rewards))]
+    assert pair["rejected"][0]["content"] == answers[rewards.index(min(rewards))]
+    assert counts["ties"] == counts["unrated"] == 0
+
+
+def test_unparseable_text_ratings_are_asked_again_then_left_unrated() -> None:
+    """A text-mode LLM judge whose answer has no [[rating]] is asked again (sampled, attempt
+    1, 2, ...) up to its retries; still none leaves the answer unrated, and a prompt with
+    fewer than two rated answers gives no pair."""
+    from evalharness.backends.base import Backend
+    from evalharness.engine.requests import GenerateResult
+    from evalharness.engine.round_steps import RatingJudge, build_pairs
+    from evalharness.judges.llm import LLMJudge
+
+    class Scripted(Backend):
+        """Answers each judge prompt from a script keyed by the judged answer's text."""
+
+        identity = {"name": "scripted"}  # type: ignore[assignment]
+
+        def __init__(self, script: dict[str, list[str]]) -> None:
+            self.script = script
+            self.seen: list[tuple[str, int]] = []
+
+        def generate(self, requests: Any) -> list[GenerateResult]:
+            results = []
+            for request in requests:
+                answer = next(a for a in self.script if a in request.messages[-1].content)
+                self.seen.append((answer, request.sampling.seed))
+                results.append(GenerateResult(self.script[answer].pop(0)))
+            return results
+
+        def score(self, requests: Any) -> list[Any]:
+            raise AssertionError("text mode does not score")
+
+    script = {
+        "alpha": ["Rating: [[8]]"],
+        "beta": ["no verdict here", "Rating: [[3]]"],
+        "gamma": ["nothing", "still nothing", "no"],
+        "delta": ["Rating: [[5]]"],
+    }
+    backend = Scripted(script)
+    judge = LLMJudge(backend, mode="text", name="scripted", retries=2)
+    rows = [
+        {"prompt_index": p, "sample": s, "prompt": f"question {p}", "text": text}
+        for p, s, text in [(0, 0, "alpha"), (0, 1, "beta"), (1, 0, "gamma"), (1, 1, "delta")]
+    ]
+    judged = RatingJudge(judge, None).judge_rows(rows)
+    assert [row["rating"] for row in judged] == [8.0, 3.0, None, 5.0]
+    assert sorted(backend.seen) == sorted(
+        [
+            ("alpha", 0),
+            ("beta", 0),
+            ("gamma", 0),
+            ("delta", 0),
+            ("beta", 1),
+            ("gamma", 1),
+            ("gamma", 2),
+        ]
+    )
+    pairs, counts = build_pairs(judged)
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("alpha", "beta")
+    ]
+    assert counts == {"prompts": 2, "pairs": 1, "ties": 0, "unrated": 1, "unrated_answers": 1}
