@@ -331,6 +331,17 @@ def test_bad_rounds_settings_are_one_line_errors_naming_the_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_run_pipeline_refuses_rounds_it_would_ignore(tmp_path: Path) -> None:
+    from evalharness.engine.pipeline import run_pipeline
+    from evalharness.errors import InputError
+
+    config = _config(tmp_path / "no-model", tmp_path, "out")
+    path = tmp_path / "rounds.yaml"
+    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items()))
+    with pytest.raises(InputError, match=f"^{re.escape(str(path))}:4: a pipeline with rounds"):
+        run_pipeline(path, progress=False)
+
+
 def test_reward_model_ratings_pick_the_pairs(tmp_path: Path) -> None:
     """`judge: rm:DIR`: each answer's rating is the reward model's output on the dialogue
     (computed here with transformers directly), and the pair is its best and worst answer."""
