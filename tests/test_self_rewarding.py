@@ -299,6 +299,12 @@ def test_pairs_skip_ties_and_unrated_prompts_and_count_them() -> None:
         ),
         ({"rounds": {"temperature": 0}}, 4, "field 'rounds.temperature' must be above 0"),
         ({"rounds": {"judge": "refusal-rules"}}, 4, "rounds.label_ratings must rate full_refusal"),
+        (
+            {"rounds": {"label_ratings": {"match": "high", "no_match": 0}}},
+            4,
+            "field 'rounds.label_ratings.match' must be a number, not 'high'",
+        ),
+        ({"rounds": {"limit": None, "samples": 1}}, 4, "field 'rounds.samples' must be at least 2"),
         ({"rounds": {"judge": "clf:x"}}, 4, "clf: judges cannot rate answers"),
         ({"rounds": {"judge": "slef"}}, 4, "field 'rounds.judge': unknown model spec 'slef'"),
         ({"rounds": {"judge_mode": "logits"}}, 4, "field 'rounds.judge_mode' must be one of"),

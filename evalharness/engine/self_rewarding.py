@@ -90,7 +90,9 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
                 f"{lines.where('rounds', key)}: unknown key rounds.{key}; "
                 f"known: {', '.join(ROUNDS_KEYS)}"
             )
-        kinds, shown, _ = ROUNDS_KEYS[key]
+        kinds, shown, default = ROUNDS_KEYS[key]
+        if value is None and default is None and key in ("label_ratings", "limit"):
+            continue  # written out as null: the default
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise InputError(f"{where} must be {shown}, not {value!r}")
         values[key] = value
@@ -131,7 +133,11 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
 def _label_ratings(mapping: dict[Any, Any], lines: YamlLines) -> dict[str, float]:
     ratings = {}
     for label, value in mapping.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
             raise InputError(
                 f"{lines.where('rounds', 'label_ratings', label)}: field "
                 f"'rounds.label_ratings.{label}' must be a number, not {value!r}"
