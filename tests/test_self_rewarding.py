@@ -124,7 +124,8 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    path = _write(tmp_path / "rounds.yaml", _config(tiny_model_dir, tmp_path, "out"))
+    config = _config(tiny_model_dir, tmp_path, "out")
+    path = _write(tmp_path / "rounds.yaml", config)
     out = tmp_path / "out"
     calls = {"train": 0, "generate": 0}
     real_train, real_generate = training.run_training, self_rewarding.generate_samples
@@ -196,6 +197,17 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     assert code == 0, err
     for run_id in models:
         assert (tmp_path / "site" / Names.run_page(run_id)).is_file()
+    # The count is not part of what the rounds' files depend on: one round reuses the first.
+    code, stdout, err = run_cli(
+        capsys,
+        "pipeline",
+        str(_write(path, {**config, "rounds": {**config["rounds"], "count": 1}})),
+        "--json",
+        "--quiet",
+    )
+    assert code == 0, err
+    assert [r["run"] for r in json.loads(stdout)["rounds"]] == [first["run"]]
+
     # Another rounds config on the same folder is refused, leaving the finished rounds alone.
     changed = _config(tiny_model_dir, tmp_path, "out", samples=SAMPLES + 1)
     code, _, err = run_cli(capsys, "pipeline", str(_write(path, changed)), "--quiet")
@@ -305,6 +317,11 @@ def test_pairs_skip_ties_and_unrated_prompts_and_count_them() -> None:
             "field 'rounds.label_ratings.match' must be a number, not 'high'",
         ),
         ({"rounds": {"limit": None, "samples": 1}}, 4, "field 'rounds.samples' must be at least 2"),
+        (
+            {"rounds": {"prompts": "missing.jsonl"}},
+            4,
+            "'rounds.prompts': missing.jsonl: no such file",
+        ),
         ({"rounds": {"judge": "clf:x"}}, 4, "clf: judges cannot rate answers"),
         ({"rounds": {"judge": "slef"}}, 4, "field 'rounds.judge': unknown model spec 'slef'"),
         ({"rounds": {"judge_mode": "logits"}}, 4, "field 'rounds.judge_mode' must be one of"),

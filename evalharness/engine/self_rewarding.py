@@ -205,12 +205,16 @@ def check_train(path: Path, config: dict[str, Any], lines: YamlLines) -> tuple[A
 
 
 def config_fingerprint(config: dict[str, Any], prompts: Path) -> dict[str, Any]:
-    """What the rounds' files depend on: the train and rounds sections and the prompts' bytes
-    (evaluation and gates are re-read from the store, so they may change between attempts)."""
+    """What the rounds' files depend on: the train and rounds sections and the prompts' bytes.
+
+    Evaluation and gates are re-read from the store, so they may change between attempts, and
+    so may `rounds.count`: a finished pipeline given a larger count goes on with more rounds.
+    """
     from evalharness.engine.requests import canonical_json, sha256_hex
     from evalharness.store.hashing import sha256_file
 
-    sections = {"train": config["train"], "rounds": config["rounds"]}
+    rounds = {key: value for key, value in config["rounds"].items() if key != "count"}
+    sections = {"train": config["train"], "rounds": rounds}
     return {
         "config_sha256": sha256_hex(canonical_json(sections)),
         "prompts_sha256": sha256_file(prompts),
@@ -250,6 +254,11 @@ class Rounds:
         from evalharness.trainers.data import load_rows
 
         prompts_path = Path(self.rounds.prompts)
+        if not prompts_path.is_file():
+            raise InputError(
+                f"{lines.where('rounds', 'prompts')}: field 'rounds.prompts': {prompts_path}: "
+                "no such file"
+            )
         rows = load_rows(prompts_path, "prompt", limit=self.rounds.limit)
         self.prompts = [row["prompt"] for row in rows]
         self.out = Path(self.train_config.out)
