@@ -54,21 +54,24 @@ def print_rounds(report: dict[str, Any]) -> None:
             f"{pairs['unrated_answers']} answers unrated) · {entry['trained']['steps']} steps · "
             f"run {entry['run']}"
         )
-        print_gates(entry["gates"])
+        print_gates(entry["gates"], f"round {entry['round']}")
     if report["stopped"]:
         print(f"stopped: {report['stopped']}")
     print(f"final model: {report['final_model']}")
 
 
-def print_gates(checks: list[dict[str, Any]]) -> None:
+def print_gates(checks: list[dict[str, Any]], later: str = "tuned") -> None:
+    """One line per gate: the earlier run's value (the base's, or a round's: `against`) and
+    the `later` run's."""
     for check in checks:
         verdict = "pass" if check["passed"] else "FAIL"
-        against = f" (vs {check['against']})" if check.get("against") else ""
+        earlier = check.get("against") or "base"
+        against = f" (vs {earlier})" if check.get("against") else ""
         if check["reason"]:
             print(f"  {verdict}  {check['metric']}{against}: {check['reason']}")
             continue
         print(
-            f"  {verdict}  {check['metric']}{against}: base {check['base']:.4f} -> tuned "
+            f"  {verdict}  {check['metric']}{against}: {earlier} {check['base']:.4f} -> {later} "
             f"{check['tuned']:.4f} (worse by {check['worse_by']:+.4f}, allowed "
             f"{check['max_drop']}; "
             + (
