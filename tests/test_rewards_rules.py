@@ -139,18 +139,20 @@ def test_reward_settings_are_checked_when_the_config_is_read(value: object, mess
         )
 
 
-def test_grpo_raises_a_rule_reward_and_its_checkpoint_evaluates(
-    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_group_methods_raise_a_rule_reward_and_their_checkpoints_evaluate(
+    method: str, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The tiny model writes a digit in about a quarter of its samples at first; rewarding a
-    digit (`regex:\\d`) with GRPO makes that most of them within a dozen seeded steps."""
+    digit (`regex:\\d`) with GRPO or RLOO makes that most of them within a dozen seeded
+    steps."""
     words = ("cat", "dog", "sun", "sky", "sea", "tree", "bird", "fish")
     data = write_lines(
         tmp_path / "prompts.jsonl", [json.dumps({"prompt": f"say {w}"}) for w in words]
     )
-    out = tmp_path / "grpo"
+    out = tmp_path / method
     code, _, err = run_cli(
-        capsys, *train_args("grpo", tiny_model_dir, data, out), "--reward", "regex:\\d",
+        capsys, *train_args(method, tiny_model_dir, data, out), "--reward", "regex:\\d",
         "--group-size", "6", "--max-new-tokens", "6", "--batch-size", "2", "--max-steps", "12",
         "--lr", "1e-2", "--seed", "0", "--quiet", "--json",
     )  # fmt: skip
