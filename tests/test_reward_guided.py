@@ -203,6 +203,8 @@ def test_spec_parsing() -> None:
     for bad, match in (
         ("args:k=0:rm:/r:hf:/m", "k must be at least 1"),
         ("args:k=two:rm:/r:hf:/m", "k='two' must be a whole number"),
+        ("args:w=nan:rm:/r:hf:/m", "w='nan' must be a finite number"),
+        ("args:w=-inf:rm:/r:hf:/m", "w='-inf' must be a finite number"),
         ("args:beam=2:rm:/r:hf:/m", "not one of k=..., w=..., max_tokens=..."),
         ("deal:w=1:rm:/r:hf:/m", "not one of k=..., beam=..."),
         ("args:rm:/r:openai:gpt-4o", "hf: or builtin"),
