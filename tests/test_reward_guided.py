@@ -3,6 +3,7 @@ against the model's and the reward model's own numbers, their identities, and fu
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,8 @@ def test_deal_returns_the_highest_reward_answer_it_explored(
 def test_identities_differ_by_options_reward_and_method(
     tiny_model_dir: Path, reward_dir: Path, tmp_path: Path
 ) -> None:
-    other_reward = build_tiny_reward_model(tmp_path / "rm2")
+    # Another reward model: a copy with another label (rebuilding one trains a tokenizer).
+    other_reward = Path(shutil.copytree(reward_dir, tmp_path / "rm2"))
     (other_reward / "config.json").write_text(
         (other_reward / "config.json").read_text().replace('"reward"', '"helpfulness"')
     )
@@ -201,6 +203,8 @@ def test_spec_parsing() -> None:
     for bad, match in (
         ("args:k=0:rm:/r:hf:/m", "k must be at least 1"),
         ("args:k=two:rm:/r:hf:/m", "k='two' must be a whole number"),
+        ("args:w=nan:rm:/r:hf:/m", "w='nan' must be a finite number"),
+        ("args:w=-inf:rm:/r:hf:/m", "w='-inf' must be a finite number"),
         ("args:beam=2:rm:/r:hf:/m", "not one of k=..., w=..., max_tokens=..."),
         ("deal:w=1:rm:/r:hf:/m", "not one of k=..., beam=..."),
         ("args:rm:/r:openai:gpt-4o", "hf: or builtin"),
@@ -217,7 +221,11 @@ def test_runs_evaluate_the_wrappers_like_any_model(
     import evalharness
 
     store = tmp_path / "store.sqlite"
-    args = tiny_run_args(tiny_model_dir, store, "--limit", "1", max_new_tokens=2)
+    # The reward model judges: the default self-judge would score MT-Bench's long rating
+    # prompt through the wrapped model (a pass-through `test_score_requests_pass_through`
+    # checks), several times the cost of the searches under test.
+    judge = f"rm:{reward_dir}"
+    args = tiny_run_args(tiny_model_dir, store, "--limit", "1", "--judge", judge, max_new_tokens=2)
     args[args.index("--model") + 1] = f"args:k=3:rm:{reward_dir}:hf:{tiny_model_dir}"
     first = run_json(capsys, *args)
     assert first["status"] == "complete"
@@ -229,8 +237,9 @@ def test_runs_evaluate_the_wrappers_like_any_model(
 
     options = {"mt_bench": {"data": "builtin", "max_new_tokens": "2"}}
     spec = f"deal:k=2,beam=2,lookahead=1:rm:{reward_dir}:hf:{tiny_model_dir}"
-    results = evalharness.evaluate(spec, "mt_bench", limit=1, store=store, task_options=options)
+    kwargs = {"limit": 1, "store": store, "task_options": options, "judge": judge}
+    results = evalharness.evaluate(spec, "mt_bench", **kwargs)
     assert results.status == "complete"
-    again = evalharness.evaluate(spec, "mt_bench", limit=1, store=store, task_options=options)
+    again = evalharness.evaluate(spec, "mt_bench", **kwargs)
     assert again.run_id == results.run_id
     assert again.raw["calls_made"] == {"model": 0, "judge": 0}

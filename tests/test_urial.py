@@ -39,46 +39,49 @@ TWO_TURNS = (
 
 def urial_reference_prompt(system_message: str, chats: list[str | None]) -> str:
     """URIAL's own rendering, transcribed from Re-Align/URIAL `src/fastchat_conversation.py`
-    (commit 01928f8): `Conversation.get_prompt` for `SeparatorStyle.URIAL` with roles
-    ("# Query:", "# Answer:") and the backtick fences of its prompt files (sep = sep2 = "```"),
-    messages appended as `unified_utils.apply_template` appends them (roles alternate, a final
-    None for the answer to generate)."""
+    (commit 127f94e): `Conversation.get_prompt` for the `urial_backticks` template
+    (`SeparatorStyle.URIAL`, roles ("# Query:", "# Answer:"), sep = sep2 = "```"), the one
+    `unified_utils.apply_template` picks for the backtick prompt files; messages appended as it
+    appends them (roles alternate, a final None for the answer to generate)."""
     roles, sep, sep2 = ("# Query:", "# Answer:"), "```", "```"
     messages = [(roles[i % 2], chat) for i, chat in enumerate(chats)]
     ret = system_message
     for role, message in messages:
-        ret += "\n\n"
         if message:
-            ret += role + "\n" + sep + "\n" + message + "\n" + sep2 + "\n"
+            ret += "\n" + role + "\n" + sep + "\n" + message + "\n" + sep2 + "\n"
         else:
-            ret += role + "\n" + sep + "\n"
+            ret += "\n" + role + "\n" + sep + "\n"
     return ret
 
 
 def test_prompt_is_urials_rendering_of_system_examples_and_dialogue() -> None:
     examples = [text for pair in EXAMPLES for text in pair]
     preamble = default_preamble()
-    # The shipped preamble is URIAL's layout of the system text and the three examples.
-    assert preamble == urial_reference_prompt(f"# Instruction\n\n{SYSTEM_PROMPT}", examples)
+    # The shipped preamble is URIAL's layout of the system text and the three examples, laid
+    # out as URIAL's prompt files are (`urial_prompts/inst_1k_v4.help.txt`: the system text,
+    # then fenced blocks one blank line apart, ending in a closing fence and a newline).
+    system = f"# Instruction\n\n{SYSTEM_PROMPT}\n"
+    assert preamble == urial_reference_prompt(system, examples)
+    assert preamble.endswith("\n```\n") and "\n\n\n" not in preamble
+    assert f"{SYSTEM_PROMPT}\n\n# Query:\n```\n{examples[0]}\n```\n\n# Answer:\n```\n" in preamble
     turns = [m.content for m in TWO_TURNS]
     expected = urial_reference_prompt(preamble, [*turns, None])
     assert render(preamble, TWO_TURNS) == expected
     # The whole prompt is URIAL's rendering of the system text and all eight turns.
-    whole = urial_reference_prompt(f"# Instruction\n\n{SYSTEM_PROMPT}", [*examples, *turns, None])
+    whole = urial_reference_prompt(system, [*examples, *turns, None])
     assert render(preamble, TWO_TURNS) == whole
     # Plain text: no chat template markers, examples in order, the open answer fence last.
     assert "<|im_start|>" not in whole
     positions = [whole.index(text) for text in [*examples, *turns]]
     assert positions == sorted(positions)
-    assert whole.endswith("# Query:\n```\nHow long is it?\n```\n\n\n# Answer:\n```\n")
+    assert whole.endswith("\n```\n\n# Query:\n```\nHow long is it?\n```\n\n# Answer:\n```\n")
     assert whole.count("\n# Query:\n") == 5 and whole.count("\n# Answer:\n") == 5
 
 
 def test_system_message_becomes_an_instruction_block_before_the_dialogue() -> None:
     prompt = render("PRE", (Message("system", "Be brief."), Message("user", "Hi")))
     assert (
-        prompt
-        == "PRE\n\n\n# Instruction\n\nBe brief.\n\n# Query:\n```\nHi\n```\n\n\n# Answer:\n```\n"
+        prompt == "PRE\n\n# Instruction\n\nBe brief.\n\n# Query:\n```\nHi\n```\n\n# Answer:\n```\n"
     )
     with pytest.raises(InputError, match="user message"):
         render("PRE", (Message("user", "Hi"), Message("assistant", "Hello")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from evalharness.backends.devices import parse_device, parse_device_map
@@ -14,7 +15,7 @@ ALIASES = {
     "default": "builtin:smollm2-135m-instruct",
 }
 #: Decoding-time alignment wrappers around a generating model (`backends/urial.py`,
-#: `reward_guided.py`, `deal.py`), beside best-of-N (`bon:`).
+#: `args_decoding.py`, `deal.py`), beside best-of-N (`bon:`).
 WRAPPERS = ("bon", "urial", "args", "deal")
 BACKENDS = ("hf", "vllm", "openai", "builtin", "rm", "clf", "outputs", *WRAPPERS)
 #: Backends that generate text: what best-of-N (`bon:`) samples from, or judges with.
@@ -193,6 +194,9 @@ def split_options(backend: str, name: str) -> tuple[dict[str, int | float | str]
         except ValueError:
             kind = "a whole number" if allowed[key] is int else "a number"
             raise InputError(f"{backend}:{name}: option {key}={value!r} must be {kind}") from None
+        if isinstance(options[key], float) and not math.isfinite(options[key]):
+            # A NaN or infinite weight turns every score into NaN: sampling would crash mid-run.
+            raise InputError(f"{backend}:{name}: option {key}={value!r} must be a finite number")
         least = OPTION_MINIMUM.get(key)
         if least is not None and options[key] < least:  # type: ignore[operator]
             raise InputError(f"{backend}:{name}: option {key} must be at least {least}")

@@ -156,26 +156,13 @@ class TokenSearchBackend(ForwardingBackend):
 
     def next_logprobs(self, sequences: Sequence[Sequence[int]]) -> Any:
         """Log-probabilities of the next token after each sequence: a float32 [n, vocab] tensor
-        from one left-padded forward pass (positions counted from each row's first token, as
-        `generate` counts them)."""
+        from one forward pass. The sequences are a search's beams, the prompt and as many new
+        tokens each, so they are of one length and need no padding."""
         import torch
 
-        model = self.model.model
-        pad_id = self.model.tokenizer.pad_token_id
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            input_ids[row, width - len(sequence) :] = torch.tensor(list(sequence))
-            attention[row, width - len(sequence) :] = 1
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        on_device = self.model._on_device
+        input_ids = torch.tensor([list(s) for s in sequences], dtype=torch.long)
         with torch.inference_mode():
-            logits = model(
-                input_ids=on_device(input_ids),
-                attention_mask=on_device(attention),
-                position_ids=on_device(positions),
-            ).logits[:, -1, :]
+            logits = self.model.model(input_ids=self.model._on_device(input_ids)).logits[:, -1, :]
         return torch.log_softmax(logits.float(), dim=-1).cpu()
 
     def incremental(self, prompt: list[int]) -> IncrementalLogprobs:

@@ -5,10 +5,11 @@ like a tuned assistant when its prompt starts with a fixed system text and three
 examples. As a model spec it is evaluated on every task, judged and cached like any model, so
 it is the tuning-free baseline a fine-tune is compared with.
 
-The prompt is plain text, rendered as URIAL's multi-turn inference code renders it (the
-`urial` conversation template of its `src/fastchat_conversation.py`, with the backtick fences of
-its prompt files): no chat template, each user turn a `# Query:` block and each assistant turn
-an `# Answer:` block, both fenced in triple backticks, the prompt ending in an open `# Answer:`
+The prompt is plain text, rendered as URIAL's inference code renders it (the
+`urial_backticks` conversation template of its `src/fastchat_conversation.py`, which its
+`unified_infer.py` uses with its backtick prompt files): no chat template, each user turn a
+`# Query:` block and each assistant turn an `# Answer:` block, both fenced in triple backticks
+and one blank line apart (as in URIAL's prompt files), the prompt ending in an open `# Answer:`
 fence. (URIAL's single-turn script writes the query inline, as ```query```; one layout serves
 both turns here.) Generation stops at the next `# Query` (URIAL's stop string) and the closing
 fence before it is dropped. URIAL's scripts drop every triple backtick of an answer, which
@@ -51,7 +52,7 @@ from evalharness.errors import InputError
 STOP = "# Query"
 FENCE = "```"
 #: Bumped whenever the rendering below changes, so cached answers of the old prompts are not reused.
-FORMAT_VERSION = "urial-backticks-2"
+FORMAT_VERSION = "urial-backticks-3"
 
 SYSTEM_PROMPT = (
     "The text below is a series of conversations between a person and an AI assistant (you).\n"
@@ -109,17 +110,18 @@ EXAMPLES: tuple[tuple[str, str], ...] = (
 
 
 def blocks(head: str, messages: Sequence[Message]) -> str:
-    """`head`, then each message as a fenced `# Query:` (user) or `# Answer:` (assistant)
-    block, laid out as URIAL's conversation template lays them out (`SeparatorStyle.URIAL` with
-    backtick fences: a blank line before each heading, the text on its own lines inside the
-    fence). A system message becomes an `# Instruction` block."""
+    """`head` (ending in a newline), then each message as a fenced `# Query:` (user) or
+    `# Answer:` (assistant) block, laid out as URIAL's `urial_backticks` template lays them out
+    (`SeparatorStyle.URIAL`: a newline, the heading, the text on its own lines inside the fence,
+    a newline; so one blank line between blocks). A system message becomes an `# Instruction`
+    block."""
     text = head
     for message in messages:
         if message.role == "system":
-            text += f"\n\n# Instruction\n\n{message.content}"
+            text += f"\n# Instruction\n\n{message.content}\n"
             continue
         heading = "# Query:" if message.role == "user" else "# Answer:"
-        text += f"\n\n{heading}\n{FENCE}\n{message.content}\n{FENCE}\n"
+        text += f"\n{heading}\n{FENCE}\n{message.content}\n{FENCE}\n"
     return text
 
 
@@ -130,7 +132,7 @@ def default_preamble() -> str:
         for query, answer in EXAMPLES
         for role, text in (("user", query), ("assistant", answer))
     ]
-    return blocks(f"# Instruction\n\n{SYSTEM_PROMPT}", examples)
+    return blocks(f"# Instruction\n\n{SYSTEM_PROMPT}\n", examples)
 
 
 def render(preamble: str, messages: Sequence[Message]) -> str:
@@ -142,7 +144,7 @@ def render(preamble: str, messages: Sequence[Message]) -> str:
     fence and a newline, as every block does) is continued exactly as URIAL continues it."""
     if not messages or messages[-1].role != "user":
         raise InputError("urial: a chat request must end with a user message")
-    return f"{blocks(preamble.rstrip() + chr(10), messages)}\n\n# Answer:\n{FENCE}\n"
+    return f"{blocks(preamble.rstrip() + chr(10), messages)}\n# Answer:\n{FENCE}\n"
 
 
 def clean_answer(text: str) -> str:
