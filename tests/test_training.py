@@ -104,6 +104,9 @@ def test_every_method_is_registered_with_its_data_format() -> None:
             "reward",
             "grpo",
             "rloo",
+            "online_dpo",
+            "xpo",
+            "nash_md",
         ]
     )
     assert names == expected
@@ -345,7 +348,7 @@ def test_methods_lists_every_method_with_its_data(capsys: pytest.CaptureFixture[
     code, stdout, _ = run_cli(capsys, "methods", "--json")
     assert code == 0
     rows = {row["name"]: row for row in json.loads(stdout)}
-    assert len(rows) == 31
+    assert len(rows) == 34
     assert rows["kto"]["data"] == "binary" and rows["kto"]["reference"] is True
     assert rows["simpo"]["hyperparameters"]["gamma"] is not None
 
