@@ -187,3 +187,23 @@ def test_verdicts_from_rewards_follow_trl_and_a_pairwise_judge_is_asked_directly
     assert raw.tolist() == [[4.0, 1.0, 2.0], [2.0, 3.0, 2.0]]
     got, raw = verdicts(_Pairwise(), first, second, *eos, penalty=None)
     assert raw is None and got.tolist() == [1.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("name", ["xpo", "nash_md"])
+def test_under_lora_the_opponent_comes_from_the_base_with_adapters_off(
+    name: str, tiny_model_dir: Path, toy_prompts: tuple[Path, str], tmp_path: Path
+) -> None:
+    """With adapters the reference is the base itself: before the first step the policy
+    equals it (LoRA starts at zero), so the first step's KL estimate is exactly 0."""
+    from evalharness.trainers.config import LoraSettings
+
+    data, reward = toy_prompts
+    out = tmp_path / name
+    config = train_config(
+        name, tiny_model_dir, data, out, reward=reward, batch_size=2, max_steps=2,
+        max_new_tokens=3, learning_rate=1e-2, lora=LoraSettings(rank=4, alpha=8),
+    )  # fmt: skip
+    summary = run_training(losses.method(name), config, progress=False)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert summary.steps == 2 and metrics[0]["kl"] == 0.0 and metrics[1]["kl"] != 0.0
+    assert (out / "adapter" / "adapter_config.json").exists()
