@@ -207,3 +207,31 @@ def test_under_lora_the_opponent_comes_from_the_base_with_adapters_off(
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert summary.steps == 2 and metrics[0]["kl"] == 0.0 and metrics[1]["kl"] != 0.0
     assert (out / "adapter" / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "argument", "message"),
+    [
+        ("xpo", "loss_type=hinge", "loss_type=hinge: online_dpo and xpo take sigmoid or ipo"),
+        ("nash_md", "mixture_coef=2", "mixture_coef=2.0 must lie in [0, 1]"),
+    ],
+)
+def test_bad_options_are_one_line_errors_before_training(
+    method: str,
+    argument: str,
+    message: str,
+    tiny_model_dir: Path,
+    toy_prompts: tuple[Path, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from train_configs import train_args
+
+    data, reward = toy_prompts
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, *train_args(method, tiny_model_dir, data, out), "--reward", reward,
+        "--loss-arg", argument, "--quiet",
+    )  # fmt: skip
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (out / "metrics.jsonl").exists()

@@ -57,7 +57,8 @@ def online_loss_type(value: str | Sequence[str]) -> str:
     """
     names = [value] if isinstance(value, str) else list(value)
     if len(names) != 1 or names[0] not in LOSS_TYPES:
-        raise InputError(f"loss_type={value!r}: online_dpo and xpo take sigmoid or ipo")
+        given = ",".join(str(name) for name in names)
+        raise InputError(f"loss_type={given}: online_dpo and xpo take sigmoid or ipo")
     return str(names[0])
 
 
