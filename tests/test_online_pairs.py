@@ -24,8 +24,9 @@ from train_configs import train_config
 
 from evalharness.engine.training import ONLINE_LOOPS, run_training
 from evalharness.trainers import losses
-from evalharness.trainers.online_pairs_loop import MixtureLogits, verdicts
+from evalharness.trainers.online_pairs_loop import MixtureLogits, answers_pairs, verdicts
 from evalharness.trainers.rewards import Rewarder, Rollout
+from evalharness.trainers.rewards.combined import WeightedRewarder
 
 REWARDS = """
 def letters(prompt, completion, row):
@@ -187,6 +188,13 @@ def test_verdicts_from_rewards_follow_trl_and_a_pairwise_judge_is_asked_directly
     assert raw.tolist() == [[4.0, 1.0, 2.0], [2.0, 3.0, 2.0]]
     got, raw = verdicts(_Pairwise(), first, second, *eos, penalty=None)
     assert raw is None and got.tolist() == [1.0, 0.0, 0.5]
+    # A weighted sum asks its one pairwise term; a sum of several compares summed rewards.
+    alone = WeightedRewarder([(_Pairwise(), 2.0)])
+    mixed = WeightedRewarder([(_Scalar(), 1.0), (_Scalar(), 0.5)])
+    assert answers_pairs(alone) and not answers_pairs(mixed) and not answers_pairs(_Scalar())
+    assert verdicts(alone, first, second, *eos, penalty=None)[0].tolist() == [1.0, 0.0, 0.5]
+    got, raw = verdicts(mixed, first, second, *eos, penalty=None)
+    assert raw.tolist() == [[6.0, 1.5, 3.0], [3.0, 4.5, 3.0]] and got[2] == 0.5
 
 
 @pytest.mark.parametrize("name", ["xpo", "nash_md"])

@@ -121,6 +121,18 @@ def _ends_with_eos(completions: list[list[int]], eos: int | None) -> torch.Tenso
     return torch.tensor([eos is not None and eos in c for c in completions])
 
 
+def answers_pairs(rewarder: Rewarder) -> bool:
+    """Whether `rewarder` gives its verdicts itself (a pairwise judge, alone or as the one term
+    of a weighted sum, as `WeightedRewarder.preferences` decides) rather than by comparing
+    scalar rewards."""
+    from .rewards.combined import WeightedRewarder
+
+    if isinstance(rewarder, WeightedRewarder):
+        (only, weight), *rest = rewarder.terms
+        return not rest and weight > 0 and answers_pairs(only)
+    return type(rewarder).preferences is not Rewarder.preferences
+
+
 def verdicts(
     rewarder: Rewarder,
     first: list[Any],
@@ -131,7 +143,7 @@ def verdicts(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P(first preferred) per pair (float64) and the raw rewards `[2, P]` when the source has
     them (None for a pairwise judge, which gives its verdicts itself)."""
-    if type(rewarder).preferences is not Rewarder.preferences:
+    if answers_pairs(rewarder):
         given = torch.tensor(rewarder.preferences(first, second), dtype=torch.float64)
         return penalise_missing_eos(given, first_eos, second_eos, penalty), None
     scores = torch.tensor(rewarder.rewards([*first, *second]), dtype=torch.float64)

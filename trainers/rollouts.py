@@ -72,6 +72,10 @@ class HFSampler:
                 input_ids=inputs,
                 attention_mask=torch.ones_like(inputs),
                 do_sample=True,
+                # Plain sampling at the temperature, as TRL's online trainers: transformers'
+                # default top_k=50 would truncate the distribution the loss assumes.
+                top_k=0,
+                top_p=1.0,
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,

@@ -8,6 +8,7 @@ worse than the base's by more than its `max_drop` and the paired test says so at
 delta alone). Directions come from the task: a drop in `over_refusal` is an improvement.
 Every gate fails, uncompared, when either evaluation is not `complete` (a `partial` run left
 items unjudged); a config without `gate:` entries is an error before training starts.
+A `rounds:` section makes it a self-rewarding loop instead (`engine.self_rewarding`).
 
 ```yaml
 train: {method: dpo, model: hf:base, data: prefs.jsonl, out: runs/dpo, max_steps: 50}
@@ -46,7 +47,7 @@ def read_pipeline(path: Path) -> tuple[dict[str, Any], YamlLines]:
     config, lines = read_yaml_lines(path, "config")
     if not isinstance(config, dict):
         raise InputError(f"{path}: expected a mapping with train, evaluate and gate")
-    unknown = sorted(set(config) - {"train", "evaluate", "gate"}, key=str)
+    unknown = sorted(set(config) - {"train", "evaluate", "gate", "rounds"}, key=str)
     if unknown:
         raise InputError(f"{lines.where(unknown[0])}: unknown section(s) {', '.join(unknown)}")
     for section in ("train", "evaluate"):
@@ -282,6 +283,11 @@ def run_pipeline(path: Path, *, progress: bool = True) -> dict[str, Any]:
     from evalharness.trainers.config import TrainConfig
 
     config, lines = read_pipeline(path)
+    if "rounds" in config:
+        raise InputError(
+            f"{lines.where('rounds')}: a pipeline with rounds runs through "
+            "evalharness.engine.self_rewarding.run_rounds (the CLI picks it itself)"
+        )
     gates = parse_gates(path, config.get("gate"), lines)
 
     def locate(*keys: str) -> str:

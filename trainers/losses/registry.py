@@ -65,6 +65,9 @@ INPUTS: dict[str, str] = {
     "group_size": "int, samples per prompt G (online methods; rows grouped consecutively)",
     "preferences": "[P] probability that each prompt's first sample is preferred to its "
     "second (online pair methods: a judge's or reward model's verdict)",
+    # full next-token distributions, [B, T, V] (distillation)
+    "student_logits": "[B, T, V] the policy's logits over the full vocabulary",
+    "teacher_logits": "[B, T, V] the teacher's logits at the same positions",
     # reward model
     "chosen_rewards": "[B] scalar head output on chosen",
     "rejected_rewards": "[B] scalar head output on rejected",
