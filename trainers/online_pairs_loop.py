@@ -70,6 +70,8 @@ def _generate(
             input_ids=inputs,
             attention_mask=torch.ones_like(inputs),
             do_sample=True,
+            top_k=0,  # plain sampling at the temperature, as the policy's `HFSampler`
+            top_p=1.0,
             temperature=run.config.temperature,
             max_new_tokens=run.config.max_new_tokens,
             pad_token_id=run.tokenizer.pad_token_id,
