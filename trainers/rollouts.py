@@ -54,7 +54,9 @@ def cut_after_eos(row: list[int], eos: int | None, pad: int) -> list[int]:
 
 
 class HFSampler:
-    """`n` completions of a prompt from the policy with `generate`, seeded per call."""
+    """`n` completions of a prompt from the policy with `generate`, seeded per call, drawn from
+    its softmax at `temperature` (no top-k or top-p: the policy-gradient losses assume samples
+    from the policy itself, and the vLLM sampler draws the same way)."""
 
     def __init__(
         self, model: Any, tokenizer: Any, *, temperature: float, max_new_tokens: int
@@ -73,6 +75,8 @@ class HFSampler:
                 attention_mask=torch.ones_like(inputs),
                 do_sample=True,
                 temperature=self.temperature,
+                top_k=0,  # the policy's own distribution: `generate` would keep the top 50
+                top_p=1.0,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
