@@ -19,6 +19,7 @@ from evalharness.errors import InputError
 from evalharness.trainers import adapters
 from evalharness.trainers.config import TrainConfig
 from evalharness.trainers.models import load_model
+from evalharness.trainers.rollouts import HFSampler
 from evalharness.trainers.samplers import choose_rollouts
 from evalharness.trainers.vllm_rollouts import policy_weights
 
@@ -133,3 +134,14 @@ def test_pushed_weights_merge_lora_under_checkpoint_names_and_leave_the_base_exa
     assert changed >= 4  # the adapted projections really carry the adapter
     for name, weight in policy.named_parameters():
         assert torch.equal(weight, before[name]), name
+
+
+def test_hf_sampler_draws_from_the_whole_softmax(tiny_model_dir: Path) -> None:
+    """The policy-gradient losses assume samples from the policy itself: `generate` would keep
+    only its 50 likeliest tokens (transformers' default top-k). At a high temperature the tiny
+    model's next token is near uniform over its 400, so 400 draws see far more than 50."""
+    loaded = load_model(f"hf:{tiny_model_dir}", "float32")
+    sampler = HFSampler(loaded.model, loaded.tokenizer, temperature=50.0, max_new_tokens=1)
+    prompt = loaded.tokenizer("hello")["input_ids"]
+    first_tokens = {row[0] for row in sampler.sample(prompt, 400, seed=0)}
+    assert len(first_tokens) > 100
