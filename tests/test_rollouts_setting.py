@@ -20,7 +20,7 @@ from evalharness.trainers import adapters
 from evalharness.trainers.config import TrainConfig
 from evalharness.trainers.models import load_model
 from evalharness.trainers.rollouts import HFSampler
-from evalharness.trainers.samplers import choose_rollouts
+from evalharness.trainers.samplers import choose_rollouts, engine_dtype
 from evalharness.trainers.vllm_rollouts import policy_weights
 
 REWARD = "def length(prompt, completion, row):\n    return float(len(completion))\n"
@@ -103,6 +103,15 @@ def test_auto_takes_vllm_only_on_a_cuda_gpu_where_it_is_installed(
         choose_rollouts("vllm", cuda, load_in_4bit=True)
     monkeypatch.setattr("evalharness.backends.vllm.vllm_available", lambda: False)
     assert choose_rollouts("auto", cuda) == "hf"
+
+
+def test_the_engine_computes_in_the_policy_forward_dtype() -> None:
+    """A float32 full fine-tune under bf16 autocast (a GPU's default) samples in bfloat16; a
+    run without autocast in its weights' dtype (float32 on the CPU)."""
+    assert engine_dtype("float32", "bf16") == "bfloat16"
+    assert engine_dtype("float32", "fp16") == "float16"
+    assert engine_dtype("float32", "no") == "float32"
+    assert engine_dtype("bfloat16", "no") == "bfloat16"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -209,7 +209,14 @@ def start_online_run(
         else None
     )
     sampler = build_sampler(
-        rollouts, model, tokenizer, config, prompts, dtype=loaded.identity["dtype"], device=device
+        rollouts,
+        model,
+        tokenizer,
+        config,
+        prompts,
+        dtype=loaded.identity["dtype"],
+        mixed_precision=accelerator.mixed_precision,
+        device=device,
     )
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]

@@ -45,9 +45,11 @@ def build_sampler(
     prompts: list[Prompt],
     *,
     dtype: str,
+    mixed_precision: str,
     device: Any,
 ) -> Sampler:
-    """The run's sampler; a vLLM engine sized to the longest prompt plus `max_new_tokens`."""
+    """The run's sampler; a vLLM engine sized to the longest prompt plus `max_new_tokens`, in
+    the dtype the policy computes in (`engine_dtype`)."""
     if kind == "hf":
         return HFSampler(
             model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens
@@ -57,7 +59,7 @@ def build_sampler(
     longest = max((len(p.ids) for p in prompts), default=0)
     spec = engine_spec(
         config.model,
-        dtype,
+        engine_dtype(dtype, mixed_precision),
         max_model_len=longest + config.max_new_tokens,
         on_gpu=getattr(device, "type", None) == "cuda",
     )
@@ -68,3 +70,10 @@ def build_sampler(
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
     )
+
+
+def engine_dtype(weights: str, mixed_precision: str) -> str:
+    """The dtype the policy's forward passes compute in: its weights', or under autocast (a
+    float32 full fine-tune on a GPU, bf16 autocast by default) the autocast's, which samples
+    as the policy computes at half the engine's memory and twice its speed."""
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(mixed_precision, weights)
