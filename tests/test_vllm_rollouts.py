@@ -79,7 +79,11 @@ def watched_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WatchedRun
     reward = folder / "spread_reward.py"
     reward.write_text(REWARD)
     data = write_lines(
-        folder / "prompts.jsonl", [json.dumps({"prompt": f"say {w}"}) for w in ("cat", "sun")]
+        folder / "prompts.jsonl",
+        [
+            json.dumps({"prompt": f"Say {w}, please, and then say nothing else."})
+            for w in ("cat", "sun")
+        ],
     )
     pushes: list[tuple[Agreement, Agreement]] = []
     real_sync = VLLMSampler.sync
@@ -130,6 +134,7 @@ def test_every_step_pushes_the_trained_weights_into_the_engine(
         # Both float32: within the evaluator's parity tolerance of the policy itself.
         assert after.max_logprob_diff < 1e-3, after
         assert after.greedy_gap < 1e-3, after
+        assert len(after.engine_greedy) == MAX_NEW_TOKENS  # the engine's context fits the probe
     start, *steps = pushes
     assert start[0].max_logprob_diff < 1e-3  # the engine starts on the policy's weights
     for before, _ in steps:
