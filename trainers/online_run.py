@@ -35,7 +35,8 @@ from .loop import TrainSummary
 from .metrics import MetricsLog
 from .models import PolicyScorer, adamw, adapters_disabled, load_model
 from .rewards import Rewarder, Rollout, build_rewarder
-from .rollouts import HFSampler, Prompt, Sampler, prompt_messages
+from .rollouts import Prompt, Sampler, prompt_messages
+from .samplers import build_sampler, choose_rollouts
 
 
 @dataclass
@@ -167,6 +168,10 @@ def _row_prompt(row: dict[str, Any]) -> Any:
     return messages
 
 
+def _in_4bit(config: TrainConfig) -> bool:
+    return config.adapter is not None and config.adapter.load_in_4bit
+
+
 def start_online_run(
     config: TrainConfig,
     method: Any,
@@ -200,9 +205,11 @@ def start_online_run(
     placement = precision.plan(config.device, config.mixed_precision, dtype)
     accelerator = fresh_accelerator(**placement.accelerator_options())
     device = accelerator.device
+    rollouts = choose_rollouts(config.rollouts, device, load_in_4bit=_in_4bit(config))
     loaded = load_model(config.model, dtype, device=device)
     tf32 = precision.use_tf32(device, config.tf32)
     placed = precision.record(device, loaded.identity["dtype"], accelerator.mixed_precision, tf32)
+    placed["rollouts"] = rollouts
     precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
     tokenizer, model = loaded.tokenizer, loaded.model
     prompts = training_prompts(rows, data_format, tokenizer, config.max_length)
@@ -232,8 +239,15 @@ def start_online_run(
         if config.reward
         else None
     )
-    sampler = HFSampler(
-        model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens
+    sampler = build_sampler(
+        rollouts,
+        model,
+        tokenizer,
+        config,
+        prompts,
+        dtype=loaded.identity["dtype"],
+        mixed_precision=accelerator.mixed_precision,
+        device=device,
     )
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]

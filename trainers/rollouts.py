@@ -54,7 +54,9 @@ def cut_after_eos(row: list[int], eos: int | None, pad: int) -> list[int]:
 
 
 class HFSampler:
-    """`n` completions of a prompt from the policy with `generate`, seeded per call."""
+    """`n` completions of a prompt from the policy with `generate`, seeded per call, drawn from
+    its softmax at `temperature` (no top-k or top-p: the policy-gradient losses assume samples
+    from the policy itself, and the vLLM sampler draws the same way)."""
 
     def __init__(
         self, model: Any, tokenizer: Any, *, temperature: float, max_new_tokens: int

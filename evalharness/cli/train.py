@@ -46,6 +46,7 @@ FLAG_FIELDS = {
     "max_new_tokens": "max_new_tokens",
     "temperature": "temperature",
     "reward": "reward",
+    "rollouts": "rollouts",
     "pack": "pack",
 }
 
@@ -133,6 +134,12 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
         "pairwise:MODEL, rules:NAME_OR_YAML, refusal-rules, regex:PATTERN, "
         "refusal-regex:PATTERN or exact[:FIELD]; weighted sums and judge options in the "
         "config's reward: list (README: Rewards for online methods)",
+    )
+    train.add_argument(
+        "--rollouts",
+        choices=["auto", "hf", "vllm"],
+        help="online methods: who samples: vllm (an engine synced to the policy each step), "
+        "hf (generate), auto (default: vllm on a CUDA GPU when it is installed, else hf)",
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
