@@ -21,10 +21,13 @@ below) agreed with the code under test to 7e-15 for every case of `test_matches_
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from evalharness.errors import InputError
 from evalharness.trainers import losses
@@ -128,7 +131,7 @@ def test_matches_trl(beta: float, temperature: float, reduction: str, with_label
         beta=beta,
         temperature=temperature,
         reduction=reduction,
-        chunk_tokens=3,  # several chunks, the last one short
+        chunk_tokens=4,  # several blocks of the 21 positions, the last one short
     )
     assert float(got) == pytest.approx(expected, abs=1e-6, rel=0)
     assert expected > 0
@@ -170,6 +173,36 @@ def test_gradient_matches_finite_differences_of_trl(beta: float, chunk_tokens: i
         ) / (2 * step)
     assert np.abs(logits.grad.numpy() - numeric).max() < 1e-6
     assert torch.all(logits.grad[as_tensor(labels) == -100] == 0)
+
+
+class FullSizeStorages(TorchDispatchMode):
+    """Records every distinct storage of at least `nbytes` that an operation returns."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__()
+        self.nbytes, self.seen = nbytes, set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() >= self.nbytes:
+                self.seen.add(value.untyped_storage().data_ptr())
+        return out
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 2, 5])
+def test_backward_builds_one_full_size_gradient_whatever_the_chunks(chunk_tokens: int) -> None:
+    """Chunking bounds the backward pass too: the logits' gradient is the only `[B, T, V]`
+    tensor it builds, not one zero-filled full-size gradient per chunk."""
+    student, teacher, labels = fixed_inputs(seed=4)
+    logits = as_tensor(student).clone().requires_grad_(True)
+    loss = generalized_jsd_loss(
+        logits, as_tensor(teacher), as_tensor(labels), chunk_tokens=chunk_tokens
+    )
+    probe = FullSizeStorages(logits.untyped_storage().nbytes())
+    with probe:
+        loss.backward()
+    assert len(probe.seen) == 1
 
 
 def test_teacher_logits_get_no_gradient() -> None:

@@ -69,21 +69,19 @@ def train_gkd(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
         run.scorer.train()
         batch = rollout_batch(samples, run.tokenizer.pad_token_id, run.device)
         mask = scored_mask(batch["labels"])
+        # The divergence in float32 whatever the autocast: a bf16 log-softmax over a large
+        # vocabulary loses the tail the JSD compares. Cast as they come out, so the half-precision
+        # logits (nothing's backward needs them) are not also held through the backward pass.
         with run.accelerator.autocast():
             student_logits = run.model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
+            ).logits.float()
             with torch.no_grad():
                 teacher_logits = teacher(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-        # The divergence in float32 whatever the autocast: a bf16 log-softmax over a large
-        # vocabulary loses the tail the JSD compares.
+                ).logits.float()
         loss = method.loss(
-            student_logits=student_logits.float(),
-            teacher_logits=teacher_logits.float(),
-            token_mask=mask,
-            **hyper,
+            student_logits=student_logits, teacher_logits=teacher_logits, token_mask=mask, **hyper
         ).mean()
         run.optimizer_step(loss)
         metrics = {

@@ -8,15 +8,16 @@ l. 398-428; `gkd_config.py` l. 55-110 for the options, their defaults and ranges
 Unlike every other method, the loss compares two full next-token distributions at each
 completion position, so it needs the student's and the teacher's logits over the whole
 vocabulary, `[B, T, V]`, not the fused kernel's per-token log-probs `[B, T]`. Those
-distributions are the memory cost: the divergence is computed over the scored positions in
-chunks of `chunk_tokens` rows, each recomputed in the backward pass (activation checkpointing),
-so its intermediates (two log-softmaxes, the mixture and the KL terms, about six copies of a
-chunk) stay bounded by the chunk instead of growing with B x T x V.
+distributions are the memory cost, and cannot be avoided without a fused kernel: the two
+models' `[B, T, V]` logits and the student's gradient of them. Everything else is bounded: the
+divergence is computed in blocks of `chunk_tokens` positions, each recomputed in the backward
+pass (activation checkpointing), so its intermediates (two log-softmaxes, the mixture and the
+KL terms, about six copies of a block) and the gradient pieces stay block-sized instead of
+growing with B x T x V.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ from .registry import register
 
 Tensor = torch.Tensor
 
-#: Scored positions per chunk: about 2^24 vocabulary entries (64 MiB of float32) per
+#: Positions per block: about 2^24 vocabulary entries (64 MiB of float32) per
 #: intermediate, so a 150k vocabulary still gets ~110 positions at a time.
 CHUNK_ELEMENTS = 1 << 24
 
@@ -51,8 +52,8 @@ def _kl_div(input_log_probs: Tensor, target_log_probs: Tensor) -> Tensor:
 def _chunk_divergence(
     student: Tensor, teacher: Tensor, positions: Tensor, beta: float, temperature: float
 ) -> Tensor:
-    """Σ over the vocabulary of TRL's elementwise generalised JSD, at `positions` `[n]` of the
-    flattened `[B*T, V]` logits: `[n]`.
+    """Σ over the vocabulary of TRL's elementwise generalised JSD, at the rows `positions` `[n]`
+    of a `[rows, V]` block of logits: `[n]`.
 
     The operations are TRL's, in TRL's order: temperature, log-softmax, `F.kl_div` with
     `log_target=True` (elementwise p_target·(log p_target − input)); at 0 < β < 1 the mixture
@@ -81,11 +82,6 @@ def _chunk_divergence(
         kl_student = _kl_div(mixture_log_probs, student_log_probs)
         jsd = weight * kl_teacher + (1 - weight) * kl_student
     return jsd.sum(dim=-1)
-
-
-def _chunks(count: int, size: int) -> Iterator[slice]:
-    for start in range(0, count, size):
-        yield slice(start, min(start + size, count))
 
 
 def token_divergences(
@@ -121,9 +117,18 @@ def token_divergences(
         positions = mask.reshape(-1).nonzero().squeeze(-1).to(student.device)
     size = chunk_tokens or max(1, CHUNK_ELEMENTS // vocabulary)
     recompute = torch.is_grad_enabled() and student.requires_grad
+    # Blocks of rows by `split` (views), each scoring its own positions: the backward pass then
+    # builds one block-sized gradient per block and `split` joins them once. Selecting from the
+    # whole `[B*T, V]` tensor instead costs a zero-filled full-size gradient per chunk.
+    blocks = student.split(size)
+    counts = torch.bincount(positions // size, minlength=len(blocks)).tolist()
     parts = []
-    for part in _chunks(positions.numel(), size):
-        arguments: tuple[Any, ...] = (student, teacher, positions[part], beta, temperature)
+    pieces = zip(blocks, teacher.split(size), positions.split(counts), strict=True)
+    for index, (student_block, teacher_block, block_positions) in enumerate(pieces):
+        if block_positions.numel() == 0:
+            continue
+        local = block_positions - index * size
+        arguments: tuple[Any, ...] = (student_block, teacher_block, local, beta, temperature)
         if recompute:
             parts.append(checkpoint(_chunk_divergence, *arguments, use_reentrant=False))
         else:
