@@ -17,7 +17,7 @@ import pytest
 import yaml
 from cli_helpers import run_cli
 
-from evalharness.engine import self_rewarding, training
+from evalharness.engine import pipeline, self_rewarding, training
 from evalharness.reports.names import Names
 from evalharness.store.run_store import RunStore
 
@@ -143,7 +143,7 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     monkeypatch.setattr(training, "run_training", train)
     monkeypatch.setattr(self_rewarding, "generate_samples", generate)
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        self_rewarding.run_rounds(path, progress=False)
+        pipeline.run_pipeline(path, progress=False)
     assert calls == {"train": 2, "generate": 2}
     assert (out / "round-1" / "round.json").exists()
     assert (out / "round-2" / "pairs.jsonl").exists() and not (
@@ -351,17 +351,6 @@ def test_bad_rounds_settings_are_one_line_errors_naming_the_line(
     assert error.endswith(message) or message in error, error
     assert f"{path}:{line}:" in error
     assert not (tmp_path / "out").exists()
-
-
-def test_run_pipeline_refuses_rounds_it_would_ignore(tmp_path: Path) -> None:
-    from evalharness.engine.pipeline import run_pipeline
-    from evalharness.errors import InputError
-
-    config = _config(tmp_path / "no-model", tmp_path, "out")
-    path = tmp_path / "rounds.yaml"
-    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items()))
-    with pytest.raises(InputError, match=f"^{re.escape(str(path))}:4: a pipeline with rounds"):
-        run_pipeline(path, progress=False)
 
 
 def test_reward_model_ratings_pick_the_pairs(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evalharness.engine import pipeline
+from evalharness.engine import pipeline_steps
 from evalharness.engine.round_steps import (
     RatingJudge,
     Sampling,
@@ -240,15 +240,16 @@ def claim_output(out: Path, fingerprint: dict[str, Any], where: str) -> None:
 
 
 class Rounds:
-    """One pipeline's rounds: the steps of each, skipped where their output is there already."""
+    """One pipeline's rounds: the steps of each, skipped where their output is there already.
+    `engine.pipeline.run_pipeline` runs it for a config with `rounds:`."""
 
     def __init__(self, path: Path, config: dict[str, Any], lines: YamlLines, progress: bool):
         self.path, self.config, self.progress = path, config, progress
-        self.gates = pipeline.parse_gates(path, config.get("gate"), lines)
+        self.gates = pipeline_steps.parse_gates(path, config.get("gate"), lines)
         self.rounds = read_rounds(config.get("rounds"), lines)
         self.train_config, self.method = check_train(path, config, lines)
         self.evaluate_config = config["evaluate"]
-        pipeline.check_evaluate(path, self.evaluate_config, lines)
+        pipeline_steps.check_evaluate(path, self.evaluate_config, lines)
         self.label_ratings = rule_ratings(self.rounds, lines)
         self._check_judge_spec(lines)
         from evalharness.trainers.data import load_rows
@@ -354,14 +355,14 @@ class Rounds:
     def gate(self, role: str, earlier: dict[str, Any], result: dict[str, Any]) -> list[dict]:
         """Step 6: the gates of `result` against an earlier run (`against` says which)."""
         problems = [
-            pipeline.evaluation_problem(role, earlier),
-            pipeline.evaluation_problem("tuned", result),
+            pipeline_steps.evaluation_problem(role, earlier),
+            pipeline_steps.evaluation_problem("tuned", result),
         ]
         if any(problems):
             reason = "not compared: " + "; ".join(p for p in problems if p)
-            checks = pipeline.failed_gates(self.gates, reason)
+            checks = pipeline_steps.failed_gates(self.gates, reason)
         else:
-            checks = pipeline.check_gates(
+            checks = pipeline_steps.check_gates(
                 self.store, earlier["run_id"], result["run_id"], self.gates
             )
         return [{**check, "against": role} for check in checks]
@@ -369,7 +370,7 @@ class Rounds:
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         base_model = self.train_config.model
-        base = pipeline.evaluate(base_model, self.evaluate_config, str(self.path))
+        base = pipeline_steps.evaluate(base_model, self.evaluate_config, str(self.path))
         runs: list[tuple[str, dict[str, Any]]] = [("base", base)]
         model, reports, passed, stopped = base_model, [], True, None
         for number in range(1, self.rounds.count + 1):
@@ -386,7 +387,7 @@ class Rounds:
                 break
             trained = self.train(model, folder)
             tuned_model = f"hf:{(folder / 'model').resolve()}"
-            result = pipeline.evaluate(tuned_model, self.evaluate_config, str(self.path))
+            result = pipeline_steps.evaluate(tuned_model, self.evaluate_config, str(self.path))
             previous_role, previous = runs[-1]
             checks = self.gate(previous_role, previous, result)
             if number > 1:
@@ -432,11 +433,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     import json
 
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def run_rounds(path: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Every round of `path`'s pipeline (resuming a stopped one); `passed` says it all."""
-    config, lines = pipeline.read_pipeline(path)
-    if "rounds" not in config:
-        raise InputError(f"{path}: no 'rounds' section; run it with run_pipeline")
-    return Rounds(path, config, lines, progress).run()
