@@ -213,10 +213,11 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     code, _, err = run_cli(capsys, "pipeline", str(_write(path, changed)), "--quiet")
     assert code == 2 and err.count("\n") == 1 and "holds rounds made by another" in err
 
-    # A failing gate stops the loop at round 1; its seeded answers are the first run's.
-    failing = _config(tiny_model_dir, tmp_path, "gated")
-    failing["gate"][0]["max_drop"] = -100.0
-    code, stdout, err = run_cli(capsys, "pipeline", str(_write(tmp_path / "gated.yaml", failing)))
+    # The gate is read again on every attempt (it is not part of what the rounds' files depend
+    # on): a stricter one fails round 1's stored run, and the loop stops there, leaving round 2.
+    round_2 = {f: f.stat().st_mtime_ns for f in (out / "round-2").rglob("*") if f.is_file()}
+    failing = {**config, "gate": [{**config["gate"][0], "max_drop": -100.0}]}
+    code, stdout, err = run_cli(capsys, "pipeline", str(_write(path, failing)))
     assert code == 1, err
     assert (
         "round 1: " in stdout and "  FAIL  driftcaps.balanced_safety_accuracy (vs base)" in stdout
@@ -225,12 +226,24 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
         "stopped: round 1 failed its gate: driftcaps.balanced_safety_accuracy (vs base)" in stdout
     )
     assert f"final model: hf:{tiny_model_dir}" in stdout and "round 2" not in stdout
-    gated = json.loads((tmp_path / "gated" / "round-1" / "round.json").read_text())
+    gated = json.loads((out / "round-1" / "round.json").read_text())
     assert gated["passed"] is False and [c["against"] for c in gated["gates"]] == ["base"]
-    assert not (tmp_path / "gated" / "round-2").exists()
-    assert _rows(tmp_path / "gated" / "round-1" / "generations.jsonl") == _rows(
-        out / "round-1" / "generations.jsonl"
-    )
+    assert gated["run"] == first["run"]
+    assert {f: f.stat().st_mtime_ns for f in round_2} == round_2
+
+    # A round's answers are seeded: sampling the base model again gives round 1's answers.
+    from evalharness.backends import load_backend
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.formats.records import YamlLines
+
+    backend = load_backend(parse_model_spec(f"hf:{tiny_model_dir}"))
+    try:
+        again = self_rewarding.generate_samples(
+            backend, PROMPTS, self_rewarding.read_rounds(config["rounds"], YamlLines(path)).sampling
+        )
+    finally:
+        backend.close()
+    assert json.loads(json.dumps(again)) == _rows(out / "round-1" / "generations.jsonl")
 
 
 def test_self_judging_rates_with_the_current_model(
