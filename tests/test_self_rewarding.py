@@ -212,6 +212,10 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     changed = _config(tiny_model_dir, tmp_path, "out", samples=SAMPLES + 1)
     code, _, err = run_cli(capsys, "pipeline", str(_write(path, changed)), "--quiet")
     assert code == 2 and err.count("\n") == 1 and "holds rounds made by another" in err
+    # So is another dtype to sample in (the model spec's dtype comes from evaluate:).
+    other_dtype = {**config, "evaluate": {**config["evaluate"], "dtype": "float16"}}
+    code, _, err = run_cli(capsys, "pipeline", str(_write(path, other_dtype)), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "holds rounds made by another" in err
 
     # The gate is read again on every attempt (it is not part of what the rounds' files depend
     # on): a stricter one fails round 1's stored run, and the loop stops there, leaving round 2.

@@ -205,7 +205,8 @@ def check_train(path: Path, config: dict[str, Any], lines: YamlLines) -> tuple[A
 
 
 def config_fingerprint(config: dict[str, Any], prompts: Path) -> dict[str, Any]:
-    """What the rounds' files depend on: the train and rounds sections and the prompts' bytes.
+    """What the rounds' files depend on: the train and rounds sections, `evaluate.dtype` (the
+    dtype the rounds sample and self-judge in) and the prompts' bytes.
 
     Evaluation and gates are re-read from the store, so they may change between attempts, and
     so may `rounds.count`: a finished pipeline given a larger count goes on with more rounds.
@@ -214,7 +215,11 @@ def config_fingerprint(config: dict[str, Any], prompts: Path) -> dict[str, Any]:
     from evalharness.store.hashing import sha256_file
 
     rounds = {key: value for key, value in config["rounds"].items() if key != "count"}
-    sections = {"train": config["train"], "rounds": rounds}
+    sections = {
+        "train": config["train"],
+        "rounds": rounds,
+        "evaluate.dtype": config["evaluate"].get("dtype") or "auto",
+    }
     return {
         "config_sha256": sha256_hex(canonical_json(sections)),
         "prompts_sha256": sha256_file(prompts),
@@ -230,8 +235,9 @@ def claim_output(out: Path, fingerprint: dict[str, Any], where: str) -> None:
         recorded = json.loads(marker.read_text(encoding="utf-8"))
         if recorded != fingerprint:
             raise InputError(
-                f"{where}: {out} holds rounds made by another train/rounds config or prompts "
-                "file; give train.out a new folder (or remove it to start over)"
+                f"{where}: {out} holds rounds made by another train/rounds config, "
+                "evaluate.dtype or prompts file; give train.out a new folder (or remove it to "
+                "start over)"
             )
         return
     if out.exists() and any(out.iterdir()):
