@@ -3,7 +3,8 @@
 Each round (Yuan et al., 2024, "Self-Rewarding Language Models"; iterative DPO in general):
 1. the current model samples `samples` answers to every prompt (`round_steps`, seeded);
 2. a judge rates each answer: `self` (the current model as an LLM judge, the paper's
-   LLM-as-a-judge rating), another LLM judge, `rm:` or a rule judge with `label_ratings`;
+   LLM-as-a-judge step, with MT-Bench's 1-10 prompt instead of the paper's additive 5-point
+   one), another LLM judge, `rm:` or a rule judge with `label_ratings`;
 3. per prompt the best-rated answer is paired against the worst-rated one (ties and prompts
    without two ratings are skipped and counted);
 4. `train:`'s pairwise method trains from the current model on those pairs, with the round's
