@@ -71,7 +71,6 @@ DEFAULT_LABEL_RATINGS = {"regex": {"match": 1.0, "no_match": 0.0}}
 class RoundsConfig:
     count: int
     prompts: str
-    samples: int
     judge: str
     judge_mode: str
     label_ratings: dict[str, float] | None
@@ -122,7 +121,6 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
     return RoundsConfig(
         count=values["count"],
         prompts=values["prompts"],
-        samples=values["samples"],
         judge=values["judge"],
         judge_mode=values["judge_mode"],
         label_ratings=ratings,
@@ -314,7 +312,9 @@ class Rounds:
         judge = None
         try:
             if not generations.exists():
-                write_jsonl(generations, generate_samples(backend, self.prompts, self.sampling))
+                write_jsonl(
+                    generations, generate_samples(backend, self.prompts, self.rounds.sampling)
+                )
             rows = read_jsonl_rows(generations)
             judge = build_judge(
                 self.rounds.judge,
@@ -328,10 +328,6 @@ class Rounds:
             if judge is not None and judge.backend not in (None, backend):
                 judge.backend.close()
             backend.close()
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.rounds.sampling
 
     def pairs(self, folder: Path) -> dict[str, int]:
         """Step 3: `pairs.jsonl` from the ratings, and their counts (`pairs.json`)."""
