@@ -370,6 +370,33 @@ def test_bad_rounds_settings_are_one_line_errors_naming_the_line(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_resumed_round_that_only_judges_loads_no_policy(tmp_path: Path) -> None:
+    """With a judge that is not the model itself (here a rule), the policy is loaded only to
+    sample: a round resumed after its sampling judges the stored answers without it (the
+    model directory here does not even exist)."""
+    from evalharness.engine.pipeline import read_pipeline
+
+    model = tmp_path / "no-model"
+    path = _write(tmp_path / "rounds.yaml", _config(model, tmp_path, "out", count=1))
+    rounds = self_rewarding.Rounds(path, *read_pipeline(path), progress=False)
+    folder = tmp_path / "out" / "round-1"
+    texts = ["it is 42", "no digits", "one", "7 rivers"]
+    folder.mkdir()
+    (folder / "generations.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"prompt_index": i // 2, "sample": i % 2, "prompt": PROMPTS[i // 2], "text": t}
+            )
+            + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
+    rounds.sample_and_judge(f"hf:{model}", folder)
+    judged = _rows(folder / "judged.jsonl")
+    assert [row["rating"] for row in judged] == [1.0, 0.0, 0.0, 1.0]
+    assert not model.exists()
+
+
 def test_reward_model_ratings_pick_the_pairs(tmp_path: Path) -> None:
     """`judge: rm:DIR`: each answer's rating is the reward model's output on the dialogue
     (computed here with transformers directly), and the pair is its best and worst answer."""

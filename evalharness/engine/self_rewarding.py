@@ -300,7 +300,12 @@ class Rounds:
         )
 
     def sample_and_judge(self, model: str, folder: Path) -> None:
-        """Steps 1-2: `generations.jsonl` (the answers), then `judged.jsonl` (with ratings)."""
+        """Steps 1-2: `generations.jsonl` (the answers), then `judged.jsonl` (with ratings).
+
+        The model stays loaded for judging only when it is the judge: another judge model then
+        has the accelerator's memory to itself, and a resumed round that only judges loads no
+        policy at all.
+        """
         from evalharness.backends import load_backend
         from evalharness.judges.factory import build_judge
 
@@ -308,13 +313,18 @@ class Rounds:
         if judged.exists():
             return
         spec = self.model_spec(model)
-        backend = load_backend(spec)
+        judges_itself = self.rounds.judge in ("self", spec.raw)
+        backend = load_backend(spec) if judges_itself or not generations.exists() else None
         judge = None
         try:
             if not generations.exists():
+                assert backend is not None
                 write_jsonl(
                     generations, generate_samples(backend, self.prompts, self.rounds.sampling)
                 )
+            if backend is not None and not judges_itself:
+                backend.close()
+                backend = None
             rows = read_jsonl_rows(generations)
             judge = build_judge(
                 self.rounds.judge,
@@ -327,7 +337,8 @@ class Rounds:
         finally:
             if judge is not None and judge.backend not in (None, backend):
                 judge.backend.close()
-            backend.close()
+            if backend is not None:
+                backend.close()
 
     def pairs(self, folder: Path) -> dict[str, int]:
         """Step 3: `pairs.jsonl` from the ratings, and their counts (`pairs.json`)."""
