@@ -17,7 +17,7 @@ import pytest
 import yaml
 from cli_helpers import run_cli
 
-from evalharness.engine import self_rewarding, training
+from evalharness.engine import pipeline, self_rewarding, training
 from evalharness.reports.names import Names
 from evalharness.store.run_store import RunStore
 
@@ -143,7 +143,7 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     monkeypatch.setattr(training, "run_training", train)
     monkeypatch.setattr(self_rewarding, "generate_samples", generate)
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        self_rewarding.run_rounds(path, progress=False)
+        pipeline.run_pipeline(path, progress=False)
     assert calls == {"train": 2, "generate": 2}
     assert (out / "round-1" / "round.json").exists()
     assert (out / "round-2" / "pairs.jsonl").exists() and not (
@@ -212,11 +212,16 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
     changed = _config(tiny_model_dir, tmp_path, "out", samples=SAMPLES + 1)
     code, _, err = run_cli(capsys, "pipeline", str(_write(path, changed)), "--quiet")
     assert code == 2 and err.count("\n") == 1 and "holds rounds made by another" in err
+    # So is another dtype to sample in (the model spec's dtype comes from evaluate:).
+    other_dtype = {**config, "evaluate": {**config["evaluate"], "dtype": "float16"}}
+    code, _, err = run_cli(capsys, "pipeline", str(_write(path, other_dtype)), "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "holds rounds made by another" in err
 
-    # A failing gate stops the loop at round 1; its seeded answers are the first run's.
-    failing = _config(tiny_model_dir, tmp_path, "gated")
-    failing["gate"][0]["max_drop"] = -100.0
-    code, stdout, err = run_cli(capsys, "pipeline", str(_write(tmp_path / "gated.yaml", failing)))
+    # The gate is read again on every attempt (it is not part of what the rounds' files depend
+    # on): a stricter one fails round 1's stored run, and the loop stops there, leaving round 2.
+    round_2 = {f: f.stat().st_mtime_ns for f in (out / "round-2").rglob("*") if f.is_file()}
+    failing = {**config, "gate": [{**config["gate"][0], "max_drop": -100.0}]}
+    code, stdout, err = run_cli(capsys, "pipeline", str(_write(path, failing)))
     assert code == 1, err
     assert (
         "round 1: " in stdout and "  FAIL  driftcaps.balanced_safety_accuracy (vs base)" in stdout
@@ -225,12 +230,24 @@ def test_two_rounds_resume_after_an_interruption_and_land_in_the_store(
         "stopped: round 1 failed its gate: driftcaps.balanced_safety_accuracy (vs base)" in stdout
     )
     assert f"final model: hf:{tiny_model_dir}" in stdout and "round 2" not in stdout
-    gated = json.loads((tmp_path / "gated" / "round-1" / "round.json").read_text())
+    gated = json.loads((out / "round-1" / "round.json").read_text())
     assert gated["passed"] is False and [c["against"] for c in gated["gates"]] == ["base"]
-    assert not (tmp_path / "gated" / "round-2").exists()
-    assert _rows(tmp_path / "gated" / "round-1" / "generations.jsonl") == _rows(
-        out / "round-1" / "generations.jsonl"
-    )
+    assert gated["run"] == first["run"]
+    assert {f: f.stat().st_mtime_ns for f in round_2} == round_2
+
+    # A round's answers are seeded: sampling the base model again gives round 1's answers.
+    from evalharness.backends import load_backend
+    from evalharness.backends.spec import parse_model_spec
+    from evalharness.formats.records import YamlLines
+
+    backend = load_backend(parse_model_spec(f"hf:{tiny_model_dir}"))
+    try:
+        again = self_rewarding.generate_samples(
+            backend, PROMPTS, self_rewarding.read_rounds(config["rounds"], YamlLines(path)).sampling
+        )
+    finally:
+        backend.close()
+    assert json.loads(json.dumps(again)) == _rows(out / "round-1" / "generations.jsonl")
 
 
 def test_self_judging_rates_with_the_current_model(
@@ -353,15 +370,31 @@ def test_bad_rounds_settings_are_one_line_errors_naming_the_line(
     assert not (tmp_path / "out").exists()
 
 
-def test_run_pipeline_refuses_rounds_it_would_ignore(tmp_path: Path) -> None:
-    from evalharness.engine.pipeline import run_pipeline
-    from evalharness.errors import InputError
+def test_a_resumed_round_that_only_judges_loads_no_policy(tmp_path: Path) -> None:
+    """With a judge that is not the model itself (here a rule), the policy is loaded only to
+    sample: a round resumed after its sampling judges the stored answers without it (the
+    model directory here does not even exist)."""
+    from evalharness.engine.pipeline import read_pipeline
 
-    config = _config(tmp_path / "no-model", tmp_path, "out")
-    path = tmp_path / "rounds.yaml"
-    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in config.items()))
-    with pytest.raises(InputError, match=f"^{re.escape(str(path))}:4: a pipeline with rounds"):
-        run_pipeline(path, progress=False)
+    model = tmp_path / "no-model"
+    path = _write(tmp_path / "rounds.yaml", _config(model, tmp_path, "out", count=1))
+    rounds = self_rewarding.Rounds(path, *read_pipeline(path), progress=False)
+    folder = tmp_path / "out" / "round-1"
+    texts = ["it is 42", "no digits", "one", "7 rivers"]
+    folder.mkdir()
+    (folder / "generations.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"prompt_index": i // 2, "sample": i % 2, "prompt": PROMPTS[i // 2], "text": t}
+            )
+            + "\n"
+            for i, t in enumerate(texts)
+        )
+    )
+    rounds.sample_and_judge(f"hf:{model}", folder)
+    judged = _rows(folder / "judged.jsonl")
+    assert [row["rating"] for row in judged] == [1.0, 0.0, 0.0, 1.0]
+    assert not model.exists()
 
 
 def test_reward_model_ratings_pick_the_pairs(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 metric regresses; with `rounds:`, as many rounds of self-rewarding DPO, each one gated
 """
 
-# `engine.pipeline` holds the steps; the gate is `compare`'s; `engine.self_rewarding` the rounds.
+# `engine.pipeline` runs it (`engine.self_rewarding` the rounds); the gate is `compare`'s.
 
 from __future__ import annotations
 
@@ -21,15 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from evalharness.engine.pipeline import read_pipeline, run_pipeline
+    from evalharness.engine.pipeline import run_pipeline
 
-    path = Path(args.config)
-    if "rounds" in read_pipeline(path)[0]:
-        from evalharness.engine.self_rewarding import run_rounds
-
-        report = run_rounds(path, progress=not args.quiet)
-    else:
-        report = run_pipeline(path, progress=not args.quiet)
+    report = run_pipeline(Path(args.config), progress=not args.quiet)
     if args.json:
         print(json.dumps(report))
     elif "rounds" in report:

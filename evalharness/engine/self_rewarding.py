@@ -3,7 +3,8 @@
 Each round (Yuan et al., 2024, "Self-Rewarding Language Models"; iterative DPO in general):
 1. the current model samples `samples` answers to every prompt (`round_steps`, seeded);
 2. a judge rates each answer: `self` (the current model as an LLM judge, the paper's
-   LLM-as-a-judge rating), another LLM judge, `rm:` or a rule judge with `label_ratings`;
+   LLM-as-a-judge step, with MT-Bench's 1-10 prompt instead of the paper's additive 5-point
+   one), another LLM judge, `rm:` or a rule judge with `label_ratings`;
 3. per prompt the best-rated answer is paired against the worst-rated one (ties and prompts
    without two ratings are skipped and counted);
 4. `train:`'s pairwise method trains from the current model on those pairs, with the round's
@@ -35,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from evalharness.engine import pipeline
+from evalharness.engine import pipeline_steps
 from evalharness.engine.round_steps import (
     RatingJudge,
     Sampling,
@@ -70,7 +71,6 @@ DEFAULT_LABEL_RATINGS = {"regex": {"match": 1.0, "no_match": 0.0}}
 class RoundsConfig:
     count: int
     prompts: str
-    samples: int
     judge: str
     judge_mode: str
     label_ratings: dict[str, float] | None
@@ -121,7 +121,6 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
     return RoundsConfig(
         count=values["count"],
         prompts=values["prompts"],
-        samples=values["samples"],
         judge=values["judge"],
         judge_mode=values["judge_mode"],
         label_ratings=ratings,
@@ -205,7 +204,8 @@ def check_train(path: Path, config: dict[str, Any], lines: YamlLines) -> tuple[A
 
 
 def config_fingerprint(config: dict[str, Any], prompts: Path) -> dict[str, Any]:
-    """What the rounds' files depend on: the train and rounds sections and the prompts' bytes.
+    """What the rounds' files depend on: the train and rounds sections, `evaluate.dtype` (the
+    dtype the rounds sample and self-judge in) and the prompts' bytes.
 
     Evaluation and gates are re-read from the store, so they may change between attempts, and
     so may `rounds.count`: a finished pipeline given a larger count goes on with more rounds.
@@ -214,7 +214,11 @@ def config_fingerprint(config: dict[str, Any], prompts: Path) -> dict[str, Any]:
     from evalharness.store.hashing import sha256_file
 
     rounds = {key: value for key, value in config["rounds"].items() if key != "count"}
-    sections = {"train": config["train"], "rounds": rounds}
+    sections = {
+        "train": config["train"],
+        "rounds": rounds,
+        "evaluate.dtype": config["evaluate"].get("dtype") or "auto",
+    }
     return {
         "config_sha256": sha256_hex(canonical_json(sections)),
         "prompts_sha256": sha256_file(prompts),
@@ -230,8 +234,9 @@ def claim_output(out: Path, fingerprint: dict[str, Any], where: str) -> None:
         recorded = json.loads(marker.read_text(encoding="utf-8"))
         if recorded != fingerprint:
             raise InputError(
-                f"{where}: {out} holds rounds made by another train/rounds config or prompts "
-                "file; give train.out a new folder (or remove it to start over)"
+                f"{where}: {out} holds rounds made by another train/rounds config, "
+                "evaluate.dtype or prompts file; give train.out a new folder (or remove it to "
+                "start over)"
             )
         return
     if out.exists() and any(out.iterdir()):
@@ -240,15 +245,16 @@ def claim_output(out: Path, fingerprint: dict[str, Any], where: str) -> None:
 
 
 class Rounds:
-    """One pipeline's rounds: the steps of each, skipped where their output is there already."""
+    """One pipeline's rounds: the steps of each, skipped where their output is there already.
+    `engine.pipeline.run_pipeline` runs it for a config with `rounds:`."""
 
     def __init__(self, path: Path, config: dict[str, Any], lines: YamlLines, progress: bool):
         self.path, self.config, self.progress = path, config, progress
-        self.gates = pipeline.parse_gates(path, config.get("gate"), lines)
+        self.gates = pipeline_steps.parse_gates(path, config.get("gate"), lines)
         self.rounds = read_rounds(config.get("rounds"), lines)
         self.train_config, self.method = check_train(path, config, lines)
         self.evaluate_config = config["evaluate"]
-        pipeline.check_evaluate(path, self.evaluate_config, lines)
+        pipeline_steps.check_evaluate(path, self.evaluate_config, lines)
         self.label_ratings = rule_ratings(self.rounds, lines)
         self._check_judge_spec(lines)
         from evalharness.trainers.data import load_rows
@@ -294,7 +300,12 @@ class Rounds:
         )
 
     def sample_and_judge(self, model: str, folder: Path) -> None:
-        """Steps 1-2: `generations.jsonl` (the answers), then `judged.jsonl` (with ratings)."""
+        """Steps 1-2: `generations.jsonl` (the answers), then `judged.jsonl` (with ratings).
+
+        The model stays loaded for judging only when it is the judge: another judge model then
+        has the accelerator's memory to itself, and a resumed round that only judges loads no
+        policy at all.
+        """
         from evalharness.backends import load_backend
         from evalharness.judges.factory import build_judge
 
@@ -302,11 +313,18 @@ class Rounds:
         if judged.exists():
             return
         spec = self.model_spec(model)
-        backend = load_backend(spec)
+        judges_itself = self.rounds.judge in ("self", spec.raw)
+        backend = load_backend(spec) if judges_itself or not generations.exists() else None
         judge = None
         try:
             if not generations.exists():
-                write_jsonl(generations, generate_samples(backend, self.prompts, self.sampling))
+                assert backend is not None
+                write_jsonl(
+                    generations, generate_samples(backend, self.prompts, self.rounds.sampling)
+                )
+            if backend is not None and not judges_itself:
+                backend.close()
+                backend = None
             rows = read_jsonl_rows(generations)
             judge = build_judge(
                 self.rounds.judge,
@@ -319,11 +337,8 @@ class Rounds:
         finally:
             if judge is not None and judge.backend not in (None, backend):
                 judge.backend.close()
-            backend.close()
-
-    @property
-    def sampling(self) -> Sampling:
-        return self.rounds.sampling
+            if backend is not None:
+                backend.close()
 
     def pairs(self, folder: Path) -> dict[str, int]:
         """Step 3: `pairs.jsonl` from the ratings, and their counts (`pairs.json`)."""
@@ -354,14 +369,14 @@ class Rounds:
     def gate(self, role: str, earlier: dict[str, Any], result: dict[str, Any]) -> list[dict]:
         """Step 6: the gates of `result` against an earlier run (`against` says which)."""
         problems = [
-            pipeline.evaluation_problem(role, earlier),
-            pipeline.evaluation_problem("tuned", result),
+            pipeline_steps.evaluation_problem(role, earlier),
+            pipeline_steps.evaluation_problem("tuned", result),
         ]
         if any(problems):
             reason = "not compared: " + "; ".join(p for p in problems if p)
-            checks = pipeline.failed_gates(self.gates, reason)
+            checks = pipeline_steps.failed_gates(self.gates, reason)
         else:
-            checks = pipeline.check_gates(
+            checks = pipeline_steps.check_gates(
                 self.store, earlier["run_id"], result["run_id"], self.gates
             )
         return [{**check, "against": role} for check in checks]
@@ -369,7 +384,7 @@ class Rounds:
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         base_model = self.train_config.model
-        base = pipeline.evaluate(base_model, self.evaluate_config, str(self.path))
+        base = pipeline_steps.evaluate(base_model, self.evaluate_config, str(self.path))
         runs: list[tuple[str, dict[str, Any]]] = [("base", base)]
         model, reports, passed, stopped = base_model, [], True, None
         for number in range(1, self.rounds.count + 1):
@@ -386,7 +401,7 @@ class Rounds:
                 break
             trained = self.train(model, folder)
             tuned_model = f"hf:{(folder / 'model').resolve()}"
-            result = pipeline.evaluate(tuned_model, self.evaluate_config, str(self.path))
+            result = pipeline_steps.evaluate(tuned_model, self.evaluate_config, str(self.path))
             previous_role, previous = runs[-1]
             checks = self.gate(previous_role, previous, result)
             if number > 1:
@@ -432,11 +447,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     import json
 
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def run_rounds(path: Path, *, progress: bool = True) -> dict[str, Any]:
-    """Every round of `path`'s pipeline (resuming a stopped one); `passed` says it all."""
-    config, lines = pipeline.read_pipeline(path)
-    if "rounds" not in config:
-        raise InputError(f"{path}: no 'rounds' section; run it with run_pipeline")
-    return Rounds(path, config, lines, progress).run()
