@@ -99,3 +99,40 @@ def test_grpo_trains_on_a_weighted_python_reward_from_a_yaml_config(
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["reward/mean"] >= 0 for m in metrics)
     assert json.loads(stdout)["final"]["reward/mean"] == metrics[-1]["reward/mean"]
+
+
+def test_an_explicit_reference_is_the_reference_with_an_adapter_too(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`reference: DIR` with LoRA scores against DIR, as the offline methods do, not against the
+    base with the adapter disabled (which is only the default)."""
+    import torch
+    from train_configs import train_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalharness.trainers import losses
+    from evalharness.trainers.config import LoraSettings
+    from evalharness.trainers.models import PolicyScorer
+    from evalharness.trainers.online_run import start_online_run
+    from evalharness.trainers.rollouts import rollout_batch
+
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(3.0)  # tied to the embeddings: a different model throughout
+    other.save_pretrained(tmp_path / "reference")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "reference")
+    data = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": "say cat"})])
+    config = train_config(
+        "grpo", tiny_model_dir, data, tmp_path / "out", reward="regex:x",
+        lora=LoraSettings(rank=4, alpha=8), reference=f"hf:{tmp_path / 'reference'}",
+    )  # fmt: skip
+    method = losses.method("grpo")
+    run = start_online_run(config, method, {}, progress=False, needs_reference=True)
+    batch = rollout_batch([(run.prompts[0].ids, [5, 6, 7])], run.tokenizer.pad_token_id)
+    reference = run.reference_token_logps(batch)
+    arguments = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    with torch.no_grad():
+        expected = PolicyScorer(other)(*arguments)[0]
+        base = run.scorer(*arguments)[0]  # the LoRA starts as a no-op: the base's log-probs
+    assert not torch.allclose(expected, base)  # the two candidates differ, so this can fail
+    torch.testing.assert_close(reference, expected)

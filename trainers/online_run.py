@@ -220,9 +220,14 @@ def start_online_run(
             initial_adapter = Path(config.out) / "adapter-init"
             adapters.save_initial_adapter(model, initial_adapter)
     reference = None
-    # The base with adapters disabled is the reference, unless the adapter's initialisation
-    # rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of the base.
-    own_reference = adapter is None or adapters.mutates_base(adapter.type, adapter.args)
+    # The base with adapters disabled is the default reference, unless the adapter's
+    # initialisation rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of
+    # the base. A `reference` the config names is always loaded, as the offline methods do.
+    own_reference = (
+        config.reference is not None
+        or adapter is None
+        or adapters.mutates_base(adapter.type, adapter.args)
+    )
     if needs_reference and own_reference:
         reference = load_model(config.reference or config.model, dtype, device=device).model
         reference.requires_grad_(False)
