@@ -136,3 +136,16 @@ def test_an_explicit_reference_is_the_reference_with_an_adapter_too(
         base = run.scorer(*arguments)[0]  # the LoRA starts as a no-op: the base's log-probs
     assert not torch.allclose(expected, base)  # the two candidates differ, so this can fail
     torch.testing.assert_close(reference, expected)
+
+
+def test_a_reward_that_cannot_be_built_stops_the_run_before_the_model_loads(
+    reward_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": "say cat"})])
+    # The model does not exist either: the reward's error must be the one reported.
+    code, _, err = run_cli(
+        capsys, *train_args("grpo", tmp_path / "no-model", data, tmp_path / "out"),
+        "--reward", f"python:{reward_file}:nope", "--quiet",
+    )  # fmt: skip
+    assert code == 2
+    assert "has no function nope" in err and "no-model" not in err

@@ -195,11 +195,19 @@ def start_online_run(
             "exact, regex:PATTERN, python:MODULE:FUNCTION, ...) or reward: in the config"
         )
     rows = load_rows(config.data, data_format, limit=config.limit)  # a bad file fails first
-    torch.manual_seed(config.seed)
     dtype = precision.weights_dtype(config.dtype, config.adapter)
     placement = precision.plan(config.device, config.mixed_precision, dtype)
     accelerator = fresh_accelerator(**placement.accelerator_options())
     device = accelerator.device
+    # Before the policy loads, so a reward that cannot be built (a missing function, a rules
+    # file's unmapped label) stops the run at once. Frozen: a reward model loads on the run's
+    # device, `auto` in the checkpoint's dtype there.
+    rewarder = (
+        build_rewarder(config.reward, device=str(device), dtype=config.dtype)
+        if config.reward
+        else None
+    )
+    torch.manual_seed(config.seed)
     loaded = load_model(config.model, dtype, device=device)
     tf32 = precision.use_tf32(device, config.tf32)
     placed = precision.record(device, loaded.identity["dtype"], accelerator.mixed_precision, tf32)
@@ -231,12 +239,6 @@ def start_online_run(
     if needs_reference and own_reference:
         reference = load_model(config.reference or config.model, dtype, device=device).model
         reference.requires_grad_(False)
-    # Frozen: a reward model loads on the run's device, `auto` in the checkpoint's dtype there.
-    rewarder = (
-        build_rewarder(config.reward, device=str(device), dtype=config.dtype)
-        if config.reward
-        else None
-    )
     sampler = HFSampler(
         model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens
     )
