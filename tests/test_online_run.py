@@ -73,6 +73,11 @@ def test_unknown_reward_kind_and_missing_function_are_clear(reward_file: Path) -
         build_rewarder("rmm:x")
     with pytest.raises(InputError, match="has no function nope"):
         build_rewarder(f"python:{reward_file}:nope")
+    # Called from Python, a setting gets the checks a config's `reward` gets.
+    with pytest.raises(InputError, match="reward, entry 1 must be a mapping with a reward spec"):
+        build_rewarder([{"weight": 2.0}])
+    with pytest.raises(InputError, match="reward, entry 1: weight must be a number"):
+        build_rewarder([{"reward": "exact", "weight": "heavy"}])
 
 
 def test_grpo_trains_on_a_weighted_python_reward_from_a_yaml_config(
