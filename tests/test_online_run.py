@@ -104,6 +104,11 @@ def test_grpo_trains_on_a_weighted_python_reward_from_a_yaml_config(
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["reward/mean"] >= 0 for m in metrics)
     assert json.loads(stdout)["final"]["reward/mean"] == metrics[-1]["reward/mean"]
+    recorded = json.loads((out / "train.json").read_text())["reward"]["reward"]
+    assert [(term["reward"], term["weight"]) for term in recorded] == [
+        (f"python:{reward_file}:letters", 0.1),
+        (f"python:{reward_file}:answer", 1.0),
+    ]
 
 
 def test_an_explicit_reference_is_the_reference_with_an_adapter_too(

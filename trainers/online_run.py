@@ -290,6 +290,8 @@ def finish_online_run(run: OnlineRun, metadata: dict[str, Any] | None = None) ->
     if run.bar is not None:
         run.bar.close()
     run.sampler.close()
+    # What decided the rewards (each term's source, options and weight), kept with the weights.
+    reward = run.rewarder.identity() if run.rewarder is not None else None
     if run.rewarder is not None:
         run.rewarder.close()
     config, adapter = run.config, run.config.adapter
@@ -308,6 +310,7 @@ def finish_online_run(run: OnlineRun, metadata: dict[str, Any] | None = None) ->
             "hyperparameters": run.hyper,
             "placement": run.placement,  # device, dtype, mixed precision, TF32
             "final": run.last,
+            "reward": reward,
             "adapter": None if adapter is None else {"type": adapter.type, "args": adapter.args},
             **(metadata or {}),
         },
