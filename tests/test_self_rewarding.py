@@ -489,3 +489,41 @@ def test_unparseable_text_ratings_are_asked_again_then_left_unrated() -> None:
         ("alpha", "beta")
     ]
     assert counts == {"prompts": 2, "pairs": 1, "ties": 0, "unrated": 1, "unrated_answers": 1}
+
+
+def test_an_openai_judge_rates_through_its_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`judge_base_url` points an `openai:` rounds judge at its endpoint (here the scripted judge
+    server on 127.0.0.1): each answer's rating is the server's rule applied to the MT-Bench
+    single-answer prompt of that question and answer."""
+    from evalharness.engine.pipeline import read_pipeline
+    from evalharness.testing.judge_server import running_judge_server
+    from evalharness.testing.scripted_judge import scripted_rating
+
+    texts = ["Paris.", "It is Paris, in France.", "The river is long.", "Rain."]
+    monkeypatch.setenv("SCRIPTED_JUDGE_KEY", "not-a-real-key")
+    with running_judge_server() as url:
+        config = _config(
+            tmp_path / "no-model", tmp_path, "out", count=1, judge="openai:scripted",
+            judge_base_url=url, judge_api_key_env="SCRIPTED_JUDGE_KEY",
+        )  # fmt: skip
+        path = _write(tmp_path / "rounds.yaml", config)
+        rounds = self_rewarding.Rounds(path, *read_pipeline(path), progress=False)
+        folder = tmp_path / "out" / "round-1"
+        folder.mkdir(parents=True)
+        (folder / "generations.jsonl").write_text(
+            "".join(
+                json.dumps(
+                    {"prompt_index": i // 2, "sample": i % 2, "prompt": PROMPTS[i // 2], "text": t}
+                )
+                + "\n"
+                for i, t in enumerate(texts)
+            )
+        )
+        rounds.sample_and_judge(f"hf:{tmp_path / 'no-model'}", folder)
+    expected = [
+        scripted_rating(f"[Question]\n{PROMPTS[i // 2]}\n\n[The Assistant's Answer]\n{t}")
+        for i, t in enumerate(texts)
+    ]
+    assert [row["rating"] for row in _rows(folder / "judged.jsonl")] == expected

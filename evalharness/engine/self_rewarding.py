@@ -57,6 +57,8 @@ ROUNDS_KEYS: dict[str, tuple[tuple[type, ...], str, Any]] = {
     "samples": ((int,), "a whole number", 4),
     "judge": ((str,), "a judge spec", "self"),
     "judge_mode": ((str,), "a string", "auto"),
+    "judge_base_url": ((str,), "a URL", None),
+    "judge_api_key_env": ((str,), "an environment variable's name", None),
     "label_ratings": ((dict,), "a mapping of label to number", None),
     "temperature": ((float, int), "a number", 0.7),
     "max_new_tokens": ((int,), "a whole number", 256),
@@ -73,6 +75,9 @@ class RoundsConfig:
     prompts: str
     judge: str
     judge_mode: str
+    # An `openai:` judge's endpoint and the variable holding its key (never the key itself).
+    judge_base_url: str | None
+    judge_api_key_env: str | None
     label_ratings: dict[str, float] | None
     sampling: Sampling
     limit: int | None
@@ -91,7 +96,8 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
                 f"known: {', '.join(ROUNDS_KEYS)}"
             )
         kinds, shown, default = ROUNDS_KEYS[key]
-        if value is None and default is None and key in ("label_ratings", "limit"):
+        optional = ("label_ratings", "limit", "judge_base_url", "judge_api_key_env")
+        if value is None and default is None and key in optional:
             continue  # written out as null: the default
         if not isinstance(value, kinds) or isinstance(value, bool):
             raise InputError(f"{where} must be {shown}, not {value!r}")
@@ -123,6 +129,8 @@ def read_rounds(section: Any, lines: YamlLines) -> RoundsConfig:
         prompts=values["prompts"],
         judge=values["judge"],
         judge_mode=values["judge_mode"],
+        judge_base_url=values["judge_base_url"],
+        judge_api_key_env=values["judge_api_key_env"],
         label_ratings=ratings,
         sampling=sampling,
         limit=values["limit"],
@@ -284,7 +292,11 @@ class Rounds:
             )
         if self.label_ratings is None and self.rounds.judge != "self":
             try:
-                parse_model_spec(self.rounds.judge)
+                parse_model_spec(
+                    self.rounds.judge,
+                    base_url=self.rounds.judge_base_url,
+                    api_key_env=self.rounds.judge_api_key_env,
+                )
             except InputError as exc:
                 raise InputError(f"{where}: field 'rounds.judge': {exc}") from None
 
@@ -331,6 +343,8 @@ class Rounds:
                 model_spec=spec,
                 model_backend=backend,
                 mode=self.rounds.judge_mode,
+                base_url=self.rounds.judge_base_url,
+                api_key_env=self.rounds.judge_api_key_env,
                 device=self.evaluate_config.get("device"),
             )
             write_jsonl(judged, RatingJudge(judge, self.label_ratings).judge_rows(rows))
