@@ -3,7 +3,7 @@
 One module per family: `supervised` (sft, dft, asft_anchored, poft, reward), `dpo` (the DPO
 family with its shared scoring of preference pairs against a reference), `mixture` (weighted
 sums of DPO-family losses, TRL's `loss_type` list), `reference_free` (cpo, simpo, orpo,
-asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo).
+asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo), `ppo`.
 Importing a family registers its methods; `pairwise` gathers every loss on pairwise data.
 
 Shared pieces: `registry` (methods, the inputs a loss may ask for, hyperparameter checking),
@@ -39,6 +39,7 @@ FAMILIES = (
     "unpaired",
     "ranking",
     "online",
+    "ppo",
 )
 
 

@@ -63,6 +63,8 @@ INPUTS: dict[str, str] = {
     "old_token_logps": "[B, T] log-probs under the policy that sampled (online methods)",
     "ref_token_logps": "[B, T] log-probs under the reference (online KL term)",
     "group_size": "int, samples per prompt G (online methods; rows grouped consecutively)",
+    "values": "[B, T] value-head predictions V(s_t) at each token's position (PPO)",
+    "old_values": "[B, T] the same when the rollout was sampled (PPO's value clip)",
     # reward model
     "chosen_rewards": "[B] scalar head output on chosen",
     "rejected_rewards": "[B] scalar head output on rejected",
