@@ -17,6 +17,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from evalharness.backends.devices import DEVICE_HELP, parse_device
 from evalharness.errors import InputError, did_you_mean
 
+from .rewards.spec import check_reward
+
 #: Where a setting was written: `locate("learning_rate")` -> "train.yaml:5" (or just a file).
 Locate = Callable[..., str]
 
@@ -95,7 +97,8 @@ class TrainConfig:
     group_size: int = 4
     max_new_tokens: int = 64
     temperature: float = 1.0
-    reward: str | None = None  # rm:PATH (a reward model)
+    # rm:PATH, python:MODULE:FUNCTION, ... or [{reward: SPEC, weight: W}, ...] (trainers.rewards)
+    reward: str | list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +143,8 @@ class TrainConfig:
                 values[name] = _scalar_mapping(value, label)
             elif name == "extra":
                 values[name] = _mapping(value, label)
+            elif name == "reward":
+                values[name] = None if value is None else check_reward(value, label)
             else:
                 values[name] = convert(value, hints[name], label)
         for name, choices in (("dtype", DTYPES), ("mixed_precision", MIXED_PRECISIONS)):

@@ -126,7 +126,9 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--group-size", type=int, help="online methods: samples per prompt")
     train.add_argument("--max-new-tokens", type=int, help="online methods: sample length")
     train.add_argument("--temperature", type=float, help="online methods: sampling temperature")
-    train.add_argument("--reward", help="online methods: reward model spec rm:DIR")
+    train.add_argument(
+        "--reward", help="online methods: reward spec (rm:DIR, python:MODULE:FUNCTION, ...)"
+    )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -279,13 +281,13 @@ def cmd_methods(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="training methods")
-    for column in ("method", "data", "reference", "hyperparameters", "what it optimises"):
+    columns = ("method", "kind", "data", "reference", "hyperparameters", "what it optimises")
+    for column in columns:
         table.add_column(column)
     for row in rows:
         hyper = ", ".join(f"{k}={v}" for k, v in row["hyperparameters"].items())
-        table.add_row(
-            row["name"], row["data"], "yes" if row["reference"] else "", hyper, row["summary"]
-        )
+        reference = "yes" if row["reference"] else ""
+        table.add_row(row["name"], row["kind"], row["data"], reference, hyper, row["summary"])
     console = Console(file=sys.stdout, width=160)
     console.print(table)
     for name, text in losses.DATA_FORMATS.items():

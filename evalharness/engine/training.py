@@ -35,10 +35,21 @@ def check_method(config: Any, locate: Callable[..., str], section: str = "") -> 
     return method
 
 
+#: The loop of each online method, `module:function` under `evalharness.trainers`: each takes
+#: `(config, *, progress)` and returns a `TrainSummary`. Offline methods all share `loop.train`.
+ONLINE_LOOPS = {
+    "grpo": "online:train_online",
+    "rloo": "online:train_online",
+}
+
+
 def run_training(method: Any, config: TrainConfig, *, progress: bool = True) -> TrainSummary:
-    """Train `config` with the loop `method` needs: online for prompt data, offline otherwise."""
-    if method.data_format == "prompt":
-        from evalharness.trainers.online import train_online as train
+    """Train `config` with the loop `method` needs: its online loop, else the offline one."""
+    import importlib
+
+    if method.name in ONLINE_LOOPS:
+        module, _, function = ONLINE_LOOPS[method.name].partition(":")
+        train = getattr(importlib.import_module(f"evalharness.trainers.{module}"), function)
     else:
         from evalharness.trainers.loop import train
     return train(config, progress=progress)
@@ -59,12 +70,14 @@ def training_report(method: Any, summary: TrainSummary) -> dict[str, Any]:
 
 
 def method_rows() -> list[dict[str, Any]]:
-    """One row per training method: its data format, reference need, options and summary."""
+    """One row per training method: its data format, reference need, options and summary;
+    `kind` says whether it trains on fixed data (`offline`) or samples its own (`online`)."""
     from evalharness.trainers import losses
 
     return [
         {
             "name": m.name,
+            "kind": "online" if m.name in ONLINE_LOOPS else "offline",
             "data": m.data_format,
             "reference": m.needs_reference,
             "hyperparameters": {**m.hyperparameters, **m.input_options},
