@@ -40,6 +40,7 @@ def check_method(config: Any, locate: Callable[..., str], section: str = "") -> 
 ONLINE_LOOPS = {
     "grpo": "online:train_online",
     "rloo": "online:train_online",
+    "ppo": "ppo:train_ppo",
 }
 
 
