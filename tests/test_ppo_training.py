@@ -1,7 +1,8 @@
 """PPO's loop on the tiny model: a rule reward rises over training, the checkpoint evaluates.
 
-The reward is a Python function (the share of ASCII letters in the completion, which the tiny
-random model's byte-level samples leave near one half), so nothing but the policy is learned.
+The reward is a Python function, the number of letters in the completion: the tiny random
+model's byte-level samples hold few, and tokens that are whole words hold more, so every token
+of a completion moves it.
 The run is seeded (sampling, mini-batch shuffles, the value head), so its metrics are the same
 on every run and the comparison of early and late steps is not left to chance.
 """
@@ -21,7 +22,7 @@ from evalharness.trainers.rollouts import rollout_batch
 
 REWARD = """
 def letters(prompt, completion, row):
-    return sum(c.isascii() and c.isalpha() for c in completion) / max(1, len(completion))
+    return float(sum(c.isalpha() for c in completion))
 """
 
 WORDS = ("cat", "dog", "sun", "sky", "tree", "river")
@@ -45,20 +46,20 @@ def test_ppo_raises_a_rule_reward_and_the_checkpoint_reloads_and_evaluates(
     tiny_model_dir: Path, prompts: Path, reward: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "ppo"
-    steps = 12
+    steps = 10
     code, stdout, err = run_cli(
         capsys, *train_args("ppo", tiny_model_dir, prompts, out), "--reward", reward,
-        "--batch-size", "2", "--group-size", "8", "--max-new-tokens", "8",
-        "--max-steps", str(steps), "--lr", "3e-4", "--loss-arg", "num_mini_batches=2",
-        "--quiet", "--json",
+        "--batch-size", "2", "--group-size", "8", "--max-new-tokens", "6",
+        "--temperature", "0.7", "--max-steps", str(steps), "--lr", "3e-3",
+        "--loss-arg", "num_mini_batches=2", "--quiet", "--json",
     )  # fmt: skip
     assert code == 0, err
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     # A step is a batch of rollouts (8 updates each here: 4 epochs x 2 mini-batches).
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     rewards = [m["reward/mean"] for m in metrics]
-    early, late = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
-    assert late > early + 0.1, rewards
+    early, late = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
+    assert late > early + 3.0, rewards
     assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # sampled = reference
     assert metrics[-1]["objective/kl"] > 0
     assert json.loads(stdout)["final"]["reward/mean"] == rewards[-1]

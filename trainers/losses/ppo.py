@@ -13,9 +13,8 @@ out from column 0 with a pad token distinct from EOS. TRL's value mask (`~paddin
 reaches one position further: the position after the last completion token, where TRL puts
 the score, so the value there learns the score and the last token's advantage reads it through
 `gamma * V`. When a completion ends in the last column the score goes on its last token
-instead (TRL's `actual_end`). Positions outside the masks may sit before the completion too (a
-prompt laid out in the same row): rewards and values are 0 there, GAE only looks forward, so
-the completion's numbers are the same as TRL's.
+instead (TRL's `actual_end`), so where that happens depends on the layout's width: the loop
+lays completions out as TRL does, from column 0, `width` = the longest completion.
 
 The method is registered with the loss of one mini-batch holding the whole rollout batch (one
 epoch, one mini-batch), computed from the rollout scores: that is TRL's first update exactly.
