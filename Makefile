@@ -65,9 +65,11 @@ $(VLLM_STAMP): pyproject.toml Makefile $(VLLM_LOCK)
 
 vllm-venv: $(VLLM_STAMP)
 
-# The vLLM tests, in the vLLM venv, where a missing vllm is a failure rather than a skip.
+# The vLLM tests (the backend, and rollouts synced to a training policy), in the vLLM venv,
+# where a missing vllm is a failure rather than a skip.
 test-vllm: $(VLLM_STAMP)
-	HF_HUB_OFFLINE=1 EVALHARNESS_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_vllm.py
+	HF_HUB_OFFLINE=1 EVALHARNESS_REQUIRE_VLLM=1 $(VLLM_PY) -m pytest -q -p no:cacheprovider tests/test_vllm.py \
+		tests/test_vllm_rollouts.py
 
 run: install
 	$(VENV)/bin/evalharness run

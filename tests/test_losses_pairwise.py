@@ -1361,7 +1361,7 @@ NEW_OPTIONS = {
     "ld_alpha": "default null",
     "loss_type": "default sigmoid",
     "loss_weights": "default []",
-    "alpha": "default 0.0",
+    "alpha": "cpo: 0.0, simpo: 0.0, xpo: 1e-05",
     "cpo_alpha": "cpo: 1.0, simpo: 0.0",
 }
 

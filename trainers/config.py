@@ -27,6 +27,9 @@ Locate = Callable[..., str]
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 #: autocast as accelerate takes it; `auto`: bf16 on a CUDA GPU (TRL's default), else no.
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+#: Who samples an online run's completions (`trainers.samplers`); `auto`: vLLM on a CUDA GPU
+#: when it is installed, else `generate`.
+ROLLOUTS = ("auto", "hf", "vllm")
 
 
 @dataclass
@@ -99,6 +102,7 @@ class TrainConfig:
     temperature: float = 1.0
     # rm:PATH, python:MODULE:FUNCTION, ... or [{reward: SPEC, weight: W}, ...] (trainers.rewards)
     reward: str | list[dict[str, Any]] | None = None
+    rollouts: str = "auto"  # auto, hf, vllm: who samples (trainers.samplers)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +151,11 @@ class TrainConfig:
                 values[name] = None if value is None else check_reward(value, label)
             else:
                 values[name] = convert(value, hints[name], label)
-        for name, choices in (("dtype", DTYPES), ("mixed_precision", MIXED_PRECISIONS)):
+        for name, choices in (
+            ("dtype", DTYPES),
+            ("mixed_precision", MIXED_PRECISIONS),
+            ("rollouts", ROLLOUTS),
+        ):
             if values.get(name, "auto") not in choices:
                 raise InputError(
                     f"{locate(name)}: field '{section}{name}' must be one of "

@@ -29,13 +29,14 @@ from evalharness.errors import InputError
 from . import adapters, precision
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .data import load_rows, tokenize_rows
+from .data import LoadedRows, load_rows, tokenize_rows
 from .distributed import fresh_accelerator
 from .loop import TrainSummary
 from .metrics import MetricsLog
 from .models import PolicyScorer, adamw, adapters_disabled, load_model
 from .rewards import Rewarder, Rollout, build_rewarder
-from .rollouts import HFSampler, Prompt, Sampler, prompt_messages
+from .rollouts import Prompt, Sampler, prompt_messages
+from .samplers import build_sampler, choose_rollouts
 
 
 @dataclass
@@ -121,8 +122,10 @@ class OnlineRun:
             self.sampler.sync(self.model)
 
     def record(self, metrics: dict[str, Any]) -> None:
-        """Log the step's metrics (metrics.jsonl) and show the mean reward on the bar."""
-        self.last = {"step": self.step, **metrics}
+        """Log the step's metrics (metrics.jsonl) with the reward's counters (e.g. verdicts a
+        judge's output did not parse), and show the mean reward on the bar."""
+        counts = self.rewarder.stats() if self.rewarder is not None else {}
+        self.last = {"step": self.step, **metrics, **{f"reward/{k}": v for k, v in counts.items()}}
         self.log.write(self.last)
         if self.bar is not None:
             self.bar.update(1)
@@ -138,6 +141,40 @@ def _calibrate(model: Any, prompts: list[Prompt]) -> None:
             model(input_ids=torch.tensor([prompt.ids], device=device))
 
 
+def training_prompts(
+    rows: LoadedRows, data_format: str, tokenizer: Any, max_length: int
+) -> list[Prompt]:
+    """The prompts of `prompt` rows, or of `sft` rows with completions: `prompt` + `completion`,
+    or `messages` whose prompt is every turn before the final assistant turns, as TRL's GKD
+    collator (`DataCollatorForChatML`) cuts a conversation."""
+    options = {"assistant_turns": "last"} if data_format == "sft" else {}
+    examples = tokenize_rows(
+        list(rows),
+        data_format,
+        tokenizer,
+        max_length=max_length,
+        where=list(rows.locations),
+        **options,
+    )
+    return [
+        Prompt(prompt_messages(_row_prompt(row)), list(e.prompt_ids), dict(row))
+        for e, row in zip(examples, rows, strict=True)
+    ]
+
+
+def _row_prompt(row: dict[str, Any]) -> Any:
+    if row.get("prompt") is not None or row.get("messages") is None:
+        return row.get("prompt", "")
+    messages = list(row["messages"])
+    while messages and messages[-1]["role"] == "assistant":
+        messages.pop()
+    return messages
+
+
+def _in_4bit(config: TrainConfig) -> bool:
+    return config.adapter is not None and config.adapter.load_in_4bit
+
+
 def start_online_run(
     config: TrainConfig,
     method: Any,
@@ -146,8 +183,13 @@ def start_online_run(
     progress: bool = True,
     needs_reference: bool = False,
     needs_reward: bool = True,
+    data_format: str = "prompt",
 ) -> OnlineRun:
-    """Check the settings, then load everything an online method's loop needs."""
+    """Check the settings, then load everything an online method's loop needs.
+
+    `data_format` `sft` reads rows with completions (GKD trains on the dataset's completions
+    part of the time); the prompts are then as `training_prompts` cuts them.
+    """
     from tqdm.auto import tqdm
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -157,27 +199,23 @@ def start_online_run(
         )
     if needs_reward and not config.reward:
         raise InputError(
-            f"method {method.name} needs a reward: --reward rm:DIR, python:MODULE:FUNCTION, "
-            "or reward: in the config"
+            f"method {method.name} needs a reward: --reward SPEC (rm:DIR, judge:MODEL, "
+            "exact, regex:PATTERN, python:MODULE:FUNCTION, ...) or reward: in the config"
         )
-    rows = load_rows(config.data, "prompt", limit=config.limit)  # a bad file fails before loads
+    rows = load_rows(config.data, data_format, limit=config.limit)  # a bad file fails first
     torch.manual_seed(config.seed)
     dtype = precision.weights_dtype(config.dtype, config.adapter)
     placement = precision.plan(config.device, config.mixed_precision, dtype)
     accelerator = fresh_accelerator(**placement.accelerator_options())
     device = accelerator.device
+    rollouts = choose_rollouts(config.rollouts, device, load_in_4bit=_in_4bit(config))
     loaded = load_model(config.model, dtype, device=device)
     tf32 = precision.use_tf32(device, config.tf32)
     placed = precision.record(device, loaded.identity["dtype"], accelerator.mixed_precision, tf32)
+    placed["rollouts"] = rollouts
     precision.warn_if_updates_round_away(loaded.identity["dtype"], config.adapter)
     tokenizer, model = loaded.tokenizer, loaded.model
-    examples = tokenize_rows(
-        list(rows), "prompt", tokenizer, max_length=config.max_length, where=list(rows.locations)
-    )
-    prompts = [
-        Prompt(prompt_messages(e.prompt), list(e.prompt_ids), dict(row))
-        for e, row in zip(examples, rows, strict=True)
-    ]
+    prompts = training_prompts(rows, data_format, tokenizer, config.max_length)
     total = config.max_steps or max(1, int(len(prompts) / config.batch_size * config.epochs))
     adapter, initial_adapter = config.adapter, None
     if adapter is not None:
@@ -204,8 +242,15 @@ def start_online_run(
         if config.reward
         else None
     )
-    sampler = HFSampler(
-        model, tokenizer, temperature=config.temperature, max_new_tokens=config.max_new_tokens
+    sampler = build_sampler(
+        rollouts,
+        model,
+        tokenizer,
+        config,
+        prompts,
+        dtype=loaded.identity["dtype"],
+        mixed_precision=accelerator.mixed_precision,
+        device=device,
     )
     scorer = PolicyScorer(model)
     parameters = [p for p in scorer.parameters() if p.requires_grad]

@@ -54,7 +54,9 @@ def cut_after_eos(row: list[int], eos: int | None, pad: int) -> list[int]:
 
 
 class HFSampler:
-    """`n` completions of a prompt from the policy with `generate`, seeded per call."""
+    """`n` completions of a prompt from the policy with `generate`, seeded per call, drawn from
+    its softmax at `temperature` (no top-k or top-p: the policy-gradient losses assume samples
+    from the policy itself, and the vLLM sampler draws the same way)."""
 
     def __init__(
         self, model: Any, tokenizer: Any, *, temperature: float, max_new_tokens: int
@@ -72,6 +74,10 @@ class HFSampler:
                 input_ids=inputs,
                 attention_mask=torch.ones_like(inputs),
                 do_sample=True,
+                # Plain sampling at the temperature, as TRL's online trainers: transformers'
+                # default top_k=50 would truncate the distribution the loss assumes.
+                top_k=0,
+                top_p=1.0,
                 temperature=self.temperature,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,

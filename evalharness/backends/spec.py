@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from evalharness.backends.devices import parse_device, parse_device_map
@@ -13,9 +14,16 @@ ALIASES = {
     "smollm2": "builtin:smollm2-135m-instruct",
     "default": "builtin:smollm2-135m-instruct",
 }
-BACKENDS = ("hf", "vllm", "openai", "builtin", "rm", "clf", "outputs", "bon")
+#: Decoding-time alignment wrappers around a generating model (`backends/urial.py`,
+#: `args_decoding.py`, `deal.py`), beside best-of-N (`bon:`).
+WRAPPERS = ("bon", "urial", "args", "deal")
+BACKENDS = ("hf", "vllm", "openai", "builtin", "rm", "clf", "outputs", *WRAPPERS)
 #: Backends that generate text: what best-of-N (`bon:`) samples from, or judges with.
 GENERATORS = ("hf", "vllm", "builtin", "openai")
+#: Backends that continue raw text (`CompleteRequest`): what URIAL's plain-text prompt needs.
+RAW_TEXT_GENERATORS = ("hf", "vllm", "builtin")
+#: Backends whose next-token distribution is at hand: what token-level search (ARGS, DeAL) needs.
+TOKEN_LEVEL_GENERATORS = ("hf", "builtin")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 
 
@@ -82,6 +90,10 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
         name, _, revision = name.rpartition("@")
     if backend == "bon":
         split_best_of_n(name)  # a malformed spec fails here, before anything loads
+    elif backend == "urial":
+        split_urial(name)
+    elif backend in ("args", "deal"):
+        split_reward_guided(backend, name)
     model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
     model = model.with_options(**options)
     if model.dtype not in DTYPES:
@@ -137,11 +149,82 @@ def split_best_of_n(name: str) -> tuple[int, str, str]:
     )
 
 
-def _parses(text: str, scorer: bool = False) -> bool:
+def _parses(text: str, scorer: bool = False, backends: tuple[str, ...] = GENERATORS) -> bool:
     if scorer and text == "self":
         return True
     try:
         backend = parse_model_spec(text).backend
     except InputError:
         return False
-    return backend in GENERATORS or (scorer and backend == "rm")
+    return backend in backends or (scorer and backend == "rm")
+
+
+#: Options each wrapper's spec takes (`args:k=8,w=2:rm:RM:hf:MODEL`), with their types.
+WRAPPER_OPTIONS: dict[str, dict[str, type]] = {
+    "urial": {"prompt": str},
+    "args": {"k": int, "w": float, "max_tokens": int},
+    "deal": {"k": int, "beam": int, "lookahead": int, "max_tokens": int},
+}
+#: The smallest value each whole-number option may take.
+OPTION_MINIMUM = {"k": 1, "beam": 1, "lookahead": 0, "max_tokens": 1}
+
+
+def split_options(backend: str, name: str) -> tuple[dict[str, int | float | str], str]:
+    """A wrapper spec's leading `key=value,key=value:` segment, parsed, and the rest of `name`.
+
+    The options segment is optional (its absence means the defaults); it is told from the
+    wrapped spec by its `=`, which no model spec's first segment holds. Values hold no `,` or
+    `:`; an unknown key or a value of the wrong type is a one-line error naming both.
+    """
+    head, sep, rest = name.partition(":")
+    if not sep or "=" not in head:
+        return {}, name
+    allowed = WRAPPER_OPTIONS[backend]
+    options: dict[str, int | float | str] = {}
+    for item in head.split(","):
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or key not in allowed or not value:
+            raise InputError(
+                f"{backend}:{name}: option {item!r} is not one of "
+                f"{', '.join(f'{k}=...' for k in allowed)}"
+            )
+        try:
+            options[key] = allowed[key](value)
+        except ValueError:
+            kind = "a whole number" if allowed[key] is int else "a number"
+            raise InputError(f"{backend}:{name}: option {key}={value!r} must be {kind}") from None
+        if isinstance(options[key], float) and not math.isfinite(options[key]):
+            # A NaN or infinite weight turns every score into NaN: sampling would crash mid-run.
+            raise InputError(f"{backend}:{name}: option {key}={value!r} must be a finite number")
+        least = OPTION_MINIMUM.get(key)
+        if least is not None and options[key] < least:  # type: ignore[operator]
+            raise InputError(f"{backend}:{name}: option {key} must be at least {least}")
+    return options, rest
+
+
+def split_urial(name: str) -> tuple[dict[str, int | float | str], str]:
+    """`[prompt=FILE:]MODEL` (a `urial:` spec without its prefix) as options and model spec."""
+    options, model = split_options("urial", name)
+    if not _parses(model, backends=RAW_TEXT_GENERATORS):
+        raise InputError(
+            f"urial:{name}: expected urial:[prompt=FILE:]MODEL, MODEL an hf:, vllm: or builtin "
+            "model that continues raw text (e.g. urial:hf:BASE_MODEL_DIR)"
+        )
+    return options, model
+
+
+def split_reward_guided(backend: str, name: str) -> tuple[dict[str, int | float | str], str, str]:
+    """`[OPTIONS:]rm:RM:MODEL` (an `args:` or `deal:` spec without its prefix) as options,
+    reward-model spec and model spec; MODEL must expose its next-token distribution."""
+    options, rest = split_options(backend, name)
+    for index, char in enumerate(rest):
+        if char != ":" or not rest.startswith("rm:"):
+            continue
+        reward, model = rest[:index], rest[index + 1 :]
+        if _parses(reward, backends=("rm",)) and _parses(model, backends=TOKEN_LEVEL_GENERATORS):
+            return options, reward, model
+    raise InputError(
+        f"{backend}:{name}: expected {backend}:[OPTIONS:]rm:REWARD_MODEL:MODEL, MODEL an hf: or "
+        f"builtin model (e.g. {backend}:rm:RM_DIR:hf:MODEL_DIR)"
+    )

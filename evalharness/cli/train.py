@@ -46,6 +46,7 @@ FLAG_FIELDS = {
     "max_new_tokens": "max_new_tokens",
     "temperature": "temperature",
     "reward": "reward",
+    "rollouts": "rollouts",
     "pack": "pack",
 }
 
@@ -127,7 +128,18 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--max-new-tokens", type=int, help="online methods: sample length")
     train.add_argument("--temperature", type=float, help="online methods: sampling temperature")
     train.add_argument(
-        "--reward", help="online methods: reward spec (rm:DIR, python:MODULE:FUNCTION, ...)"
+        "--reward",
+        metavar="SPEC",
+        help="online methods: rm:DIR, python:MODULE:FUNCTION, judge:MODEL (1-10 rating), "
+        "pairwise:MODEL, rules:NAME_OR_YAML, refusal-rules, regex:PATTERN, "
+        "refusal-regex:PATTERN or exact[:FIELD]; weighted sums and judge options in the "
+        "config's reward: list (README: Rewards for online methods)",
+    )
+    train.add_argument(
+        "--rollouts",
+        choices=["auto", "hf", "vllm"],
+        help="online methods: who samples: vllm (an engine synced to the policy each step), "
+        "hf (generate), auto (default: vllm on a CUDA GPU when it is installed, else hf)",
     )
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -284,7 +296,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
     columns = ("method", "kind", "data", "reference", "hyperparameters", "what it optimises")
     for column in columns:
         table.add_column(column)
-    for row in rows:
+    trained = [row for row in rows if not row["tuning_free"]]
+    for row in trained:
         hyper = ", ".join(f"{k}={v}" for k, v in row["hyperparameters"].items())
         reference = "yes" if row["reference"] else ""
         table.add_row(row["name"], row["kind"], row["data"], reference, hyper, row["summary"])
@@ -296,4 +309,25 @@ def cmd_methods(args: argparse.Namespace) -> int:
     for name, defaults in options.items():
         line = f"  {name} ({defaults}): {losses.OPTIONS[name].meaning}"
         console.print(line, highlight=False, soft_wrap=True)
+    _print_tuning_free(console, [row for row in rows if row["tuning_free"]])
     return 0
+
+
+def _print_tuning_free(console: Any, rows: list[dict[str, Any]]) -> None:
+    """The tuning-free methods: model specs to evaluate (`evalharness run --model SPEC`)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="tuning-free methods (model specs: evalharness run --model SPEC)")
+    for column in ("method", "kind", "spec", "options (default)", "what it does"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        options = ", ".join(
+            f"{k}={'null' if v is None else v}" for k, v in row["hyperparameters"].items()
+        )
+        table.add_row(row["name"], row["kind"], escape(row["spec"]), options, row["summary"])
+    console.print(table)
+    for row in rows:
+        for name, meaning in row["options"].items():
+            line = f"  {row['name']} {name}: {meaning}"
+            console.print(escape(line), highlight=False, soft_wrap=True)

@@ -266,7 +266,7 @@ def compare(
 
 
 #: Backends that hold weights in this process: their `--device` must exist on this machine.
-LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon")
+LOCAL_BACKENDS = ("hf", "builtin", "rm", "clf", "vllm", "bon", "urial", "args", "deal")
 
 
 def check_devices(model: ModelSpec, judge_device: str | None) -> None:

@@ -41,6 +41,10 @@ ONLINE_LOOPS = {
     "grpo": "online:train_online",
     "rloo": "online:train_online",
     "ppo": "ppo:train_ppo",
+    "online_dpo": "online_pairs_loop:train_online_pairs",
+    "xpo": "online_pairs_loop:train_online_pairs",
+    "nash_md": "online_pairs_loop:train_online_pairs",
+    "gkd": "gkd:train_gkd",
 }
 
 
@@ -71,11 +75,14 @@ def training_report(method: Any, summary: TrainSummary) -> dict[str, Any]:
 
 
 def method_rows() -> list[dict[str, Any]]:
-    """One row per training method: its data format, reference need, options and summary;
-    `kind` says whether it trains on fixed data (`offline`) or samples its own (`online`)."""
+    """One row per method: each training method's data format, reference need, options and
+    summary (`tuning_free` false; `kind` online when it samples its own data, else offline),
+    then the tuning-free ones, which are model specs (`tuning_free` true, with their `spec`
+    and `kind`, decoding-time or in-context; `evalharness.backends.tuning_free`)."""
+    from evalharness.backends.tuning_free import tuning_free_rows
     from evalharness.trainers import losses
 
-    return [
+    trained = [
         {
             "name": m.name,
             "kind": "online" if m.name in ONLINE_LOOPS else "offline",
@@ -83,15 +90,23 @@ def method_rows() -> list[dict[str, Any]]:
             "reference": m.needs_reference,
             "hyperparameters": {**m.hyperparameters, **m.input_options},
             "summary": m.summary,
+            "tuning_free": False,
         }
         for m in losses.methods()
     ]
+    tuning_free = [
+        {"name": row["name"], "data": None, "reference": False, **row, "tuning_free": True}
+        for row in tuning_free_rows()
+    ]
+    return trained + tuning_free
 
 
 def option_meanings(row: dict[str, Any]) -> dict[str, str]:
     """What each documented option of a method's row means."""
     from evalharness.trainers import losses
 
+    if row.get("tuning_free"):
+        return dict(row["options"])
     return {
         name: losses.OPTIONS[name].meaning
         for name in row["hyperparameters"]
@@ -109,7 +124,7 @@ def option_defaults(rows: list[dict[str, Any]]) -> dict[str, str]:
         by_method = {
             row["name"]: row["hyperparameters"][name]
             for row in rows
-            if name in row["hyperparameters"]
+            if name in row["hyperparameters"] and not row.get("tuning_free")
         }
         if not by_method:
             continue

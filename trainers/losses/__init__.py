@@ -3,8 +3,9 @@
 One module per family: `supervised` (sft, dft, asft_anchored, poft, reward), `dpo` (the DPO
 family with its shared scoring of preference pairs against a reference), `mixture` (weighted
 sums of DPO-family losses, TRL's `loss_type` list), `reference_free` (cpo, simpo, orpo,
-asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo), `ppo`.
-Importing a family registers its methods; `pairwise` gathers every loss on pairwise data.
+asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo),
+`online_pairs` (online_dpo, xpo, nash_md), `distill` (gkd), `ppo`. Importing a family registers
+its methods; `pairwise` gathers every loss on pairwise data.
 
 Shared pieces: `registry` (methods, the inputs a loss may ask for, hyperparameter checking),
 `options` (what each hyperparameter means and how a user's value is converted), `family` (a
@@ -39,6 +40,8 @@ FAMILIES = (
     "unpaired",
     "ranking",
     "online",
+    "online_pairs",
+    "distill",
     "ppo",
 )
 

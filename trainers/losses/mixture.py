@@ -87,7 +87,8 @@ def _loss_weights(value: Any) -> list[float]:
 describe(
     "loss_type",
     "mixture: TRL loss_type names, a YAML or comma list (sigmoid = dpo, sft = chosen NLL; "
-    "MPO: sigmoid,bco_pair,sft)",
+    "MPO: sigmoid,bco_pair,sft). online_dpo, xpo: sigmoid or ipo (IPO on sums, as TRL's online "
+    "trainers)",
     _loss_types,
 )
 describe(

@@ -310,7 +310,8 @@ PPO_INPUTS: dict[str, Any] = {
     "ref_token_logps": None,
 }
 
-#: Options the loop applies around the loss (TRL's names and defaults).
+#: Options the loop applies around the loss (TRL's names and defaults); `missing_eos_penalty`
+#: means what it means for the online pair methods and is documented with them.
 LOOP_OPTIONS: dict[str, Any] = {
     "num_ppo_epochs": 4,
     "num_mini_batches": 1,
@@ -422,8 +423,4 @@ describe(
     "num_mini_batches",
     "ppo: mini-batches (optimizer steps) per pass over a batch",
     _at_least_one("num_mini_batches"),
-)
-describe(
-    "missing_eos_penalty",
-    "ppo: subtracted from the score of a completion that did not end in EOS; null = off",
 )

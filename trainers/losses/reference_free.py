@@ -41,7 +41,8 @@ def log_odds(per_token: Tensor) -> Tensor:
 
 describe(
     "alpha",
-    "cpo, simpo: AlphaPO reward (1 − e^(−α·lp))/α in place of lp (simpo: of ℓ̄); 0 = off",
+    "cpo, simpo: AlphaPO reward (1 − e^(−α·lp))/α in place of lp (simpo: of ℓ̄); 0 = off. "
+    "xpo: weight of the exploration term α·log π(reference's sample) (TRL's XPOConfig)",
 )
 describe(
     "cpo_alpha",

@@ -10,8 +10,8 @@ and one `@register` line.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -65,6 +65,11 @@ INPUTS: dict[str, str] = {
     "group_size": "int, samples per prompt G (online methods; rows grouped consecutively)",
     "values": "[B, T] value-head predictions V(s_t) at each token's position (PPO)",
     "old_values": "[B, T] the same when the rollout was sampled (PPO's value clip)",
+    "preferences": "[P] probability that each prompt's first sample is preferred to its "
+    "second (online pair methods: a judge's or reward model's verdict)",
+    # full next-token distributions, [B, T, V] (distillation)
+    "student_logits": "[B, T, V] the policy's logits over the full vocabulary",
+    "teacher_logits": "[B, T, V] the teacher's logits at the same positions",
     # reward model
     "chosen_rewards": "[B] scalar head output on chosen",
     "rejected_rewards": "[B] scalar head output on rejected",
@@ -79,6 +84,9 @@ class Method:
     data_format: DataFormat
     needs_reference: bool
     summary: str
+    #: Settings an online loop applies while sampling and judging, by default (Nash-MD's
+    #: `mixture_coef`, `missing_eos_penalty`): options a user sets like the loss's own.
+    loop_options: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def inputs(self) -> list[str]:
@@ -106,20 +114,27 @@ class Method:
 
         LD-DPO's `ld_alpha` reweights the per-sequence sums of the policy and the reference
         before any loss sees them (as TRL does before its loss loop), so it belongs to every
-        pairwise method with a reference rather than to one loss.
+        pairwise method with a reference rather than to one loss. An online method's own
+        `loop_options` (how it samples and judges) are its input options in the same sense.
         """
         if self.data_format == "pairwise" and self.needs_reference:
             return dict(INPUT_OPTIONS)
-        return {}
+        return dict(self.loop_options)
 
 
 _METHODS: dict[str, Method] = {}
 
 
 def register(
-    name: str, *, data: DataFormat, reference: bool, summary: str
+    name: str,
+    *,
+    data: DataFormat,
+    reference: bool,
+    summary: str,
+    loop_options: Mapping[str, object] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
-    """Decorator adding a loss function to the registry under `name`."""
+    """Decorator adding a loss function to the registry under `name`; `loop_options` (name ->
+    default) are the settings its loop applies outside the loss (`Method.loop_options`)."""
 
     def add(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _METHODS:
@@ -133,7 +148,7 @@ def register(
             raise ValueError(
                 f"loss {name!r}: parameters must be keyword-only: {unknown_positional}"
             )
-        _METHODS[name] = Method(name, function, data, reference, summary)
+        _METHODS[name] = Method(name, function, data, reference, summary, dict(loop_options or {}))
         return function
 
     return add

@@ -33,7 +33,13 @@ class Rewarder:
         return [1.0 if x > y else 0.0 if x < y else 0.5 for x, y in zip(a, b, strict=True)]
 
     def identity(self) -> dict[str, Any]:
+        """Everything that decides the rewards (a judge's identity, a label mapping, ...)."""
         return {"reward": self.name}
+
+    def stats(self) -> dict[str, int]:
+        """Counters worth logging beside the rewards (a judge's calls and unparseable
+        verdicts); empty for sources that cannot fail."""
+        return {}
 
     def close(self) -> None:
         """Free what the source holds (a loaded model, an HTTP client)."""

@@ -31,7 +31,7 @@ class RewardModelRewarder(Rewarder):
         return [result.reward for result in self.backend.reward(requests)]
 
     def identity(self) -> dict[str, Any]:
-        return {"reward": self.name, "model": self.backend.identity()}
+        return {"reward": self.name, "model": self.backend.identity}
 
     def close(self) -> None:
         self.backend.close()
