@@ -73,6 +73,11 @@ def test_unknown_reward_kind_and_missing_function_are_clear(reward_file: Path) -
         build_rewarder("rmm:x")
     with pytest.raises(InputError, match="has no function nope"):
         build_rewarder(f"python:{reward_file}:nope")
+    # Called from Python, a setting gets the checks a config's `reward` gets.
+    with pytest.raises(InputError, match="reward, entry 1 must be a mapping with a reward spec"):
+        build_rewarder([{"weight": 2.0}])
+    with pytest.raises(InputError, match="reward, entry 1: weight must be a number"):
+        build_rewarder([{"reward": "exact", "weight": "heavy"}])
 
 
 def test_grpo_trains_on_a_weighted_python_reward_from_a_yaml_config(
@@ -99,3 +104,53 @@ def test_grpo_trains_on_a_weighted_python_reward_from_a_yaml_config(
     assert [m["step"] for m in metrics] == [1, 2]
     assert all(m["reward/mean"] >= 0 for m in metrics)
     assert json.loads(stdout)["final"]["reward/mean"] == metrics[-1]["reward/mean"]
+
+
+def test_an_explicit_reference_is_the_reference_with_an_adapter_too(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`reference: DIR` with LoRA scores against DIR, as the offline methods do, not against the
+    base with the adapter disabled (which is only the default)."""
+    import torch
+    from train_configs import train_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalharness.trainers import losses
+    from evalharness.trainers.config import LoraSettings
+    from evalharness.trainers.models import PolicyScorer
+    from evalharness.trainers.online_run import start_online_run
+    from evalharness.trainers.rollouts import rollout_batch
+
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(3.0)  # tied to the embeddings: a different model throughout
+    other.save_pretrained(tmp_path / "reference")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "reference")
+    data = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": "say cat"})])
+    config = train_config(
+        "grpo", tiny_model_dir, data, tmp_path / "out", reward="regex:x",
+        lora=LoraSettings(rank=4, alpha=8), reference=f"hf:{tmp_path / 'reference'}",
+    )  # fmt: skip
+    method = losses.method("grpo")
+    run = start_online_run(config, method, {}, progress=False, needs_reference=True)
+    batch = rollout_batch([(run.prompts[0].ids, [5, 6, 7])], run.tokenizer.pad_token_id)
+    reference = run.reference_token_logps(batch)
+    arguments = (batch["input_ids"], batch["attention_mask"], batch["labels"])
+    with torch.no_grad():
+        expected = PolicyScorer(other)(*arguments)[0]
+        base = run.scorer(*arguments)[0]  # the LoRA starts as a no-op: the base's log-probs
+    assert not torch.allclose(expected, base)  # the two candidates differ, so this can fail
+    torch.testing.assert_close(reference, expected)
+
+
+def test_a_reward_that_cannot_be_built_stops_the_run_before_the_model_loads(
+    reward_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_lines(tmp_path / "prompts.jsonl", [json.dumps({"prompt": "say cat"})])
+    # The model does not exist either: the reward's error must be the one reported.
+    code, _, err = run_cli(
+        capsys, *train_args("grpo", tmp_path / "no-model", data, tmp_path / "out"),
+        "--reward", f"python:{reward_file}:nope", "--quiet",
+    )  # fmt: skip
+    assert code == 2
+    assert "has no function nope" in err and "no-model" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,23 @@ def test_reward_settings_are_checked_when_the_config_is_read(value: object, mess
         )
 
 
+@pytest.fixture
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Torch on one thread while the test runs. The tiny model's ops are far too small to
+    gain from a second thread, and on a busy machine each op's threads wait for each other:
+    the GRPO run below took 110-150 s with torch's two threads and 10-13 s with one.
+    `OMP_NUM_THREADS` too, or each model load sets one thread per core again
+    (`backends.local_model`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_group_methods_raise_a_rule_reward_and_their_checkpoints_evaluate(
     method: str, tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -19,7 +19,7 @@ from tiny_models import phrase
 from train_configs import train_args, train_config
 
 from evalharness.errors import InputError
-from evalharness.trainers import loop, models, online, precision
+from evalharness.trainers import loop, models, online, online_run, precision
 from evalharness.trainers.config import TrainConfig
 
 
@@ -115,7 +115,7 @@ def test_the_trainer_hands_accelerate_the_placement(
         raise Stop
 
     monkeypatch.setattr(loop, "fresh_accelerator", capture)
-    monkeypatch.setattr(online, "fresh_accelerator", capture)
+    monkeypatch.setattr(online_run, "fresh_accelerator", capture)
     for device in ("auto", "cpu"):
         config = _config(tiny_model_dir, data["pairwise"], tmp_path / "out", device=device)
         with pytest.raises(Stop):
@@ -340,7 +340,7 @@ def test_online_models_load_on_the_runs_device(
     from evalharness.backends import spec as modelspec
 
     devices: list[Any] = []
-    real_load = online.load_model
+    real_load = online_run.load_model
 
     def load_model(*args: Any, **kwargs: Any) -> Any:
         devices.append(kwargs.get("device"))
@@ -353,7 +353,7 @@ def test_online_models_load_on_the_runs_device(
         specs.append(real_parse(text, **options))
         return specs[-1]
 
-    monkeypatch.setattr(online, "load_model", load_model)
+    monkeypatch.setattr(online_run, "load_model", load_model)
     monkeypatch.setattr(modelspec, "parse_model_spec", parse)
     reward = build_tiny_reward_model(tmp_path / "rm")
     # beta > 0: a separate reference model.

@@ -35,13 +35,16 @@ def train_online(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     )
     assert run.rewarder is not None
     for _, prompts in run.batches():
-        samples, rewards = [], []
+        samples, rollouts = [], []
         run.scorer.eval()
         for offset, prompt in enumerate(prompts):
             with run.accelerator.autocast():
                 group = run.sampler.sample(prompt.ids, config.group_size, run.sample_seed(offset))
-            rewards.extend(run.rewarder.rewards(run.rollouts(prompt, group)))
+            rollouts.extend(run.rollouts(prompt, group))
             samples.extend((prompt.ids, completion) for completion in group)
+        # The whole step's rollouts at once: a judge answers them concurrently, a reward model
+        # in batches (a pairwise judge still compares only rollouts of one prompt).
+        rewards = run.rewarder.rewards(rollouts)
         run.scorer.train()
         batch = rollout_batch(samples, run.tokenizer.pad_token_id, run.device)
         token_logps, _ = run.scorer(batch["input_ids"], batch["attention_mask"], batch["labels"])

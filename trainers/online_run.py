@@ -203,12 +203,20 @@ def start_online_run(
             "exact, regex:PATTERN, python:MODULE:FUNCTION, ...) or reward: in the config"
         )
     rows = load_rows(config.data, data_format, limit=config.limit)  # a bad file fails first
-    torch.manual_seed(config.seed)
     dtype = precision.weights_dtype(config.dtype, config.adapter)
     placement = precision.plan(config.device, config.mixed_precision, dtype)
     accelerator = fresh_accelerator(**placement.accelerator_options())
     device = accelerator.device
     rollouts = choose_rollouts(config.rollouts, device, load_in_4bit=_in_4bit(config))
+    # Before the policy loads, so a reward that cannot be built (a missing function, a rules
+    # file's unmapped label) stops the run at once. Frozen: a reward model loads on the run's
+    # device, `auto` in the checkpoint's dtype there.
+    rewarder = (
+        build_rewarder(config.reward, device=str(device), dtype=config.dtype)
+        if config.reward
+        else None
+    )
+    torch.manual_seed(config.seed)
     loaded = load_model(config.model, dtype, device=device)
     tf32 = precision.use_tf32(device, config.tf32)
     placed = precision.record(device, loaded.identity["dtype"], accelerator.mixed_precision, tf32)
@@ -230,18 +238,17 @@ def start_online_run(
             initial_adapter = Path(config.out) / "adapter-init"
             adapters.save_initial_adapter(model, initial_adapter)
     reference = None
-    # The base with adapters disabled is the reference, unless the adapter's initialisation
-    # rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of the base.
-    own_reference = adapter is None or adapters.mutates_base(adapter.type, adapter.args)
+    # The base with adapters disabled is the default reference, unless the adapter's
+    # initialisation rewrote the base weights (PiSSA, OLoRA, CorDA): then a separate copy of
+    # the base. A `reference` the config names is always loaded, as the offline methods do.
+    own_reference = (
+        config.reference is not None
+        or adapter is None
+        or adapters.mutates_base(adapter.type, adapter.args)
+    )
     if needs_reference and own_reference:
         reference = load_model(config.reference or config.model, dtype, device=device).model
         reference.requires_grad_(False)
-    # Frozen: a reward model loads on the run's device, `auto` in the checkpoint's dtype there.
-    rewarder = (
-        build_rewarder(config.reward, device=str(device), dtype=config.dtype)
-        if config.reward
-        else None
-    )
     sampler = build_sampler(
         rollouts,
         model,

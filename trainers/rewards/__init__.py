@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import Rewarder, Rollout
-from .spec import RewardTerm, check_reward, check_spec, reward_terms, spec_kind
+from .spec import RewardTerm, check_reward, reward_terms, spec_kind
 
 __all__ = [
     "Rewarder",
@@ -30,10 +30,7 @@ def build_rewarder(
     spec: str | list[dict[str, Any]], *, device: str = "cpu", dtype: str = "auto"
 ) -> Rewarder:
     """The rewarder a `reward` setting names; a weighted list becomes one summed rewarder."""
-    terms = reward_terms(spec)
-    for index, term in enumerate(terms):
-        where = "reward" if isinstance(spec, str) else f"reward, entry {index + 1}"
-        check_spec(term.spec, term.options, where)
+    terms = reward_terms(check_reward(spec, "reward"))
     if len(terms) == 1 and terms[0].weight == 1.0:
         return _single(terms[0], device=device, dtype=dtype)
     from .combined import WeightedRewarder
