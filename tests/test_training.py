@@ -105,6 +105,7 @@ def test_every_method_is_registered_with_its_data_format() -> None:
             "reward",
             "grpo",
             "rloo",
+            "ppo",
             "online_dpo",
             "xpo",
             "nash_md",

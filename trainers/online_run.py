@@ -107,16 +107,19 @@ class OnlineRun:
                     return self.scorer(*arguments)[0]
             return PolicyScorer(self.reference)(*arguments)[0]
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step, the adapter's hook, zero the gradients, sync the sampler."""
+    def optimizer_step(self, loss: torch.Tensor, *, last: bool = True) -> None:
+        """Backward, clip, step, the adapter's hook, zero the gradients; then count the step
+        and sync the sampler, unless more updates of this step's samples follow (`last=False`:
+        PPO's epochs over mini-batches, one step per batch of rollouts as TRL counts them)."""
         self.accelerator.backward(loss)
         if self.config.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
         self.optimizer.step()
         adapters.after_optimizer_step(self.model, self.step)
         self.optimizer.zero_grad()
-        self.step += 1
-        self.sampler.sync(self.model)
+        if last:
+            self.step += 1
+            self.sampler.sync(self.model)
 
     def record(self, metrics: dict[str, Any]) -> None:
         """Log the step's metrics (metrics.jsonl) with the reward's counters (e.g. verdicts a

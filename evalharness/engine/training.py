@@ -40,6 +40,7 @@ def check_method(config: Any, locate: Callable[..., str], section: str = "") -> 
 ONLINE_LOOPS = {
     "grpo": "online:train_online",
     "rloo": "online:train_online",
+    "ppo": "ppo:train_ppo",
     "online_dpo": "online_pairs_loop:train_online_pairs",
     "xpo": "online_pairs_loop:train_online_pairs",
     "nash_md": "online_pairs_loop:train_online_pairs",

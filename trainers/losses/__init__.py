@@ -4,7 +4,7 @@ One module per family: `supervised` (sft, dft, asft_anchored, poft, reward), `dp
 family with its shared scoring of preference pairs against a reference), `mixture` (weighted
 sums of DPO-family losses, TRL's `loss_type` list), `reference_free` (cpo, simpo, orpo,
 asft_aligned), `unpaired` (kto, bco), `ranking` (rrhf, pro, aft), `online` (grpo, rloo),
-`online_pairs` (online_dpo, xpo, nash_md), `distill` (gkd). Importing a family registers
+`online_pairs` (online_dpo, xpo, nash_md), `distill` (gkd), `ppo`. Importing a family registers
 its methods; `pairwise` gathers every loss on pairwise data.
 
 Shared pieces: `registry` (methods, the inputs a loss may ask for, hyperparameter checking),
@@ -42,6 +42,7 @@ FAMILIES = (
     "online",
     "online_pairs",
     "distill",
+    "ppo",
 )
 
 

@@ -81,8 +81,8 @@ describe(
 )
 describe(
     "missing_eos_penalty",
-    "online_dpo, xpo, nash_md: subtracted from the reward (a verdict's log-odds) of a sample "
-    "that ends without EOS before the pair is judged; null = off (TRL)",
+    "online_dpo, xpo, nash_md, ppo: subtracted from the reward (a verdict's log-odds) of a "
+    "sample that ends without EOS (before the pair is judged); null = off (TRL)",
     _penalty,
 )
 

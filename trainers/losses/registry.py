@@ -63,6 +63,8 @@ INPUTS: dict[str, str] = {
     "old_token_logps": "[B, T] log-probs under the policy that sampled (online methods)",
     "ref_token_logps": "[B, T] log-probs under the reference (online KL term)",
     "group_size": "int, samples per prompt G (online methods; rows grouped consecutively)",
+    "values": "[B, T] value-head predictions V(s_t) at each token's position (PPO)",
+    "old_values": "[B, T] the same when the rollout was sampled (PPO's value clip)",
     "preferences": "[P] probability that each prompt's first sample is preferred to its "
     "second (online pair methods: a judge's or reward model's verdict)",
     # full next-token distributions, [B, T, V] (distillation)
