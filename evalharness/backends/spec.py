@@ -17,6 +17,11 @@ BACKENDS = ("hf", "vllm", "openai", "builtin", "rm", "clf", "outputs", "bon")
 #: Backends that generate text: what best-of-N (`bon:`) samples from, or judges with.
 GENERATORS = ("hf", "vllm", "builtin", "openai")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+#: `--batch-size auto` (as lm-evaluation-harness spells it).
+AUTO_BATCH = "auto"
+#: Requests handed to a backend per call under `--batch-size auto`: generation batches this
+#: many; scoring sizes its own batches by memory.
+AUTO_BATCH_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class ModelSpec:
     #: accelerate's placement over every visible GPU (`auto`) for a model too large for one.
     device_map: str | None = None
     batch_size: int = 8
+    #: `--batch-size auto`: local models size their scoring batches by memory (a token budget)
+    #: instead of `batch_size` rows; `batch_size` is then the requests handed over per call.
+    auto_batch: bool = False
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int = 8
@@ -83,6 +91,8 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
     if backend == "bon":
         split_best_of_n(name)  # a malformed spec fails here, before anything loads
     model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
+    if options.get("batch_size") == AUTO_BATCH:
+        options = {**options, "batch_size": AUTO_BATCH_ROWS, "auto_batch": True}
     model = model.with_options(**options)
     if model.dtype not in DTYPES:
         raise InputError(f"--dtype {model.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -145,3 +155,13 @@ def _parses(text: str, scorer: bool = False) -> bool:
     except InputError:
         return False
     return backend in GENERATORS or (scorer and backend == "rm")
+
+
+def batch_size_option(text: str) -> int | str:
+    """`--batch-size`: a positive number of requests, or `auto`."""
+    if text.strip().lower() == AUTO_BATCH:
+        return AUTO_BATCH
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--batch-size {text!r} is not a number or 'auto'") from None
