@@ -213,8 +213,13 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     backend.score([ScoreRequest(continuation=" water", context="Question: why?\nAnswer:")])
     scores: dict[str, list[Any]] = {}
     score = backend.score
+    counts = {"score_calls": 0, "forwards": 0}
+    backend._decoder().register_forward_pre_hook(  # type: ignore[attr-defined]
+        lambda *_: counts.__setitem__("forwards", counts["forwards"] + 1)
+    )
 
     def recording(requests: Any) -> Any:  # the answers, kept for the per-request comparison
+        counts["score_calls"] += 1
         results = score(requests)
         for request, result in zip(requests, results, strict=True):
             scores[request_key(request.context, request.continuation)] = [
@@ -245,6 +250,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         "model_device": str(model.device),
         "model_dtype": str(model.dtype).removeprefix("torch."),
         "calls_made": result.raw.get("calls_made"),
+        **counts,  # backend calls and model forwards inside the timed evaluation
     }
 
 
@@ -382,6 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{side:8} {row['seconds']:8.2f} s  {row['questions_per_s']:9.1f} questions/s  "
                 f"batch {row['batch_size']}  on {row['model_device']} ({row['model_dtype']}); "
                 f"other processes used {row['other_processes_cores']} cores meanwhile"
+                + (
+                    f"; {row['score_calls']} backend calls, {row['forwards']} forwards"
+                    if "forwards" in row
+                    else ""
+                )
             )
         else:
             print(f"{side:8} {row['status']}: {row.get('reason')}")
