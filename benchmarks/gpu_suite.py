@@ -29,7 +29,8 @@ running out of time is recorded and the next one still runs)
     generation  benchmarks/vllm_generation.py: MT-Bench-style chat prompts, `hf:` vs `vllm:`
                 tokens/s, every prompt forced to the full length (vLLM: a reason when absent).
     mc_scoring  benchmarks/mc_scoring.py: multiple-choice questions/s, evalharness vs lm-eval's
-                HFLM (batch size auto), and their per-question acc, on the same model.
+                HFLM (both at batch size auto), their per-question acc and per-request
+                log-probs, on the same model; `goal_met` says whether ours reached 1.5x.
     dpo         benchmarks/train_step.py: one DPO step, ours vs TRL's DPOTrainer (reference per
                 step and precomputed), steps/s and peak memory, bf16, same model and batches.
 

@@ -162,8 +162,9 @@ def step_mc_scoring(step: StepRun, limit: float) -> dict[str, Any]:
     command += ["--worker-timeout", side_timeout(limit, 2)]  # lm-eval, then ours
     if step.smoke:
         command += ["--questions", "8", "--lm-eval-batch-size", "4", "--ours-batch-size", "4"]
-    else:
-        command += ["--questions", "400"]
+    else:  # both sides at batch size auto: the 1.5x goal on a GPU is against lm-eval's auto
+        command += ["--questions", "400", "--lm-eval-batch-size", "auto"]
+        command += ["--ours-batch-size", "auto"]
     code = step.run([*command, "--out", str(out)], "multiple-choice benchmark")
     result = read_json(out, "mc_scoring.py")
     if code != 0:

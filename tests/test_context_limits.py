@@ -138,7 +138,7 @@ def test_hf_scoring_left_truncates_the_context_as_lm_eval_does(short_model: Path
     context, continuation = backend.encode_pair(request)
     # lm-eval keeps the last max_length + 1 tokens of context + continuation.
     kept = context[-(LIMIT + 1 - len(continuation)) :]
-    (expected,) = backend._score_full([(kept, continuation)])
+    (expected,) = backend.score_pairs([(kept, continuation)])
     assert long.logprob == pytest.approx(expected.logprob, abs=1e-5)
 
 

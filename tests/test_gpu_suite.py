@@ -87,6 +87,9 @@ def test_benchmarks_land_their_numbers_in_the_summary(summary: dict[str, Any]) -
     }
     assert scoring["questions_compared"] == scoring["questions"] > 0
     assert scoring["identical_acc"] is True and scoring["ratio_ours_vs_lm_eval"] > 0
+    same_requests = scoring["requests"]["ours vs lm-eval"]
+    assert same_requests["compared"] == 4 * scoring["questions"]
+    assert same_requests["is_greedy_mismatches"] == 0
 
     dpo = {row["side"]: row for row in steps["dpo"]["results"]}
     assert dpo["ours"]["status"] == "ok" and dpo["ours"]["median_step_s"] > 0

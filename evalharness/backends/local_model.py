@@ -109,6 +109,7 @@ class LocalModelBackend(Backend):
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.batch_size = spec.batch_size
+        self.auto_batch = spec.auto_batch
         self.directory, weights = resolve_local_dir(spec)
         self.placement = resolve_placement(spec, self.directory)
         self._identity = checkpoint_identity(

@@ -25,6 +25,11 @@ RAW_TEXT_GENERATORS = ("hf", "vllm", "builtin")
 #: Backends whose next-token distribution is at hand: what token-level search (ARGS, DeAL) needs.
 TOKEN_LEVEL_GENERATORS = ("hf", "builtin")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+#: `--batch-size auto` (as lm-evaluation-harness spells it).
+AUTO_BATCH = "auto"
+#: Requests handed to a backend per call under `--batch-size auto`: generation batches this
+#: many; scoring sizes its own batches by memory.
+AUTO_BATCH_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class ModelSpec:
     #: accelerate's placement over every visible GPU (`auto`) for a model too large for one.
     device_map: str | None = None
     batch_size: int = 8
+    #: `--batch-size auto`: local models size their scoring batches by memory (a token budget)
+    #: instead of `batch_size` rows; `batch_size` is then the requests handed over per call.
+    auto_batch: bool = False
     base_url: str | None = None
     api_key_env: str | None = None
     concurrency: int = 8
@@ -95,6 +103,8 @@ def parse_model_spec(spec: str, **options: object) -> ModelSpec:
     elif backend in ("args", "deal"):
         split_reward_guided(backend, name)
     model = ModelSpec(backend=backend, name=name, raw=text, revision=revision)
+    if options.get("batch_size") == AUTO_BATCH:
+        options = {**options, "batch_size": AUTO_BATCH_ROWS, "auto_batch": True}
     model = model.with_options(**options)
     if model.dtype not in DTYPES:
         raise InputError(f"--dtype {model.dtype!r} is not one of {', '.join(DTYPES)}")
@@ -228,3 +238,13 @@ def split_reward_guided(backend: str, name: str) -> tuple[dict[str, int | float 
         f"{backend}:{name}: expected {backend}:[OPTIONS:]rm:REWARD_MODEL:MODEL, MODEL an hf: or "
         f"builtin model (e.g. {backend}:rm:RM_DIR:hf:MODEL_DIR)"
     )
+
+
+def batch_size_option(text: str) -> int | str:
+    """`--batch-size`: a positive number of requests, or `auto`."""
+    if text.strip().lower() == AUTO_BATCH:
+        return AUTO_BATCH
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"--batch-size {text!r} is not a number or 'auto'") from None

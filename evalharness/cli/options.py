@@ -12,7 +12,12 @@ import argparse
 from typing import Any
 
 from evalharness.backends.devices import DEVICE_HELP, DEVICE_MAPS
-from evalharness.backends.spec import DEFAULT_MODEL_ALIAS, ModelSpec, parse_model_spec
+from evalharness.backends.spec import (
+    DEFAULT_MODEL_ALIAS,
+    ModelSpec,
+    batch_size_option,
+    parse_model_spec,
+)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +32,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "on the CPU), float32, bfloat16, float16",
     )
     add_device_options(parser)
-    parser.add_argument("--batch-size", type=int, default=None, help="requests per batch (hf)")
+    parser.add_argument(
+        "--batch-size",
+        default=None,
+        help="requests per batch (hf), or auto: scoring batches as large as memory allows",
+    )
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint for openai:")
     parser.add_argument(
         "--api-key-env",
@@ -172,7 +181,7 @@ def model_spec(args: argparse.Namespace) -> ModelSpec:
         dtype=args.dtype,
         device=args.device,
         device_map=args.device_map,
-        batch_size=args.batch_size,
+        batch_size=None if args.batch_size is None else batch_size_option(args.batch_size),
         base_url=args.base_url,
         api_key_env=args.api_key_env,
         concurrency=args.concurrency,

@@ -31,6 +31,9 @@ from evalharness.tasks.base import Task, TaskData
 
 #: One request a sample still needs an answer to, with its cache key.
 _Pending = SlotWork[Request]
+#: Score requests handed to the backend per call, in multiples of its batch size: enough for
+#: it to batch rows of similar length across samples, few enough to store answers as it goes.
+SCORE_BATCHES_PER_CALL = 32
 
 
 def response_key(model_hash: str, request: Request) -> str:
@@ -56,8 +59,25 @@ def _sort_key(item: _Pending) -> tuple:
             size,
         )
     if isinstance(request, ScoreRequest):
-        return (1, 0, 0, 0, 0, len(request.context) + len(request.continuation))
-    return (2, 0, 0, 0, 0, 0)
+        # Requests sharing a context sit together, so a call holds whole groups of choices.
+        messages = repr(request.messages) if request.messages else ""
+        return (1, len(messages) + len(request.context), messages, request.context)
+    return (2,)
+
+
+def _calls(backend: Backend, unique: list[_Pending]) -> list[list[_Pending]]:
+    """`unique` (sorted by `_sort_key`) cut into backend calls: `batch_size` requests, except
+    that score requests go `SCORE_BATCHES_PER_CALL` batches at a time, so the backend batches
+    them across samples and finds the continuations that share a context."""
+    calls: list[list[_Pending]] = []
+    scored = [p for p in unique if isinstance(p.work, ScoreRequest)]
+    others = [p for p in unique if not isinstance(p.work, ScoreRequest)]
+    for items, size in (
+        (others, backend.batch_size),
+        (scored, backend.batch_size * SCORE_BATCHES_PER_CALL),
+    ):
+        calls.extend(items[start : start + size] for start in range(0, len(items), size))
+    return calls
 
 
 def generate(
@@ -121,8 +141,7 @@ def _answer(
     unique = [items[0] for items in by_key.values()]
     label = "generating" if counter == "model" else f"generating ({counter})"
     with progress(label, len(unique)) as advance:
-        for start in range(0, len(unique), backend.batch_size):
-            chunk = unique[start : start + backend.batch_size]
+        for chunk in _calls(backend, unique):
             results = backend.answer([p.work for p in chunk])
             if not backend.recorded:
                 calls[counter] += len(chunk)
