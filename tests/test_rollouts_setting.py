@@ -134,7 +134,8 @@ def test_pushed_weights_merge_lora_under_checkpoint_names_and_leave_the_base_exa
 
     pushed = dict(policy_weights(policy, torch.float16))
 
-    assert set(pushed) == set(original)
+    # In the checkpoint's order: vLLM holds a layer's early weights until the rest arrive.
+    assert list(pushed) == list(original)
     assert all(w.dtype == torch.float16 for w in pushed.values())
     changed = 0
     for name, weight in pushed.items():

@@ -165,7 +165,10 @@ def _repack_tied_cpu_head(model: Any) -> None:
 
 
 def policy_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's weights under the checkpoint's names, adapters merged, cast to `dtype`.
+    """The policy's weights under the checkpoint's names, adapters merged, cast to `dtype`, in
+    the model's own order: vLLM processes a layer (fusing q/k/v, repacking) once all its weights
+    have arrived and holds the ones that came early, so an adapted `q_proj` sent apart from its
+    `k_proj` would keep a copy of every layer's adapted weights alive until the end.
 
     An adapted layer is merged on its own, its merged weights copied out, then unmerged and its
     base restored from a copy taken before: `unmerge` subtracts in the weights' dtype, which in
@@ -173,17 +176,25 @@ def policy_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.
     """
     core = core_model(model)
     tuned = _tuner_layers(core) if core is not model else {}
-    for name, layer in tuned.items():
-        with _merged(layer) as base:
-            for part, weight in base.named_parameters(recurse=False):
-                yield f"{name}.{part}", weight.detach().to(dtype, copy=True)
+    sent: set[str] = set()
     for name, weight in core.named_parameters():
-        owners = name.split(".")
-        if any(".".join(owners[:i]) in tuned for i in range(1, len(owners))):
-            continue  # an adapted layer: pushed merged above
-        if ".original_module." in name:
-            continue  # a trained copy (`modules_to_save`) replaces it
-        yield name.replace(".modules_to_save.default.", "."), weight.detach().to(dtype)
+        owner = _adapted_layer(name, tuned)
+        if owner is not None:  # sent merged, with its first weight
+            if owner not in sent:
+                sent.add(owner)
+                with _merged(tuned[owner]) as base:
+                    for part, merged in base.named_parameters(recurse=False):
+                        yield f"{owner}.{part}", merged.detach().to(dtype, copy=True)
+        elif ".original_module." not in name:  # a trained copy (`modules_to_save`) replaces it
+            yield name.replace(".modules_to_save.default.", "."), weight.detach().to(dtype)
+
+
+def _adapted_layer(name: str, tuned: dict[str, Any]) -> str | None:
+    """The adapted layer a parameter belongs to (its base weight or the adapter's own)."""
+    parts = name.split(".")
+    return next(
+        (o for o in (".".join(parts[:i]) for i in range(1, len(parts))) if o in tuned), None
+    )
 
 
 def _tuner_layers(core: Any) -> dict[str, Any]:
