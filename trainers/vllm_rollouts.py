@@ -32,7 +32,7 @@ import torch
 
 from evalharness.backends.prompts import stop_token_ids
 from evalharness.backends.spec import ALIASES, ModelSpec, parse_model_spec
-from evalharness.errors import BackendError, InputError
+from evalharness.errors import InputError
 
 from .models import core_model
 from .rollouts import cut_after_eos
@@ -97,15 +97,12 @@ class VLLMSampler:
 
         quiet_vllm()
         from transformers import GenerationConfig
-        from vllm import LLM
 
-        backend = VLLMBackend(spec)  # the evaluator's checkpoint resolution and engine options
-        try:
-            with _engine_in_this_process():
-                self.llm = LLM(**backend.engine_options())
-        except (ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"rollouts: the vLLM engine failed to start: {first}") from exc
+        # The evaluator's checkpoint resolution, engine options and start (a failed start is
+        # its one-line error naming the `vllm:` spec).
+        backend = VLLMBackend(spec)
+        with _engine_in_this_process():
+            self.llm = backend.llm
         self.dtype = getattr(torch, backend.placement.dtype)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         try:
