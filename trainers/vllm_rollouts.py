@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,6 +37,19 @@ from evalharness.errors import InputError
 
 from .models import core_model
 from .rollouts import cut_after_eos
+
+#: vLLM keeps a request's seed as an int64, and seeds its `n` samples `seed`, `seed + 1`, ...
+_SEED_BITS = 62
+
+
+def call_seed(seed: int) -> int:
+    """The seed vLLM is given for a call the run seeds `seed`. vLLM draws a call's i-th sample
+    from `seed + i`, and the run seeds its per-prompt calls with consecutive numbers: unspread,
+    prompt k's second sample and prompt k+1's first would draw the same random numbers
+    (correlated, not independent, samples). A reproducible 62-bit mix starts each call's
+    streams far from every other call's."""
+    return random.Random(seed).getrandbits(_SEED_BITS)
+
 
 #: Share of a GPU's memory the engine takes for weights and KV cache beside the training run
 #: (TRL's colocate examples use the same); on the CPU build the evaluator's RAM share applies.
@@ -119,7 +133,7 @@ class VLLMSampler:
 
         params = SamplingParams(
             n=n,
-            seed=seed,
+            seed=call_seed(seed),
             temperature=self.temperature,
             max_tokens=self.max_new_tokens,
             stop_token_ids=self.stop_ids,
