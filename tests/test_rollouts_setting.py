@@ -148,6 +148,31 @@ def test_pushed_weights_merge_lora_under_checkpoint_names_and_leave_the_base_exa
         assert torch.equal(weight, before[name]), name
 
 
+def test_pushed_weights_carry_trained_token_rows_under_the_embedding_name(
+    tiny_model_dir: Path,
+) -> None:
+    """LoRA's `trainable_token_indices` trains embedding rows in a layer of its own inside a
+    wrapper of the embedding (`embed_tokens.token_adapter`); the checkpoint, and so the engine,
+    names the merged weight `embed_tokens.weight`."""
+    plain = load_model(f"hf:{tiny_model_dir}", "float32").model
+    original = {name: weight.detach().clone() for name, weight in plain.named_parameters()}
+    policy = adapters.add_adapter(plain, "lora", {"r": 4, "trainable_token_indices": [1, 2]})
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "trainable_tokens_delta" in name:
+                weight.add_(1.0)
+    expected = copy.deepcopy(policy).merge_and_unload().state_dict()
+
+    pushed = dict(policy_weights(policy, torch.float32))
+
+    assert list(pushed) == list(original)
+    for name, weight in pushed.items():
+        assert torch.equal(weight, expected[name]), name
+    assert not torch.equal(
+        pushed["model.embed_tokens.weight"], original["model.embed_tokens.weight"]
+    )
+
+
 def test_hf_sampler_draws_from_the_whole_softmax(tiny_model_dir: Path) -> None:
     """The policy-gradient losses assume samples from the policy itself: `generate` would keep
     only its 50 likeliest tokens (transformers' default top-k). At a high temperature the tiny

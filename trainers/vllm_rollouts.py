@@ -195,7 +195,7 @@ def policy_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.
                 sent.add(owner)
                 with _merged(tuned[owner]) as base:
                     for part, merged in base.named_parameters(recurse=False):
-                        yield f"{owner}.{part}", merged.detach().to(dtype, copy=True)
+                        yield f"{_replaced(owner)}.{part}", merged.detach().to(dtype, copy=True)
         elif ".original_module." not in name:  # a trained copy (`modules_to_save`) replaces it
             yield name.replace(".modules_to_save.default.", "."), weight.detach().to(dtype)
 
@@ -206,6 +206,13 @@ def _adapted_layer(name: str, tuned: dict[str, Any]) -> str | None:
     return next(
         (o for o in (".".join(parts[:i]) for i in range(1, len(parts))) if o in tuned), None
     )
+
+
+def _replaced(layer: str) -> str:
+    """The name of the module an adapted layer stands in for: itself, except trained token
+    rows (LoRA's `trainable_token_indices`), whose layer sits inside a wrapper of the
+    embedding as `token_adapter`."""
+    return layer.removesuffix(".token_adapter")
 
 
 def _tuner_layers(core: Any) -> dict[str, Any]:
