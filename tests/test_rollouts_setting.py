@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from evalharness.trainers.config import TrainConfig
 from evalharness.trainers.models import load_model
 from evalharness.trainers.rollouts import HFSampler
 from evalharness.trainers.samplers import choose_rollouts, engine_dtype
-from evalharness.trainers.vllm_rollouts import policy_weights
+from evalharness.trainers.vllm_rollouts import VLLMSampler, policy_weights
 
 REWARD = "def length(prompt, completion, row):\n    return float(len(completion))\n"
 
@@ -134,7 +136,8 @@ def test_pushed_weights_merge_lora_under_checkpoint_names_and_leave_the_base_exa
 
     pushed = dict(policy_weights(policy, torch.float16))
 
-    assert set(pushed) == set(original)
+    # In the checkpoint's order: vLLM holds a layer's early weights until the rest arrive.
+    assert list(pushed) == list(original)
     assert all(w.dtype == torch.float16 for w in pushed.values())
     changed = 0
     for name, weight in pushed.items():
@@ -143,6 +146,31 @@ def test_pushed_weights_merge_lora_under_checkpoint_names_and_leave_the_base_exa
     assert changed >= 4  # the adapted projections really carry the adapter
     for name, weight in policy.named_parameters():
         assert torch.equal(weight, before[name]), name
+
+
+def test_pushed_weights_carry_trained_token_rows_under_the_embedding_name(
+    tiny_model_dir: Path,
+) -> None:
+    """LoRA's `trainable_token_indices` trains embedding rows in a layer of its own inside a
+    wrapper of the embedding (`embed_tokens.token_adapter`); the checkpoint, and so the engine,
+    names the merged weight `embed_tokens.weight`."""
+    plain = load_model(f"hf:{tiny_model_dir}", "float32").model
+    original = {name: weight.detach().clone() for name, weight in plain.named_parameters()}
+    policy = adapters.add_adapter(plain, "lora", {"r": 4, "trainable_token_indices": [1, 2]})
+    with torch.no_grad():
+        for name, weight in policy.named_parameters():
+            if "trainable_tokens_delta" in name:
+                weight.add_(1.0)
+    expected = copy.deepcopy(policy).merge_and_unload().state_dict()
+
+    pushed = dict(policy_weights(policy, torch.float32))
+
+    assert list(pushed) == list(original)
+    for name, weight in pushed.items():
+        assert torch.equal(weight, expected[name]), name
+    assert not torch.equal(
+        pushed["model.embed_tokens.weight"], original["model.embed_tokens.weight"]
+    )
 
 
 def test_hf_sampler_draws_from_the_whole_softmax(tiny_model_dir: Path) -> None:
@@ -154,3 +182,37 @@ def test_hf_sampler_draws_from_the_whole_softmax(tiny_model_dir: Path) -> None:
     prompt = loaded.tokenizer("hello")["input_ids"]
     first_tokens = {row[0] for row in sampler.sample(prompt, 400, seed=0)}
     assert len(first_tokens) > 100
+
+
+def test_vllm_samples_of_different_prompts_never_share_a_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vLLM draws a call's i-th sample from `seed + i`, and the run seeds a step's per-prompt
+    calls with consecutive numbers: passed through, prompt k's second sample and prompt k+1's
+    first would draw the same random numbers. What the sampler asks the engine (stubbed: no
+    vLLM here) must keep every sample of a step on a seed of its own, reproducibly."""
+    requested: list[Any] = []
+
+    class Engine:
+        def generate(self, prompts: list[Any], params: Any, use_tqdm: bool) -> list[Any]:
+            requested.append(params)
+            outputs = [types.SimpleNamespace(token_ids=[5]) for _ in range(params.n)]
+            return [types.SimpleNamespace(outputs=outputs)]
+
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **options: types.SimpleNamespace(**options)  # type: ignore[attr-defined]
+    inputs = types.ModuleType("vllm.inputs")
+    inputs.TokensPrompt = dict  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+    sampler = object.__new__(VLLMSampler)
+    sampler.llm, sampler.temperature, sampler.max_new_tokens = Engine(), 1.0, 4
+    sampler.stop_ids, sampler.eos, sampler.pad = [0], 0, 0
+    group, first = 4, 7 * 1_000_003 + 3 * 1000  # a step's seeds (OnlineRun.sample_seed)
+    for offset in range(16):
+        assert sampler.sample([1, 2], group, first + offset) == [[5]] * group
+    children = [params.seed + i for params in requested for i in range(group)]
+    assert len(set(children)) == len(children)
+    assert all(0 <= seed < 2**63 - group for seed in children)  # vLLM keeps an int64
+    sampler.sample([1, 2], group, first)
+    assert requested[-1].seed == requested[0].seed  # the same call seed, the same samples

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,10 +33,23 @@ import torch
 
 from evalharness.backends.prompts import stop_token_ids
 from evalharness.backends.spec import ALIASES, ModelSpec, parse_model_spec
-from evalharness.errors import BackendError, InputError
+from evalharness.errors import InputError
 
 from .models import core_model
 from .rollouts import cut_after_eos
+
+#: vLLM keeps a request's seed as an int64, and seeds its `n` samples `seed`, `seed + 1`, ...
+_SEED_BITS = 62
+
+
+def call_seed(seed: int) -> int:
+    """The seed vLLM is given for a call the run seeds `seed`. vLLM draws a call's i-th sample
+    from `seed + i`, and the run seeds its per-prompt calls with consecutive numbers: unspread,
+    prompt k's second sample and prompt k+1's first would draw the same random numbers
+    (correlated, not independent, samples). A reproducible 62-bit mix starts each call's
+    streams far from every other call's."""
+    return random.Random(seed).getrandbits(_SEED_BITS)
+
 
 #: Share of a GPU's memory the engine takes for weights and KV cache beside the training run
 #: (TRL's colocate examples use the same); on the CPU build the evaluator's RAM share applies.
@@ -97,15 +111,12 @@ class VLLMSampler:
 
         quiet_vllm()
         from transformers import GenerationConfig
-        from vllm import LLM
 
-        backend = VLLMBackend(spec)  # the evaluator's checkpoint resolution and engine options
-        try:
-            with _engine_in_this_process():
-                self.llm = LLM(**backend.engine_options())
-        except (ValueError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"rollouts: the vLLM engine failed to start: {first}") from exc
+        # The evaluator's checkpoint resolution, engine options and start (a failed start is
+        # its one-line error naming the `vllm:` spec).
+        backend = VLLMBackend(spec)
+        with _engine_in_this_process():
+            self.llm = backend.llm
         self.dtype = getattr(torch, backend.placement.dtype)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         try:
@@ -122,7 +133,7 @@ class VLLMSampler:
 
         params = SamplingParams(
             n=n,
-            seed=seed,
+            seed=call_seed(seed),
             temperature=self.temperature,
             max_tokens=self.max_new_tokens,
             stop_token_ids=self.stop_ids,
@@ -165,7 +176,10 @@ def _repack_tied_cpu_head(model: Any) -> None:
 
 
 def policy_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """The policy's weights under the checkpoint's names, adapters merged, cast to `dtype`.
+    """The policy's weights under the checkpoint's names, adapters merged, cast to `dtype`, in
+    the model's own order: vLLM processes a layer (fusing q/k/v, repacking) once all its weights
+    have arrived and holds the ones that came early, so an adapted `q_proj` sent apart from its
+    `k_proj` would keep a copy of every layer's adapted weights alive until the end.
 
     An adapted layer is merged on its own, its merged weights copied out, then unmerged and its
     base restored from a copy taken before: `unmerge` subtracts in the weights' dtype, which in
@@ -173,17 +187,32 @@ def policy_weights(model: Any, dtype: torch.dtype) -> Iterator[tuple[str, torch.
     """
     core = core_model(model)
     tuned = _tuner_layers(core) if core is not model else {}
-    for name, layer in tuned.items():
-        with _merged(layer) as base:
-            for part, weight in base.named_parameters(recurse=False):
-                yield f"{name}.{part}", weight.detach().to(dtype, copy=True)
+    sent: set[str] = set()
     for name, weight in core.named_parameters():
-        owners = name.split(".")
-        if any(".".join(owners[:i]) in tuned for i in range(1, len(owners))):
-            continue  # an adapted layer: pushed merged above
-        if ".original_module." in name:
-            continue  # a trained copy (`modules_to_save`) replaces it
-        yield name.replace(".modules_to_save.default.", "."), weight.detach().to(dtype)
+        owner = _adapted_layer(name, tuned)
+        if owner is not None:  # sent merged, with its first weight
+            if owner not in sent:
+                sent.add(owner)
+                with _merged(tuned[owner]) as base:
+                    for part, merged in base.named_parameters(recurse=False):
+                        yield f"{_replaced(owner)}.{part}", merged.detach().to(dtype, copy=True)
+        elif ".original_module." not in name:  # a trained copy (`modules_to_save`) replaces it
+            yield name.replace(".modules_to_save.default.", "."), weight.detach().to(dtype)
+
+
+def _adapted_layer(name: str, tuned: dict[str, Any]) -> str | None:
+    """The adapted layer a parameter belongs to (its base weight or the adapter's own)."""
+    parts = name.split(".")
+    return next(
+        (o for o in (".".join(parts[:i]) for i in range(1, len(parts))) if o in tuned), None
+    )
+
+
+def _replaced(layer: str) -> str:
+    """The name of the module an adapted layer stands in for: itself, except trained token
+    rows (LoRA's `trainable_token_indices`), whose layer sits inside a wrapper of the
+    embedding as `token_adapter`."""
+    return layer.removesuffix(".token_adapter")
 
 
 def _tuner_layers(core: Any) -> dict[str, Any]:
