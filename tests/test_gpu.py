@@ -280,3 +280,42 @@ def test_one_dpo_step_trains_on_cuda(tiny_model_dir: Path, tmp_path: Path) -> No
     before = load_file(tiny_model_dir / "model.safetensors")
     after = load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
+LETTERS_REWARD = """
+def letters(prompt, completion, row):
+    return float(sum(c.isalpha() for c in completion))
+"""
+
+
+@pytest.mark.usefixtures("ieee_float32_after")
+@pytest.mark.parametrize("method", ["grpo", "rloo", "ppo", "online_dpo", "xpo", "nash_md", "gkd"])
+def test_online_methods_train_on_cuda(method: str, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Every online method samples, scores and steps on the GPU (the policy, its reference, the
+    sampler) and writes changed weights; `rollouts: auto` picks vLLM where it is installed."""
+    from safetensors.torch import load_file
+    from train_configs import train_config
+
+    from evalharness.engine.training import run_training
+    from evalharness.trainers import losses
+
+    reward = tmp_path / "letters.py"
+    reward.write_text(LETTERS_REWARD)
+    rng = random.Random(0)
+    rows = [{"prompt": phrase(rng), "completion": " good water"} for _ in range(8)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / method
+    loss_args = {"teacher": f"hf:{tiny_model_dir}"} if method == "gkd" else {}
+    config = train_config(
+        method, tiny_model_dir, data, out, max_steps=2, batch_size=2, group_size=2,
+        max_new_tokens=6, learning_rate=1e-3, reward=f"python:{reward}:letters",
+        loss_args=loss_args,
+    )  # fmt: skip
+    summary = run_training(losses.method(method), config, progress=False)
+    assert summary.steps == 2
+    placement = json.loads((out / "train.json").read_text())["placement"]
+    assert placement["device"].startswith("cuda")
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
