@@ -32,7 +32,12 @@ from typing import Any
 
 from evalharness.backends.base import Backend, ForwardingBackend
 from evalharness.backends.registry import load_single
-from evalharness.backends.spec import ModelSpec, parse_model_spec, split_best_of_n
+from evalharness.backends.spec import (
+    ModelSpec,
+    parse_model_spec,
+    split_best_of_n,
+    wrapped_model_spec,
+)
 from evalharness.engine.requests import (
     FailedResult,
     GenerateRequest,
@@ -170,15 +175,8 @@ class BestOfNBackend(ForwardingBackend):
         self.spec = spec
         self.batch_size = spec.batch_size
         self.n, scorer_raw, model_raw = split_best_of_n(spec.name)
-        wrapped = parse_model_spec(model_raw)
         # The command line's model options configure the wrapped model.
-        self.model_spec = replace(
-            spec,
-            backend=wrapped.backend,
-            name=wrapped.name,
-            raw=wrapped.raw,
-            revision=wrapped.revision,
-        )
+        self.model_spec = wrapped_model_spec(spec, model_raw)
         self.model = load_single(self.model_spec)
         self.scorer = self._build_scorer(scorer_raw)
         self._identity = {

@@ -140,6 +140,20 @@ def placed(model: ModelSpec, device: str | None = None, device_map: str | None =
     return model
 
 
+def wrapped_model_spec(spec: ModelSpec, model: str) -> ModelSpec:
+    """The model a wrapper spec (`bon:`, `urial:`, `args:`, `deal:`) wraps: `model` parsed, with
+    the wrapper's own options (the command line's `--dtype`, `--batch-size`, ...), which
+    configure the wrapped model."""
+    wrapped = parse_model_spec(model)
+    return replace(
+        spec,
+        backend=wrapped.backend,
+        name=wrapped.name,
+        raw=wrapped.raw,
+        revision=wrapped.revision,
+    )
+
+
 def split_best_of_n(name: str) -> tuple[int, str, str]:
     """`N:SCORER:MODEL` (a `bon:` spec without its prefix) as N, scorer spec and model spec.
 

@@ -17,13 +17,18 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from evalharness.backends.base import ForwardingBackend
 from evalharness.backends.context import fit_prompt
 from evalharness.backends.registry import load_single
-from evalharness.backends.spec import ModelSpec, parse_model_spec, split_reward_guided
+from evalharness.backends.spec import (
+    ModelSpec,
+    parse_model_spec,
+    split_reward_guided,
+    wrapped_model_spec,
+)
 from evalharness.engine.requests import (
     FailedResult,
     GenerateRequest,
@@ -92,15 +97,8 @@ class TokenSearchBackend(ForwardingBackend):
         self.batch_size = spec.batch_size
         options, reward_raw, model_raw = split_reward_guided(self.method, spec.name)
         self.options: dict[str, Any] = {**self.defaults, **options}
-        wrapped = parse_model_spec(model_raw)
         # The command line's model options configure the wrapped model.
-        self.model_spec = replace(
-            spec,
-            backend=wrapped.backend,
-            name=wrapped.name,
-            raw=wrapped.raw,
-            revision=wrapped.revision,
-        )
+        self.model_spec = wrapped_model_spec(spec, model_raw)
         self.model: Any = load_single(self.model_spec)
         reward_spec = parse_model_spec(
             reward_raw,

@@ -36,7 +36,7 @@ from typing import Any
 
 from evalharness.backends.base import Backend, ForwardingBackend
 from evalharness.backends.registry import load_single
-from evalharness.backends.spec import ModelSpec, parse_model_spec, split_urial
+from evalharness.backends.spec import ModelSpec, split_urial, wrapped_model_spec
 from evalharness.engine.requests import (
     CompleteRequest,
     FailedResult,
@@ -164,15 +164,8 @@ class UrialBackend(ForwardingBackend):
         self.batch_size = spec.batch_size
         options, model_raw = split_urial(spec.name)
         self.preamble = self._preamble(options.get("prompt"))
-        wrapped = parse_model_spec(model_raw)
         # The command line's model options configure the wrapped model.
-        self.model_spec = replace(
-            spec,
-            backend=wrapped.backend,
-            name=wrapped.name,
-            raw=wrapped.raw,
-            revision=wrapped.revision,
-        )
+        self.model_spec = wrapped_model_spec(spec, model_raw)
         self.model: Backend = load_single(self.model_spec)
         self._identity = {
             "backend": "urial",
