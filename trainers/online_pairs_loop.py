@@ -194,7 +194,7 @@ def train_online_pairs(config: TrainConfig, *, progress: bool = True) -> TrainSu
             token_logps=token_logps,
             token_mask=mask,
             ref_token_logps=ref_token_logps,
-            preferences=preferences.to(run.device),
+            preferences=preferences,  # float64 on the CPU: each loss moves what it needs
             **loss_hyper,
         ).mean()
         run.optimizer_step(loss)

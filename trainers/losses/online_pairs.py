@@ -139,11 +139,12 @@ def judged_sums(
     """The DPO family's four sums for each prompt's pair, ordered by the verdict.
 
     The first sample is chosen where `preferences >= 0.5` (TRL: `first >= second`, so a tie
-    goes to the first sample).
+    goes to the first sample). The verdicts are compared where they are, in their own dtype
+    (the loop's float64, which MPS devices lack), and only the outcome moves to the device.
     """
     first_policy, second_policy = _pair_rows(_sequence_sums(token_logps, token_mask))
     first_ref, second_ref = _pair_rows(_sequence_sums(ref_token_logps, token_mask))
-    first_chosen = preferences.to(token_logps.device) >= 0.5
+    first_chosen = (preferences >= 0.5).to(token_logps.device)
     return {
         "policy_chosen_logps": torch.where(first_chosen, first_policy, second_policy),
         "policy_rejected_logps": torch.where(first_chosen, second_policy, first_policy),
