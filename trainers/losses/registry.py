@@ -183,7 +183,8 @@ def registered() -> list[Method]:
 
 def hyperparameters(method: Method, given: dict[str, Any]) -> dict[str, Any]:
     """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
-    overridden by `given`, types checked, documented options converted (`options.OPTIONS`).
+    overridden by `given`, types checked, documented options converted (by the method's own
+    `conversions`, else `options.OPTIONS`).
 
     The one place a user's values are checked, for the loop, the online loop and the command
     line alike, so every method reports a bad value the same way.
