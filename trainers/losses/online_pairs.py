@@ -251,6 +251,7 @@ def nash_md(
     mask = token_mask.to(token_logps.dtype)
     logps = token_logps * mask
     log_ratio = (logps - ref_token_logps * mask).detach()
-    score = (preferences.to(logps) - 0.5) * logps.sum(dim=-1)
+    probability = preferences.to(logps.dtype).to(logps.device)  # cast first: MPS lacks float64
+    score = (probability - 0.5) * logps.sum(dim=-1)
     kl = (log_ratio * logps).sum(dim=-1)
     return beta * kl - score
