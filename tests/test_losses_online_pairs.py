@@ -360,6 +360,10 @@ def test_options_are_listed_and_checked() -> None:
     hyper = losses.hyperparameters(online, {"loss_type": "ipo", "missing_eos_penalty": "2"})
     assert hyper["missing_eos_penalty"] == 2.0
     assert online_pairs.online_loss_type(hyper["loss_type"]) == "ipo"
+    # The config check (`hyperparameters`) already rejects what `mixture` would take.
+    for method, value in [("online_dpo", "hinge"), ("xpo", "sigmoid,ipo")]:
+        with pytest.raises(InputError, match=f"{method}: loss_type={value}: .* sigmoid or ipo"):
+            losses.hyperparameters(losses.method(method), {"loss_type": value})
     batch = _batch(seed=3)
     with pytest.raises(InputError, match="online_dpo and xpo take sigmoid or ipo"):
         online.loss(

@@ -244,3 +244,51 @@ def test_bad_options_are_one_line_errors_before_training(
     )  # fmt: skip
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_under_lora_the_reference_and_mixture_samples_come_from_the_base(
+    tiny_model_dir: Path,
+) -> None:
+    """With adapters on a trained LoRA (weights away from zero), XPO's opponent is the base's
+    own sample and Nash-MD's mixture at c = 1 samples the base, c = 0 the adapted policy:
+    each equals a plain seeded sample of that model (`HFSampler`), and base and policy differ."""
+    import copy
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evalharness.trainers.online_pairs_loop import mixture_sample, reference_sample
+    from evalharness.trainers.rollouts import HFSampler, Prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    policy = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.add_(torch.randn(parameter.shape, generator=generator))
+    policy.eval()
+    settings = {"temperature": 1.0, "max_new_tokens": 6}
+    run = SimpleNamespace(
+        reference=None,
+        model=policy,
+        device=torch.device("cpu"),
+        accelerator=SimpleNamespace(autocast=nullcontext),
+        config=SimpleNamespace(**settings),
+        tokenizer=tokenizer,
+    )
+    prompt = Prompt(({"role": "user", "content": "q"},), tokenizer("the capital city")["input_ids"])
+    differ = False
+    for seed in range(4):
+        (from_base,) = HFSampler(base, tokenizer, **settings).sample(prompt.ids, 1, seed)
+        (from_policy,) = HFSampler(policy, tokenizer, **settings).sample(prompt.ids, 1, seed)
+        assert reference_sample(run, prompt, seed) == from_base
+        assert mixture_sample(run, prompt, seed, 1.0) == from_base
+        assert mixture_sample(run, prompt, seed, 0.0) == from_policy
+        differ = differ or from_base != from_policy
+    assert differ

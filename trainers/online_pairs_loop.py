@@ -29,7 +29,7 @@ from . import losses
 from .config import TrainConfig
 from .loop import TrainSummary
 from .losses import hyperparameters
-from .losses.online_pairs import geometric_mixture_logits, online_loss_type, penalise_missing_eos
+from .losses.online_pairs import geometric_mixture_logits, penalise_missing_eos
 from .models import adapters_disabled, core_model, scored_mask
 from .online_run import OnlineRun, finish_online_run, start_online_run
 from .rewards import Rewarder
@@ -160,9 +160,7 @@ def verdicts(
 def train_online_pairs(config: TrainConfig, *, progress: bool = True) -> TrainSummary:
     """Online DPO / XPO / Nash-MD; writes an `hf:`-loadable checkpoint to `config.out`."""
     method = losses.method(config.method)
-    hyper = hyperparameters(method, config.loss_args)
-    if "loss_type" in hyper:
-        hyper["loss_type"] = online_loss_type(hyper["loss_type"])  # fails before any load
+    hyper = hyperparameters(method, config.loss_args)  # fails before any load
     options = {name: hyper[name] for name in method.input_options}
     loss_hyper = {k: v for k, v in hyper.items() if k not in options}
     run = start_online_run(config, method, hyper, progress=progress, needs_reference=True)
@@ -196,7 +194,7 @@ def train_online_pairs(config: TrainConfig, *, progress: bool = True) -> TrainSu
             token_logps=token_logps,
             token_mask=mask,
             ref_token_logps=ref_token_logps,
-            preferences=preferences.to(run.device),
+            preferences=preferences,  # float64 on the CPU: each loss moves what it needs
             **loss_hyper,
         ).mean()
         run.optimizer_step(loss)

@@ -32,7 +32,6 @@ Every loss returns one value per prompt, whose mean is TRL's loss.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -49,17 +48,15 @@ Tensor = torch.Tensor
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
-def online_loss_type(value: str | Sequence[str]) -> str:
+def online_loss_type(value: Any) -> str:
     """`loss_type` of online DPO / XPO: `sigmoid` or `ipo`, as TRL's `OnlineDPOConfig` takes.
 
-    The option is shared by name with `mixture`, whose conversion makes a list of it, so a
-    one-name list is read as that name.
+    Their own conversion (`conversions` below), in place of `mixture`'s list of names that the
+    option shares by name, so a config check rejects `hinge` before anything loads.
     """
-    names = [value] if isinstance(value, str) else list(value)
-    if len(names) != 1 or names[0] not in LOSS_TYPES:
-        given = ",".join(str(name) for name in names)
-        raise InputError(f"loss_type={given}: online_dpo and xpo take sigmoid or ipo")
-    return str(names[0])
+    if value not in LOSS_TYPES:
+        raise InputError(f"loss_type={value}: online_dpo and xpo take sigmoid or ipo")
+    return str(value)
 
 
 def _mixture_coef(value: Any) -> float:
@@ -142,11 +139,12 @@ def judged_sums(
     """The DPO family's four sums for each prompt's pair, ordered by the verdict.
 
     The first sample is chosen where `preferences >= 0.5` (TRL: `first >= second`, so a tie
-    goes to the first sample).
+    goes to the first sample). The verdicts are compared where they are, in their own dtype
+    (the loop's float64, which MPS devices lack), and only the outcome moves to the device.
     """
     first_policy, second_policy = _pair_rows(_sequence_sums(token_logps, token_mask))
     first_ref, second_ref = _pair_rows(_sequence_sums(ref_token_logps, token_mask))
-    first_chosen = preferences.to(token_logps.device) >= 0.5
+    first_chosen = (preferences >= 0.5).to(token_logps.device)
     return {
         "policy_chosen_logps": torch.where(first_chosen, first_policy, second_policy),
         "policy_rejected_logps": torch.where(first_chosen, second_policy, first_policy),
@@ -176,6 +174,7 @@ def pair_dpo_losses(sums: dict[str, Tensor], beta: float, loss_type: str) -> Ten
     reference=True,
     summary="Online DPO: two fresh samples per prompt, judged, then DPO (sigmoid) or IPO",
     loop_options=PAIR_LOOP_OPTIONS,
+    conversions={"loss_type": online_loss_type},
 )
 def online_dpo(
     *,
@@ -202,6 +201,7 @@ def online_dpo(
     reference=True,
     summary="XPO: online DPO on (policy sample, reference sample) + α·log π(reference sample)",
     loop_options=PAIR_LOOP_OPTIONS,
+    conversions={"loss_type": online_loss_type},
 )
 def xpo(
     *,
@@ -251,6 +251,7 @@ def nash_md(
     mask = token_mask.to(token_logps.dtype)
     logps = token_logps * mask
     log_ratio = (logps - ref_token_logps * mask).detach()
-    score = (preferences.to(logps) - 0.5) * logps.sum(dim=-1)
+    probability = preferences.to(logps.dtype).to(logps.device)  # cast first: MPS lacks float64
+    score = (probability - 0.5) * logps.sum(dim=-1)
     kl = (log_ratio * logps).sum(dim=-1)
     return beta * kl - score

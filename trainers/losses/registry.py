@@ -87,6 +87,9 @@ class Method:
     #: Settings an online loop applies while sampling and judging, by default (Nash-MD's
     #: `mixture_coef`, `missing_eos_penalty`): options a user sets like the loss's own.
     loop_options: Mapping[str, object] = field(default_factory=dict)
+    #: The method's own conversion of a hyperparameter, in place of the one shared by name
+    #: (`options.OPTIONS`): online DPO's `loss_type` is one of two names, `mixture`'s a list.
+    conversions: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
 
     @property
     def inputs(self) -> list[str]:
@@ -132,9 +135,11 @@ def register(
     reference: bool,
     summary: str,
     loop_options: Mapping[str, object] | None = None,
+    conversions: Mapping[str, Callable[[Any], Any]] | None = None,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Decorator adding a loss function to the registry under `name`; `loop_options` (name ->
-    default) are the settings its loop applies outside the loss (`Method.loop_options`)."""
+    default) are the settings its loop applies outside the loss (`Method.loop_options`),
+    `conversions` its own checks of a hyperparameter (`Method.conversions`)."""
 
     def add(function: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         if name in _METHODS:
@@ -148,7 +153,15 @@ def register(
             raise ValueError(
                 f"loss {name!r}: parameters must be keyword-only: {unknown_positional}"
             )
-        _METHODS[name] = Method(name, function, data, reference, summary, dict(loop_options or {}))
+        _METHODS[name] = Method(
+            name,
+            function,
+            data,
+            reference,
+            summary,
+            dict(loop_options or {}),
+            dict(conversions or {}),
+        )
         return function
 
     return add
@@ -172,7 +185,8 @@ def registered() -> list[Method]:
 
 def hyperparameters(method: Method, given: dict[str, Any]) -> dict[str, Any]:
     """The loss's keyword hyperparameters and the method's input options (`ld_alpha`): defaults
-    overridden by `given`, types checked, documented options converted (`options.OPTIONS`).
+    overridden by `given`, types checked, documented options converted (by the method's own
+    `conversions`, else `options.OPTIONS`).
 
     The one place a user's values are checked, for the loop, the online loop and the command
     line alike, so every method reports a bad value the same way.
@@ -186,8 +200,9 @@ def hyperparameters(method: Method, given: dict[str, Any]) -> dict[str, Any]:
         )
     values = dict(known)
     for name, value in given.items():
+        own = method.conversions.get(name)
         try:
-            values[name] = convert_value(name, value, known[name])
+            values[name] = own(value) if own else convert_value(name, value, known[name])
         except (TypeError, ValueError):
             raise InputError(f"{method.name}: {name}={value!r} is not a number") from None
         except InputError as error:
