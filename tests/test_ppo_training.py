@@ -42,6 +42,7 @@ def reward(tmp_path: Path) -> str:
     return f"python:{path}:letters"
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_ppo_raises_a_rule_reward_and_the_checkpoint_reloads_and_evaluates(
     tiny_model_dir: Path, prompts: Path, reward: str, tmp_path: Path, capsys
 ) -> None:
