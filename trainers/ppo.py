@@ -134,11 +134,10 @@ def sample(
 
 
 def value_head(run: OnlineRun) -> ValueHead:
-    """A fresh value head, seeded, in the optimizer and in the gradient clip with the policy."""
+    """A fresh value head (zero, so nothing to seed), in the optimizer and in the gradient clip
+    with the policy."""
     hidden_size = core_model(run.model).get_output_embeddings().weight.shape[-1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(run.config.seed)
-        head = ValueHead(hidden_size).to(run.device)
+    head = ValueHead(hidden_size).to(run.device)
     parameters = list(head.parameters())
     run.optimizer.add_param_group({"params": parameters})
     run.parameters.extend(parameters)
