@@ -23,6 +23,22 @@ def shared_data(relative: str) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Torch on one thread while the test runs. The tiny model's ops are far too small to
+    gain from a second thread, and on a busy machine each op's threads wait for each other
+    (a tiny-model training run took several times longer with torch's two threads).
+    `OMP_NUM_THREADS` too, or each model load sets one thread per core again
+    (`backends.local_model`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ~100k-parameter Llama with a locally trained tokenizer and a chat template."""

@@ -3,8 +3,9 @@
 The reward is a Python function, the number of letters in the completion: the tiny random
 model's byte-level samples hold few, and tokens that are whole words hold more, so every token
 of a completion moves it.
-The run is seeded (sampling, mini-batch shuffles, the value head), so its metrics are the same
-on every run and the comparison of early and late steps is not left to chance.
+The run is seeded (sampling, mini-batch shuffles; the value head starts at zero), so its
+metrics are the same on every run and the comparison of early and late steps is not left to
+chance.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def reward(tmp_path: Path) -> str:
     return f"python:{path}:letters"
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_ppo_raises_a_rule_reward_and_the_checkpoint_reloads_and_evaluates(
     tiny_model_dir: Path, prompts: Path, reward: str, tmp_path: Path, capsys
 ) -> None:

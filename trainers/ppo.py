@@ -24,7 +24,11 @@ Tensors are laid out as TRL's responses, each completion from column 0 (`complet
 so the score lands where TRL puts it. Forward passes run with dropout off (TRL disables it in
 policy, reference and value model). Deviations: log-probs are taken at temperature 1, where TRL
 divides the logits by the sampling temperature; the sampler draws with `temperature`, so at
-the default 1.0 the two agree.
+the default 1.0 the two agree. At another temperature the ratio is still sound (old and new
+log-probs are both softmax(z)'s, so it starts at 1 and the clip bounds softmax(z)'s change),
+but the samples come from softmax(z / T) while the gradient and the KL estimate refer to
+softmax(z): a slightly off-policy estimate. TRL's way needs the fused scorer
+(`kernels.causal_lm`) to take a temperature.
 """
 
 from __future__ import annotations
@@ -130,11 +134,10 @@ def sample(
 
 
 def value_head(run: OnlineRun) -> ValueHead:
-    """A fresh value head, seeded, in the optimizer and in the gradient clip with the policy."""
+    """A fresh value head (zero, so nothing to seed), in the optimizer and in the gradient clip
+    with the policy."""
     hidden_size = core_model(run.model).get_output_embeddings().weight.shape[-1]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(run.config.seed)
-        head = ValueHead(hidden_size).to(run.device)
+    head = ValueHead(hidden_size).to(run.device)
     parameters = list(head.parameters())
     run.optimizer.add_param_group({"params": parameters})
     run.parameters.extend(parameters)
