@@ -27,6 +27,9 @@ from evalharness.errors import InputError
 from evalharness.trainers import gkd as gkd_loop
 from evalharness.trainers.gkd import train_gkd
 
+# Tiny-model training: one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 WORD = "good"
 
 

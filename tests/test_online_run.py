@@ -15,6 +15,9 @@ from evalharness.errors import InputError
 from evalharness.trainers.config import TrainConfig
 from evalharness.trainers.rewards import Rollout, build_rewarder
 
+# Tiny-model training: one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REWARDS = """
 def letters(prompt, completion, row):
     if "answer" not in row or not prompt[-1]["content"].startswith("say"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,22 +137,6 @@ def test_reward_settings_are_checked_when_the_config_is_read(value: object, mess
             {"method": "grpo", "model": "m", "data": "d", "out": "o", "reward": value},
             "train.yaml",
         )
-
-
-@pytest.fixture
-def one_torch_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Torch on one thread while the test runs. The tiny model's ops are far too small to
-    gain from a second thread, and on a busy machine each op's threads wait for each other:
-    the GRPO run below took 110-150 s with torch's two threads and 10-13 s with one.
-    `OMP_NUM_THREADS` too, or each model load sets one thread per core again
-    (`backends.local_model`)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

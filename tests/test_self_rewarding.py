@@ -21,6 +21,9 @@ from evalharness.engine import pipeline, self_rewarding, training
 from evalharness.reports.names import Names
 from evalharness.store.run_store import RunStore
 
+# Tiny-model training: one torch thread (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = [
     "What is the capital of France?",
     "Explain why the river is long.",
