@@ -23,17 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor
 
 from . import losses
 from .config import TrainConfig
 from .loop import TrainSummary
 from .losses import hyperparameters
 from .losses.online_pairs import geometric_mixture_logits, penalise_missing_eos
-from .models import adapters_disabled, core_model, scored_mask
+from .models import adapters_disabled, scored_mask
 from .online_run import OnlineRun, finish_online_run, start_online_run
 from .rewards import Rewarder
-from .rollouts import Prompt, cut_after_eos, rollout_batch
+from .rollouts import Prompt, generate_completions, rollout_batch
 
 #: Methods whose loss scores both samples of the pair (Nash-MD scores the policy's only).
 SCORES_BOTH = ("online_dpo", "xpo")
@@ -62,23 +62,19 @@ class MixtureLogits(LogitsProcessor):
 def _generate(
     run: OnlineRun, model: Any, prompt: Prompt, seed: int, processor: LogitsProcessor | None
 ) -> list[int]:
-    """One completion of `prompt` from `model` by hf generation (cut after EOS), seeded."""
-    torch.manual_seed(seed)
-    inputs = torch.tensor([prompt.ids], device=run.device)
-    with torch.no_grad(), run.accelerator.autocast():
-        out = core_model(model).generate(
-            input_ids=inputs,
-            attention_mask=torch.ones_like(inputs),
-            do_sample=True,
-            top_k=0,  # plain sampling at the temperature, as the policy's `HFSampler`
-            top_p=1.0,
+    """One completion of `prompt` from `model` (cut after EOS), seeded, under the run's
+    autocast as the policy's own samples are drawn."""
+    with run.accelerator.autocast():
+        return generate_completions(
+            model,
+            run.tokenizer,
+            prompt.ids,
+            1,
+            seed,
             temperature=run.config.temperature,
             max_new_tokens=run.config.max_new_tokens,
-            pad_token_id=run.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([processor] if processor else []),
-        )
-    row = out[0, len(prompt.ids) :].tolist()
-    return cut_after_eos(row, run.tokenizer.eos_token_id, run.tokenizer.pad_token_id)
+            logits_processor=processor,
+        )[0]
 
 
 def reference_sample(run: OnlineRun, prompt: Prompt, seed: int) -> list[int]:

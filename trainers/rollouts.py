@@ -53,6 +53,43 @@ def cut_after_eos(row: list[int], eos: int | None, pad: int) -> list[int]:
     return row or [eos if eos is not None else pad]
 
 
+def generate_completions(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    n: int,
+    seed: int,
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    logits_processor: Any = None,
+) -> list[list[int]]:
+    """`n` seeded completions of one prompt from `model` with `generate` (cut after EOS): plain
+    sampling at `temperature`, as TRL's online trainers sample (transformers' default top_k=50
+    would truncate the distribution the losses assume). `logits_processor` reshapes each step's
+    logits (Nash-MD's mixture with the reference)."""
+    from transformers import LogitsProcessorList
+
+    torch.manual_seed(seed)
+    model = core_model(model)
+    device = next(model.parameters()).device
+    inputs = torch.tensor([prompt_ids] * n, device=device)
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=inputs,
+            attention_mask=torch.ones_like(inputs),
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([logits_processor] if logits_processor else []),
+        )
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    return [cut_after_eos(row, eos, pad) for row in out[:, len(prompt_ids) :].tolist()]
+
+
 class HFSampler:
     """`n` completions of a prompt from the policy with `generate`, seeded per call, drawn from
     its softmax at `temperature` (no top-k or top-p: the policy-gradient losses assume samples
@@ -65,25 +102,15 @@ class HFSampler:
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
 
     def sample(self, prompt_ids: list[int], n: int, seed: int) -> list[list[int]]:
-        torch.manual_seed(seed)
-        model = core_model(self.model)
-        device = next(model.parameters()).device
-        inputs = torch.tensor([prompt_ids] * n, device=device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=inputs,
-                attention_mask=torch.ones_like(inputs),
-                do_sample=True,
-                # Plain sampling at the temperature, as TRL's online trainers: transformers'
-                # default top_k=50 would truncate the distribution the loss assumes.
-                top_k=0,
-                top_p=1.0,
-                temperature=self.temperature,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        return [cut_after_eos(row, eos, pad) for row in out[:, len(prompt_ids) :].tolist()]
+        return generate_completions(
+            self.model,
+            self.tokenizer,
+            prompt_ids,
+            n,
+            seed,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+        )
 
     def sync(self, model: Any) -> None:
         """Nothing to do: this sampler generates with the policy's own weights."""
