@@ -160,6 +160,43 @@ def test_a_model_that_ignores_the_packed_mask_scores_each_row_alone(
     assert_same_scores(scores, alone(backend, requests))
 
 
+def sliding_window_model(directory: Path, tokenizer_dir: Path, window: int) -> Path:
+    """A tiny Mistral whose attention sees only the last `window` inputs."""
+    import torch
+    from tiny_models import tiny_config
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = tiny_config(
+        MistralConfig,
+        len(tokenizer),
+        32,
+        layers=2,
+        sliding_window=window,
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    MistralForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_rows_wider_than_a_sliding_window_are_not_packed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A 4-D mask replaces the model's sliding window: a packed row wider than the window would
+    let a later choice read context that its own row's window hides. Such questions go one
+    row per choice; those that fit the window stay packed."""
+    window = 40
+    backend = hf_backend(sliding_window_model(tmp_path / "mistral", tiny_model_dir, window))
+    requests = questions(8)
+    rows = plan_rows([backend.encode_pair(r) for r in requests], pack=True)
+    assert {row.width > window for row in rows} == {True, False}  # both kinds are here
+    assert_same_scores(backend.score(requests), alone(backend, requests))
+    assert backend._packing is True
+
+
 def test_auto_batch_size_halves_its_budget_when_a_batch_runs_out_of_memory(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
