@@ -132,6 +132,18 @@ def test_a_question_reads_its_context_once_and_questions_share_forwards(
     assert widths[0] == longest_row  # longest first: the context once, then every choice
 
 
+def test_scoring_forwards_keep_no_kv_cache(tiny_model_dir: Path) -> None:
+    """A cache would hold every layer's keys and values for the whole batch, memory that an
+    automatic batch size would rather spend on rows."""
+    backend = hf_backend(tiny_model_dir, batch_size="auto")
+    caches: list[Any] = []
+    backend._decoder().register_forward_hook(
+        lambda module, args, output: caches.append(output.past_key_values)
+    )
+    backend.score(questions(3))
+    assert caches and all(cache is None for cache in caches)
+
+
 def test_a_model_that_ignores_the_packed_mask_scores_each_row_alone(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

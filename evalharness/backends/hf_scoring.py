@@ -150,8 +150,11 @@ class HFScoring:
                 targets.append(token)
                 owners.append(index)
         with torch.inference_mode():
+            # No KV cache: nothing is decoded after a scoring forward, and a cache would hold
+            # every layer's keys and values for the whole batch until the forward ends.
             hidden = self._decoder()(
-                **{name: self._on_device(value) for name, value in inputs.items()}
+                **{name: self._on_device(value) for name, value in inputs.items()},
+                use_cache=False,
             ).last_hidden_state
             stats = self._token_stats(hidden[rows, positions], targets)
             logprobs = stats.logprobs.double().cpu().tolist()
