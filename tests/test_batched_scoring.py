@@ -132,6 +132,18 @@ def test_a_question_reads_its_context_once_and_questions_share_forwards(
     assert widths[0] == longest_row  # longest first: the context once, then every choice
 
 
+def test_scoring_forwards_keep_no_kv_cache(tiny_model_dir: Path) -> None:
+    """A cache would hold every layer's keys and values for the whole batch, memory that an
+    automatic batch size would rather spend on rows."""
+    backend = hf_backend(tiny_model_dir, batch_size="auto")
+    caches: list[Any] = []
+    backend._decoder().register_forward_hook(
+        lambda module, args, output: caches.append(output.past_key_values)
+    )
+    backend.score(questions(3))
+    assert caches and all(cache is None for cache in caches)
+
+
 def test_a_model_that_ignores_the_packed_mask_scores_each_row_alone(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,6 +170,43 @@ def test_a_model_that_ignores_the_packed_mask_scores_each_row_alone(
     scores = backend.score(requests)
     assert backend._packing is False
     assert_same_scores(scores, alone(backend, requests))
+
+
+def sliding_window_model(directory: Path, tokenizer_dir: Path, window: int) -> Path:
+    """A tiny Mistral whose attention sees only the last `window` inputs."""
+    import torch
+    from tiny_models import tiny_config
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = tiny_config(
+        MistralConfig,
+        len(tokenizer),
+        32,
+        layers=2,
+        sliding_window=window,
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    MistralForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_rows_wider_than_a_sliding_window_are_not_packed(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """A 4-D mask replaces the model's sliding window: a packed row wider than the window would
+    let a later choice read context that its own row's window hides. Such questions go one
+    row per choice; those that fit the window stay packed."""
+    window = 40
+    backend = hf_backend(sliding_window_model(tmp_path / "mistral", tiny_model_dir, window))
+    requests = questions(8)
+    rows = plan_rows([backend.encode_pair(r) for r in requests], pack=True)
+    assert {row.width > window for row in rows} == {True, False}  # both kinds are here
+    assert_same_scores(backend.score(requests), alone(backend, requests))
+    assert backend._packing is True
 
 
 def test_auto_batch_size_halves_its_budget_when_a_batch_runs_out_of_memory(

@@ -72,33 +72,64 @@ class ScoreRow:
             start += len(branch.tokens) - 1
 
 
-def plan_rows(pairs: Sequence[Pair], *, pack: bool) -> list[ScoreRow]:
+def attention_window(config: Any) -> int | None:
+    """How far back (in inputs, not position ids) some layer of the model stops attending: a
+    sliding window (Mistral, Gemma 2 and 3, Phi-3), GPT-Neo's local layers, Llama 4's chunks.
+    None when every layer reads the whole row.
+
+    A model given a 4-D mask uses it as it is, window or not: a packed row no wider than the
+    window is scored as its branches alone would be (none of them reaches past it either),
+    a wider one would let its later branches read context their own row hides from them.
+    """
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    windows = [
+        getattr(config, "sliding_window", None),
+        getattr(config, "attention_chunk_size", None),
+    ]
+    if "local" in (getattr(config, "attention_layers", None) or ()):
+        windows.append(getattr(config, "window_size", None))
+    sizes = [int(size) for size in windows if isinstance(size, int) and size > 0]
+    return min(sizes, default=None)
+
+
+def plan_rows(pairs: Sequence[Pair], *, pack: bool, window: int | None = None) -> list[ScoreRow]:
     """Rows for `pairs` (context, continuation), longest first; with `pack`, one row per
-    distinct context, else one row per pair (the layout lm-evaluation-harness uses)."""
+    distinct context (but one row per pair where that row would be wider than `window`, see
+    `attention_window`), else one row per pair (the layout lm-evaluation-harness uses)."""
     if pack:
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (context, _) in enumerate(pairs):
             groups[tuple(context)].append(index)
-        rows = [
-            ScoreRow(list(context), tuple(Branch(i, pairs[i][1]) for i in indices))
-            for context, indices in groups.items()
-        ]
+        rows = []
+        for context, indices in groups.items():
+            row = ScoreRow(list(context), tuple(Branch(i, pairs[i][1]) for i in indices))
+            if window is not None and row.packed and row.width > window:
+                rows.extend(ScoreRow(row.context, (branch,)) for branch in row.branches)
+            else:
+                rows.append(row)
     else:
         rows = [ScoreRow(c, (Branch(i, tokens),)) for i, (c, tokens) in enumerate(pairs)]
     return sorted(rows, key=lambda row: -row.width)
 
 
 def batches(
-    rows: Sequence[ScoreRow], *, max_rows: int | None, max_tokens: int | None
+    rows: Sequence[ScoreRow],
+    *,
+    max_rows: int | None,
+    max_tokens: int | None,
+    window: int | None = None,
 ) -> Iterator[list[ScoreRow]]:
     """Consecutive rows (sorted longest first) in batches of at most `max_rows` rows whose padded
-    size (rows x longest width) stays within `max_tokens`; a row alone is always a batch."""
+    size (rows x longest width) stays within `max_tokens`; a row alone is always a batch. Rows
+    wider than `window` never share a batch with narrower ones, which may be packed: the 4-D
+    mask a packed row needs would replace the model's window for the whole batch."""
     batch: list[ScoreRow] = []
     for row in rows:
         width = max(row.width, batch[0].width) if batch else row.width
         too_many = max_rows is not None and len(batch) >= max_rows
         too_big = max_tokens is not None and (len(batch) + 1) * width > max_tokens
-        if batch and (too_many or too_big):
+        crosses = window is not None and bool(batch) and batch[0].width > window >= row.width
+        if batch and (too_many or too_big or crosses):
             yield batch
             batch = []
         batch.append(row)

@@ -23,6 +23,7 @@ from evalharness.backends.context import fit_scored
 from evalharness.backends.hf_score_rows import (
     Branch,
     ScoreRow,
+    attention_window,
     batches,
     model_inputs,
     padded_inputs,
@@ -76,19 +77,26 @@ class HFScoring:
         """Scores of (context, continuation) token ids that already fit the model, in order;
         `pack` False scores every pair in its own row, as lm-evaluation-harness lays them out."""
         shares_context = len({tuple(context) for context, _ in pairs}) < len(pairs)
-        rows = plan_rows(pairs, pack=pack and shares_context and self._packing_works())
+        window = attention_window(self.model.config)
+        pack = pack and shares_context and self._packing_works()
+        rows = plan_rows(pairs, pack=pack, window=window)
         results: list[ScoreResult | None] = [None] * len(pairs)
-        self._score_rows(rows, results)
+        self._score_rows(rows, results, window)
         return all_results(results)
 
     # -- batches -------------------------------------------------------------------------
-    def _score_rows(self, rows: list[ScoreRow], results: list[ScoreResult | None]) -> None:
+    def _score_rows(
+        self, rows: list[ScoreRow], results: list[ScoreResult | None], window: int | None
+    ) -> None:
         """Score `rows` (longest first) batch by batch into `results`; under an automatic
-        batch size a batch that runs out of memory halves the budget and is tried again."""
+        batch size a batch that runs out of memory halves the budget and is tried again.
+        `window`: the model's attention window (`attention_window`)."""
         done = 0
         while done < len(rows):
             max_rows, max_tokens = self._batch_limits()
-            batch = next(batches(rows[done:], max_rows=max_rows, max_tokens=max_tokens))
+            batch = next(
+                batches(rows[done:], max_rows=max_rows, max_tokens=max_tokens, window=window)
+            )
             try:
                 self._score_batch(batch, results)
             except Exception as error:  # noqa: BLE001 - only memory errors are retried
@@ -142,8 +150,11 @@ class HFScoring:
                 targets.append(token)
                 owners.append(index)
         with torch.inference_mode():
+            # No KV cache: nothing is decoded after a scoring forward, and a cache would hold
+            # every layer's keys and values for the whole batch until the forward ends.
             hidden = self._decoder()(
-                **{name: self._on_device(value) for name, value in inputs.items()}
+                **{name: self._on_device(value) for name, value in inputs.items()},
+                use_cache=False,
             ).last_hidden_state
             stats = self._token_stats(hidden[rows, positions], targets)
             logprobs = stats.logprobs.double().cpu().tolist()
