@@ -1384,4 +1384,6 @@ def test_methods_command_documents_every_new_option(capsys) -> None:
     assert rows["dpo"]["hyperparameters"]["ld_alpha"] is None
     assert rows["dpo"]["options"]["f_divergence_type"].startswith("DPO family")
     assert rows["mixture"]["hyperparameters"]["loss_type"] == "sigmoid"
-    assert set(rows["simpo"]["options"]) == {"alpha", "cpo_alpha"}
+    # gamma is shared by name with ppo's GAE discount: its meaning says what it is for each.
+    assert set(rows["simpo"]["options"]) == {"alpha", "cpo_alpha", "gamma"}
+    assert "simpo: the target margin" in rows["simpo"]["options"]["gamma"]
