@@ -35,6 +35,7 @@ from .loop import TrainSummary
 from .metrics import MetricsLog
 from .models import PolicyScorer, adamw, adapters_disabled, load_model
 from .rewards import Rewarder, Rollout, build_rewarder
+from .rewards.spec import SPEC_FORMS
 from .rollouts import Prompt, Sampler, prompt_messages
 from .samplers import build_sampler, choose_rollouts
 
@@ -199,8 +200,8 @@ def start_online_run(
         )
     if needs_reward and not config.reward:
         raise InputError(
-            f"method {method.name} needs a reward: --reward SPEC (rm:DIR, judge:MODEL, "
-            "exact, regex:PATTERN, python:MODULE:FUNCTION, ...) or reward: in the config"
+            f"method {method.name} needs a reward: --reward SPEC ({SPEC_FORMS}) or reward: "
+            "in the config"
         )
     rows = load_rows(config.data, data_format, limit=config.limit)  # a bad file fails first
     dtype = precision.weights_dtype(config.dtype, config.adapter)
